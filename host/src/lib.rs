@@ -1,0 +1,11 @@
+//! envsync-host: runs WebAssembly datastore plugins to back up, restore,
+//! transform and copy databases between environments.
+
+pub mod capabilities;
+pub mod cli;
+pub mod connection;
+pub mod failure;
+pub mod logging;
+pub mod runtime;
+pub mod step;
+pub mod store;

@@ -1,0 +1,38 @@
+//! `envsync:plugin/job`: the step's parameters and non-secret connection facts.
+
+use crate::connection::Connection;
+use crate::runtime::bindings::envsync::plugin::job::{ConnectionInfo, Host};
+use crate::runtime::sandbox::StepState;
+use std::collections::BTreeMap;
+
+/// The job as the plugin may see it. Connections carry secrets, but only
+/// their database name and display address cross into the guest.
+#[derive(Clone, Debug, Default)]
+pub struct JobContext {
+    pub params: Vec<(String, String)>,
+    /// Keyed by role: `source`, `target`.
+    pub connections: BTreeMap<String, Connection>,
+}
+
+impl Host for StepState {
+    async fn param(&mut self, name: String) -> wasmtime::Result<Option<String>> {
+        Ok(self
+            .job
+            .params
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.clone()))
+    }
+
+    async fn params(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
+        Ok(self.job.params.clone())
+    }
+
+    async fn connection(&mut self, role: String) -> wasmtime::Result<Option<ConnectionInfo>> {
+        Ok(self.job.connections.get(&role).map(|c| ConnectionInfo {
+            database: c.database.clone(),
+            instance: c.display_address(),
+        }))
+    }
+}

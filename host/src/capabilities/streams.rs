@@ -1,0 +1,295 @@
+//! `envsync:plugin/streams`: byte streams owned by the host, and `splice`,
+//! which moves bulk data host-side so it never passes through guest memory.
+
+use super::HostResult;
+use crate::runtime::bindings::WitError;
+use crate::runtime::bindings::envsync::plugin::streams::{Host, HostByteSink, HostByteSource};
+use crate::runtime::sandbox::StepState;
+use crate::store::checksum::{ArtifactReader, ArtifactWriter};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use wasmtime::component::Resource;
+
+/// Largest single `read` a plugin may ask for, so one call cannot make the
+/// host allocate without bound.
+const MAX_READ: u32 = 8 * 1024 * 1024;
+/// Buffer of one `splice`.
+const SPLICE_BUF: usize = 1024 * 1024;
+/// How often a long splice logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(15);
+
+/// What a readable stream reads from.
+pub enum SourceKind {
+    /// A stored artifact; its bytes are hashed and checked by `verify`.
+    Artifact(ArtifactReader),
+    /// A child's stdout or a local file.
+    Pipe(Box<dyn AsyncRead + Send + Unpin>),
+    /// Temporarily moved out by a running `splice`.
+    Busy,
+}
+
+/// A readable stream handed to a plugin.
+pub struct ByteSource {
+    kind: SourceKind,
+    label: String,
+    eof: bool,
+}
+
+impl ByteSource {
+    pub fn new(label: impl Into<String>, kind: SourceKind) -> Self {
+        ByteSource {
+            kind,
+            label: label.into(),
+            eof: false,
+        }
+    }
+
+    /// True once a stored artifact was read to its end and matched its
+    /// manifest.
+    pub fn verified(&self) -> bool {
+        matches!(&self.kind, SourceKind::Artifact(r) if r.verified())
+    }
+
+    /// The artifact inside, for the host to verify when a plugin did not.
+    pub fn artifact_mut(&mut self) -> Option<&mut ArtifactReader> {
+        match &mut self.kind {
+            SourceKind::Artifact(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    fn reader(&mut self) -> Result<&mut (dyn AsyncRead + Send + Unpin), WitError> {
+        match &mut self.kind {
+            SourceKind::Artifact(r) => Ok(r),
+            SourceKind::Pipe(r) => Ok(r.as_mut()),
+            SourceKind::Busy => Err(WitError::Io(format!("{} is in use by a splice", self.label))),
+        }
+    }
+
+    async fn read(&mut self, max: u32) -> Result<Vec<u8>, WitError> {
+        let label = self.label.clone();
+        let mut buf = vec![0u8; max.clamp(1, MAX_READ) as usize];
+        let n = self
+            .reader()?
+            .read(&mut buf)
+            .await
+            .map_err(|e| WitError::Io(format!("reading {label} failed: {e}")))?;
+        buf.truncate(n);
+        if n == 0 {
+            self.eof = true;
+        }
+        Ok(buf)
+    }
+
+    async fn verify(&mut self) -> Result<(), WitError> {
+        match &mut self.kind {
+            SourceKind::Artifact(r) => r.verify().await.map_err(WitError::Integrity),
+            _ if self.eof => Ok(()),
+            _ => Err(WitError::Io(format!(
+                "{} was not read to its end; read until an empty chunk before verify",
+                self.label
+            ))),
+        }
+    }
+}
+
+/// What a writable stream writes to.
+pub enum SinkKind {
+    /// The artifact of a backup; the host commits it after the plugin returns.
+    Artifact(ArtifactWriter),
+    /// A child's stdin.
+    Pipe(Box<dyn AsyncWrite + Send + Unpin>),
+    /// Closed by the plugin (pipes are dropped so the reader sees EOF).
+    Closed,
+    /// Temporarily moved out by a running `splice`.
+    Busy,
+}
+
+/// A writable stream handed to a plugin.
+pub struct ByteSink {
+    kind: SinkKind,
+    label: String,
+    closed: bool,
+}
+
+impl ByteSink {
+    pub fn new(label: impl Into<String>, kind: SinkKind) -> Self {
+        ByteSink {
+            kind,
+            label: label.into(),
+            closed: false,
+        }
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Gives back the artifact writer once the plugin is done with it.
+    pub fn into_artifact(self) -> Option<ArtifactWriter> {
+        match self.kind {
+            SinkKind::Artifact(w) => Some(w),
+            _ => None,
+        }
+    }
+
+    fn writer(&mut self) -> Result<&mut (dyn AsyncWrite + Send + Unpin), WitError> {
+        if self.closed {
+            return Err(WitError::Io(format!("{} is closed", self.label)));
+        }
+        match &mut self.kind {
+            SinkKind::Artifact(w) => Ok(w),
+            SinkKind::Pipe(w) => Ok(w.as_mut()),
+            SinkKind::Closed => Err(WitError::Io(format!("{} is closed", self.label))),
+            SinkKind::Busy => Err(WitError::Io(format!("{} is in use by a splice", self.label))),
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), WitError> {
+        let label = self.label.clone();
+        self.writer()?
+            .write_all(bytes)
+            .await
+            .map_err(|e| WitError::Io(format!("writing to {label} failed: {e}")))
+    }
+
+    /// Flushes and closes; a pipe is dropped so its reader sees end of input.
+    pub async fn close(&mut self) -> Result<(), WitError> {
+        if self.closed {
+            return Ok(());
+        }
+        self.closed = true;
+        let label = self.label.clone();
+        let result = match &mut self.kind {
+            SinkKind::Artifact(w) => w.flush().await,
+            SinkKind::Pipe(w) => w.shutdown().await,
+            SinkKind::Closed | SinkKind::Busy => Ok(()),
+        };
+        if matches!(self.kind, SinkKind::Pipe(_)) {
+            self.kind = SinkKind::Closed;
+        }
+        // A child that exited before reading all its input gives EPIPE here;
+        // its exit status tells the real story, so that is not an error.
+        match result {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                Err(WitError::Io(format!("closing {label} failed: {e}")))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Copies `reader` into `writer` with a large buffer, logging progress of
+/// long copies. Errors say which side failed.
+async fn copy(
+    reader: &mut (dyn AsyncRead + Send + Unpin),
+    writer: &mut (dyn AsyncWrite + Send + Unpin),
+    from: &str,
+    to: &str,
+) -> Result<u64, WitError> {
+    let mut buf = vec![0u8; SPLICE_BUF];
+    let mut total = 0u64;
+    let started = Instant::now();
+    let mut next_report = started + PROGRESS_EVERY;
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .await
+            .map_err(|e| WitError::Io(format!("reading {from} failed: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        writer
+            .write_all(&buf[..n])
+            .await
+            .map_err(|e| WitError::Io(format!("writing to {to} failed: {e}")))?;
+        total += n as u64;
+        if Instant::now() >= next_report {
+            next_report += PROGRESS_EVERY;
+            let mib = total as f64 / (1024.0 * 1024.0);
+            let rate = mib / started.elapsed().as_secs_f64();
+            tracing::info!("{from} → {to}: {mib:.0} MiB so far ({rate:.0} MiB/s)");
+        }
+    }
+    writer
+        .flush()
+        .await
+        .map_err(|e| WitError::Io(format!("writing to {to} failed: {e}")))?;
+    Ok(total)
+}
+
+impl HostByteSource for StepState {
+    async fn read(&mut self, this: Resource<ByteSource>, max: u32) -> HostResult<Vec<u8>> {
+        Ok(self.table.get_mut(&this)?.read(max).await)
+    }
+
+    async fn verify(&mut self, this: Resource<ByteSource>) -> HostResult<()> {
+        Ok(self.table.get_mut(&this)?.verify().await)
+    }
+
+    async fn drop(&mut self, this: Resource<ByteSource>) -> wasmtime::Result<()> {
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+impl HostByteSink for StepState {
+    async fn write(&mut self, this: Resource<ByteSink>, bytes: Vec<u8>) -> HostResult<()> {
+        Ok(self.table.get_mut(&this)?.write(&bytes).await)
+    }
+
+    async fn close(&mut self, this: Resource<ByteSink>) -> HostResult<()> {
+        Ok(self.table.get_mut(&this)?.close().await)
+    }
+
+    async fn drop(&mut self, this: Resource<ByteSink>) -> wasmtime::Result<()> {
+        let mut sink = self.table.delete(this)?;
+        // Dropping a child's stdin must not lose buffered bytes.
+        let _ = sink.close().await;
+        Ok(())
+    }
+}
+
+impl Host for StepState {
+    async fn splice(
+        &mut self,
+        input: Resource<ByteSource>,
+        output: Resource<ByteSink>,
+    ) -> HostResult<u64> {
+        // Move both streams out of the table for the copy, then put them back
+        // whatever happened, so the plugin can still verify or close them.
+        let source = self.table.get_mut(&input)?;
+        let from = source.label.clone();
+        if let Err(e) = source.reader() {
+            return Ok(Err(e));
+        }
+        let mut source_kind = std::mem::replace(&mut source.kind, SourceKind::Busy);
+        let sink = self.table.get_mut(&output)?;
+        let to = sink.label.clone();
+        let result = match sink.writer() {
+            Err(e) => Err(e),
+            Ok(_) => {
+                let mut sink_kind = std::mem::replace(&mut sink.kind, SinkKind::Busy);
+                let reader: &mut (dyn AsyncRead + Send + Unpin) = match &mut source_kind {
+                    SourceKind::Artifact(r) => r,
+                    SourceKind::Pipe(r) => r.as_mut(),
+                    SourceKind::Busy => unreachable!("checked above"),
+                };
+                let writer: &mut (dyn AsyncWrite + Send + Unpin) = match &mut sink_kind {
+                    SinkKind::Artifact(w) => w,
+                    SinkKind::Pipe(w) => w.as_mut(),
+                    SinkKind::Closed | SinkKind::Busy => unreachable!("checked above"),
+                };
+                let result = copy(reader, writer, &from, &to).await;
+                self.table.get_mut(&output)?.kind = sink_kind;
+                result
+            }
+        };
+        let source = self.table.get_mut(&input)?;
+        source.kind = source_kind;
+        if result.is_ok() {
+            source.eof = true;
+        }
+        Ok(result)
+    }
+}

@@ -1,0 +1,77 @@
+//! The command line: `run`, `plugins list|inspect`, `backups list`.
+
+mod backups;
+mod plugins;
+mod run;
+
+use crate::logging::LogFormat;
+use crate::runtime::Runtime;
+use crate::runtime::compile_cache::CompileCache;
+use crate::runtime::registry::{Registry, default_plugin_dir};
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "envsync-host", version, about = "Fresh, safe copies of production data for non-production environments")]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "human", global = true)]
+    pub log_format: LogFormat,
+    /// More logs (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Folder holding plugin .wasm files [default: plugins/ next to the binary, else ~/.local/share/envsync/plugins].
+    #[arg(long, env = "ENVSYNC_PLUGIN_DIR", global = true)]
+    pub plugin_dir: Option<PathBuf>,
+    /// Folder for compiled plugins [default: ~/.cache/envsync/components].
+    #[arg(long, env = "ENVSYNC_CACHE_DIR", global = true)]
+    pub cache_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run one operation (backup, restore, transform, copy) with a plugin.
+    Run(run::RunArgs),
+    /// List or inspect the installed plugins.
+    Plugins {
+        #[command(subcommand)]
+        command: plugins::PluginsCommand,
+    },
+    /// List the backups in a store.
+    Backups {
+        #[command(subcommand)]
+        command: backups::BackupsCommand,
+    },
+}
+
+impl Cli {
+    fn runtime(&self) -> Result<Runtime> {
+        let dir = self.cache_dir.clone().or_else(CompileCache::default_dir);
+        Runtime::new(CompileCache::new(dir))
+    }
+
+    async fn registry(&self, runtime: &Runtime) -> Result<Registry> {
+        let dir = self.plugin_dir.clone().unwrap_or_else(default_plugin_dir);
+        Registry::scan(runtime, &dir).await
+    }
+
+    /// Runs the parsed command.
+    pub async fn execute(self) -> Result<()> {
+        match &self.command {
+            Command::Run(args) => {
+                let runtime = self.runtime()?;
+                let registry = self.registry(&runtime).await?;
+                run::execute(&runtime, &registry, args, self.log_format).await
+            }
+            Command::Plugins { command } => {
+                let runtime = self.runtime()?;
+                let registry = self.registry(&runtime).await?;
+                plugins::execute(&registry, command)
+            }
+            Command::Backups { command } => backups::execute(command).await,
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! `envsync-host run`: one operation from the command line.
+
+use crate::capabilities::job::JobContext;
+use crate::connection::{Connection, Secret};
+use crate::failure::{Failure, Kind};
+use crate::logging::LogFormat;
+use crate::runtime::Runtime;
+use crate::runtime::bindings::Operation;
+use crate::runtime::registry::Registry;
+use crate::runtime::sandbox::DEFAULT_MEMORY_CAP_MIB;
+use crate::step::{self, StepRequest, human_size};
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Op {
+    Backup,
+    Restore,
+    Transform,
+    Copy,
+}
+
+impl From<Op> for Operation {
+    fn from(op: Op) -> Self {
+        match op {
+            Op::Backup => Operation::Backup,
+            Op::Restore => Operation::Restore,
+            Op::Transform => Operation::Transform,
+            Op::Copy => Operation::Copy,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Plugin name (see `plugins list`).
+    #[arg(long)]
+    pub plugin: String,
+    /// Operation to run.
+    #[arg(long, value_enum)]
+    pub op: Op,
+    /// Database the step acts on: the source of a backup, the target of a restore, transform or copy.
+    #[arg(long)]
+    pub database: String,
+    /// Database server host.
+    #[arg(long)]
+    pub db_host: Option<String>,
+    /// Database server port.
+    #[arg(long)]
+    pub db_port: Option<u16>,
+    /// Database user.
+    #[arg(long)]
+    pub db_user: Option<String>,
+    /// File holding the database password (else $ENVSYNC_DB_PASSWORD, else the plugin's standard variables such as PGPASSWORD).
+    #[arg(long)]
+    pub db_password_file: Option<PathBuf>,
+    /// Store: a folder path or file:// URL.
+    #[arg(long, env = "ENVSYNC_STORE")]
+    pub store: Option<String>,
+    /// Backup: folder of the key in the store [default: --db-host, else localhost].
+    #[arg(long)]
+    pub instance: Option<String>,
+    /// Restore: instance whose backups to read [default: --db-host, else localhost].
+    #[arg(long)]
+    pub from_instance: Option<String>,
+    /// Restore: database whose backups to read [default: --database].
+    #[arg(long)]
+    pub from_database: Option<String>,
+    /// Restore: this artifact (a key or a file name) instead of the latest.
+    #[arg(long)]
+    pub artifact: Option<String>,
+    /// Transform: the script to run.
+    #[arg(long)]
+    pub script: Option<PathBuf>,
+    /// Copy: the source database.
+    #[arg(long)]
+    pub source_database: Option<String>,
+    /// Copy: source host [default: --db-host].
+    #[arg(long)]
+    pub source_host: Option<String>,
+    /// Copy: source port [default: --db-port].
+    #[arg(long)]
+    pub source_port: Option<u16>,
+    /// Copy: source user [default: --db-user].
+    #[arg(long)]
+    pub source_user: Option<String>,
+    /// Copy: file holding the source password (else $ENVSYNC_SOURCE_DB_PASSWORD, else the target's).
+    #[arg(long)]
+    pub source_password_file: Option<PathBuf>,
+    /// Plugin parameter NAME=VALUE (repeatable; see `plugins inspect`).
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Maximum runtime of the step; the plugin and its programs are stopped after it.
+    #[arg(long, default_value = "6h", value_parser = humantime::parse_duration)]
+    pub max_runtime: Duration,
+    /// Cap on the plugin's memory, in MiB.
+    #[arg(long, default_value_t = DEFAULT_MEMORY_CAP_MIB)]
+    pub memory_cap_mib: u64,
+    /// Allow only these of the plugin's declared programs (repeatable) [default: all it declares].
+    #[arg(long = "allow-program", value_name = "PROGRAM")]
+    pub allow_programs: Vec<String>,
+}
+
+fn read_password(file: Option<&PathBuf>, env: &str) -> Result<Option<Secret>> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Failure::new(Kind::Usage, format!("cannot read password file {}: {e}", path.display())))?;
+        return Ok(Some(Secret::new(text.trim_end_matches(['\r', '\n']).to_string())));
+    }
+    Ok(std::env::var(env).ok().map(Secret::new))
+}
+
+impl RunArgs {
+    fn request(&self) -> Result<StepRequest> {
+        let mut params = Vec::new();
+        for p in &self.params {
+            let (k, v) = p.split_once('=').ok_or_else(|| {
+                Failure::new(Kind::Usage, format!("--param {p:?} must look like NAME=VALUE"))
+            })?;
+            params.push((k.trim().to_string(), v.to_string()));
+        }
+        let main = Connection {
+            database: self.database.clone(),
+            host: self.db_host.clone(),
+            port: self.db_port,
+            user: self.db_user.clone(),
+            password: read_password(self.db_password_file.as_ref(), "ENVSYNC_DB_PASSWORD")?,
+        };
+        let mut job = JobContext { params, ..Default::default() };
+        let op: Operation = self.op.into();
+        match op {
+            Operation::Backup => {
+                job.connections.insert("source".into(), main);
+            }
+            Operation::Restore | Operation::Transform => {
+                job.connections.insert("target".into(), main);
+            }
+            Operation::Copy => {
+                let database = self.source_database.clone().ok_or_else(|| {
+                    Failure::new(Kind::Usage, "copy needs --source-database (the database to copy from)")
+                })?;
+                let source = Connection {
+                    database,
+                    host: self.source_host.clone().or_else(|| main.host.clone()),
+                    port: self.source_port.or(main.port),
+                    user: self.source_user.clone().or_else(|| main.user.clone()),
+                    password: read_password(self.source_password_file.as_ref(), "ENVSYNC_SOURCE_DB_PASSWORD")?
+                        .or_else(|| main.password.clone()),
+                };
+                if source.database == main.database && source.display_address() == main.display_address() {
+                    return Err(Failure::new(Kind::Usage, "copy source and target are the same database").into());
+                }
+                job.connections.insert("source".into(), source);
+                job.connections.insert("target".into(), main);
+            }
+        }
+        Ok(StepRequest {
+            operation: op,
+            job,
+            store: self.store.clone(),
+            instance: self.instance.clone(),
+            from_instance: self.from_instance.clone(),
+            from_database: self.from_database.clone(),
+            artifact: self.artifact.clone(),
+            script: self.script.clone(),
+            max_runtime: self.max_runtime,
+            memory_cap_mib: self.memory_cap_mib,
+            allow_programs: (!self.allow_programs.is_empty()).then(|| self.allow_programs.clone()),
+        })
+    }
+}
+
+pub async fn execute(runtime: &Runtime, registry: &Registry, args: &RunArgs, format: LogFormat) -> Result<()> {
+    let request = args.request()?;
+    let plugin = registry.get(&args.plugin)?;
+    let outcome = step::run(runtime, plugin, &request).await?;
+    match format {
+        LogFormat::Human => println!("{} in {:.1}s", outcome.summary, outcome.duration.as_secs_f64()),
+        LogFormat::Json => println!(
+            "{}",
+            serde_json::json!({
+                "result": "succeeded",
+                "operation": step::operation_name(request.operation),
+                "plugin": plugin.info.name,
+                "summary": outcome.summary,
+                "duration_seconds": outcome.duration.as_secs_f64(),
+                "artifact": outcome.manifest,
+            })
+        ),
+    }
+    if let Some(m) = &outcome.manifest {
+        tracing::debug!("artifact {} is {}", m.key, human_size(m.size));
+    }
+    Ok(())
+}

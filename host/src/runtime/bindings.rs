@@ -1,0 +1,15 @@
+//! Host-side bindings of the `envsync:plugin@0.1.0` contract.
+
+wasmtime::component::bindgen!({
+    path: "../wit/v0.1.0",
+    world: "engine",
+    imports: { default: async | trappable },
+    exports: { default: async },
+    with: {
+        "envsync:plugin/streams.byte-source": crate::capabilities::streams::ByteSource,
+        "envsync:plugin/streams.byte-sink": crate::capabilities::streams::ByteSink,
+        "envsync:plugin/process.child": crate::capabilities::process::ChildProcess,
+    },
+});
+
+pub use envsync::plugin::types::{Error as WitError, Operation, PluginInfo};

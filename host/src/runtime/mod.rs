@@ -1,0 +1,298 @@
+//! The wasm runtime: one engine, compiled plugins cached on disk and
+//! pre-linked once, and a fresh sandboxed Store for every step.
+
+pub mod bindings;
+pub mod compile_cache;
+pub mod registry;
+pub mod sandbox;
+
+use crate::capabilities::streams::{ByteSink, ByteSource};
+use crate::failure::{Failure, Kind};
+use anyhow::{Context, Result};
+use bindings::{Engine as EngineWorld, EnginePre, PluginInfo, WitError};
+use compile_cache::CompileCache;
+use sandbox::StepState;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::time::Instant;
+use wasmtime::component::{HasSelf, Linker, Resource};
+use wasmtime::{Config, Engine, Store};
+
+/// The contract versions this host can run.
+pub const SUPPORTED_CONTRACTS: &[&str] = &["0.1.0"];
+/// How often the epoch advances: guests yield this often, so a deadline is
+/// noticed within one tick even in a tight loop.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Time `describe` may take.
+const DESCRIBE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The shared wasm engine and linker.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<StepState>,
+    cache: CompileCache,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+/// A plugin compiled, linked and described, ready to instantiate per step.
+pub struct LoadedPlugin {
+    pub info: PluginInfo,
+    pub file: std::path::PathBuf,
+    pub from_cache: bool,
+    pre: EnginePre<StepState>,
+}
+
+impl Runtime {
+    pub fn new(cache: CompileCache) -> Result<Self> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasm engine")?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("linking WASI")?;
+        EngineWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(anyhow::Error::from)
+            .context("linking host interfaces")?;
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let ticker_engine = engine.weak();
+        let stop = stop_ticker.clone();
+        std::thread::Builder::new()
+            .name("envsync-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match ticker_engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .context("starting the epoch ticker")?;
+        Ok(Runtime { engine, linker, cache, stop_ticker })
+    }
+
+    /// Compiles (or loads from cache), checks the contract version, links and
+    /// describes the plugin in `path`.
+    pub async fn load(&self, path: &Path) -> Result<LoadedPlugin> {
+        let (component, from_cache) = self.cache.load(&self.engine, path)?;
+        check_contract_version(&self.engine, &component)?;
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            Failure::new(
+                Kind::Plugin,
+                format!("it needs host imports this host does not provide: {e:#}"),
+            )
+        })?;
+        let pre = EnginePre::new(instance_pre)
+            .map_err(anyhow::Error::from)
+            .context("the component does not match the engine world")?;
+        let state = StepState::new(
+            &path.display().to_string(),
+            Default::default(),
+            crate::capabilities::process::ProcessPolicy::none(),
+            (sandbox::DEFAULT_MEMORY_CAP_MIB << 20) as usize,
+        );
+        let mut sandbox = Sandbox::start(&self.engine, &pre, state, "plugin", DESCRIBE_DEADLINE).await?;
+        let info = sandbox.describe().await?;
+        validate_info(&info)?;
+        Ok(LoadedPlugin { info, file: path.to_path_buf(), from_cache, pre })
+    }
+
+    /// A fresh sandbox for one step of `plugin`.
+    pub async fn sandbox(&self, plugin: &LoadedPlugin, state: StepState, max_runtime: Duration) -> Result<Sandbox> {
+        Sandbox::start(&self.engine, &plugin.pre, state, &plugin.info.name, max_runtime).await
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Refuses components built against a contract version this host does not
+/// know, with a message naming the versions it does.
+fn check_contract_version(engine: &Engine, component: &wasmtime::component::Component) -> Result<()> {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
+    let Some(export) = exports.iter().find(|n| n.starts_with("envsync:plugin/operations")) else {
+        return Err(Failure::new(
+            Kind::Plugin,
+            format!(
+                "it is not an envsync engine plugin: it does not export envsync:plugin/operations (exports: {})",
+                if exports.is_empty() { "none".to_string() } else { exports.join(", ") }
+            ),
+        )
+        .into());
+    };
+    let version = export.rsplit_once('@').map(|(_, v)| v).unwrap_or("unversioned");
+    if !SUPPORTED_CONTRACTS.contains(&version) {
+        return Err(Failure::new(
+            Kind::Plugin,
+            format!(
+                "it was built against contract envsync:plugin@{version}; this host supports envsync:plugin@{}",
+                SUPPORTED_CONTRACTS.join(", @")
+            ),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn validate_info(info: &PluginInfo) -> Result<()> {
+    let name_ok = !info.name.is_empty()
+        && info.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !name_ok {
+        return Err(Failure::new(Kind::Plugin, format!("its name {:?} is not a lowercase identifier", info.name)).into());
+    }
+    let ext = &info.artifact.extension;
+    if ext.is_empty() || !ext.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') {
+        return Err(Failure::new(Kind::Plugin, format!("its artifact extension {ext:?} is not usable in a key")).into());
+    }
+    Ok(())
+}
+
+/// One instance of a plugin in its own Store. Dropping it kills every child
+/// program the plugin started. After any failure it must be dropped: a
+/// trapped instance cannot be called again.
+pub struct Sandbox {
+    store: Store<StepState>,
+    world: EngineWorld,
+    plugin: String,
+    deadline: Instant,
+    max_runtime: Duration,
+    memory_cap_hit: Arc<AtomicBool>,
+}
+
+impl Sandbox {
+    async fn start(
+        engine: &Engine,
+        pre: &EnginePre<StepState>,
+        state: StepState,
+        plugin: &str,
+        max_runtime: Duration,
+    ) -> Result<Self> {
+        let memory_cap_hit = state.memory.hit_flag();
+        let mut store = Store::new(engine, state);
+        store.limiter(|s| &mut s.memory);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+        let deadline = Instant::now() + max_runtime;
+        let world = match tokio::time::timeout_at(deadline, pre.instantiate_async(&mut store)).await {
+            Ok(Ok(world)) => world,
+            Ok(Err(e)) => return Err(Failure::new(Kind::Sandbox, format!("plugin {plugin} failed to start: {e:#}")).into()),
+            Err(_) => return Err(Failure::new(Kind::Sandbox, format!("plugin {plugin} did not start within {max_runtime:?}")).into()),
+        };
+        Ok(Sandbox { store, world, plugin: plugin.to_string(), deadline, max_runtime, memory_cap_hit })
+    }
+
+    pub fn state(&mut self) -> &mut StepState {
+        self.store.data_mut()
+    }
+
+    pub fn push_source(&mut self, source: ByteSource) -> Result<Resource<ByteSource>> {
+        Ok(self.store.data_mut().table.push(source)?)
+    }
+
+    pub fn push_sink(&mut self, sink: ByteSink) -> Result<Resource<ByteSink>> {
+        Ok(self.store.data_mut().table.push(sink)?)
+    }
+
+    pub async fn describe(&mut self) -> Result<PluginInfo> {
+        let ops = self.world.envsync_plugin_operations();
+        let fut = ops.call_describe(&mut self.store);
+        let result = guard(fut, &self.plugin, "describe", self.deadline, self.max_runtime, &self.memory_cap_hit).await;
+        self.annotate(result)
+    }
+
+    pub async fn check(&mut self, head: Vec<u8>) -> Result<Result<(), WitError>> {
+        let ops = self.world.envsync_plugin_operations();
+        let fut = ops.call_check(&mut self.store, &head);
+        let result = guard(fut, &self.plugin, "check", self.deadline, self.max_runtime, &self.memory_cap_hit).await;
+        self.annotate(result)
+    }
+
+    pub async fn backup(&mut self, artifact: Resource<ByteSink>) -> Result<Result<(), WitError>> {
+        let ops = self.world.envsync_plugin_operations();
+        let fut = ops.call_backup(&mut self.store, artifact);
+        let result = guard(fut, &self.plugin, "backup", self.deadline, self.max_runtime, &self.memory_cap_hit).await;
+        self.annotate(result)
+    }
+
+    pub async fn restore(&mut self, artifact: Resource<ByteSource>) -> Result<Result<(), WitError>> {
+        let ops = self.world.envsync_plugin_operations();
+        let fut = ops.call_restore(&mut self.store, artifact);
+        let result = guard(fut, &self.plugin, "restore", self.deadline, self.max_runtime, &self.memory_cap_hit).await;
+        self.annotate(result)
+    }
+
+    pub async fn transform(&mut self, script: Resource<ByteSource>) -> Result<Result<(), WitError>> {
+        let ops = self.world.envsync_plugin_operations();
+        let fut = ops.call_transform(&mut self.store, script);
+        let result = guard(fut, &self.plugin, "transform", self.deadline, self.max_runtime, &self.memory_cap_hit).await;
+        self.annotate(result)
+    }
+
+    pub async fn copy(&mut self) -> Result<Result<(), WitError>> {
+        let ops = self.world.envsync_plugin_operations();
+        let fut = ops.call_copy(&mut self.store);
+        let result = guard(fut, &self.plugin, "copy", self.deadline, self.max_runtime, &self.memory_cap_hit).await;
+        self.annotate(result)
+    }
+
+    /// Adds what the guest printed to stderr (a Rust panic message, say) to
+    /// a sandbox failure.
+    fn annotate<T>(&self, result: Result<T>) -> Result<T> {
+        let stderr = self.store.data().guest_stderr();
+        match result {
+            Err(e) if !stderr.is_empty() => match e.downcast::<Failure>() {
+                Ok(f) => Err(Failure::new(f.kind, format!("{}; the plugin printed: {stderr}", f.message)).into()),
+                Err(e) => Err(e),
+            },
+            other => other,
+        }
+    }
+}
+
+/// Runs one guest call under the step's deadline and turns traps, deadline
+/// and memory cap into errors that name the plugin and the cause.
+async fn guard<T>(
+    call: impl Future<Output = wasmtime::Result<T>>,
+    plugin: &str,
+    op: &str,
+    deadline: Instant,
+    max_runtime: Duration,
+    memory_cap_hit: &AtomicBool,
+) -> Result<T> {
+    match tokio::time::timeout_at(deadline, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Err(_) => Err(Failure::new(
+            Kind::Sandbox,
+            format!(
+                "plugin {plugin} exceeded the step's maximum runtime of {} during {op}; it was stopped and its programs killed",
+                humantime::format_duration(max_runtime)
+            ),
+        )
+        .into()),
+        Ok(Err(trap)) if memory_cap_hit.load(Ordering::SeqCst) => Err(Failure::new(
+            Kind::Sandbox,
+            format!("plugin {plugin} was stopped during {op}: {}", root_message(&trap)),
+        )
+        .into()),
+        Ok(Err(trap)) => Err(Failure::new(
+            Kind::Sandbox,
+            format!("plugin {plugin} crashed (trapped) during {op}: {}", root_message(&trap)),
+        )
+        .into()),
+    }
+}
+
+/// The most useful line of a trap: the trap code or the limiter's message.
+fn root_message(error: &wasmtime::Error) -> String {
+    if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
+        return trap.to_string();
+    }
+    error.root_cause().to_string()
+}

@@ -1,0 +1,278 @@
+//! Running one step: resolve what the operation needs (store, artifact,
+//! script), hand it to the plugin in a fresh sandbox, and finish host-side
+//! work (publish the backup) only when the plugin succeeded.
+
+use crate::capabilities::job::JobContext;
+use crate::capabilities::process::ProcessPolicy;
+use crate::capabilities::streams::{ByteSink, ByteSource, SinkKind, SourceKind};
+use crate::failure::{Failure, Kind};
+use crate::runtime::bindings::Operation;
+use crate::runtime::sandbox::StepState;
+use crate::runtime::{LoadedPlugin, Runtime, Sandbox};
+use crate::store::catalog::Catalog;
+use crate::store::manifest::{Manifest, Source};
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+use wasmtime::component::Resource;
+
+/// What one step is asked to do.
+#[derive(Clone, Debug)]
+pub struct StepRequest {
+    pub operation: Operation,
+    pub job: JobContext,
+    /// Store location (backup, restore).
+    pub store: Option<String>,
+    /// Backup: the key folder; default the source's host.
+    pub instance: Option<String>,
+    /// Restore: whose backups to read; default the target's host and database.
+    pub from_instance: Option<String>,
+    pub from_database: Option<String>,
+    /// Restore: an explicit artifact key or file name.
+    pub artifact: Option<String>,
+    /// Transform: the script file.
+    pub script: Option<PathBuf>,
+    pub max_runtime: Duration,
+    pub memory_cap_mib: u64,
+    /// Programs the operator allows; None allows what the plugin declares.
+    pub allow_programs: Option<Vec<String>>,
+}
+
+/// What a finished step reports.
+#[derive(Debug)]
+pub struct StepOutcome {
+    pub summary: String,
+    pub manifest: Option<Manifest>,
+    pub duration: Duration,
+}
+
+pub fn operation_name(op: Operation) -> &'static str {
+    match op {
+        Operation::Backup => "backup",
+        Operation::Restore => "restore",
+        Operation::Transform => "transform",
+        Operation::Copy => "copy",
+    }
+}
+
+/// Runs `request` with `plugin`.
+pub async fn run(runtime: &Runtime, plugin: &LoadedPlugin, request: &StepRequest) -> Result<StepOutcome> {
+    let started = Instant::now();
+    let op = operation_name(request.operation);
+    if !plugin.info.operations.contains(&request.operation) {
+        return Err(Failure::new(Kind::Usage, format!("plugin {} does not implement {op}", plugin.info.name)).into());
+    }
+    let step = Step { runtime, plugin, request, job: Arc::new(request.job.clone()) };
+    let (summary, manifest) = match request.operation {
+        Operation::Backup => step.backup().await?,
+        Operation::Restore => step.restore().await?,
+        Operation::Transform => step.transform().await?,
+        Operation::Copy => step.copy().await?,
+    };
+    Ok(StepOutcome { summary, manifest, duration: started.elapsed() })
+}
+
+struct Step<'a> {
+    runtime: &'a Runtime,
+    plugin: &'a LoadedPlugin,
+    request: &'a StepRequest,
+    job: Arc<JobContext>,
+}
+
+impl Step<'_> {
+    fn name(&self) -> &str {
+        &self.plugin.info.name
+    }
+
+    fn connection(&self, role: &str) -> Result<&crate::connection::Connection> {
+        self.request.job.connections.get(role).ok_or_else(|| {
+            Failure::new(Kind::Usage, format!("{} needs a {role} database", operation_name(self.request.operation))).into()
+        })
+    }
+
+    fn catalog(&self) -> Result<Catalog> {
+        let location = self.request.store.as_deref().ok_or_else(|| {
+            Failure::new(Kind::Usage, format!("{} needs a store: pass --store PATH", operation_name(self.request.operation)))
+        })?;
+        Ok(Catalog::new(crate::store::open(location)?))
+    }
+
+    async fn sandbox(&self) -> Result<Sandbox> {
+        let info = &self.plugin.info;
+        let policy = ProcessPolicy::new(
+            &info.name,
+            &info.programs,
+            self.request.allow_programs.as_deref(),
+            info.credentials.clone(),
+        );
+        let state = StepState::new(&info.name, self.job.clone(), policy, (self.request.memory_cap_mib << 20) as usize);
+        self.runtime.sandbox(self.plugin, state, self.request.max_runtime).await
+    }
+
+    /// Turns the plugin's typed error into a failure naming plugin and step.
+    fn plugin_result(&self, op: &str, result: Result<(), crate::runtime::bindings::WitError>) -> Result<()> {
+        result.map_err(|e| Failure::from_plugin(self.name(), op, e).into())
+    }
+
+    async fn backup(&self) -> Result<(String, Option<Manifest>)> {
+        let source = self.connection("source")?;
+        let instance = self
+            .request
+            .instance
+            .clone()
+            .or_else(|| source.host.clone())
+            .unwrap_or_else(|| "localhost".to_string());
+        let catalog = self.catalog()?;
+        let format = &self.plugin.info.artifact;
+        let writer = catalog.begin(&instance, &source.database, &format.extension).await?;
+        let key = writer.key().to_string();
+        tracing::info!(plugin = self.name(), "backing up {} to {key} in {}", source.database, catalog.location());
+        let mut sandbox = self.sandbox().await?;
+        let sink = sandbox.push_sink(ByteSink::new(format!("artifact {key}"), SinkKind::Artifact(writer)))?;
+        let result = sandbox.backup(Resource::new_borrow(sink.rep())).await?;
+        self.plugin_result("backup", result)?;
+        let writer = sandbox
+            .state()
+            .table
+            .delete(sink)?
+            .into_artifact()
+            .context("the artifact stream changed kind")?;
+        drop(sandbox);
+        let manifest = Manifest {
+            key: String::new(),
+            size: 0,
+            sha256: String::new(),
+            plugin: self.plugin.info.name.clone(),
+            plugin_version: self.plugin.info.version.clone(),
+            format: format.name.clone(),
+            compression: "none".to_string(),
+            created_at: chrono::Utc::now(),
+            source: Source { instance, database: source.database.clone() },
+            envsync_version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let manifest = catalog.publish(writer, manifest).await?;
+        let summary = format!(
+            "backed up {} to {} ({}, sha256 {})",
+            source.database,
+            manifest.key,
+            human_size(manifest.size),
+            manifest.sha256
+        );
+        Ok((summary, Some(manifest)))
+    }
+
+    async fn restore(&self) -> Result<(String, Option<Manifest>)> {
+        let target = self.connection("target")?;
+        let from_instance = self
+            .request
+            .from_instance
+            .clone()
+            .or_else(|| target.host.clone())
+            .unwrap_or_else(|| "localhost".to_string());
+        let from_database = self.request.from_database.clone().unwrap_or_else(|| target.database.clone());
+        let catalog = self.catalog()?;
+        let manifest = catalog.resolve(&from_instance, &from_database, self.request.artifact.as_deref()).await?;
+        let format = &self.plugin.info.artifact;
+        if manifest.format != format.name {
+            return Err(Failure::new(
+                Kind::ArtifactRejected,
+                format!(
+                    "{} is a {} artifact made by plugin {}; plugin {} restores {} artifacts. Nothing was changed.",
+                    manifest.key, manifest.format, manifest.plugin, self.name(), format.name
+                ),
+            )
+            .into());
+        }
+        tracing::info!(plugin = self.name(), "restoring {} into {}", manifest.key, target.database);
+        let head = read_head(&catalog, &manifest, format.head_size as usize).await?;
+        let mut sandbox = self.sandbox().await?;
+        let checked = sandbox.check(head).await?;
+        checked.map_err(|e| {
+            Failure::from_plugin(self.name(), "restore", e).message_with_suffix(format!(
+                "; {} was not changed",
+                target.database
+            ))
+        })?;
+        let reader = catalog.open(&manifest).await?;
+        let label = format!("artifact {}", manifest.key);
+        let source = sandbox.push_source(ByteSource::new(label, SourceKind::Artifact(reader)))?;
+        let result = sandbox.restore(Resource::new_borrow(source.rep())).await?;
+        self.plugin_result("restore", result)?;
+        let mut source = sandbox.state().table.delete(source)?;
+        if !source.verified() {
+            // The plugin should have verified before swapping; check now so a
+            // damaged artifact is at least reported.
+            tracing::warn!(plugin = self.name(), "the plugin did not verify the artifact before finishing; verifying now");
+            if let Some(reader) = source.artifact_mut()
+                && let Err(e) = reader.verify().await
+            {
+                return Err(Failure::new(Kind::ArtifactRejected, format!("{e}; plugin {} restored it without verifying — report this to its author", self.name())).into());
+            }
+        }
+        let summary = format!("restored {} into {}", manifest.key, target.database);
+        Ok((summary, Some(manifest)))
+    }
+
+    async fn transform(&self) -> Result<(String, Option<Manifest>)> {
+        let target = self.connection("target")?;
+        let path = self.request.script.as_ref().ok_or_else(|| {
+            Failure::new(Kind::Usage, "transform needs a script: pass --script FILE")
+        })?;
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| Failure::new(Kind::Usage, format!("cannot open script {}: {e}", path.display())))?;
+        tracing::info!(plugin = self.name(), "running {} against {}", path.display(), target.database);
+        let mut sandbox = self.sandbox().await?;
+        let label = format!("script {}", path.display());
+        let script = sandbox.push_source(ByteSource::new(label, SourceKind::Pipe(Box::new(file))))?;
+        let result = sandbox.transform(Resource::new_borrow(script.rep())).await?;
+        self.plugin_result("transform", result)?;
+        Ok((format!("transformed {} with {}", target.database, path.display()), None))
+    }
+
+    async fn copy(&self) -> Result<(String, Option<Manifest>)> {
+        let source = self.connection("source")?;
+        let target = self.connection("target")?;
+        tracing::info!(
+            plugin = self.name(),
+            "copying {} on {} into {} on {}",
+            source.database,
+            source.display_address(),
+            target.database,
+            target.display_address()
+        );
+        let mut sandbox = self.sandbox().await?;
+        let result = sandbox.copy().await?;
+        self.plugin_result("copy", result)?;
+        Ok((format!("copied {} into {}", source.database, target.database), None))
+    }
+}
+
+impl Failure {
+    fn message_with_suffix(mut self, suffix: String) -> anyhow::Error {
+        self.message.push_str(&suffix);
+        self.into()
+    }
+}
+
+/// The first `size` bytes of the artifact, read separately so the restore
+/// stream (and its checksum) starts at byte zero.
+async fn read_head(catalog: &Catalog, manifest: &Manifest, size: usize) -> Result<Vec<u8>> {
+    let reader = catalog.open(manifest).await?;
+    let mut head = Vec::with_capacity(size);
+    reader.take(size as u64).read_to_end(&mut head).await.with_context(|| format!("reading the head of {}", manifest.key))?;
+    Ok(head)
+}
+
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}

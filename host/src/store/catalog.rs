@@ -1,0 +1,175 @@
+//! Artifacts on any `ObjectStore`: choosing a key, publishing a finished
+//! upload (verify → manifest → pointer, in that order), choosing what to
+//! restore, listing.
+
+use super::checksum::{self, ArtifactReader, ArtifactWriter, Digested};
+use super::layout::{self, artifact_time, manifest_key, pointer_key};
+use super::manifest::Manifest;
+use super::{ObjectMeta, ObjectStore};
+use crate::failure::{Failure, Kind};
+use anyhow::{Context, Result};
+use chrono::Utc;
+use std::sync::Arc;
+
+pub struct Catalog {
+    store: Arc<dyn ObjectStore>,
+}
+
+/// A listed backup.
+#[derive(Debug, serde::Serialize)]
+pub struct Listed {
+    pub key: String,
+    pub size: u64,
+    /// None when the artifact has no readable manifest (it cannot be restored).
+    pub manifest: Option<Manifest>,
+    /// True when the pointer names this artifact.
+    pub latest: bool,
+}
+
+impl Catalog {
+    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+        Catalog { store }
+    }
+
+    pub fn location(&self) -> String {
+        self.store.location()
+    }
+
+    /// Starts the upload of a new artifact of `database` from `instance`.
+    pub async fn begin(&self, instance: &str, database: &str, extension: &str) -> Result<ArtifactWriter> {
+        layout::check_segment("instance", instance)?;
+        layout::check_segment("database", database)?;
+        // Keys have one-second resolution: wait for a fresh second rather
+        // than ever reuse a key.
+        let mut key = layout::artifact_key(instance, database, extension, Utc::now());
+        while self.store.get(&manifest_key(&key)).await?.is_some()
+            || self.store.list(&key).await?.iter().any(|o| o.key == key)
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            key = layout::artifact_key(instance, database, extension, Utc::now());
+        }
+        let writer = self.store.create(&key).await?;
+        Ok(ArtifactWriter::new(key, writer))
+    }
+
+    /// Finishes the upload, re-reads it to verify the checksum, writes the
+    /// manifest and only then moves the pointer.
+    pub async fn publish(&self, writer: ArtifactWriter, mut manifest: Manifest) -> Result<Manifest> {
+        let key = writer.key().to_string();
+        let written = writer.finish().await.with_context(|| format!("finishing upload of {key}"))?;
+        let stored = checksum::digest(self.store.open(&key).await?)
+            .await
+            .with_context(|| format!("re-reading {key} to verify it"))?;
+        if stored != written {
+            anyhow::bail!(
+                "{key} in {} does not read back as written (wrote {} bytes sha256 {}, read {} bytes sha256 {}); \
+                 the pointer was not moved",
+                self.store.location(),
+                written.size,
+                written.sha256,
+                stored.size,
+                stored.sha256
+            );
+        }
+        manifest.key = key.clone();
+        manifest.size = written.size;
+        manifest.sha256 = written.sha256;
+        let json = serde_json::to_vec_pretty(&manifest)?;
+        self.store.put(&manifest_key(&key), &json).await?;
+        let pointer = pointer_key(&manifest.source.instance, &manifest.source.database);
+        self.store.put(&pointer, format!("{key}\n").as_bytes()).await?;
+        Ok(manifest)
+    }
+
+    /// The manifest of `key`.
+    pub async fn manifest(&self, key: &str) -> Result<Manifest> {
+        let bytes = self.store.get(&manifest_key(key)).await?.ok_or_else(|| {
+            Failure::new(
+                Kind::ArtifactRejected,
+                format!("{key} has no manifest in {}: it is unfinished or not an envsync artifact", self.store.location()),
+            )
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Failure::new(Kind::ArtifactRejected, format!("the manifest of {key} is unreadable: {e}")).into()
+        })
+    }
+
+    /// The artifact to restore: `explicit` (a key, or a file name inside
+    /// `instance/`), else the pointer, else the newest artifact by name.
+    pub async fn resolve(&self, instance: &str, database: &str, explicit: Option<&str>) -> Result<Manifest> {
+        layout::check_segment("instance", instance)?;
+        layout::check_segment("database", database)?;
+        if let Some(name) = explicit {
+            let key = if name.contains('/') { name.to_string() } else { format!("{instance}/{name}") };
+            return self.manifest(&key).await;
+        }
+        if let Some(bytes) = self.store.get(&pointer_key(instance, database)).await? {
+            let key = String::from_utf8_lossy(&bytes).trim().to_string();
+            return self.manifest(&key).await.with_context(|| format!("the pointer {} names {key}", pointer_key(instance, database)));
+        }
+        let newest = self
+            .artifacts(instance, Some(database))
+            .await?
+            .into_iter()
+            .max_by(|a, b| a.key.cmp(&b.key));
+        match newest {
+            Some(object) => self.manifest(&object.key).await,
+            None => Err(Failure::new(
+                Kind::StepFailed,
+                format!("no backup of {database} from {instance} in {}; run a backup first or check --from-instance/--from-database", self.store.location()),
+            )
+            .into()),
+        }
+    }
+
+    /// Streams the artifact of `manifest`, hashing as it goes.
+    pub async fn open(&self, manifest: &Manifest) -> Result<ArtifactReader> {
+        let reader = self.store.open(&manifest.key).await?;
+        let expected = Digested { size: manifest.size, sha256: manifest.sha256.clone() };
+        Ok(ArtifactReader::new(manifest.key.clone(), reader, expected))
+    }
+
+    async fn artifacts(&self, instance: &str, database: Option<&str>) -> Result<Vec<ObjectMeta>> {
+        Ok(self
+            .store
+            .list(&format!("{instance}/"))
+            .await?
+            .into_iter()
+            .filter(|o| artifact_time(&o.key, database).is_some())
+            .collect())
+    }
+
+    /// Every artifact, optionally of one instance and database, oldest first.
+    pub async fn list(&self, instance: Option<&str>, database: Option<&str>) -> Result<Vec<Listed>> {
+        let prefix = instance.map(|i| format!("{i}/")).unwrap_or_default();
+        let objects: Vec<ObjectMeta> = self
+            .store
+            .list(&prefix)
+            .await?
+            .into_iter()
+            .filter(|o| artifact_time(&o.key, database).is_some())
+            .collect();
+        let mut out = Vec::new();
+        for object in objects {
+            let manifest = self.manifest(&object.key).await.ok();
+            if database.is_some_and(|db| manifest.as_ref().is_some_and(|m| m.source.database != db)) {
+                continue;
+            }
+            let latest = match &manifest {
+                Some(m) => self
+                    .store
+                    .get(&pointer_key(&m.source.instance, &m.source.database))
+                    .await?
+                    .is_some_and(|p| String::from_utf8_lossy(&p).trim() == object.key),
+                None => false,
+            };
+            out.push(Listed { key: object.key, size: object.size, manifest, latest });
+        }
+        out.sort_by(|a, b| {
+            let ta = artifact_time(&a.key, None);
+            let tb = artifact_time(&b.key, None);
+            ta.cmp(&tb).then(a.key.cmp(&b.key))
+        });
+        Ok(out)
+    }
+}

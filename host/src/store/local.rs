@@ -1,0 +1,198 @@
+//! The local folder store, the embedded default. Uploads go to a hidden
+//! partial file that is synced and renamed into place only on `finish`.
+
+use super::{ObjectMeta, ObjectStore, ObjectWriter};
+use crate::failure::{Failure, Kind};
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
+
+/// Write buffer: large writes keep syscalls few on multi-GB dumps.
+const WRITE_BUF: usize = 1 << 20;
+
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        if root.as_os_str().is_empty() {
+            return Err(Failure::new(Kind::Usage, "the store path is empty").into());
+        }
+        Ok(LocalStore { root })
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        if key.is_empty() || key.starts_with('/') || key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+            bail!("invalid store key {key:?}");
+        }
+        Ok(self.root.join(key))
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+struct LocalWriter {
+    file: Option<BufWriter<tokio::fs::File>>,
+    partial: PathBuf,
+    dest: PathBuf,
+}
+
+impl LocalWriter {
+    fn file(&mut self) -> std::io::Result<&mut BufWriter<tokio::fs::File>> {
+        self.file.as_mut().ok_or_else(|| std::io::Error::other("upload already finished"))
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectWriter for LocalWriter {
+    async fn finish(mut self: Box<Self>) -> Result<()> {
+        let mut file = self.file.take().context("upload already finished")?;
+        file.flush().await?;
+        let file = file.into_inner();
+        file.sync_all().await.context("syncing the artifact to disk")?;
+        drop(file);
+        if tokio::fs::try_exists(&self.dest).await? {
+            bail!("{} already exists; refusing to overwrite it", self.dest.display());
+        }
+        tokio::fs::rename(&self.partial, &self.dest)
+            .await
+            .with_context(|| format!("moving the finished artifact to {}", self.dest.display()))?;
+        if let Some(dir) = self.dest.parent() {
+            sync_dir(dir)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LocalWriter {
+    fn drop(&mut self) {
+        // Not finished: the upload is abandoned, remove its partial file.
+        let _ = std::fs::remove_file(&self.partial);
+    }
+}
+
+impl AsyncWrite for LocalWriter {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.file() {
+            Ok(f) => Pin::new(f).poll_write(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        match self.file() {
+            Ok(f) => Pin::new(f).poll_flush(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        match self.file() {
+            Ok(f) => Pin::new(f).poll_flush(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for LocalStore {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    async fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
+        let dest = self.path(key)?;
+        let dir = dest.parent().context("key has no folder")?;
+        tokio::fs::create_dir_all(dir)
+            .await
+            .with_context(|| format!("creating store folder {}", dir.display()))?;
+        let name = dest.file_name().context("key has no name")?.to_string_lossy();
+        let partial = dir.join(format!(".{name}.partial-{}", std::process::id()));
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&partial)
+            .await
+            .with_context(|| format!("creating {}", partial.display()))?;
+        Ok(Box::new(LocalWriter { file: Some(BufWriter::with_capacity(WRITE_BUF, file)), partial, dest }))
+    }
+
+    async fn open(&self, key: &str) -> Result<Box<dyn AsyncRead + Send + Unpin>> {
+        let path = self.path(key)?;
+        let file = tokio::fs::File::open(&path)
+            .await
+            .with_context(|| format!("opening {}", path.display()))?;
+        Ok(Box::new(file))
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.path(key)?;
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    async fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.path(key)?;
+        let dir = path.parent().context("key has no folder")?.to_path_buf();
+        let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().unwrap().to_string_lossy(), std::process::id()));
+        let bytes = bytes.to_vec();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            std::fs::create_dir_all(&dir)?;
+            let mut file = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut file, &bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            sync_dir(&dir)?;
+            Ok(())
+        })
+        .await?
+        .with_context(|| format!("writing {key} in {}", self.root.display()))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let root = self.root.clone();
+        let prefix = prefix.to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            walk(&root, &root, &prefix, &mut out)?;
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(out)
+        })
+        .await?
+    }
+}
+
+/// Collects visible files under `dir` whose key starts with `prefix`.
+fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') {
+            continue; // partial uploads and temp files
+        }
+        let path = entry.path();
+        let key = path.strip_prefix(root)?.to_string_lossy().replace('\\', "/");
+        let meta = entry.metadata()?;
+        if meta.is_dir() {
+            let as_folder = format!("{key}/");
+            if as_folder.starts_with(prefix) || prefix.starts_with(&as_folder) {
+                walk(root, &path, prefix, out)?;
+            }
+        } else if key.starts_with(prefix) {
+            out.push(ObjectMeta { key, size: meta.len() });
+        }
+    }
+    Ok(())
+}

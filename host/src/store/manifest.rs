@@ -1,0 +1,28 @@
+//! The manifest stored beside each artifact.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// What was dumped, by what, and how to check it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub key: String,
+    pub size: u64,
+    pub sha256: String,
+    pub plugin: String,
+    pub plugin_version: String,
+    /// The plugin's artifact format name, e.g. `postgres-custom`.
+    pub format: String,
+    /// Host-side compression applied on top of the format (`none` so far).
+    pub compression: String,
+    pub created_at: DateTime<Utc>,
+    pub source: Source,
+    pub envsync_version: String,
+}
+
+/// Where the dumped database lived.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Source {
+    pub instance: String,
+    pub database: String,
+}

@@ -1,0 +1,63 @@
+//! Where artifacts live. `ObjectStore` is the small set of object operations
+//! a backend provides (the local folder here; S3 later); `catalog` builds the
+//! artifact rules on top of it once for every backend: key layout, manifest,
+//! checksum, pointer.
+
+pub mod catalog;
+pub mod checksum;
+pub mod layout;
+pub mod local;
+pub mod manifest;
+
+use crate::failure::{Failure, Kind};
+use anyhow::Result;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// One stored object as listed.
+#[derive(Clone, Debug)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+}
+
+/// A streaming upload. Dropping it without `finish` aborts it: nothing
+/// becomes visible under the key.
+#[async_trait::async_trait]
+pub trait ObjectWriter: AsyncWrite + Send + Unpin {
+    /// Makes the object durable and visible under its key. Never overwrites
+    /// an existing object.
+    async fn finish(self: Box<Self>) -> Result<()>;
+}
+
+/// A backend holding objects under `/`-separated keys.
+#[async_trait::async_trait]
+pub trait ObjectStore: Send + Sync {
+    /// The store's location, for messages.
+    fn location(&self) -> String;
+    /// Starts a streaming upload to `key`.
+    async fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>>;
+    /// Streams the object at `key`.
+    async fn open(&self, key: &str) -> Result<Box<dyn AsyncRead + Send + Unpin>>;
+    /// Reads a small object whole; None when it does not exist.
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Writes a small object atomically, replacing any previous one.
+    async fn put(&self, key: &str, bytes: &[u8]) -> Result<()>;
+    /// Lists finished objects whose key starts with `prefix`.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+}
+
+/// Opens the store at `location`: a folder path or a `file://` URL.
+pub fn open(location: &str) -> Result<Arc<dyn ObjectStore>> {
+    if let Some(path) = location.strip_prefix("file://") {
+        return Ok(Arc::new(local::LocalStore::new(path)?));
+    }
+    if let Some((scheme, _)) = location.split_once("://") {
+        return Err(Failure::new(
+            Kind::Usage,
+            format!("store {location:?}: {scheme}:// stores are not supported by this build; use a folder path or file:// URL"),
+        )
+        .into());
+    }
+    Ok(Arc::new(local::LocalStore::new(location)?))
+}
