@@ -187,6 +187,7 @@ pub async fn execute(runtime: &Runtime, registry: &Registry, args: &RunArgs, for
                 "summary": outcome.summary,
                 "duration_seconds": outcome.duration.as_secs_f64(),
                 "artifact": outcome.manifest,
+                "host_peak_rss_bytes": peak_rss_bytes(),
             })
         ),
     }
@@ -194,4 +195,12 @@ pub async fn execute(runtime: &Runtime, registry: &Registry, args: &RunArgs, for
         tracing::debug!("artifact {} is {}", m.key, human_size(m.size));
     }
     Ok(())
+}
+
+/// The host process's peak resident memory (VmHWM), for benchmarks.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

@@ -1,0 +1,275 @@
+//! Recognising a pg_dump custom-format archive from its first bytes, and
+//! naming what an artifact is instead, so a wrong file is refused before the
+//! target is touched. Pure logic: no host calls, unit-tested natively.
+
+/// The archive header: magic, version (major, minor, revision), int size,
+/// offset size, then the format byte (pg_backup_archiver.h).
+const MAGIC: &[u8] = b"PGDMP";
+const FORMAT_BYTE: usize = 10;
+
+/// `ArchiveFormat` values from pg_backup.h.
+const ARCH_UNKNOWN: u8 = 0;
+const ARCH_CUSTOM: u8 = 1;
+const ARCH_TAR: u8 = 3;
+const ARCH_NULL: u8 = 4;
+const ARCH_DIRECTORY: u8 = 5;
+
+const REDUMP: &str = "make the backup with pg_dump -Fc (the postgres plugin's default)";
+
+/// Ok when `head` starts a custom-format archive; otherwise what it looks
+/// like and what to do.
+pub fn check_head(head: &[u8]) -> Result<(), String> {
+    if head.is_empty() {
+        return Err(
+            "the artifact is empty (0 bytes): the backup that wrote it probably failed; \
+             restore another backup"
+                .into(),
+        );
+    }
+    if head.starts_with(MAGIC) {
+        return check_archive_header(head);
+    }
+    if let Some(what) = compression(head) {
+        return Err(format!(
+            "the artifact is {what}-compressed, not a pg_dump custom-format archive \
+             (which compresses itself and starts with PGDMP); decompress it first, or {REDUMP}"
+        ));
+    }
+    if is_tar(head) {
+        return Err(if head.starts_with(b"toc.dat\0") || pgdmp_at(head, 512) {
+            format!(
+                "the artifact is a PostgreSQL tar-format dump (pg_dump -Ft); restore takes only \
+                 the custom format; {REDUMP}"
+            )
+        } else {
+            format!("the artifact is a tar archive, not a pg_dump custom-format archive; {REDUMP}")
+        });
+    }
+    let text = text_start(head);
+    if is_mysql_dump(text) {
+        return Err(
+            "the artifact looks like a MySQL/MariaDB dump; restore it with --plugin mysql".into(),
+        );
+    }
+    if contains(head, b"PostgreSQL database cluster dump") {
+        return Err(format!(
+            "the artifact is a plain SQL dump of a whole cluster (pg_dumpall); \
+             load it with psql instead, or {REDUMP}"
+        ));
+    }
+    if (text.starts_with(b"--") || text.starts_with(b"SET ") || text.starts_with(b"\\restrict"))
+        && contains(head, b"PostgreSQL database dump")
+    {
+        return Err(format!(
+            "the artifact is a plain SQL dump (pg_dump -Fp); restore takes only the custom \
+             format: load this file with psql instead, or {REDUMP}"
+        ));
+    }
+    if looks_like_sql(text) {
+        return Err(format!(
+            "the artifact looks like an SQL script, not a pg_dump custom-format archive; \
+             run SQL scripts with the transform operation, or {REDUMP}"
+        ));
+    }
+    if head.len() < MAGIC.len() {
+        return Err(format!(
+            "the artifact is only {} byte(s) long, too short to be a dump; restore another backup",
+            head.len()
+        ));
+    }
+    Err(format!(
+        "the artifact is not a pg_dump custom-format archive: it does not start with PGDMP \
+         (first bytes: {}); {REDUMP}",
+        hex_prefix(head, 16)
+    ))
+}
+
+/// Checks the header of something that starts with PGDMP.
+fn check_archive_header(head: &[u8]) -> Result<(), String> {
+    if head.len() <= FORMAT_BYTE {
+        return Err(format!(
+            "the artifact starts like a pg_dump archive but is only {} bytes long: it is \
+             truncated; restore another backup",
+            head.len()
+        ));
+    }
+    let (vmaj, vmin, vrev) = (head[5], head[6], head[7]);
+    let (int_size, off_size) = (head[8], head[9]);
+    if vmaj != 1 || !(1..=32).contains(&int_size) || !(1..=32).contains(&off_size) {
+        return Err(format!(
+            "the artifact starts with PGDMP but its header is damaged or of an unknown version \
+             ({vmaj}.{vmin}.{vrev}, int size {int_size}, offset size {off_size}); restore another backup"
+        ));
+    }
+    match head[FORMAT_BYTE] {
+        ARCH_CUSTOM => Ok(()),
+        ARCH_TAR => Err(format!(
+            "the artifact is the catalogue of a PostgreSQL tar-format dump (pg_dump -Ft); \
+             restore takes only the custom format; {REDUMP}"
+        )),
+        ARCH_DIRECTORY => Err(format!(
+            "the artifact is the toc.dat of a PostgreSQL directory-format dump (pg_dump -Fd), \
+             which is useless without the rest of its directory; {REDUMP}"
+        )),
+        f @ (ARCH_UNKNOWN | ARCH_NULL) => Err(format!(
+            "the artifact is a pg_dump archive of format {f} ({}), which pg_restore cannot read \
+             from a stream; {REDUMP}",
+            if f == ARCH_NULL { "null" } else { "unknown" }
+        )),
+        f => Err(format!(
+            "the artifact starts with PGDMP but has an unknown format byte {f}; it is damaged \
+             or from an unsupported pg_dump; restore another backup"
+        )),
+    }
+}
+
+/// The name of the compressor whose magic number starts `head`.
+fn compression(head: &[u8]) -> Option<&'static str> {
+    const MAGICS: &[(&[u8], &str)] = &[
+        (&[0x1f, 0x8b], "gzip"),
+        (&[0x28, 0xb5, 0x2f, 0xfd], "zstd"),
+        (b"BZh", "bzip2"),
+        (&[0xfd, b'7', b'z', b'X', b'Z', 0x00], "xz"),
+        (&[0x04, 0x22, 0x4d, 0x18], "lz4"),
+    ];
+    MAGICS
+        .iter()
+        .find(|(magic, _)| head.starts_with(magic))
+        .map(|(_, name)| *name)
+}
+
+/// POSIX tar: "ustar" at offset 257 of the first header block.
+fn is_tar(head: &[u8]) -> bool {
+    head.get(257..262) == Some(b"ustar".as_slice())
+}
+
+fn pgdmp_at(head: &[u8], at: usize) -> bool {
+    head.get(at..at + MAGIC.len()) == Some(MAGIC)
+}
+
+/// The text after a UTF-8 byte-order mark and leading whitespace.
+fn text_start(head: &[u8]) -> &[u8] {
+    let head = head.strip_prefix(b"\xef\xbb\xbf").unwrap_or(head);
+    let start = head
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(head.len());
+    &head[start..]
+}
+
+/// mysqldump and mariadb-dump headers, or their version-guarded comments.
+fn is_mysql_dump(text: &[u8]) -> bool {
+    text.starts_with(b"/*!")
+        || text.starts_with(b"/*M!")
+        || (text.starts_with(b"--")
+            && (contains(text, b"MySQL dump") || contains(text, b"MariaDB dump")))
+}
+
+fn looks_like_sql(text: &[u8]) -> bool {
+    const STARTS: &[&[u8]] = &[
+        b"--", b"/*", b"SET ", b"BEGIN", b"CREATE ", b"INSERT ", b"COPY ", b"SELECT ",
+    ];
+    STARTS
+        .iter()
+        .any(|s| text.len() >= s.len() && text[..s.len()].eq_ignore_ascii_case(s))
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn hex_prefix(bytes: &[u8], n: usize) -> String {
+    bytes
+        .iter()
+        .take(n)
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The first bytes of a real `pg_dump -Fc` archive from pg_dump 15.
+    fn custom_header(format: u8) -> Vec<u8> {
+        let mut h = b"PGDMP".to_vec();
+        h.extend_from_slice(&[1, 14, 0, 4, 8, format, 0, 1, 0, 0, 0, 0]);
+        h
+    }
+
+    fn err(head: &[u8]) -> String {
+        check_head(head).expect_err("should be refused")
+    }
+
+    #[test]
+    fn accepts_custom_format() {
+        assert_eq!(check_head(&custom_header(ARCH_CUSTOM)), Ok(()));
+    }
+
+    #[test]
+    fn refuses_empty_and_short() {
+        assert!(err(b"").contains("empty"));
+        assert!(err(b"\x00\x01").contains("too short"));
+        assert!(err(b"PGDMP\x01\x0e").contains("truncated"));
+    }
+
+    #[test]
+    fn names_other_pg_dump_formats() {
+        assert!(err(&custom_header(ARCH_TAR)).contains("tar-format"));
+        assert!(err(&custom_header(ARCH_DIRECTORY)).contains("directory-format"));
+        assert!(err(&custom_header(ARCH_NULL)).contains("format 4"));
+        assert!(err(&custom_header(9)).contains("unknown format byte 9"));
+        let mut bad = custom_header(ARCH_CUSTOM);
+        bad[5] = 7;
+        assert!(err(&bad).contains("damaged"));
+    }
+
+    #[test]
+    fn names_tar_dumps() {
+        let mut tar = vec![0u8; 1024];
+        tar[..8].copy_from_slice(b"toc.dat\0");
+        tar[257..262].copy_from_slice(b"ustar");
+        tar[512..517].copy_from_slice(b"PGDMP");
+        assert!(err(&tar).contains("tar-format dump (pg_dump -Ft)"));
+        tar[..8].copy_from_slice(b"foo.txt\0");
+        tar[512..517].copy_from_slice(b"hello");
+        assert!(err(&tar).contains("a tar archive"));
+    }
+
+    #[test]
+    fn names_compressed_files() {
+        assert!(err(&[0x1f, 0x8b, 8, 0]).contains("gzip-compressed"));
+        assert!(err(&[0x28, 0xb5, 0x2f, 0xfd, 0]).contains("zstd-compressed"));
+        assert!(err(b"BZh91AY").contains("bzip2"));
+    }
+
+    #[test]
+    fn names_plain_sql_dumps() {
+        let plain = b"--\n-- PostgreSQL database dump\n--\n\n\\restrict abc\n";
+        assert!(err(plain).contains("plain SQL dump (pg_dump -Fp)"));
+        let cluster = b"--\n-- PostgreSQL database cluster dump\n--\n";
+        assert!(err(cluster).contains("pg_dumpall"));
+        assert!(err(b"SET statement_timeout = 0;\n").contains("SQL script"));
+    }
+
+    #[test]
+    fn names_mysql_dumps() {
+        for head in [
+            &b"-- MySQL dump 10.13  Distrib 8.0.36\n"[..],
+            b"-- MariaDB dump 10.19-11.2.2-MariaDB\n",
+            b"/*!40101 SET @OLD_CHARACTER_SET_CLIENT=@@CHARACTER_SET_CLIENT */;\n",
+            b"/*M!999999\\- enable the sandbox mode */ \n-- MariaDB dump 10.19\n",
+            b"\xef\xbb\xbf\n-- MySQL dump 10.13\n",
+        ] {
+            assert!(err(head).contains("--plugin mysql"), "{head:?}");
+        }
+    }
+
+    #[test]
+    fn names_unknown_bytes() {
+        let e = err(b"\x89PNG\r\n\x1a\n0000");
+        assert!(e.contains("does not start with PGDMP"));
+        assert!(e.contains("89 50 4e 47"));
+    }
+}

@@ -1,0 +1,27 @@
+//! restore: an artifact loaded into a scratch database and swapped in.
+
+use crate::programs::{Fed, OnFeedError, feed};
+use crate::swap::replace_target;
+use envsync_plugin_sdk::{ByteSource, Error, info};
+
+pub fn restore(artifact: &ByteSource) -> Result<(), Error> {
+    replace_target(|pg_restore| {
+        info("loading the artifact with pg_restore");
+        let mut child = pg_restore.stdin_piped().spawn()?;
+        match feed(&mut child, "pg_restore", artifact, OnFeedError::CloseInput)? {
+            Fed::All(stdin, bytes) => {
+                // pg_restore's own failure explains more than a failed close.
+                let closed = stdin.close();
+                drop(stdin);
+                child.finish()?;
+                closed?;
+                info(format!("pg_restore loaded {bytes} bytes"));
+            }
+            Fed::ChildDone => info("pg_restore finished before the end of the artifact"),
+        }
+        // Reads any rest and checks size and SHA-256 against the manifest:
+        // a damaged artifact must never go live.
+        info("verifying the artifact against its manifest");
+        artifact.verify()
+    })
+}

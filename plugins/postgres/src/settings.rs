@@ -1,0 +1,130 @@
+//! The plugin's job parameters: their documentation (shown by `plugins
+//! inspect`) and reading them with errors an operator can act on.
+
+use crate::flags;
+use envsync_plugin_sdk::{Error, ParamInfo, param, param_or};
+use std::time::Duration;
+
+/// (name, description, default) of every parameter.
+const PARAMS: &[(&str, &str, Option<&str>)] = &[
+    (
+        "dump-flags",
+        "pg_dump flags, split on whitespace (backup, and copy with -Z0 added). Only the \
+         custom format is accepted; -Fc is added when no format is given.",
+        Some(DEFAULT_DUMP_FLAGS),
+    ),
+    (
+        "restore-flags",
+        "Extra pg_restore flags, split on whitespace (e.g. --no-privileges --no-comments).",
+        None,
+    ),
+    (
+        "owner",
+        "Role that owns the restored database and its objects (pg_restore --role and \
+         ALTER DATABASE ... OWNER TO). When unset, objects belong to the connecting user and \
+         the database keeps the owner of the database it replaces.",
+        None,
+    ),
+    (
+        "swap-retries",
+        "How many times to try the final rename swap (which needs every other session \
+         disconnected) before giving up and leaving the target untouched.",
+        Some("5"),
+    ),
+    (
+        "swap-retry-delay-ms",
+        "Milliseconds to wait between swap attempts.",
+        Some("1000"),
+    ),
+    (
+        "maintenance-database",
+        "Database psql connects to for CREATE, ALTER and DROP DATABASE; must not be the \
+         target database.",
+        Some("postgres"),
+    ),
+    (
+        "disable-triggers",
+        "Load with session_replication_role=replica so triggers and foreign-key checks do not \
+         fire during the restore (needs a superuser, or SET privilege on that parameter).",
+        Some("true"),
+    ),
+];
+
+const DEFAULT_DUMP_FLAGS: &str = "-Fc -Z1";
+
+pub fn param_infos() -> Vec<ParamInfo> {
+    PARAMS
+        .iter()
+        .map(|(name, description, default)| ParamInfo {
+            name: name.to_string(),
+            description: description.to_string(),
+            default_value: default.map(String::from),
+        })
+        .collect()
+}
+
+/// pg_dump flags, checked.
+pub fn dump_flags() -> Result<Vec<String>, Error> {
+    flags::dump_flags(&param_or("dump-flags", DEFAULT_DUMP_FLAGS)).map_err(Error::InvalidParam)
+}
+
+/// Extra pg_restore flags, checked.
+pub fn restore_flags() -> Result<Vec<String>, Error> {
+    flags::restore_flags(&param_or("restore-flags", "")).map_err(Error::InvalidParam)
+}
+
+/// How a restored copy is loaded and swapped in.
+#[derive(Debug, Clone)]
+pub struct LoadSettings {
+    pub owner: Option<String>,
+    pub restore_flags: Vec<String>,
+    pub disable_triggers: bool,
+    pub maintenance_db: String,
+    pub swap_retries: u32,
+    pub swap_retry_delay: Duration,
+}
+
+impl LoadSettings {
+    /// Reads and checks every parameter up front, so a typo fails the step
+    /// before anything is created.
+    pub fn read() -> Result<LoadSettings, Error> {
+        let swap_retries: u32 = number("swap-retries", 5)?;
+        if swap_retries == 0 {
+            return Err(Error::InvalidParam(
+                "parameter swap-retries must be at least 1".into(),
+            ));
+        }
+        Ok(LoadSettings {
+            owner: param("owner"),
+            restore_flags: restore_flags()?,
+            disable_triggers: boolean("disable-triggers", true)?,
+            maintenance_db: param_or("maintenance-database", "postgres"),
+            swap_retries,
+            swap_retry_delay: Duration::from_millis(number("swap-retry-delay-ms", 1000)?),
+        })
+    }
+}
+
+fn number<T: std::str::FromStr + std::fmt::Display>(name: &str, default: T) -> Result<T, Error> {
+    match param(name) {
+        None => Ok(default),
+        Some(v) => v.trim().parse().map_err(|_| {
+            Error::InvalidParam(format!(
+                "parameter {name}={v:?} is not a whole number (default {default})"
+            ))
+        }),
+    }
+}
+
+fn boolean(name: &str, default: bool) -> Result<bool, Error> {
+    let Some(v) = param(name) else {
+        return Ok(default);
+    };
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err(Error::InvalidParam(format!(
+            "parameter {name}={v:?} must be true or false"
+        ))),
+    }
+}

@@ -1,0 +1,203 @@
+//! Replacing the target database safely, shared by restore and copy: load
+//! into a scratch database `<D>-restore`, then rename it over `D` in one
+//! transaction. Until that transaction commits, `D` is never touched, so
+//! every failure before it leaves `D` exactly as it was.
+
+use crate::names::Names;
+use crate::programs::run_psql;
+use crate::settings::LoadSettings;
+use crate::sql;
+use envsync_plugin_sdk::{Command, Error, connection, info, warn};
+use std::thread;
+
+/// Replaces the target database with what `load` puts into the scratch
+/// database. `load` gets a ready pg_restore command (target credentials,
+/// scratch database, flags); it must run it to success and check its input
+/// (e.g. `artifact.verify()`), or return the error that stops the swap.
+pub fn replace_target(load: impl FnOnce(Command) -> Result<(), Error>) -> Result<(), Error> {
+    let target = connection("target")?.database;
+    let names = Names::for_target(&target).map_err(Error::InvalidParam)?;
+    let settings = LoadSettings::read()?;
+    if settings.maintenance_db == names.target {
+        return Err(Error::InvalidParam(format!(
+            "the target database {:?} is also the maintenance database, which psql must stay \
+             connected to while it renames the target; set maintenance-database to another \
+             database (e.g. postgres or template1)",
+            names.target
+        )));
+    }
+    let job = Replacement { names, settings };
+
+    let existed = job.target_exists()?;
+    info(format!(
+        "{} database {:?}: loading into scratch database {:?} first",
+        if existed { "replacing" } else { "creating" },
+        job.names.target,
+        job.names.scratch
+    ));
+    job.psql(&sql::prepare_scratch(&job.names.scratch, &job.names.old))
+        .map_err(|e| {
+            e.context(format!(
+                "could not create scratch database {:?}",
+                job.names.scratch
+            ))
+        })
+        .map_err(|e| job.unchanged(e, existed))?;
+
+    let loaded = load(job.pg_restore()).and_then(|()| job.set_owner());
+    if let Err(e) = loaded {
+        job.drop_scratch();
+        return Err(job.unchanged(e, existed));
+    }
+
+    job.swap(existed)?;
+    info(format!("database {:?} is live", job.names.target));
+    if existed {
+        info(format!(
+            "dropping the previous copy, now {:?}",
+            job.names.old
+        ));
+        if let Err(e) = job.psql(&sql::drop_database(&job.names.old)) {
+            warn(format!(
+                "the restore succeeded, but the previous copy {:?} could not be dropped ({}); \
+                 drop it by hand, or the next restore will",
+                job.names.old,
+                e.message()
+            ));
+        }
+    }
+    Ok(())
+}
+
+struct Replacement {
+    names: Names,
+    settings: LoadSettings,
+}
+
+impl Replacement {
+    fn psql(&self, script: &str) -> Result<String, Error> {
+        run_psql(&self.settings.maintenance_db, script)
+    }
+
+    fn target_exists(&self) -> Result<bool, Error> {
+        Ok(!self
+            .psql(&sql::exists(&self.names.target))?
+            .trim()
+            .is_empty())
+    }
+
+    /// pg_restore into the scratch database. Ownership in the archive is
+    /// ignored (--no-owner): objects belong to `owner` via --role, or to the
+    /// connecting user. Triggers (including foreign-key checks) stay quiet in
+    /// replica mode, so rows load in any order.
+    fn pg_restore(&self) -> Command {
+        let mut cmd = Command::new("pg_restore")
+            .arg(format!("--dbname={}", sql::conninfo(&self.names.scratch)))
+            .args(["--exit-on-error", "--no-owner"])
+            .connection("target");
+        if let Some(owner) = &self.settings.owner {
+            cmd = cmd.arg(format!("--role={owner}"));
+        }
+        cmd = cmd.args(self.settings.restore_flags.iter().cloned());
+        if self.settings.disable_triggers {
+            cmd = cmd.env("PGOPTIONS", "-c session_replication_role=replica");
+        }
+        cmd
+    }
+
+    /// Gives the scratch database its owner before it goes live: the `owner`
+    /// parameter, else the owner of the database it replaces, so a restore
+    /// does not silently change who owns the target.
+    fn set_owner(&self) -> Result<(), Error> {
+        let owner = match &self.settings.owner {
+            Some(owner) => owner.clone(),
+            None => {
+                let out = self.psql(&sql::owner_of(&self.names.target))?;
+                match out.strip_suffix('\n').unwrap_or(&out) {
+                    "" => return Ok(()),
+                    existing => existing.to_string(),
+                }
+            }
+        };
+        info(format!(
+            "giving {:?} to owner {owner:?}",
+            self.names.scratch
+        ));
+        self.psql(&sql::set_owner(&self.names.scratch, &owner))
+            .map(drop)
+            .map_err(|e| e.context(format!("could not make {owner:?} the owner")))
+    }
+
+    /// Runs the swap transaction until it commits or the attempts run out.
+    fn swap(&self, existed: bool) -> Result<(), Error> {
+        let Names {
+            target,
+            scratch,
+            old,
+        } = &self.names;
+        let attempts = self.settings.swap_retries;
+        // The scratch database's oid identifies it after the rename, so a
+        // swap that committed but whose psql still failed (lost connection)
+        // is recognised instead of being retried into an error.
+        let scratch_oid = self.psql(&sql::oid_of(scratch))?;
+        let mut last = None;
+        for attempt in 1..=attempts {
+            info(format!(
+                "swapping {scratch:?} in as {target:?} (attempt {attempt} of {attempts})"
+            ));
+            match self.psql(&sql::swap(target, scratch, old)) {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    if self.psql(&sql::oid_of(target)).ok().as_ref() == Some(&scratch_oid) {
+                        warn(format!(
+                            "psql reported an error, but the swap did commit: {}",
+                            e.message()
+                        ));
+                        return Ok(());
+                    }
+                    warn(format!("swap attempt {attempt} failed: {}", e.message()));
+                    last = Some(e);
+                }
+            }
+            if attempt < attempts {
+                thread::sleep(self.settings.swap_retry_delay);
+            }
+        }
+        self.drop_scratch();
+        let last = last.map(|e| e.message().to_string()).unwrap_or_default();
+        Err(Error::ProgramFailed(format!(
+            "could not swap {scratch:?} in as {target:?} after {attempts} attempt(s); {}; \
+             the restored copy was dropped; last error: {last}",
+            if existed {
+                format!("{target:?} is intact and accepting connections")
+            } else {
+                format!("{target:?} was not created")
+            }
+        )))
+    }
+
+    /// Best effort: a leftover scratch database is also dropped by the next run.
+    fn drop_scratch(&self) {
+        info(format!(
+            "dropping scratch database {:?}",
+            self.names.scratch
+        ));
+        if let Err(e) = self.psql(&sql::drop_database(&self.names.scratch)) {
+            warn(format!(
+                "could not drop scratch database {:?} ({}); the next restore drops it, or drop \
+                 it by hand",
+                self.names.scratch,
+                e.message()
+            ));
+        }
+    }
+
+    /// `e`, saying that the target was not touched.
+    fn unchanged(&self, e: Error, existed: bool) -> Error {
+        e.context(if existed {
+            format!("target database {:?} left unchanged", self.names.target)
+        } else {
+            format!("target database {:?} not created", self.names.target)
+        })
+    }
+}

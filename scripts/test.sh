@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs what is missing, builds the
+# host and plugins, checks formatting and lints, runs unit and end-to-end
+# tests against real servers started on 127.0.0.1 by the harness.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+scripts/build.sh
+
+cargo fmt --all --check
+cargo clippy -p envsync-host -p envsync-tests --all-targets -- -D warnings
+cargo clippy --target wasm32-wasip2 --profile wasm -p envsync-plugin-sdk -p envsync-postgres -p sandbox-probe -- -D warnings
+
+# Unit tests (host, and plugin logic that runs natively), then end to end.
+cargo test -p envsync-host -p envsync-postgres
+cargo test -p envsync-tests -- --test-threads 2

@@ -1,0 +1,214 @@
+//! The sandbox: a plugin that spawns an undeclared program, loops forever,
+//! allocates without end or panics is stopped with a clear error, and the
+//! next step in the same host process works. Uses the `sandbox-probe`
+//! fixture plugin (tests/fixtures/sandbox-probe) and the host as a library,
+//! so "the same host process" is literal.
+
+use envsync_host::capabilities::job::JobContext;
+use envsync_host::connection::Connection;
+use envsync_host::failure::exit_code;
+use envsync_host::runtime::bindings::Operation;
+use envsync_host::runtime::compile_cache::CompileCache;
+use envsync_host::runtime::{LoadedPlugin, Runtime};
+use envsync_host::step::{self, StepRequest};
+use envsync_tests::host_cli::{Expect, Host, exit};
+use envsync_tests::paths;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+fn probe_file() -> PathBuf {
+    let path = paths::target_dir()
+        .join("test-plugins")
+        .join("sandbox-probe.wasm");
+    assert!(
+        path.is_file(),
+        "{} missing: run ./scripts/build.sh first",
+        path.display()
+    );
+    path
+}
+
+fn backup_request(store: &std::path::Path, misbehave: Option<&str>) -> StepRequest {
+    let mut job = JobContext::default();
+    job.connections.insert(
+        "source".into(),
+        Connection {
+            database: "probe".into(),
+            ..Default::default()
+        },
+    );
+    if let Some(mode) = misbehave {
+        job.params.push(("misbehave".into(), mode.into()));
+    }
+    StepRequest {
+        operation: Operation::Backup,
+        job,
+        store: Some(store.display().to_string()),
+        instance: Some("sandbox".into()),
+        from_instance: None,
+        from_database: None,
+        artifact: None,
+        script: None,
+        max_runtime: Duration::from_secs(3),
+        memory_cap_mib: 64,
+        allow_programs: None,
+    }
+}
+
+async fn load(runtime: &Runtime) -> LoadedPlugin {
+    runtime
+        .load(&probe_file())
+        .await
+        .expect("the probe plugin loads")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_plugin_is_stopped_and_the_host_carries_on() {
+    let runtime = Runtime::new(CompileCache::new(None)).unwrap();
+    let plugin = load(&runtime).await;
+    let store = tempfile::tempdir().unwrap();
+
+    let cases = [
+        (
+            "spawn-undeclared",
+            "may not run \"sh\": it is not among the programs it declared",
+        ),
+        ("loop", "exceeded the step's maximum runtime of 3s"),
+        ("alloc", "memory cap of 64 MiB reached"),
+        ("panic", "the probe panicked on purpose"),
+    ];
+    for (mode, phrase) in cases {
+        let started = Instant::now();
+        let error = step::run(&runtime, &plugin, &backup_request(store.path(), Some(mode)))
+            .await
+            .expect_err(mode);
+        let message = format!("{error:#}");
+        assert_eq!(exit_code(&error), 4, "{mode}: exit code for {message}");
+        assert!(
+            message.contains(phrase),
+            "{mode}: {message:?} should contain {phrase:?}"
+        );
+        assert!(
+            message.contains("sandbox-probe"),
+            "{mode}: the message names the plugin: {message}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{mode} took {:?}",
+            started.elapsed()
+        );
+
+        // The next step in this same process still works.
+        let outcome = step::run(&runtime, &plugin, &backup_request(store.path(), None))
+            .await
+            .unwrap_or_else(|e| panic!("after {mode}: {e:#}"));
+        let manifest = outcome.manifest.expect("a backup has a manifest");
+        assert_eq!(manifest.size, 15 + 100_000);
+    }
+
+    // No failed step left a partial artifact or a manifest behind.
+    let folder = store.path().join("sandbox");
+    let names: Vec<String> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with('.')),
+        "partials left: {names:?}"
+    );
+    assert_eq!(
+        names.iter().filter(|n| n.ends_with(".probe")).count(),
+        cases.len(),
+        "{names:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_can_refuse_a_declared_program() {
+    let runtime = Runtime::new(CompileCache::new(None)).unwrap();
+    let plugin = load(&runtime).await;
+    let store = tempfile::tempdir().unwrap();
+
+    let mut request = backup_request(store.path(), Some("spawn-declared"));
+    step::run(&runtime, &plugin, &request)
+        .await
+        .expect("a declared, allowed program runs");
+
+    request.allow_programs = Some(vec!["pg_dump".into()]);
+    let error = step::run(&runtime, &plugin, &request)
+        .await
+        .expect_err("refused by the operator");
+    let message = format!("{error:#}");
+    assert_eq!(exit_code(&error), 4);
+    assert!(message.contains("not allowed by the operator"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compiled_plugins_are_cached_between_starts() {
+    let cache = tempfile::tempdir().unwrap();
+    let first = Runtime::new(CompileCache::new(Some(cache.path().to_path_buf()))).unwrap();
+    assert!(!load(&first).await.from_cache, "the first start compiles");
+    drop(first);
+    let second = Runtime::new(CompileCache::new(Some(cache.path().to_path_buf()))).unwrap();
+    assert!(
+        load(&second).await.from_cache,
+        "the second start loads the compiled plugin"
+    );
+
+    // A damaged cache entry is ignored and rebuilt, never trusted.
+    for entry in std::fs::read_dir(cache.path()).unwrap() {
+        std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
+    }
+    let third = Runtime::new(CompileCache::new(Some(cache.path().to_path_buf()))).unwrap();
+    assert!(!load(&third).await.from_cache);
+}
+
+#[test]
+fn broken_plugin_files_are_reported_and_do_not_hide_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(probe_file(), dir.path().join("probe.wasm")).unwrap();
+    std::fs::write(dir.path().join("garbage.wasm"), b"\0asm but not really").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"ignored").unwrap();
+    let host = Host::built().with_plugin_dir(dir.path());
+
+    let out = host.run(&["plugins", "list", "--json"]);
+    out.expect_ok("plugins list");
+    let listed = out.json();
+    let names: Vec<&str> = listed["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["sandbox-probe"]);
+    let broken = listed["broken"].as_array().unwrap();
+    assert_eq!(broken.len(), 1, "{listed}");
+    assert!(
+        broken[0]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("garbage.wasm")
+    );
+
+    // Asking for a plugin that is not there names what is, and the broken file.
+    host.run(&["plugins", "inspect", "mysql"]).expect_fail(
+        &[exit::PLUGIN],
+        &["no plugin named \"mysql\"", "sandbox-probe", "garbage.wasm"],
+        "inspect missing",
+    );
+
+    // The good plugin still runs.
+    let store = tempfile::tempdir().unwrap();
+    host.run(&[
+        "run",
+        "--plugin",
+        "sandbox-probe",
+        "--op",
+        "backup",
+        "--database",
+        "d",
+        "--store",
+        &store.path().display().to_string(),
+    ])
+    .expect_ok("backup with the good plugin");
+}
