@@ -144,6 +144,101 @@ async fn operator_can_refuse_a_declared_program() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_cannot_set_credential_variables() {
+    let runtime = Runtime::new(CompileCache::new(None)).unwrap();
+    let plugin = load(&runtime).await;
+    let store = tempfile::tempdir().unwrap();
+    let error = step::run(
+        &runtime,
+        &plugin,
+        &backup_request(store.path(), Some("spawn-declared-with-secret-env")),
+    )
+    .await
+    .expect_err("PGPASSWORD is reserved");
+    let message = format!("{error:#}");
+    assert_eq!(exit_code(&error), 4, "{message}");
+    assert!(
+        message.contains("may not set environment variable PGPASSWORD"),
+        "{message}"
+    );
+}
+
+/// Processes whose command line is exactly `words`.
+fn processes_running(words: &[&str]) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.len() == words.len() && args.iter().zip(words).all(|(a, w)| a.ends_with(w)) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_are_killed_at_the_deadline() {
+    let runtime = Runtime::new(CompileCache::new(None)).unwrap();
+    let plugin = load(&runtime).await;
+    let store = tempfile::tempdir().unwrap();
+    let mut request = backup_request(store.path(), Some("hang-in-child"));
+    request.max_runtime = Duration::from_secs(2);
+    let started = Instant::now();
+    let error = step::run(&runtime, &plugin, &request)
+        .await
+        .expect_err("the deadline stops it");
+    let message = format!("{error:#}");
+    assert_eq!(exit_code(&error), 4, "{message}");
+    assert!(message.contains("maximum runtime of 2s"), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The child (`sleep 987.654`) is gone once the step has ended.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_running(&["sleep", "987.654"]).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "sleep 987.654 still runs after the deadline"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_run_at_low_cpu_and_io_priority() {
+    let runtime = Runtime::new(CompileCache::new(None)).unwrap();
+    let plugin = load(&runtime).await;
+    let store = tempfile::tempdir().unwrap();
+    let outcome = step::run(
+        &runtime,
+        &plugin,
+        &backup_request(store.path(), Some("priority")),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let key = outcome.manifest.unwrap().key;
+    let report = std::fs::read_to_string(store.path().join(key)).unwrap();
+    let mut lines = report.lines();
+    assert_eq!(
+        lines.next(),
+        Some("10"),
+        "nice level of the child: {report}"
+    );
+    assert_eq!(
+        lines.next(),
+        Some("best-effort: prio 6"),
+        "I/O class of the child: {report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compiled_plugins_are_cached_between_starts() {
     let cache = tempfile::tempdir().unwrap();
     let first = Runtime::new(CompileCache::new(Some(cache.path().to_path_buf()))).unwrap();
