@@ -5,7 +5,7 @@
 use crate::programs::{Fed, OnFeedError, also, exit_error, feed};
 use crate::swap::replace_target;
 use crate::{settings, sql};
-use envsync_plugin_sdk::{Command, Error, connection, info};
+use envsync_plugin_sdk::{Command, Error, connection, debug, info};
 
 pub fn copy() -> Result<(), Error> {
     let source = connection("source")?;
@@ -31,7 +31,10 @@ pub fn copy() -> Result<(), Error> {
         drop(dump_out);
         match fed {
             Ok(Fed::All(stdin, bytes)) => {
-                let closed = stdin.close();
+                // Only the programs' verdicts count (see restore).
+                if let Err(e) = stdin.close() {
+                    debug(format!("closing pg_restore's input: {}", e.message()));
+                }
                 drop(stdin);
                 let dumped = dump.finish();
                 let loaded = load.finish();
@@ -40,7 +43,7 @@ pub fn copy() -> Result<(), Error> {
                 match (dumped, loaded) {
                     (Err(d), Err(l)) => return Err(also(d, &l)),
                     (Err(e), Ok(())) | (Ok(()), Err(e)) => return Err(e),
-                    (Ok(()), Ok(())) => closed?,
+                    (Ok(()), Ok(())) => {}
                 }
                 info(format!("copied {bytes} bytes"));
             }
@@ -52,9 +55,10 @@ pub fn copy() -> Result<(), Error> {
             }
             Err(e) => {
                 dump.kill();
-                let status = dump.wait()?;
                 // Exited with an error code by itself (not our kill): the cause.
-                if status.code.is_some_and(|c| c != 0) {
+                if let Ok(status) = dump.wait()
+                    && status.code.is_some_and(|c| c != 0)
+                {
                     return Err(also(exit_error("pg_dump", &status), &e));
                 }
                 return Err(e);

@@ -2,7 +2,9 @@
 //! host streams, with errors that name the real cause.
 
 use crate::sql;
-use envsync_plugin_sdk::{ByteSink, ByteSource, Command, Error, ExitStatus, Running, splice};
+use envsync_plugin_sdk::{
+    ByteSink, ByteSource, Command, Error, ExitStatus, Running, read_all, splice, write_all,
+};
 
 /// psql stdout we read back (owner names, `1`): small by construction.
 const PSQL_OUTPUT_LIMIT: usize = 64 * 1024;
@@ -18,12 +20,28 @@ pub fn psql(database: &str) -> Command {
 
 /// Runs `script` with psql on `database` and returns what it printed.
 /// The script goes through stdin (`-f -`), so psql sends its statements one
-/// by one, as CREATE/DROP DATABASE need.
+/// by one, as CREATE/DROP DATABASE need. psql's own failure (e.g. it could
+/// not connect and closed its input early) wins over a broken pipe.
 pub fn run_psql(database: &str, script: &str) -> Result<String, Error> {
-    let out = psql(database)
+    let mut child = psql(database)
         .args(["-f", "-"])
-        .output(Some(script.as_bytes()), PSQL_OUTPUT_LIMIT)?;
-    Ok(String::from_utf8_lossy(&out).into_owned())
+        .stdin_piped()
+        .stdout_piped()
+        .spawn()?;
+    let stdin = child.take_stdin()?;
+    let stdout = child.take_stdout()?;
+    // Scripts and answers are tiny, so writing all before reading cannot
+    // fill both pipes and deadlock.
+    let wrote = write_all(&stdin, script.as_bytes()).and_then(|()| stdin.close());
+    drop(stdin);
+    let out = read_all(&stdout, PSQL_OUTPUT_LIMIT);
+    drop(stdout);
+    let status = child.wait()?;
+    if !status.success {
+        return Err(exit_error("psql", &status));
+    }
+    wrote?;
+    Ok(String::from_utf8_lossy(&out?).into_owned())
 }
 
 /// What to do with a child whose input stream failed part-way.

@@ -22,7 +22,7 @@ pub fn replace_target(load: impl FnOnce(Command) -> Result<(), Error>) -> Result
         return Err(Error::InvalidParam(format!(
             "the target database {:?} is also the maintenance database, which psql must stay \
              connected to while it renames the target; set maintenance-database to another \
-             database (e.g. postgres or template1)",
+             database (e.g. template1)",
             names.target
         )));
     }
@@ -44,10 +44,17 @@ pub fn replace_target(load: impl FnOnce(Command) -> Result<(), Error>) -> Result
         })
         .map_err(|e| job.unchanged(e, existed))?;
 
-    let loaded = load(job.pg_restore()).and_then(|()| job.set_owner());
+    // With an `owner`, pg_restore creates objects as that role (--role), so
+    // it must own the database, and thereby the public schema, before the
+    // load. Otherwise the connecting user loads into its own database and
+    // hands it to the replaced database's owner afterwards.
+    let loaded = match &job.settings.owner {
+        Some(owner) => job.give_to(owner).and_then(|()| load(job.pg_restore())),
+        None => load(job.pg_restore()).and_then(|()| job.keep_owner()),
+    };
     if let Err(e) = loaded {
         job.drop_scratch();
-        return Err(job.unchanged(e, existed));
+        return Err(job.unchanged(job.hint(e), existed));
     }
 
     job.swap(existed)?;
@@ -105,25 +112,22 @@ impl Replacement {
         cmd
     }
 
-    /// Gives the scratch database its owner before it goes live: the `owner`
-    /// parameter, else the owner of the database it replaces, so a restore
-    /// does not silently change who owns the target.
-    fn set_owner(&self) -> Result<(), Error> {
-        let owner = match &self.settings.owner {
-            Some(owner) => owner.clone(),
-            None => {
-                let out = self.psql(&sql::owner_of(&self.names.target))?;
-                match out.strip_suffix('\n').unwrap_or(&out) {
-                    "" => return Ok(()),
-                    existing => existing.to_string(),
-                }
-            }
-        };
+    /// Gives the scratch database the owner of the database it replaces,
+    /// so a restore does not silently change who owns the target.
+    fn keep_owner(&self) -> Result<(), Error> {
+        let out = self.psql(&sql::owner_of(&self.names.target))?;
+        match out.strip_suffix('\n').unwrap_or(&out) {
+            "" => Ok(()),
+            existing => self.give_to(existing),
+        }
+    }
+
+    fn give_to(&self, owner: &str) -> Result<(), Error> {
         info(format!(
             "giving {:?} to owner {owner:?}",
             self.names.scratch
         ));
-        self.psql(&sql::set_owner(&self.names.scratch, &owner))
+        self.psql(&sql::set_owner(&self.names.scratch, owner))
             .map(drop)
             .map_err(|e| e.context(format!("could not make {owner:?} the owner")))
     }
@@ -139,7 +143,10 @@ impl Replacement {
         // The scratch database's oid identifies it after the rename, so a
         // swap that committed but whose psql still failed (lost connection)
         // is recognised instead of being retried into an error.
-        let scratch_oid = self.psql(&sql::oid_of(scratch))?;
+        let scratch_oid = self
+            .psql(&sql::oid_of(scratch))
+            .ok()
+            .filter(|oid| !oid.trim().is_empty());
         let mut last = None;
         for attempt in 1..=attempts {
             info(format!(
@@ -148,7 +155,8 @@ impl Replacement {
             match self.psql(&sql::swap(target, scratch, old)) {
                 Ok(_) => return Ok(()),
                 Err(e) => {
-                    if self.psql(&sql::oid_of(target)).ok().as_ref() == Some(&scratch_oid) {
+                    if scratch_oid.is_some() && self.psql(&sql::oid_of(target)).ok() == scratch_oid
+                    {
                         warn(format!(
                             "psql reported an error, but the swap did commit: {}",
                             e.message()
@@ -190,6 +198,18 @@ impl Replacement {
                 e.message()
             ));
         }
+    }
+
+    /// `e`, with what to do when replica mode was refused.
+    fn hint(&self, e: Error) -> Error {
+        if !(self.settings.disable_triggers && e.message().contains("session_replication_role")) {
+            return e;
+        }
+        e.context(
+            "the database user may not switch triggers off (session_replication_role needs a \
+             superuser or GRANT SET ON PARAMETER session_replication_role); grant that, or set \
+             disable-triggers=false",
+        )
     }
 
     /// `e`, saying that the target was not touched.
