@@ -43,7 +43,10 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(kind: Kind, message: impl Into<String>) -> Self {
-        Failure { kind, message: message.into() }
+        Failure {
+            kind,
+            message: message.into(),
+        }
     }
 
     /// A typed error a plugin returned from `op`.
@@ -53,9 +56,14 @@ impl Failure {
             WitError::Integrity(_) => (Kind::ArtifactRejected, "found the artifact damaged"),
             WitError::Denied(_) => (Kind::Sandbox, "was denied a capability"),
             WitError::InvalidParam(_) => (Kind::Usage, "was given an invalid parameter"),
-            WitError::ProgramFailed(_) | WitError::Io(_) | WitError::Other(_) => (Kind::StepFailed, "failed"),
+            WitError::ProgramFailed(_) | WitError::Io(_) | WitError::Other(_) => {
+                (Kind::StepFailed, "failed")
+            }
         };
-        Failure::new(kind, format!("{op} with plugin {plugin} {what}: {}", wit_message(&error)))
+        Failure::new(
+            kind,
+            format!("{op} with plugin {plugin} {what}: {}", wit_message(&error)),
+        )
     }
 }
 

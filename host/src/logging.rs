@@ -16,9 +16,14 @@ pub fn init(format: LogFormat, verbose: u8) {
         1 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_env("ENVSYNC_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("{default},wasmtime=warn,cranelift=warn,cranelift_codegen=warn")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+    let filter = EnvFilter::try_from_env("ENVSYNC_LOG").unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "{default},wasmtime=warn,cranelift=warn,cranelift_codegen=warn"
+        ))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {

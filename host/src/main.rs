@@ -5,7 +5,10 @@ use envsync_host::{failure, logging};
 fn main() {
     let cli = Cli::parse();
     logging::init(cli.log_format, cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("envsync-host: cannot start the async runtime: {e}");

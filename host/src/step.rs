@@ -58,20 +58,37 @@ pub fn operation_name(op: Operation) -> &'static str {
 }
 
 /// Runs `request` with `plugin`.
-pub async fn run(runtime: &Runtime, plugin: &LoadedPlugin, request: &StepRequest) -> Result<StepOutcome> {
+pub async fn run(
+    runtime: &Runtime,
+    plugin: &LoadedPlugin,
+    request: &StepRequest,
+) -> Result<StepOutcome> {
     let started = Instant::now();
     let op = operation_name(request.operation);
     if !plugin.info.operations.contains(&request.operation) {
-        return Err(Failure::new(Kind::Usage, format!("plugin {} does not implement {op}", plugin.info.name)).into());
+        return Err(Failure::new(
+            Kind::Usage,
+            format!("plugin {} does not implement {op}", plugin.info.name),
+        )
+        .into());
     }
-    let step = Step { runtime, plugin, request, job: Arc::new(request.job.clone()) };
+    let step = Step {
+        runtime,
+        plugin,
+        request,
+        job: Arc::new(request.job.clone()),
+    };
     let (summary, manifest) = match request.operation {
         Operation::Backup => step.backup().await?,
         Operation::Restore => step.restore().await?,
         Operation::Transform => step.transform().await?,
         Operation::Copy => step.copy().await?,
     };
-    Ok(StepOutcome { summary, manifest, duration: started.elapsed() })
+    Ok(StepOutcome {
+        summary,
+        manifest,
+        duration: started.elapsed(),
+    })
 }
 
 struct Step<'a> {
@@ -88,13 +105,26 @@ impl Step<'_> {
 
     fn connection(&self, role: &str) -> Result<&crate::connection::Connection> {
         self.request.job.connections.get(role).ok_or_else(|| {
-            Failure::new(Kind::Usage, format!("{} needs a {role} database", operation_name(self.request.operation))).into()
+            Failure::new(
+                Kind::Usage,
+                format!(
+                    "{} needs a {role} database",
+                    operation_name(self.request.operation)
+                ),
+            )
+            .into()
         })
     }
 
     fn catalog(&self) -> Result<Catalog> {
         let location = self.request.store.as_deref().ok_or_else(|| {
-            Failure::new(Kind::Usage, format!("{} needs a store: pass --store PATH", operation_name(self.request.operation)))
+            Failure::new(
+                Kind::Usage,
+                format!(
+                    "{} needs a store: pass --store PATH",
+                    operation_name(self.request.operation)
+                ),
+            )
         })?;
         Ok(Catalog::new(crate::store::open(location)?))
     }
@@ -107,12 +137,23 @@ impl Step<'_> {
             self.request.allow_programs.as_deref(),
             info.credentials.clone(),
         );
-        let state = StepState::new(&info.name, self.job.clone(), policy, (self.request.memory_cap_mib << 20) as usize);
-        self.runtime.sandbox(self.plugin, state, self.request.max_runtime).await
+        let state = StepState::new(
+            &info.name,
+            self.job.clone(),
+            policy,
+            (self.request.memory_cap_mib << 20) as usize,
+        );
+        self.runtime
+            .sandbox(self.plugin, state, self.request.max_runtime)
+            .await
     }
 
     /// Turns the plugin's typed error into a failure naming plugin and step.
-    fn plugin_result(&self, op: &str, result: Result<(), crate::runtime::bindings::WitError>) -> Result<()> {
+    fn plugin_result(
+        &self,
+        op: &str,
+        result: Result<(), crate::runtime::bindings::WitError>,
+    ) -> Result<()> {
         result.map_err(|e| Failure::from_plugin(self.name(), op, e).into())
     }
 
@@ -126,11 +167,21 @@ impl Step<'_> {
             .unwrap_or_else(|| "localhost".to_string());
         let catalog = self.catalog()?;
         let format = &self.plugin.info.artifact;
-        let writer = catalog.begin(&instance, &source.database, &format.extension).await?;
+        let writer = catalog
+            .begin(&instance, &source.database, &format.extension)
+            .await?;
         let key = writer.key().to_string();
-        tracing::info!(plugin = self.name(), "backing up {} to {key} in {}", source.database, catalog.location());
+        tracing::info!(
+            plugin = self.name(),
+            "backing up {} to {key} in {}",
+            source.database,
+            catalog.location()
+        );
         let mut sandbox = self.sandbox().await?;
-        let sink = sandbox.push_sink(ByteSink::new(format!("artifact {key}"), SinkKind::Artifact(writer)))?;
+        let sink = sandbox.push_sink(ByteSink::new(
+            format!("artifact {key}"),
+            SinkKind::Artifact(writer),
+        ))?;
         let result = sandbox.backup(Resource::new_borrow(sink.rep())).await?;
         self.plugin_result("backup", result)?;
         let writer = sandbox
@@ -149,7 +200,10 @@ impl Step<'_> {
             format: format.name.clone(),
             compression: "none".to_string(),
             created_at: chrono::Utc::now(),
-            source: Source { instance, database: source.database.clone() },
+            source: Source {
+                instance,
+                database: source.database.clone(),
+            },
             envsync_version: env!("CARGO_PKG_VERSION").to_string(),
         };
         let manifest = catalog.publish(writer, manifest).await?;
@@ -171,9 +225,19 @@ impl Step<'_> {
             .clone()
             .or_else(|| target.host.clone())
             .unwrap_or_else(|| "localhost".to_string());
-        let from_database = self.request.from_database.clone().unwrap_or_else(|| target.database.clone());
+        let from_database = self
+            .request
+            .from_database
+            .clone()
+            .unwrap_or_else(|| target.database.clone());
         let catalog = self.catalog()?;
-        let manifest = catalog.resolve(&from_instance, &from_database, self.request.artifact.as_deref()).await?;
+        let manifest = catalog
+            .resolve(
+                &from_instance,
+                &from_database,
+                self.request.artifact.as_deref(),
+            )
+            .await?;
         let format = &self.plugin.info.artifact;
         if manifest.format != format.name {
             return Err(Failure::new(
@@ -185,15 +249,18 @@ impl Step<'_> {
             )
             .into());
         }
-        tracing::info!(plugin = self.name(), "restoring {} into {}", manifest.key, target.database);
+        tracing::info!(
+            plugin = self.name(),
+            "restoring {} into {}",
+            manifest.key,
+            target.database
+        );
         let head = read_head(&catalog, &manifest, format.head_size as usize).await?;
         let mut sandbox = self.sandbox().await?;
         let checked = sandbox.check(head).await?;
         checked.map_err(|e| {
-            Failure::from_plugin(self.name(), "restore", e).message_with_suffix(format!(
-                "; {} was not changed",
-                target.database
-            ))
+            Failure::from_plugin(self.name(), "restore", e)
+                .message_with_suffix(format!("; {} was not changed", target.database))
         })?;
         let reader = catalog.open(&manifest).await?;
         let label = format!("artifact {}", manifest.key);
@@ -204,11 +271,21 @@ impl Step<'_> {
         if !source.verified() {
             // The plugin should have verified before swapping; check now so a
             // damaged artifact is at least reported.
-            tracing::warn!(plugin = self.name(), "the plugin did not verify the artifact before finishing; verifying now");
+            tracing::warn!(
+                plugin = self.name(),
+                "the plugin did not verify the artifact before finishing; verifying now"
+            );
             if let Some(reader) = source.artifact_mut()
                 && let Err(e) = reader.verify().await
             {
-                return Err(Failure::new(Kind::ArtifactRejected, format!("{e}; plugin {} restored it without verifying — report this to its author", self.name())).into());
+                return Err(Failure::new(
+                    Kind::ArtifactRejected,
+                    format!(
+                        "{e}; plugin {} restored it without verifying — report this to its author",
+                        self.name()
+                    ),
+                )
+                .into());
             }
         }
         let summary = format!("restored {} into {}", manifest.key, target.database);
@@ -220,16 +297,30 @@ impl Step<'_> {
         let path = self.request.script.as_ref().ok_or_else(|| {
             Failure::new(Kind::Usage, "transform needs a script: pass --script FILE")
         })?;
-        let file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| Failure::new(Kind::Usage, format!("cannot open script {}: {e}", path.display())))?;
-        tracing::info!(plugin = self.name(), "running {} against {}", path.display(), target.database);
+        let file = tokio::fs::File::open(path).await.map_err(|e| {
+            Failure::new(
+                Kind::Usage,
+                format!("cannot open script {}: {e}", path.display()),
+            )
+        })?;
+        tracing::info!(
+            plugin = self.name(),
+            "running {} against {}",
+            path.display(),
+            target.database
+        );
         let mut sandbox = self.sandbox().await?;
         let label = format!("script {}", path.display());
-        let script = sandbox.push_source(ByteSource::new(label, SourceKind::Pipe(Box::new(file))))?;
-        let result = sandbox.transform(Resource::new_borrow(script.rep())).await?;
+        let script =
+            sandbox.push_source(ByteSource::new(label, SourceKind::Pipe(Box::new(file))))?;
+        let result = sandbox
+            .transform(Resource::new_borrow(script.rep()))
+            .await?;
         self.plugin_result("transform", result)?;
-        Ok((format!("transformed {} with {}", target.database, path.display()), None))
+        Ok((
+            format!("transformed {} with {}", target.database, path.display()),
+            None,
+        ))
     }
 
     async fn copy(&self) -> Result<(String, Option<Manifest>)> {
@@ -246,7 +337,10 @@ impl Step<'_> {
         let mut sandbox = self.sandbox().await?;
         let result = sandbox.copy().await?;
         self.plugin_result("copy", result)?;
-        Ok((format!("copied {} into {}", source.database, target.database), None))
+        Ok((
+            format!("copied {} into {}", source.database, target.database),
+            None,
+        ))
     }
 }
 
@@ -262,7 +356,11 @@ impl Failure {
 async fn read_head(catalog: &Catalog, manifest: &Manifest, size: usize) -> Result<Vec<u8>> {
     let reader = catalog.open(manifest).await?;
     let mut head = Vec::with_capacity(size);
-    reader.take(size as u64).read_to_end(&mut head).await.with_context(|| format!("reading the head of {}", manifest.key))?;
+    reader
+        .take(size as u64)
+        .read_to_end(&mut head)
+        .await
+        .with_context(|| format!("reading the head of {}", manifest.key))?;
     Ok(head)
 }
 
@@ -274,5 +372,9 @@ pub fn human_size(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }

@@ -234,7 +234,8 @@ impl Expect for Output {
     }
 }
 
-/// Every JSON object (at any depth) of `value` that has the field `field`.
+/// The outermost JSON objects of `value` (at any depth) that have the field
+/// `field`; objects nested inside a found one are not searched.
 pub fn objects_with<'a>(value: &'a Value, field: &str) -> Vec<&'a Value> {
     let mut found = vec![];
     fn go<'a>(v: &'a Value, field: &str, found: &mut Vec<&'a Value>) {
@@ -242,8 +243,9 @@ pub fn objects_with<'a>(value: &'a Value, field: &str) -> Vec<&'a Value> {
             Value::Object(map) => {
                 if map.contains_key(field) {
                     found.push(v);
+                } else {
+                    map.values().for_each(|x| go(x, field, found));
                 }
-                map.values().for_each(|x| go(x, field, found));
             }
             Value::Array(items) => items.iter().for_each(|x| go(x, field, found)),
             _ => {}

@@ -357,12 +357,14 @@ impl PgCluster {
         )
     }
 
-    /// Sessions connected to `db` (not counting the one asking).
+    /// Client sessions connected to `db` (not counting the one asking, nor
+    /// autovacuum workers).
     pub fn connections_to(&self, db: &str) -> Result<u32> {
         let out = self.psql(
             "postgres",
             &format!(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid()",
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = {} AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
                 quote_literal(db)
             ),
         )?;

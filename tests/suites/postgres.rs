@@ -128,13 +128,15 @@ fn backup_then_restore_round_trip_and_restore_over_existing_database() {
     );
     let manifest = env.store.manifest(&key).unwrap();
     assert_eq!(manifest["size"].as_u64(), Some(artifact.len() as u64));
+    let mut expected = vec![
+        key.clone(),
+        format!("{key}.manifest.json"),
+        format!("{INSTANCE}/latest-shop.txt"),
+    ];
+    expected.sort();
     assert_eq!(
         env.store.visible_files(),
-        vec![
-            key.clone(),
-            format!("{key}.manifest.json"),
-            format!("{INSTANCE}/latest-shop.txt"),
-        ],
+        expected,
         "a backup leaves the artifact, its manifest and the pointer"
     );
 
@@ -164,7 +166,7 @@ fn backup_then_restore_round_trip_and_restore_over_existing_database() {
             .differences(&env.pg.fingerprint("shop_copy").unwrap())
             .is_empty()
     );
-    env.pg.psql("postgres", "CREATE ROLE app").unwrap();
+    env.pg.psql("postgres", "CREATE ROLE app LOGIN").unwrap();
     let oid_before = env.pg.database_oid("shop_copy").unwrap();
     env.pg
         .step("restore", "shop_copy")
@@ -336,7 +338,7 @@ fn bad_artifacts_are_refused_and_leave_the_target_untouched() {
             bytes: mysql,
             break_checksum: false,
             codes: &[exit::ARTIFACT_REJECTED],
-            phrases: &["format"],
+            phrases: &["format", "mysql"],
         },
         BadArtifact {
             what: "wrong format (a plain SQL dump)",
@@ -378,6 +380,7 @@ fn bad_artifacts_are_refused_and_leave_the_target_untouched() {
             .opt("--store", env.store.path_arg())
             .opt("--artifact", &case.key)
             .run(&env.host);
+        eprintln!("--- {} ---\n{out}", case.what);
         assert!(
             out.code().is_some_and(|c| case.codes.contains(&c)),
             "{}: expected exit code {:?}\n{out}",
@@ -565,12 +568,36 @@ fn create_big_database(pg: &PgCluster, name: &str) {
     .unwrap();
 }
 
+/// The `pg_dump` of a backup, frozen half-way. Dropping it kills it, so that
+/// a failing test leaves no stopped process behind.
+struct FrozenDump(i32);
+
+impl FrozenDump {
+    fn pid(&self) -> i32 {
+        self.0
+    }
+
+    /// SIGKILL (and SIGCONT, for a stopped process), if it is still our pg_dump.
+    fn kill(&self) {
+        if procs::is_alive(self.0) && procs::comm_of(self.0).as_deref() == Some("pg_dump") {
+            procs::signal(self.0, libc::SIGKILL);
+            procs::signal(self.0, libc::SIGCONT);
+        }
+    }
+}
+
+impl Drop for FrozenDump {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Starts a backup of `db` in the background and returns once its `pg_dump`
 /// is frozen (SIGSTOP) half-way: a new file has appeared in the store and
 /// grown past 256 KiB. The dump is let run in short bursts so it cannot finish
 /// before the test sees the partial upload, however fast the machine is.
-/// Returns the running host, the pg_dump pid and the partial file.
-fn backup_frozen_half_way(env: &Env, db: &str) -> (Running, i32, String) {
+/// Returns the running host, the frozen pg_dump and the partial file.
+fn backup_frozen_half_way(env: &Env, db: &str) -> (Running, FrozenDump, String) {
     let before: BTreeSet<String> = env.store.files().into_iter().collect();
     let mut running = env.backup_step(db).spawn(&env.host).unwrap();
     let host_pid = running.pid() as i32;
@@ -582,6 +609,7 @@ fn backup_frozen_half_way(env: &Env, db: &str) -> (Running, i32, String) {
         panic!("the backup never started pg_dump\n{out}");
     };
     procs::signal(dump, libc::SIGSTOP);
+    let frozen = FrozenDump(dump);
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut first_seen: Option<u64> = None;
@@ -599,7 +627,7 @@ fn backup_frozen_half_way(env: &Env, db: &str) -> (Running, i32, String) {
         if let Some((len, file)) = growing {
             match first_seen {
                 Some(first) if len > first && len >= 256 * 1024 => {
-                    return (running, dump, file);
+                    return (running, frozen, file);
                 }
                 None if len > 0 => first_seen = Some(len),
                 _ => {}
@@ -636,7 +664,7 @@ fn killing_pg_dump_half_way_leaves_the_pointer_unchanged() {
         store::is_hidden(&partial),
         "the unfinished upload {partial:?} is not hidden"
     );
-    procs::signal(dump, libc::SIGKILL);
+    dump.kill();
     let out = running.wait_timeout(Duration::from_secs(60));
     out.expect_fail(
         &[exit::STEP_FAILED],
@@ -671,8 +699,8 @@ fn killing_the_host_half_way_leaves_the_pointer_unchanged_and_the_next_backup_wo
     let (mut running, dump, _partial) = backup_frozen_half_way(&env, "bigdb_hostkill");
     let host_pid = running.pid() as i32;
     let mut stray = procs::descendants_of(host_pid);
-    if !stray.contains(&dump) {
-        stray.push(dump);
+    if !stray.contains(&dump.pid()) {
+        stray.push(dump.pid());
     }
     running.signal(libc::SIGKILL);
     let out = running.wait_timeout(Duration::from_secs(30));
@@ -760,8 +788,12 @@ fn backups_list_and_which_backup_a_restore_picks() {
             Some(std::fs::metadata(&path).unwrap().len()),
             "size of {key}: {entry}"
         );
+        // Top level, or in the manifest the entry carries.
+        let sha = entry["sha256"]
+            .as_str()
+            .or_else(|| entry["manifest"]["sha256"].as_str());
         assert_eq!(
-            entry["sha256"].as_str(),
+            sha,
             Some(store::sha256_file(&path).unwrap().as_str()),
             "sha256 of {key}: {entry}"
         );
@@ -923,6 +955,25 @@ fn unknown_plugins_and_bad_usage_have_their_exit_codes() {
         .opt("--database", "shop")
         .run(&host)
         .expect_fail(&[exit::USAGE], &["frobnicate"], "run with an unknown op");
+    // The same error as JSON log lines, for machines.
+    let out = host.run(&[
+        "--log-format",
+        "json",
+        "plugins",
+        "inspect",
+        "no-such-plugin",
+    ]);
+    out.expect_fail(
+        &[exit::PLUGIN],
+        &["no-such-plugin"],
+        "inspect of an unknown plugin, JSON logs",
+    );
+    for line in out.stderr.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "a log line is not JSON: {line:?}\n{out}"
+        );
+    }
     host.run(&["no-such-command"]).expect_fail(
         &[exit::USAGE],
         &["no-such-command"],

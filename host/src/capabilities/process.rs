@@ -23,7 +23,16 @@ use wasmtime::component::Resource;
 const STDERR_TAIL: usize = 4096;
 /// Host variables every child gets, so programs find their libraries,
 /// locale and `~/.pgpass`-style files.
-const BASE_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "TMPDIR"];
+const BASE_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "TZ",
+    "TMPDIR",
+];
 
 /// Which programs this step may run, and how credentials reach them.
 #[derive(Debug)]
@@ -66,7 +75,13 @@ impl ProcessPolicy {
 
     /// A policy that allows nothing (used while describing a plugin).
     pub fn none() -> Self {
-        let credentials = CredentialEnv { host: None, port: None, user: None, password: None, passthrough: Vec::new() };
+        let credentials = CredentialEnv {
+            host: None,
+            port: None,
+            user: None,
+            password: None,
+            passthrough: Vec::new(),
+        };
         ProcessPolicy::new("", &[], Some(&[]), credentials)
     }
 
@@ -111,7 +126,11 @@ impl ProcessPolicy {
 
 fn join<'a>(items: impl IntoIterator<Item = &'a String>) -> String {
     let v: Vec<&str> = items.into_iter().map(String::as_str).collect();
-    if v.is_empty() { "none".into() } else { v.join(", ") }
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
 }
 
 /// Looks `program` up on the host's PATH. Names with a slash are refused:
@@ -238,7 +257,13 @@ impl StepState {
         let path = self.process.resolve(&command.program)?;
         let mut cmd = tokio::process::Command::new(path);
         cmd.args(&command.args).env_clear();
-        for name in BASE_ENV.iter().copied().chain(self.process.credentials.passthrough.iter().map(String::as_str)) {
+        for name in BASE_ENV.iter().copied().chain(
+            self.process
+                .credentials
+                .passthrough
+                .iter()
+                .map(String::as_str),
+        ) {
             if let Some(value) = std::env::var_os(name) {
                 cmd.env(name, value);
             }
@@ -265,7 +290,10 @@ impl StepState {
                 (&c.host, conn.host.clone()),
                 (&c.port, conn.port.map(|p| p.to_string())),
                 (&c.user, conn.user.clone()),
-                (&c.password, conn.password.as_ref().map(|s| s.expose().to_string())),
+                (
+                    &c.password,
+                    conn.password.as_ref().map(|s| s.expose().to_string()),
+                ),
             ];
             for (var, value) in pairs {
                 if let (Some(var), Some(value)) = (var, value) {
@@ -294,14 +322,22 @@ impl Host for StepState {
         let mut cmd = match self.build_command(&command) {
             Ok(cmd) => cmd,
             Err(e) => {
-                tracing::warn!(plugin = self.plugin_name, "{}", crate::failure::wit_message(&e));
+                tracing::warn!(
+                    plugin = self.plugin_name,
+                    "{}",
+                    crate::failure::wit_message(&e)
+                );
                 return Ok(Err(e));
             }
         };
         let program = command.program.clone();
         let mut child = match cmd.spawn() {
             Ok(child) => child,
-            Err(e) => return Ok(Err(WitError::Other(format!("could not start {program}: {e}")))),
+            Err(e) => {
+                return Ok(Err(WitError::Other(format!(
+                    "could not start {program}: {e}"
+                ))));
+            }
         };
         tracing::debug!(plugin = self.plugin_name, program, args = ?command.args, "spawned");
         let stderr = Arc::new(Mutex::new(Tail::default()));
@@ -332,21 +368,36 @@ impl Host for StepState {
 }
 
 impl HostChild for StepState {
-    async fn stdin(&mut self, this: Resource<ChildProcess>) -> wasmtime::Result<Option<Resource<ByteSink>>> {
+    async fn stdin(
+        &mut self,
+        this: Resource<ChildProcess>,
+    ) -> wasmtime::Result<Option<Resource<ByteSink>>> {
         let child = self.table.get_mut(&this)?;
-        let Some(pipe) = child.stdin.take() else { return Ok(None) };
+        let Some(pipe) = child.stdin.take() else {
+            return Ok(None);
+        };
         // The label names the pid: `wait` uses it to find this very sink again.
         let label = stdin_label(&child.program, child.pid);
-        let sink = self.table.push(ByteSink::new(label, SinkKind::Pipe(Box::new(pipe))))?;
+        let sink = self
+            .table
+            .push(ByteSink::new(label, SinkKind::Pipe(Box::new(pipe))))?;
         self.table.get_mut(&this)?.stdin_sink = Some(sink.rep());
         Ok(Some(sink))
     }
 
-    async fn stdout(&mut self, this: Resource<ChildProcess>) -> wasmtime::Result<Option<Resource<ByteSource>>> {
+    async fn stdout(
+        &mut self,
+        this: Resource<ChildProcess>,
+    ) -> wasmtime::Result<Option<Resource<ByteSource>>> {
         let child = self.table.get_mut(&this)?;
-        let Some(pipe) = child.stdout.take() else { return Ok(None) };
+        let Some(pipe) = child.stdout.take() else {
+            return Ok(None);
+        };
         let label = format!("{} stdout", child.program);
-        Ok(Some(self.table.push(ByteSource::new(label, SourceKind::Pipe(Box::new(pipe))))?))
+        Ok(Some(self.table.push(ByteSource::new(
+            label,
+            SourceKind::Pipe(Box::new(pipe)),
+        ))?))
     }
 
     async fn wait(&mut self, this: Resource<ChildProcess>) -> HostResult<ExitStatus> {

@@ -62,7 +62,10 @@ impl ByteSource {
         match &mut self.kind {
             SourceKind::Artifact(r) => Ok(r),
             SourceKind::Pipe(r) => Ok(r.as_mut()),
-            SourceKind::Busy => Err(WitError::Io(format!("{} is in use by a splice", self.label))),
+            SourceKind::Busy => Err(WitError::Io(format!(
+                "{} is in use by a splice",
+                self.label
+            ))),
         }
     }
 
@@ -141,7 +144,10 @@ impl ByteSink {
             SinkKind::Artifact(w) => Ok(w),
             SinkKind::Pipe(w) => Ok(w.as_mut()),
             SinkKind::Closed => Err(WitError::Io(format!("{} is closed", self.label))),
-            SinkKind::Busy => Err(WitError::Io(format!("{} is in use by a splice", self.label))),
+            SinkKind::Busy => Err(WitError::Io(format!(
+                "{} is in use by a splice",
+                self.label
+            ))),
         }
     }
 

@@ -25,14 +25,24 @@ pub enum BackupsCommand {
 }
 
 pub async fn execute(command: &BackupsCommand) -> Result<()> {
-    let BackupsCommand::List { store, instance, database, json } = command;
+    let BackupsCommand::List {
+        store,
+        instance,
+        database,
+        json,
+    } = command;
     let catalog = Catalog::new(crate::store::open(store)?);
-    let listed = catalog.list(instance.as_deref(), database.as_deref()).await?;
+    let listed = catalog
+        .list(instance.as_deref(), database.as_deref())
+        .await?;
     if *json {
         println!("{}", serde_json::to_string_pretty(&listed)?);
         return Ok(());
     }
-    println!("{:<58} {:>10} {:>8} {:<6} SHA256", "KEY", "SIZE", "AGE", "LATEST");
+    println!(
+        "{:<58} {:>10} {:>8} {:<6} SHA256",
+        "KEY", "SIZE", "AGE", "LATEST"
+    );
     for item in &listed {
         let (age, sha) = match &item.manifest {
             Some(m) => {

@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "envsync-host", version, about = "Fresh, safe copies of production data for non-production environments")]
+#[command(
+    name = "envsync-host",
+    version,
+    about = "Fresh, safe copies of production data for non-production environments"
+)]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "human", global = true)]
@@ -34,7 +38,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run one operation (backup, restore, transform, copy) with a plugin.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// List or inspect the installed plugins.
     Plugins {
         #[command(subcommand)]

@@ -58,13 +58,26 @@ pub fn execute(registry: &Registry, command: &PluginsCommand) -> Result<()> {
                     .map(|b| json!({"file": b.file.display().to_string(), "error": b.reason}))
                     .collect();
                 let plugins: Vec<_> = registry.plugins.iter().map(to_json).collect();
-                println!("{}", serde_json::to_string_pretty(&json!({"dir": registry.dir.display().to_string(), "plugins": plugins, "broken": broken}))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &json!({"dir": registry.dir.display().to_string(), "plugins": plugins, "broken": broken})
+                    )?
+                );
                 return Ok(());
             }
             println!("plugins in {}", registry.dir.display());
-            println!("{:<14} {:<9} {:<34} {:<28} FILE", "NAME", "VERSION", "OPERATIONS", "PROGRAMS");
+            println!(
+                "{:<14} {:<9} {:<34} {:<28} FILE",
+                "NAME", "VERSION", "OPERATIONS", "PROGRAMS"
+            );
             for p in &registry.plugins {
-                let ops: Vec<_> = p.info.operations.iter().map(|o| operation_name(*o)).collect();
+                let ops: Vec<_> = p
+                    .info
+                    .operations
+                    .iter()
+                    .map(|o| operation_name(*o))
+                    .collect();
                 println!(
                     "{:<14} {:<9} {:<34} {:<28} {}",
                     p.info.name,
@@ -98,18 +111,31 @@ pub fn execute(registry: &Registry, command: &PluginsCommand) -> Result<()> {
                 "artifact:    {} (.{}, {})",
                 i.artifact.name,
                 i.artifact.extension,
-                if i.artifact.compressed { "compressed" } else { "not compressed" }
+                if i.artifact.compressed {
+                    "compressed"
+                } else {
+                    "not compressed"
+                }
             );
             let c = &i.credentials;
-            let vars: Vec<String> = [("host", &c.host), ("port", &c.port), ("user", &c.user), ("password", &c.password)]
-                .iter()
-                .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}→{v}")))
-                .collect();
+            let vars: Vec<String> = [
+                ("host", &c.host),
+                ("port", &c.port),
+                ("user", &c.user),
+                ("password", &c.password),
+            ]
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}→{v}")))
+            .collect();
             println!("credentials: {}", vars.join(", "));
             println!("passthrough: {}", c.passthrough.join(", "));
             println!("parameters:");
             for p in &i.params {
-                let default = p.default_value.as_deref().map(|d| format!(" [default: {d}]")).unwrap_or_default();
+                let default = p
+                    .default_value
+                    .as_deref()
+                    .map(|d| format!(" [default: {d}]"))
+                    .unwrap_or_default();
                 println!("  {:<22} {}{default}", p.name, p.description);
             }
             Ok(())

@@ -105,9 +105,15 @@ pub struct RunArgs {
 
 fn read_password(file: Option<&PathBuf>, env: &str) -> Result<Option<Secret>> {
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Failure::new(Kind::Usage, format!("cannot read password file {}: {e}", path.display())))?;
-        return Ok(Some(Secret::new(text.trim_end_matches(['\r', '\n']).to_string())));
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Failure::new(
+                Kind::Usage,
+                format!("cannot read password file {}: {e}", path.display()),
+            )
+        })?;
+        return Ok(Some(Secret::new(
+            text.trim_end_matches(['\r', '\n']).to_string(),
+        )));
     }
     Ok(std::env::var(env).ok().map(Secret::new))
 }
@@ -117,7 +123,10 @@ impl RunArgs {
         let mut params = Vec::new();
         for p in &self.params {
             let (k, v) = p.split_once('=').ok_or_else(|| {
-                Failure::new(Kind::Usage, format!("--param {p:?} must look like NAME=VALUE"))
+                Failure::new(
+                    Kind::Usage,
+                    format!("--param {p:?} must look like NAME=VALUE"),
+                )
             })?;
             params.push((k.trim().to_string(), v.to_string()));
         }
@@ -128,7 +137,10 @@ impl RunArgs {
             user: self.db_user.clone(),
             password: read_password(self.db_password_file.as_ref(), "ENVSYNC_DB_PASSWORD")?,
         };
-        let mut job = JobContext { params, ..Default::default() };
+        let mut job = JobContext {
+            params,
+            ..Default::default()
+        };
         let op: Operation = self.op.into();
         match op {
             Operation::Backup => {
@@ -139,18 +151,30 @@ impl RunArgs {
             }
             Operation::Copy => {
                 let database = self.source_database.clone().ok_or_else(|| {
-                    Failure::new(Kind::Usage, "copy needs --source-database (the database to copy from)")
+                    Failure::new(
+                        Kind::Usage,
+                        "copy needs --source-database (the database to copy from)",
+                    )
                 })?;
                 let source = Connection {
                     database,
                     host: self.source_host.clone().or_else(|| main.host.clone()),
                     port: self.source_port.or(main.port),
                     user: self.source_user.clone().or_else(|| main.user.clone()),
-                    password: read_password(self.source_password_file.as_ref(), "ENVSYNC_SOURCE_DB_PASSWORD")?
-                        .or_else(|| main.password.clone()),
+                    password: read_password(
+                        self.source_password_file.as_ref(),
+                        "ENVSYNC_SOURCE_DB_PASSWORD",
+                    )?
+                    .or_else(|| main.password.clone()),
                 };
-                if source.database == main.database && source.display_address() == main.display_address() {
-                    return Err(Failure::new(Kind::Usage, "copy source and target are the same database").into());
+                if source.database == main.database
+                    && source.display_address() == main.display_address()
+                {
+                    return Err(Failure::new(
+                        Kind::Usage,
+                        "copy source and target are the same database",
+                    )
+                    .into());
                 }
                 job.connections.insert("source".into(), source);
                 job.connections.insert("target".into(), main);
@@ -172,12 +196,21 @@ impl RunArgs {
     }
 }
 
-pub async fn execute(runtime: &Runtime, registry: &Registry, args: &RunArgs, format: LogFormat) -> Result<()> {
+pub async fn execute(
+    runtime: &Runtime,
+    registry: &Registry,
+    args: &RunArgs,
+    format: LogFormat,
+) -> Result<()> {
     let request = args.request()?;
     let plugin = registry.get(&args.plugin)?;
     let outcome = step::run(runtime, plugin, &request).await?;
     match format {
-        LogFormat::Human => println!("{} in {:.1}s", outcome.summary, outcome.duration.as_secs_f64()),
+        LogFormat::Human => println!(
+            "{} in {:.1}s",
+            outcome.summary,
+            outcome.duration.as_secs_f64()
+        ),
         LogFormat::Json => println!(
             "{}",
             serde_json::json!({

@@ -30,7 +30,8 @@ impl CompileCache {
     /// Loads `wasm` compiled for `engine`, from the cache when this host has
     /// compiled the same bytes before. Returns whether it was a cache hit.
     pub fn load(&self, engine: &Engine, wasm_path: &Path) -> Result<(Component, bool)> {
-        let bytes = std::fs::read(wasm_path).with_context(|| format!("reading {}", wasm_path.display()))?;
+        let bytes =
+            std::fs::read(wasm_path).with_context(|| format!("reading {}", wasm_path.display()))?;
         let Some(dir) = &self.dir else {
             return Ok((Component::new(engine, &bytes)?, false));
         };
@@ -41,15 +42,26 @@ impl CompileCache {
             // compatibility hash and the host version), never taken from a user.
             match unsafe { Component::deserialize_file(engine, &cached) } {
                 Ok(component) => return Ok((component, true)),
-                Err(e) => tracing::warn!("ignoring unusable compiled cache {}: {e:#}", cached.display()),
+                Err(e) => tracing::warn!(
+                    "ignoring unusable compiled cache {}: {e:#}",
+                    cached.display()
+                ),
             }
         }
         let compiled = engine
             .precompile_component(&bytes)
             .map_err(anyhow::Error::from)
-            .with_context(|| format!("{} is not a valid WebAssembly component", wasm_path.display()))?;
+            .with_context(|| {
+                format!(
+                    "{} is not a valid WebAssembly component",
+                    wasm_path.display()
+                )
+            })?;
         if let Err(e) = write_atomically(dir, &cached, &compiled) {
-            tracing::warn!("could not cache compiled plugin in {}: {e:#}", dir.display());
+            tracing::warn!(
+                "could not cache compiled plugin in {}: {e:#}",
+                dir.display()
+            );
         }
         // SAFETY: these bytes were produced by `precompile_component` just now.
         let component = unsafe { Component::deserialize(engine, &compiled)? };
@@ -59,7 +71,9 @@ impl CompileCache {
 
 fn cache_key(engine: &Engine, wasm: &[u8]) -> String {
     let mut engine_hash = DefaultHasher::new();
-    engine.precompile_compatibility_hash().hash(&mut engine_hash);
+    engine
+        .precompile_compatibility_hash()
+        .hash(&mut engine_hash);
     let mut sha = Sha256::new();
     sha.update(wasm);
     sha.update(env!("CARGO_PKG_VERSION").as_bytes());
@@ -69,7 +83,11 @@ fn cache_key(engine: &Engine, wasm: &[u8]) -> String {
 
 fn write_atomically(dir: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), dest.file_name().unwrap().to_string_lossy()));
+    let tmp = dir.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        dest.file_name().unwrap().to_string_lossy()
+    ));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, dest)?;
     Ok(())

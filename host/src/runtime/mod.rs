@@ -50,9 +50,13 @@ impl Runtime {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
-        let engine = Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasm engine")?;
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("creating the wasm engine")?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("linking WASI")?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("linking WASI")?;
         EngineWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(anyhow::Error::from)
             .context("linking host interfaces")?;
@@ -71,7 +75,12 @@ impl Runtime {
                 }
             })
             .context("starting the epoch ticker")?;
-        Ok(Runtime { engine, linker, cache, stop_ticker })
+        Ok(Runtime {
+            engine,
+            linker,
+            cache,
+            stop_ticker,
+        })
     }
 
     /// Compiles (or loads from cache), checks the contract version, links and
@@ -94,15 +103,33 @@ impl Runtime {
             crate::capabilities::process::ProcessPolicy::none(),
             (sandbox::DEFAULT_MEMORY_CAP_MIB << 20) as usize,
         );
-        let mut sandbox = Sandbox::start(&self.engine, &pre, state, "plugin", DESCRIBE_DEADLINE).await?;
+        let mut sandbox =
+            Sandbox::start(&self.engine, &pre, state, "plugin", DESCRIBE_DEADLINE).await?;
         let info = sandbox.describe().await?;
         validate_info(&info)?;
-        Ok(LoadedPlugin { info, file: path.to_path_buf(), from_cache, pre })
+        Ok(LoadedPlugin {
+            info,
+            file: path.to_path_buf(),
+            from_cache,
+            pre,
+        })
     }
 
     /// A fresh sandbox for one step of `plugin`.
-    pub async fn sandbox(&self, plugin: &LoadedPlugin, state: StepState, max_runtime: Duration) -> Result<Sandbox> {
-        Sandbox::start(&self.engine, &plugin.pre, state, &plugin.info.name, max_runtime).await
+    pub async fn sandbox(
+        &self,
+        plugin: &LoadedPlugin,
+        state: StepState,
+        max_runtime: Duration,
+    ) -> Result<Sandbox> {
+        Sandbox::start(
+            &self.engine,
+            &plugin.pre,
+            state,
+            &plugin.info.name,
+            max_runtime,
+        )
+        .await
     }
 }
 
@@ -114,10 +141,19 @@ impl Drop for Runtime {
 
 /// Refuses components built against a contract version this host does not
 /// know, with a message naming the versions it does.
-fn check_contract_version(engine: &Engine, component: &wasmtime::component::Component) -> Result<()> {
+fn check_contract_version(
+    engine: &Engine,
+    component: &wasmtime::component::Component,
+) -> Result<()> {
     let ty = component.component_type();
-    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
-    let Some(export) = exports.iter().find(|n| n.starts_with("envsync:plugin/operations")) else {
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let Some(export) = exports
+        .iter()
+        .find(|n| n.starts_with("envsync:plugin/operations"))
+    else {
         return Err(Failure::new(
             Kind::Plugin,
             format!(
@@ -127,7 +163,10 @@ fn check_contract_version(engine: &Engine, component: &wasmtime::component::Comp
         )
         .into());
     };
-    let version = export.rsplit_once('@').map(|(_, v)| v).unwrap_or("unversioned");
+    let version = export
+        .rsplit_once('@')
+        .map(|(_, v)| v)
+        .unwrap_or("unversioned");
     if !SUPPORTED_CONTRACTS.contains(&version) {
         return Err(Failure::new(
             Kind::Plugin,
@@ -143,13 +182,24 @@ fn check_contract_version(engine: &Engine, component: &wasmtime::component::Comp
 
 fn validate_info(info: &PluginInfo) -> Result<()> {
     let name_ok = !info.name.is_empty()
-        && info.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        && info
+            .name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if !name_ok {
-        return Err(Failure::new(Kind::Plugin, format!("its name {:?} is not a lowercase identifier", info.name)).into());
+        return Err(Failure::new(
+            Kind::Plugin,
+            format!("its name {:?} is not a lowercase identifier", info.name),
+        )
+        .into());
     }
     let ext = &info.artifact.extension;
     if ext.is_empty() || !ext.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') {
-        return Err(Failure::new(Kind::Plugin, format!("its artifact extension {ext:?} is not usable in a key")).into());
+        return Err(Failure::new(
+            Kind::Plugin,
+            format!("its artifact extension {ext:?} is not usable in a key"),
+        )
+        .into());
     }
     Ok(())
 }
@@ -180,12 +230,32 @@ impl Sandbox {
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
         let deadline = Instant::now() + max_runtime;
-        let world = match tokio::time::timeout_at(deadline, pre.instantiate_async(&mut store)).await {
+        let world = match tokio::time::timeout_at(deadline, pre.instantiate_async(&mut store)).await
+        {
             Ok(Ok(world)) => world,
-            Ok(Err(e)) => return Err(Failure::new(Kind::Sandbox, format!("plugin {plugin} failed to start: {e:#}")).into()),
-            Err(_) => return Err(Failure::new(Kind::Sandbox, format!("plugin {plugin} did not start within {max_runtime:?}")).into()),
+            Ok(Err(e)) => {
+                return Err(Failure::new(
+                    Kind::Sandbox,
+                    format!("plugin {plugin} failed to start: {e:#}"),
+                )
+                .into());
+            }
+            Err(_) => {
+                return Err(Failure::new(
+                    Kind::Sandbox,
+                    format!("plugin {plugin} did not start within {max_runtime:?}"),
+                )
+                .into());
+            }
         };
-        Ok(Sandbox { store, world, plugin: plugin.to_string(), deadline, max_runtime, memory_cap_hit })
+        Ok(Sandbox {
+            store,
+            world,
+            plugin: plugin.to_string(),
+            deadline,
+            max_runtime,
+            memory_cap_hit,
+        })
     }
 
     pub fn state(&mut self) -> &mut StepState {
@@ -203,42 +273,96 @@ impl Sandbox {
     pub async fn describe(&mut self) -> Result<PluginInfo> {
         let ops = self.world.envsync_plugin_operations();
         let fut = ops.call_describe(&mut self.store);
-        let result = guard(fut, &self.plugin, "describe", self.deadline, self.max_runtime, &self.memory_cap_hit).await;
+        let result = guard(
+            fut,
+            &self.plugin,
+            "describe",
+            self.deadline,
+            self.max_runtime,
+            &self.memory_cap_hit,
+        )
+        .await;
         self.annotate(result)
     }
 
     pub async fn check(&mut self, head: Vec<u8>) -> Result<Result<(), WitError>> {
         let ops = self.world.envsync_plugin_operations();
         let fut = ops.call_check(&mut self.store, &head);
-        let result = guard(fut, &self.plugin, "check", self.deadline, self.max_runtime, &self.memory_cap_hit).await;
+        let result = guard(
+            fut,
+            &self.plugin,
+            "check",
+            self.deadline,
+            self.max_runtime,
+            &self.memory_cap_hit,
+        )
+        .await;
         self.annotate(result)
     }
 
     pub async fn backup(&mut self, artifact: Resource<ByteSink>) -> Result<Result<(), WitError>> {
         let ops = self.world.envsync_plugin_operations();
         let fut = ops.call_backup(&mut self.store, artifact);
-        let result = guard(fut, &self.plugin, "backup", self.deadline, self.max_runtime, &self.memory_cap_hit).await;
+        let result = guard(
+            fut,
+            &self.plugin,
+            "backup",
+            self.deadline,
+            self.max_runtime,
+            &self.memory_cap_hit,
+        )
+        .await;
         self.annotate(result)
     }
 
-    pub async fn restore(&mut self, artifact: Resource<ByteSource>) -> Result<Result<(), WitError>> {
+    pub async fn restore(
+        &mut self,
+        artifact: Resource<ByteSource>,
+    ) -> Result<Result<(), WitError>> {
         let ops = self.world.envsync_plugin_operations();
         let fut = ops.call_restore(&mut self.store, artifact);
-        let result = guard(fut, &self.plugin, "restore", self.deadline, self.max_runtime, &self.memory_cap_hit).await;
+        let result = guard(
+            fut,
+            &self.plugin,
+            "restore",
+            self.deadline,
+            self.max_runtime,
+            &self.memory_cap_hit,
+        )
+        .await;
         self.annotate(result)
     }
 
-    pub async fn transform(&mut self, script: Resource<ByteSource>) -> Result<Result<(), WitError>> {
+    pub async fn transform(
+        &mut self,
+        script: Resource<ByteSource>,
+    ) -> Result<Result<(), WitError>> {
         let ops = self.world.envsync_plugin_operations();
         let fut = ops.call_transform(&mut self.store, script);
-        let result = guard(fut, &self.plugin, "transform", self.deadline, self.max_runtime, &self.memory_cap_hit).await;
+        let result = guard(
+            fut,
+            &self.plugin,
+            "transform",
+            self.deadline,
+            self.max_runtime,
+            &self.memory_cap_hit,
+        )
+        .await;
         self.annotate(result)
     }
 
     pub async fn copy(&mut self) -> Result<Result<(), WitError>> {
         let ops = self.world.envsync_plugin_operations();
         let fut = ops.call_copy(&mut self.store);
-        let result = guard(fut, &self.plugin, "copy", self.deadline, self.max_runtime, &self.memory_cap_hit).await;
+        let result = guard(
+            fut,
+            &self.plugin,
+            "copy",
+            self.deadline,
+            self.max_runtime,
+            &self.memory_cap_hit,
+        )
+        .await;
         self.annotate(result)
     }
 
@@ -248,7 +372,11 @@ impl Sandbox {
         let stderr = self.store.data().guest_stderr();
         match result {
             Err(e) if !stderr.is_empty() => match e.downcast::<Failure>() {
-                Ok(f) => Err(Failure::new(f.kind, format!("{}; the plugin printed: {stderr}", f.message)).into()),
+                Ok(f) => Err(Failure::new(
+                    f.kind,
+                    format!("{}; the plugin printed: {stderr}", f.message),
+                )
+                .into()),
                 Err(e) => Err(e),
             },
             other => other,

@@ -52,17 +52,33 @@ impl Registry {
                 .collect(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => {
-                return Err(Failure::new(Kind::Plugin, format!("cannot read plugin folder {}: {e}", dir.display())).into());
+                return Err(Failure::new(
+                    Kind::Plugin,
+                    format!("cannot read plugin folder {}: {e}", dir.display()),
+                )
+                .into());
             }
         };
         files.sort();
-        let mut registry = Registry { dir: dir.to_path_buf(), plugins: Vec::new(), broken: Vec::new() };
+        let mut registry = Registry {
+            dir: dir.to_path_buf(),
+            plugins: Vec::new(),
+            broken: Vec::new(),
+        };
         for file in files {
             match runtime.load(&file).await {
                 Ok(plugin) => {
-                    if let Some(other) = registry.plugins.iter().find(|p| p.info.name == plugin.info.name) {
+                    if let Some(other) = registry
+                        .plugins
+                        .iter()
+                        .find(|p| p.info.name == plugin.info.name)
+                    {
                         registry.broken.push(BrokenPlugin {
-                            reason: format!("plugin name {:?} is already taken by {}", plugin.info.name, other.file.display()),
+                            reason: format!(
+                                "plugin name {:?} is already taken by {}",
+                                plugin.info.name,
+                                other.file.display()
+                            ),
                             file,
                         });
                     } else {
@@ -89,10 +105,18 @@ impl Registry {
         let mut message = format!(
             "no plugin named {name:?} in {} (found: {})",
             self.dir.display(),
-            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
         );
         for broken in &self.broken {
-            message.push_str(&format!("; {} could not be loaded: {}", broken.file.display(), broken.reason));
+            message.push_str(&format!(
+                "; {} could not be loaded: {}",
+                broken.file.display(),
+                broken.reason
+            ));
         }
         message.push_str("; put the plugin's .wasm file there or pass --plugin-dir");
         Err(Failure::new(Kind::Plugin, message).into())

@@ -23,7 +23,10 @@ pub struct MemoryCap {
 
 impl MemoryCap {
     pub fn new(cap: usize) -> Self {
-        MemoryCap { cap, hit: Arc::new(AtomicBool::new(false)) }
+        MemoryCap {
+            cap,
+            hit: Arc::new(AtomicBool::new(false)),
+        }
     }
     pub fn hit_flag(&self) -> Arc<AtomicBool> {
         self.hit.clone()
@@ -31,15 +34,29 @@ impl MemoryCap {
 }
 
 impl wasmtime::ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.cap {
             self.hit.store(true, Ordering::SeqCst);
-            wasmtime::bail!("memory cap of {} MiB reached (asked for {} MiB)", self.cap >> 20, desired >> 20);
+            wasmtime::bail!(
+                "memory cap of {} MiB reached (asked for {} MiB)",
+                self.cap >> 20,
+                desired >> 20
+            );
         }
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000)
     }
 }
@@ -56,7 +73,12 @@ pub struct StepState {
 }
 
 impl StepState {
-    pub fn new(plugin_name: &str, job: Arc<JobContext>, process: ProcessPolicy, memory_cap: usize) -> Self {
+    pub fn new(
+        plugin_name: &str,
+        job: Arc<JobContext>,
+        process: ProcessPolicy,
+        memory_cap: usize,
+    ) -> Self {
         let guest_stderr = MemoryOutputPipe::new(GUEST_STDERR);
         // Deny by default: no preopened directories, no environment, no
         // arguments, no sockets or name lookups. Clocks and randomness stay.
@@ -79,12 +101,17 @@ impl StepState {
 
     /// What the guest wrote to its stderr (Rust panics land here).
     pub fn guest_stderr(&self) -> String {
-        String::from_utf8_lossy(&self.guest_stderr.contents()).trim().to_string()
+        String::from_utf8_lossy(&self.guest_stderr.contents())
+            .trim()
+            .to_string()
     }
 }
 
 impl WasiView for StepState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }

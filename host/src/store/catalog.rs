@@ -36,7 +36,12 @@ impl Catalog {
     }
 
     /// Starts the upload of a new artifact of `database` from `instance`.
-    pub async fn begin(&self, instance: &str, database: &str, extension: &str) -> Result<ArtifactWriter> {
+    pub async fn begin(
+        &self,
+        instance: &str,
+        database: &str,
+        extension: &str,
+    ) -> Result<ArtifactWriter> {
         layout::check_segment("instance", instance)?;
         layout::check_segment("database", database)?;
         // Keys have one-second resolution: wait for a fresh second rather
@@ -54,9 +59,16 @@ impl Catalog {
 
     /// Finishes the upload, re-reads it to verify the checksum, writes the
     /// manifest and only then moves the pointer.
-    pub async fn publish(&self, writer: ArtifactWriter, mut manifest: Manifest) -> Result<Manifest> {
+    pub async fn publish(
+        &self,
+        writer: ArtifactWriter,
+        mut manifest: Manifest,
+    ) -> Result<Manifest> {
         let key = writer.key().to_string();
-        let written = writer.finish().await.with_context(|| format!("finishing upload of {key}"))?;
+        let written = writer
+            .finish()
+            .await
+            .with_context(|| format!("finishing upload of {key}"))?;
         let stored = checksum::digest(self.store.open(&key).await?)
             .await
             .with_context(|| format!("re-reading {key} to verify it"))?;
@@ -77,7 +89,9 @@ impl Catalog {
         let json = serde_json::to_vec_pretty(&manifest)?;
         self.store.put(&manifest_key(&key), &json).await?;
         let pointer = pointer_key(&manifest.source.instance, &manifest.source.database);
-        self.store.put(&pointer, format!("{key}\n").as_bytes()).await?;
+        self.store
+            .put(&pointer, format!("{key}\n").as_bytes())
+            .await?;
         Ok(manifest)
     }
 
@@ -86,26 +100,47 @@ impl Catalog {
         let bytes = self.store.get(&manifest_key(key)).await?.ok_or_else(|| {
             Failure::new(
                 Kind::ArtifactRejected,
-                format!("{key} has no manifest in {}: it is unfinished or not an envsync artifact", self.store.location()),
+                format!(
+                    "{key} has no manifest in {}: it is unfinished or not an envsync artifact",
+                    self.store.location()
+                ),
             )
         })?;
         serde_json::from_slice(&bytes).map_err(|e| {
-            Failure::new(Kind::ArtifactRejected, format!("the manifest of {key} is unreadable: {e}")).into()
+            Failure::new(
+                Kind::ArtifactRejected,
+                format!("the manifest of {key} is unreadable: {e}"),
+            )
+            .into()
         })
     }
 
     /// The artifact to restore: `explicit` (a key, or a file name inside
     /// `instance/`), else the pointer, else the newest artifact by name.
-    pub async fn resolve(&self, instance: &str, database: &str, explicit: Option<&str>) -> Result<Manifest> {
+    pub async fn resolve(
+        &self,
+        instance: &str,
+        database: &str,
+        explicit: Option<&str>,
+    ) -> Result<Manifest> {
         layout::check_segment("instance", instance)?;
         layout::check_segment("database", database)?;
         if let Some(name) = explicit {
-            let key = if name.contains('/') { name.to_string() } else { format!("{instance}/{name}") };
+            let key = if name.contains('/') {
+                name.to_string()
+            } else {
+                format!("{instance}/{name}")
+            };
             return self.manifest(&key).await;
         }
         if let Some(bytes) = self.store.get(&pointer_key(instance, database)).await? {
             let key = String::from_utf8_lossy(&bytes).trim().to_string();
-            return self.manifest(&key).await.with_context(|| format!("the pointer {} names {key}", pointer_key(instance, database)));
+            return self.manifest(&key).await.with_context(|| {
+                format!(
+                    "the pointer {} names {key}",
+                    pointer_key(instance, database)
+                )
+            });
         }
         let newest = self
             .artifacts(instance, Some(database))
@@ -125,7 +160,10 @@ impl Catalog {
     /// Streams the artifact of `manifest`, hashing as it goes.
     pub async fn open(&self, manifest: &Manifest) -> Result<ArtifactReader> {
         let reader = self.store.open(&manifest.key).await?;
-        let expected = Digested { size: manifest.size, sha256: manifest.sha256.clone() };
+        let expected = Digested {
+            size: manifest.size,
+            sha256: manifest.sha256.clone(),
+        };
         Ok(ArtifactReader::new(manifest.key.clone(), reader, expected))
     }
 
@@ -140,7 +178,11 @@ impl Catalog {
     }
 
     /// Every artifact, optionally of one instance and database, oldest first.
-    pub async fn list(&self, instance: Option<&str>, database: Option<&str>) -> Result<Vec<Listed>> {
+    pub async fn list(
+        &self,
+        instance: Option<&str>,
+        database: Option<&str>,
+    ) -> Result<Vec<Listed>> {
         let prefix = instance.map(|i| format!("{i}/")).unwrap_or_default();
         let objects: Vec<ObjectMeta> = self
             .store
@@ -152,7 +194,8 @@ impl Catalog {
         let mut out = Vec::new();
         for object in objects {
             let manifest = self.manifest(&object.key).await.ok();
-            if database.is_some_and(|db| manifest.as_ref().is_some_and(|m| m.source.database != db)) {
+            if database.is_some_and(|db| manifest.as_ref().is_some_and(|m| m.source.database != db))
+            {
                 continue;
             }
             let latest = match &manifest {
@@ -163,7 +206,12 @@ impl Catalog {
                     .is_some_and(|p| String::from_utf8_lossy(&p).trim() == object.key),
                 None => false,
             };
-            out.push(Listed { key: object.key, size: object.size, manifest, latest });
+            out.push(Listed {
+                key: object.key,
+                size: object.size,
+                manifest,
+                latest,
+            });
         }
         out.sort_by(|a, b| {
             let ta = artifact_time(&a.key, None);

@@ -25,7 +25,12 @@ pub struct ArtifactWriter {
 
 impl ArtifactWriter {
     pub fn new(key: String, inner: Box<dyn ObjectWriter>) -> Self {
-        ArtifactWriter { key, inner, hasher: Sha256::new(), size: 0 }
+        ArtifactWriter {
+            key,
+            inner,
+            hasher: Sha256::new(),
+            size: 0,
+        }
     }
 
     pub fn key(&self) -> &str {
@@ -34,14 +39,21 @@ impl ArtifactWriter {
 
     /// Completes the upload; returns what was written.
     pub async fn finish(self) -> Result<Digested> {
-        let digested = Digested { size: self.size, sha256: hex::encode(self.hasher.finalize()) };
+        let digested = Digested {
+            size: self.size,
+            sha256: hex::encode(self.hasher.finalize()),
+        };
         self.inner.finish().await?;
         Ok(digested)
     }
 }
 
 impl AsyncWrite for ArtifactWriter {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let n = ready!(Pin::new(&mut self.inner).poll_write(cx, buf))?;
         self.hasher.update(&buf[..n]);
         self.size += n as u64;
@@ -70,7 +82,14 @@ pub struct ArtifactReader {
 
 impl ArtifactReader {
     pub fn new(key: String, inner: Box<dyn AsyncRead + Send + Unpin>, expected: Digested) -> Self {
-        ArtifactReader { key, inner, hasher: Sha256::new(), size: 0, expected, verified: false }
+        ArtifactReader {
+            key,
+            inner,
+            hasher: Sha256::new(),
+            size: 0,
+            expected,
+            verified: false,
+        }
     }
 
     pub fn verified(&self) -> bool {
@@ -88,7 +107,12 @@ impl ArtifactReader {
             match self.read(&mut rest).await {
                 Ok(0) => break,
                 Ok(_) => {}
-                Err(e) => return Err(format!("reading {} failed while verifying it: {e}", self.key)),
+                Err(e) => {
+                    return Err(format!(
+                        "reading {} failed while verifying it: {e}",
+                        self.key
+                    ));
+                }
             }
         }
         let actual = hex::encode(self.hasher.clone().finalize());
@@ -112,7 +136,11 @@ impl ArtifactReader {
 }
 
 impl AsyncRead for ArtifactReader {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
         let fresh = &buf.filled()[before..];
@@ -135,5 +163,8 @@ pub async fn digest(mut reader: impl AsyncRead + Unpin) -> io::Result<Digested> 
         hasher.update(&buf[..n]);
         size += n as u64;
     }
-    Ok(Digested { size, sha256: hex::encode(hasher.finalize()) })
+    Ok(Digested {
+        size,
+        sha256: hex::encode(hasher.finalize()),
+    })
 }

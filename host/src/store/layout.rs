@@ -45,11 +45,15 @@ pub fn artifact_time(key: &str, database: Option<&str>) -> Option<DateTime<Utc>>
     let (stamp, rest) = name.split_at(TIMESTAMP_LEN);
     let rest = rest.strip_prefix('-')?;
     if let Some(db) = database
-        && !rest.strip_prefix(db).is_some_and(|ext| ext.starts_with('.'))
+        && !rest
+            .strip_prefix(db)
+            .is_some_and(|ext| ext.starts_with('.'))
     {
         return None;
     }
-    NaiveDateTime::parse_from_str(stamp, TIMESTAMP).ok().map(|t| t.and_utc())
+    NaiveDateTime::parse_from_str(stamp, TIMESTAMP)
+        .ok()
+        .map(|t| t.and_utc())
 }
 
 #[cfg(test)]

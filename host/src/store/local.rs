@@ -26,7 +26,12 @@ impl LocalStore {
     }
 
     fn path(&self, key: &str) -> Result<PathBuf> {
-        if key.is_empty() || key.starts_with('/') || key.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+        if key.is_empty()
+            || key.starts_with('/')
+            || key
+                .split('/')
+                .any(|s| s.is_empty() || s == "." || s == "..")
+        {
             bail!("invalid store key {key:?}");
         }
         Ok(self.root.join(key))
@@ -45,7 +50,9 @@ struct LocalWriter {
 
 impl LocalWriter {
     fn file(&mut self) -> std::io::Result<&mut BufWriter<tokio::fs::File>> {
-        self.file.as_mut().ok_or_else(|| std::io::Error::other("upload already finished"))
+        self.file
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("upload already finished"))
     }
 }
 
@@ -55,10 +62,15 @@ impl ObjectWriter for LocalWriter {
         let mut file = self.file.take().context("upload already finished")?;
         file.flush().await?;
         let file = file.into_inner();
-        file.sync_all().await.context("syncing the artifact to disk")?;
+        file.sync_all()
+            .await
+            .context("syncing the artifact to disk")?;
         drop(file);
         if tokio::fs::try_exists(&self.dest).await? {
-            bail!("{} already exists; refusing to overwrite it", self.dest.display());
+            bail!(
+                "{} already exists; refusing to overwrite it",
+                self.dest.display()
+            );
         }
         tokio::fs::rename(&self.partial, &self.dest)
             .await
@@ -78,7 +90,11 @@ impl Drop for LocalWriter {
 }
 
 impl AsyncWrite for LocalWriter {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         match self.file() {
             Ok(f) => Pin::new(f).poll_write(cx, buf),
             Err(e) => Poll::Ready(Err(e)),
@@ -90,7 +106,10 @@ impl AsyncWrite for LocalWriter {
             Err(e) => Poll::Ready(Err(e)),
         }
     }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
         match self.file() {
             Ok(f) => Pin::new(f).poll_flush(cx),
             Err(e) => Poll::Ready(Err(e)),
@@ -110,7 +129,10 @@ impl ObjectStore for LocalStore {
         tokio::fs::create_dir_all(dir)
             .await
             .with_context(|| format!("creating store folder {}", dir.display()))?;
-        let name = dest.file_name().context("key has no name")?.to_string_lossy();
+        let name = dest
+            .file_name()
+            .context("key has no name")?
+            .to_string_lossy();
         let partial = dir.join(format!(".{name}.partial-{}", std::process::id()));
         let file = tokio::fs::OpenOptions::new()
             .write(true)
@@ -118,7 +140,11 @@ impl ObjectStore for LocalStore {
             .open(&partial)
             .await
             .with_context(|| format!("creating {}", partial.display()))?;
-        Ok(Box::new(LocalWriter { file: Some(BufWriter::with_capacity(WRITE_BUF, file)), partial, dest }))
+        Ok(Box::new(LocalWriter {
+            file: Some(BufWriter::with_capacity(WRITE_BUF, file)),
+            partial,
+            dest,
+        }))
     }
 
     async fn open(&self, key: &str) -> Result<Box<dyn AsyncRead + Send + Unpin>> {
@@ -141,7 +167,11 @@ impl ObjectStore for LocalStore {
     async fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
         let path = self.path(key)?;
         let dir = path.parent().context("key has no folder")?.to_path_buf();
-        let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().unwrap().to_string_lossy(), std::process::id()));
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}",
+            path.file_name().unwrap().to_string_lossy(),
+            std::process::id()
+        ));
         let bytes = bytes.to_vec();
         tokio::task::spawn_blocking(move || -> Result<()> {
             std::fs::create_dir_all(&dir)?;
@@ -183,7 +213,10 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> Res
             continue; // partial uploads and temp files
         }
         let path = entry.path();
-        let key = path.strip_prefix(root)?.to_string_lossy().replace('\\', "/");
+        let key = path
+            .strip_prefix(root)?
+            .to_string_lossy()
+            .replace('\\', "/");
         let meta = entry.metadata()?;
         if meta.is_dir() {
             let as_folder = format!("{key}/");
@@ -191,7 +224,10 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> Res
                 walk(root, &path, prefix, out)?;
             }
         } else if key.starts_with(prefix) {
-            out.push(ObjectMeta { key, size: meta.len() });
+            out.push(ObjectMeta {
+                key,
+                size: meta.len(),
+            });
         }
     }
     Ok(())

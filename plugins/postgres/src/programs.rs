@@ -3,7 +3,8 @@
 
 use crate::sql;
 use envsync_plugin_sdk::{
-    ByteSink, ByteSource, Command, Error, ExitStatus, Running, read_all, splice, write_all,
+    ByteSink, ByteSource, Command, Error, ExitStatus, Running, check_status, debug, read_all,
+    splice, write_all,
 };
 
 /// psql stdout we read back (owner names, `1`): small by construction.
@@ -120,20 +121,20 @@ pub fn stream_failure(
     if status.success || (we_killed && status.code.is_none()) {
         return stream_error;
     }
-    also(exit_error(program, status), &stream_error)
+    // The stream error (typically a broken pipe) is only the consequence.
+    debug(format!(
+        "{program} failed; the stream then failed too: {}",
+        stream_error.message()
+    ));
+    exit_error(program, status)
 }
 
 /// A `program-failed` error describing an unsuccessful exit: how it ended
-/// and the tail of its stderr (the SDK's `Running::finish` wording).
+/// and the tail of its stderr.
 pub fn exit_error(program: &str, status: &ExitStatus) -> Error {
-    let how = match (status.code, status.signal) {
-        (Some(code), _) => format!("exited with code {code}"),
-        (None, Some(signal)) => format!("was killed by signal {signal}"),
-        (None, None) => "failed".to_string(),
-    };
-    match status.stderr_tail.trim() {
-        "" => Error::ProgramFailed(format!("{program} {how}")),
-        tail => Error::ProgramFailed(format!("{program} {how}: {tail}")),
+    match check_status(program, status) {
+        Err(e) => e,
+        Ok(()) => Error::ProgramFailed(format!("{program} failed")),
     }
 }
 

@@ -92,7 +92,11 @@ impl Command {
     /// Runs the program with `input` on stdin and returns what it printed on
     /// stdout (at most `limit` bytes), failing unless it exits with 0.
     pub fn output(self, input: Option<&[u8]>, limit: usize) -> Result<Vec<u8>, Error> {
-        let cmd = if input.is_some() { self.stdin_piped() } else { self };
+        let cmd = if input.is_some() {
+            self.stdin_piped()
+        } else {
+            self
+        };
         let mut running = cmd.stdout_piped().spawn()?;
         if let Some(input) = input {
             let stdin = running.take_stdin()?;
@@ -115,16 +119,22 @@ pub struct Running {
 impl Running {
     /// The child's stdin (spawned with `stdin_piped`).
     pub fn take_stdin(&mut self) -> Result<ByteSink, Error> {
-        self.child
-            .stdin()
-            .ok_or_else(|| Error::Other(format!("{}: stdin is not piped or already taken", self.program)))
+        self.child.stdin().ok_or_else(|| {
+            Error::Other(format!(
+                "{}: stdin is not piped or already taken",
+                self.program
+            ))
+        })
     }
 
     /// The child's stdout (spawned with `stdout_piped`).
     pub fn take_stdout(&mut self) -> Result<ByteSource, Error> {
-        self.child
-            .stdout()
-            .ok_or_else(|| Error::Other(format!("{}: stdout is not piped or already taken", self.program)))
+        self.child.stdout().ok_or_else(|| {
+            Error::Other(format!(
+                "{}: stdout is not piped or already taken",
+                self.program
+            ))
+        })
     }
 
     /// Waits for the child and returns its status, whatever it is.

@@ -35,9 +35,9 @@ pub use bindings::envsync::plugin::streams::{self, ByteSink, ByteSource, splice}
 pub use bindings::envsync::plugin::types::{
     ArtifactFormat, CredentialEnv, Error, Operation, ParamInfo, PluginInfo,
 };
-pub use bindings::exports::envsync::plugin::operations::Guest as Engine;
 pub use bindings::export_engine;
-pub use command::{Command, Running};
+pub use bindings::exports::envsync::plugin::operations::Guest as Engine;
+pub use command::{Command, Running, check_status};
 pub use io::{read_all, write_all};
 pub use params::{connection, param, param_or, param_parse};
 
