@@ -237,6 +237,30 @@ impl PgCluster {
         cmd
     }
 
+    /// Creates a superuser `user` with `password` whose TCP logins must give
+    /// that password (scram-sha-256), while every other user stays on trust.
+    pub fn require_password(&self, user: &str, password: &str) -> Result<()> {
+        self.psql(
+            "postgres",
+            &format!(
+                "SET password_encryption = 'scram-sha-256'; CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}",
+                quote_ident(user),
+                quote_literal(password)
+            ),
+        )?;
+        let hba = self.dir.path().join("data").join("pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba)?;
+        std::fs::write(
+            &hba,
+            format!(
+                "host all {} 127.0.0.1/32 scram-sha-256\n{rules}",
+                quote_ident(user)
+            ),
+        )?;
+        self.psql("postgres", "SELECT pg_reload_conf()")?;
+        Ok(())
+    }
+
     /// `envsync-host run --plugin postgres --op OP --database DB` with this
     /// cluster's `--db-host`, `--db-port` and `--db-user`.
     pub fn step(&self, op: &str, database: &str) -> Step {

@@ -1010,3 +1010,60 @@ fn a_broken_plugin_file_is_reported_and_hides_no_other() {
     host.run(&["plugins", "inspect", "postgres"])
         .expect_ok("inspect postgres beside a broken file");
 }
+
+// Credentials -------------------------------------------------------------------
+
+/// The password reaches pg_dump through the host (flag file, ENVSYNC_DB_PASSWORD
+/// or the standard PGPASSWORD), never through the plugin: it appears nowhere in
+/// what the host and plugin log, even at trace level.
+#[test]
+fn credentials_are_injected_by_the_host_and_never_logged() {
+    let env = setup();
+    let password = "pa55-wörd with spaces & 'quotes'";
+    env.pg.require_password("backup_agent", password).unwrap();
+    let step = || {
+        Step::new("postgres", "backup")
+            .opt("--database", "shop")
+            .opt("--db-host", env.pg.host())
+            .opt("--db-port", env.pg.port())
+            .opt("--db-user", "backup_agent")
+            .opt("--store", env.store.path_arg())
+            .arg("-vv")
+    };
+
+    // Without a password the server refuses pg_dump, and the message says so.
+    step().run(&env.host).expect_fail(
+        &[exit::STEP_FAILED],
+        &["pg_dump", "password"],
+        "no password",
+    );
+
+    let secret_file = env
+        .store
+        .root()
+        .join("..")
+        .join(format!("pw-{}", std::process::id()));
+    std::fs::write(&secret_file, format!("{password}\n")).unwrap();
+    let with_file = step()
+        .opt("--db-password-file", secret_file.display())
+        .run(&env.host);
+    std::fs::remove_file(&secret_file).unwrap();
+    with_file.expect_ok("password from --db-password-file");
+
+    let mut cmd = env.host.command(step().args());
+    cmd.env("ENVSYNC_DB_PASSWORD", password);
+    let with_env = env.host.run_command(cmd);
+    with_env.expect_ok("password from ENVSYNC_DB_PASSWORD");
+
+    let mut cmd = env.host.command(step().args());
+    cmd.env("PGPASSWORD", password);
+    let with_pgpassword = env.host.run_command(cmd);
+    with_pgpassword.expect_ok("password from PGPASSWORD (passed through)");
+
+    for out in [&with_file, &with_env, &with_pgpassword] {
+        assert!(
+            !out.stderr.contains(password) && !out.stdout.contains(password),
+            "the password leaked into the output:\n{out}"
+        );
+    }
+}
