@@ -35,3 +35,18 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
   echo "setup: adding the wasm32-wasip2 target"
   rustup target add wasm32-wasip2
 fi
+
+# MariaDB server and clients (throwaway test servers, the mysql plugin).
+if ! command -v mariadbd >/dev/null && [ ! -x /usr/sbin/mariadbd ]; then
+  echo "setup: installing MariaDB"
+  apt_install mariadb-server mariadb-client
+fi
+if ! command -v mariadb-dump >/dev/null; then
+  apt_install mariadb-client
+fi
+
+# S3-compatible test server (checks SigV4). Newer releases need a newer rustc.
+if ! command -v s3s-fs >/dev/null && [ ! -x "$HOME/.cargo/bin/s3s-fs" ]; then
+  echo "setup: installing s3s-fs 0.14.1 (a few minutes)"
+  cargo install s3s-fs@0.14.1 --features binary --locked
+fi

@@ -33,6 +33,9 @@ impl Host for StepState {
         Ok(self.job.connections.get(&role).map(|c| ConnectionInfo {
             database: c.database.clone(),
             instance: c.display_address(),
+            host: c.host.clone(),
+            port: c.port,
+            user: c.user.clone(),
         }))
     }
 }
