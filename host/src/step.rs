@@ -9,7 +9,9 @@ use crate::failure::{Failure, Kind};
 use crate::runtime::bindings::Operation;
 use crate::runtime::sandbox::StepState;
 use crate::runtime::{LoadedPlugin, Runtime, Sandbox};
+use crate::store::StoreOptions;
 use crate::store::catalog::Catalog;
+use crate::store::codec::{self, Codec, Compression, Encryption};
 use crate::store::manifest::{Manifest, Source};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
@@ -23,8 +25,19 @@ use wasmtime::component::Resource;
 pub struct StepRequest {
     pub operation: Operation,
     pub job: JobContext,
-    /// Store location (backup, restore).
+    /// The environment's own store: backups write here (restores read here
+    /// unless `from_store` is given).
     pub store: Option<String>,
+    /// Restore: read from this store instead (e.g. the environment above);
+    /// a restore never writes to any store.
+    pub from_store: Option<String>,
+    pub store_options: StoreOptions,
+    /// Backup: requested compression (None: the default for the format).
+    pub compression: Option<Compression>,
+    /// Backup: age recipients to encrypt to (none: not encrypted).
+    pub encrypt_to: Vec<String>,
+    /// Restore: age identity files to decrypt with.
+    pub identities: Vec<PathBuf>,
     /// Backup: the key folder; default the source's host.
     pub instance: Option<String>,
     /// Restore: whose backups to read; default the target's host and database.
@@ -116,17 +129,46 @@ impl Step<'_> {
         })
     }
 
-    fn catalog(&self) -> Result<Catalog> {
-        let location = self.request.store.as_deref().ok_or_else(|| {
+    /// The store this step uses: restores read `from_store` when given.
+    async fn catalog(&self) -> Result<Catalog> {
+        let request = self.request;
+        let location = match request.operation {
+            Operation::Restore => request.from_store.as_deref().or(request.store.as_deref()),
+            _ => request.store.as_deref(),
+        };
+        let location = location.ok_or_else(|| {
             Failure::new(
                 Kind::Usage,
                 format!(
-                    "{} needs a store: pass --store PATH",
-                    operation_name(self.request.operation)
+                    "{} needs a store: pass --store PATH or URL",
+                    operation_name(request.operation)
                 ),
             )
         })?;
-        Ok(Catalog::new(crate::store::open(location)?))
+        let store = crate::store::open(location, &request.store_options).await?;
+        Ok(Catalog::new(store))
+    }
+
+    /// Compression and encryption of a new backup.
+    fn backup_codec(&self) -> Result<Codec> {
+        let (compression, warning) = codec::choose_compression(
+            self.request.compression,
+            self.plugin.info.artifact.compressed,
+        );
+        if let Some(warning) = warning {
+            tracing::warn!(plugin = self.name(), "{warning}");
+        }
+        let encryption = if self.request.encrypt_to.is_empty() {
+            None
+        } else {
+            let encryption = Encryption::new(&self.request.encrypt_to)
+                .map_err(|e| Failure::new(Kind::Usage, format!("{e:#}")))?;
+            Some(encryption)
+        };
+        Ok(Codec {
+            compression,
+            encryption,
+        })
     }
 
     async fn sandbox(&self) -> Result<Sandbox> {
@@ -165,10 +207,11 @@ impl Step<'_> {
             .clone()
             .or_else(|| source.host.clone())
             .unwrap_or_else(|| "localhost".to_string());
-        let catalog = self.catalog()?;
+        let catalog = self.catalog().await?;
         let format = &self.plugin.info.artifact;
+        let codec = self.backup_codec()?;
         let writer = catalog
-            .begin(&instance, &source.database, &format.extension)
+            .begin(&instance, &source.database, &format.extension, &codec)
             .await?;
         let key = writer.key().to_string();
         tracing::info!(
@@ -177,20 +220,37 @@ impl Step<'_> {
             source.database,
             catalog.location()
         );
-        let mut sandbox = self.sandbox().await?;
+        let mut sandbox = match self.sandbox().await {
+            Ok(sandbox) => sandbox,
+            Err(e) => {
+                writer.abort().await;
+                return Err(e);
+            }
+        };
         let sink = sandbox.push_sink(ByteSink::new(
             format!("artifact {key}"),
             SinkKind::Artifact(writer),
         ))?;
-        let result = sandbox.backup(Resource::new_borrow(sink.rep())).await?;
-        self.plugin_result("backup", result)?;
+        let result = sandbox.backup(Resource::new_borrow(sink.rep())).await;
+        // Whatever happened, take the upload back from the plugin's table:
+        // to publish it, or to abort it so nothing is left in the store.
         let writer = sandbox
             .state()
             .table
-            .delete(sink)?
-            .into_artifact()
-            .context("the artifact stream changed kind")?;
+            .delete(sink)
+            .ok()
+            .and_then(ByteSink::into_artifact);
         drop(sandbox);
+        let writer = match (result.and_then(|r| self.plugin_result("backup", r)), writer) {
+            (Ok(()), Some(writer)) => writer,
+            (Ok(()), None) => anyhow::bail!("the upload of {key} was lost"),
+            (Err(e), writer) => {
+                if let Some(writer) = writer {
+                    writer.abort().await;
+                }
+                return Err(e);
+            }
+        };
         let manifest = Manifest {
             key: String::new(),
             size: 0,
@@ -198,7 +258,13 @@ impl Step<'_> {
             plugin: self.plugin.info.name.clone(),
             plugin_version: self.plugin.info.version.clone(),
             format: format.name.clone(),
-            compression: "none".to_string(),
+            compression: codec.compression.manifest_name().to_string(),
+            encryption: codec.encryption.as_ref().map(|_| "age".to_string()),
+            recipients: codec
+                .encryption
+                .as_ref()
+                .map(|e| e.recipients().to_vec())
+                .unwrap_or_default(),
             created_at: chrono::Utc::now(),
             source: Source {
                 instance,
@@ -208,9 +274,10 @@ impl Step<'_> {
         };
         let manifest = catalog.publish(writer, manifest).await?;
         let summary = format!(
-            "backed up {} to {} ({}, sha256 {})",
+            "backed up {} to {} in {} ({}, sha256 {})",
             source.database,
             manifest.key,
+            catalog.location(),
             human_size(manifest.size),
             manifest.sha256
         );
@@ -230,7 +297,8 @@ impl Step<'_> {
             .from_database
             .clone()
             .unwrap_or_else(|| target.database.clone());
-        let catalog = self.catalog()?;
+        let catalog = self.catalog().await?;
+        let identities = codec::load_identities(&self.request.identities)?;
         let manifest = catalog
             .resolve(
                 &from_instance,
@@ -244,25 +312,30 @@ impl Step<'_> {
                 Kind::ArtifactRejected,
                 format!(
                     "{} is a {} artifact made by plugin {}; plugin {} restores {} artifacts. Nothing was changed.",
-                    manifest.key, manifest.format, manifest.plugin, self.name(), format.name
+                    manifest.key,
+                    manifest.format,
+                    manifest.plugin,
+                    self.name(),
+                    format.name
                 ),
             )
             .into());
         }
         tracing::info!(
             plugin = self.name(),
-            "restoring {} into {}",
+            "restoring {} from {} into {}",
             manifest.key,
+            catalog.location(),
             target.database
         );
-        let head = read_head(&catalog, &manifest, format.head_size as usize).await?;
+        let head = read_head(&catalog, &manifest, &identities, format.head_size as usize).await?;
         let mut sandbox = self.sandbox().await?;
         let checked = sandbox.check(head).await?;
         checked.map_err(|e| {
             Failure::from_plugin(self.name(), "restore", e)
                 .message_with_suffix(format!("; {} was not changed", target.database))
         })?;
-        let reader = catalog.open(&manifest).await?;
+        let reader = catalog.open(&manifest, &identities).await?;
         let label = format!("artifact {}", manifest.key);
         let source = sandbox.push_source(ByteSource::new(label, SourceKind::Artifact(reader)))?;
         let result = sandbox.restore(Resource::new_borrow(source.rep())).await?;
@@ -353,8 +426,13 @@ impl Failure {
 
 /// The first `size` bytes of the artifact, read separately so the restore
 /// stream (and its checksum) starts at byte zero.
-async fn read_head(catalog: &Catalog, manifest: &Manifest, size: usize) -> Result<Vec<u8>> {
-    let reader = catalog.open(manifest).await?;
+async fn read_head(
+    catalog: &Catalog,
+    manifest: &Manifest,
+    identities: &codec::Identities,
+    size: usize,
+) -> Result<Vec<u8>> {
+    let reader = catalog.open(manifest, identities).await?;
     let mut head = Vec::with_capacity(size);
     reader
         .take(size as u64)

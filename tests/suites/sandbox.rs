@@ -11,6 +11,7 @@ use envsync_host::runtime::bindings::Operation;
 use envsync_host::runtime::compile_cache::CompileCache;
 use envsync_host::runtime::{LoadedPlugin, Runtime};
 use envsync_host::step::{self, StepRequest};
+use envsync_host::store::codec::Compression;
 use envsync_tests::host_cli::{Expect, Host, exit};
 use envsync_tests::paths;
 use std::path::PathBuf;
@@ -44,6 +45,12 @@ fn backup_request(store: &std::path::Path, misbehave: Option<&str>) -> StepReque
         operation: Operation::Backup,
         job,
         store: Some(store.display().to_string()),
+        from_store: None,
+        store_options: Default::default(),
+        // Stored as written, so tests can read the artifact back directly.
+        compression: Some(Compression::None),
+        encrypt_to: Vec::new(),
+        identities: Vec::new(),
         instance: Some("sandbox".into()),
         from_instance: None,
         from_database: None,

@@ -3,6 +3,7 @@
 mod backups;
 mod plugins;
 mod run;
+mod store_args;
 
 use crate::logging::LogFormat;
 use crate::runtime::Runtime;
@@ -31,6 +32,8 @@ pub struct Cli {
     /// Folder for compiled plugins [default: ~/.cache/envsync/components].
     #[arg(long, env = "ENVSYNC_CACHE_DIR", global = true)]
     pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub s3: store_args::S3Args,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -68,14 +71,21 @@ impl Cli {
             Command::Run(args) => {
                 let runtime = self.runtime()?;
                 let registry = self.registry(&runtime).await?;
-                run::execute(&runtime, &registry, args, self.log_format).await
+                run::execute(
+                    &runtime,
+                    &registry,
+                    args,
+                    &self.s3.options(),
+                    self.log_format,
+                )
+                .await
             }
             Command::Plugins { command } => {
                 let runtime = self.runtime()?;
                 let registry = self.registry(&runtime).await?;
                 plugins::execute(&registry, command)
             }
-            Command::Backups { command } => backups::execute(command).await,
+            Command::Backups { command } => backups::execute(command, &self.s3.options()).await,
         }
     }
 }

@@ -9,6 +9,8 @@ use crate::runtime::bindings::Operation;
 use crate::runtime::registry::Registry;
 use crate::runtime::sandbox::DEFAULT_MEMORY_CAP_MIB;
 use crate::step::{self, StepRequest, human_size};
+use crate::store::StoreOptions;
+use crate::store::codec::{self, Compression};
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
@@ -31,6 +33,13 @@ impl From<Op> for Operation {
             Op::Copy => Operation::Copy,
         }
     }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum CompressionArg {
+    Zstd,
+    Gzip,
+    None,
 }
 
 #[derive(Args, Debug)]
@@ -62,6 +71,24 @@ pub struct RunArgs {
     /// Backup: folder of the key in the store [default: --db-host, else localhost].
     #[arg(long)]
     pub instance: Option<String>,
+    /// Restore: read backups from this store instead of --store (e.g. the environment above); restores never write to a store.
+    #[arg(long)]
+    pub from_store: Option<String>,
+    /// Backup: compression of the stored artifact [default: zstd, or none for formats that are already compressed].
+    #[arg(long, value_enum)]
+    pub compression: Option<CompressionArg>,
+    /// Backup: compression level [default: zstd 3, gzip 6].
+    #[arg(long)]
+    pub compression_level: Option<i32>,
+    /// Backup: encrypt to this age recipient (age1…; repeatable).
+    #[arg(long = "encrypt-to", value_name = "RECIPIENT")]
+    pub encrypt_to: Vec<String>,
+    /// Backup: encrypt to the age recipients listed in FILE (repeatable).
+    #[arg(long = "encrypt-to-file", value_name = "FILE")]
+    pub encrypt_to_file: Vec<PathBuf>,
+    /// Restore: age identity file to decrypt with (repeatable).
+    #[arg(long = "identity", value_name = "FILE", env = "ENVSYNC_AGE_IDENTITY")]
+    pub identities: Vec<PathBuf>,
     /// Restore: instance whose backups to read [default: --db-host, else localhost].
     #[arg(long)]
     pub from_instance: Option<String>,
@@ -119,7 +146,39 @@ fn read_password(file: Option<&PathBuf>, env: &str) -> Result<Option<Secret>> {
 }
 
 impl RunArgs {
-    fn request(&self) -> Result<StepRequest> {
+    fn compression(&self) -> Result<Option<Compression>> {
+        let level = self.compression_level;
+        Ok(match self.compression {
+            None if level.is_some() => {
+                return Err(Failure::new(
+                    Kind::Usage,
+                    "--compression-level needs --compression zstd|gzip",
+                )
+                .into());
+            }
+            None => None,
+            Some(CompressionArg::None) => Some(Compression::None),
+            Some(CompressionArg::Zstd) => Some(Compression::Zstd {
+                level: level.unwrap_or(3),
+            }),
+            Some(CompressionArg::Gzip) => Some(Compression::Gzip {
+                level: level.unwrap_or(6) as u32,
+            }),
+        })
+    }
+
+    fn recipients(&self) -> Result<Vec<String>> {
+        let mut recipients = self.encrypt_to.clone();
+        for file in &self.encrypt_to_file {
+            recipients.extend(
+                codec::read_recipients_file(file)
+                    .map_err(|e| Failure::new(Kind::Usage, format!("{e:#}")))?,
+            );
+        }
+        Ok(recipients)
+    }
+
+    fn request(&self, store_options: &StoreOptions) -> Result<StepRequest> {
         let mut params = Vec::new();
         for p in &self.params {
             let (k, v) = p.split_once('=').ok_or_else(|| {
@@ -184,6 +243,11 @@ impl RunArgs {
             operation: op,
             job,
             store: self.store.clone(),
+            from_store: self.from_store.clone(),
+            store_options: store_options.clone(),
+            compression: self.compression()?,
+            encrypt_to: self.recipients()?,
+            identities: self.identities.clone(),
             instance: self.instance.clone(),
             from_instance: self.from_instance.clone(),
             from_database: self.from_database.clone(),
@@ -200,9 +264,10 @@ pub async fn execute(
     runtime: &Runtime,
     registry: &Registry,
     args: &RunArgs,
+    store_options: &StoreOptions,
     format: LogFormat,
 ) -> Result<()> {
-    let request = args.request()?;
+    let request = args.request(store_options)?;
     let plugin = registry.get(&args.plugin)?;
     let outcome = step::run(runtime, plugin, &request).await?;
     match format {

@@ -3,6 +3,7 @@
 //! restore, listing.
 
 use super::checksum::{self, ArtifactReader, ArtifactWriter, Digested};
+use super::codec::{Codec, Identities};
 use super::layout::{self, artifact_time, manifest_key, pointer_key};
 use super::manifest::Manifest;
 use super::{ObjectMeta, ObjectStore};
@@ -35,15 +36,19 @@ impl Catalog {
         self.store.location()
     }
 
-    /// Starts the upload of a new artifact of `database` from `instance`.
+    /// Starts the upload of a new artifact of `database` from `instance`,
+    /// encoded with `codec` (whose suffix extends the plugin's extension).
     pub async fn begin(
         &self,
         instance: &str,
         database: &str,
         extension: &str,
+        codec: &Codec,
     ) -> Result<ArtifactWriter> {
         layout::check_segment("instance", instance)?;
         layout::check_segment("database", database)?;
+        let extension = format!("{extension}{}", codec.extension_suffix());
+        let extension = extension.as_str();
         // Keys have one-second resolution: wait for a fresh second rather
         // than ever reuse a key.
         let mut key = layout::artifact_key(instance, database, extension, Utc::now());
@@ -54,7 +59,7 @@ impl Catalog {
             key = layout::artifact_key(instance, database, extension, Utc::now());
         }
         let writer = self.store.create(&key).await?;
-        Ok(ArtifactWriter::new(key, writer))
+        ArtifactWriter::new(key, writer, codec)
     }
 
     /// Finishes the upload, re-reads it to verify the checksum, writes the
@@ -157,14 +162,73 @@ impl Catalog {
         }
     }
 
-    /// Streams the artifact of `manifest`, hashing as it goes.
-    pub async fn open(&self, manifest: &Manifest) -> Result<ArtifactReader> {
+    /// Streams the artifact of `manifest` decoded (decrypted with
+    /// `identities`, decompressed), hashing the stored bytes as it goes.
+    pub async fn open(
+        &self,
+        manifest: &Manifest,
+        identities: &Identities,
+    ) -> Result<ArtifactReader> {
+        let codec = Codec::from_manifest(&manifest.compression, manifest.encryption.as_deref())
+            .map_err(|e| {
+                Failure::new(Kind::ArtifactRejected, format!("{}: {e:#}", manifest.key))
+            })?;
         let reader = self.store.open(&manifest.key).await?;
         let expected = Digested {
             size: manifest.size,
             sha256: manifest.sha256.clone(),
         };
-        Ok(ArtifactReader::new(manifest.key.clone(), reader, expected))
+        ArtifactReader::new(manifest.key.clone(), reader, expected, &codec, identities).await
+    }
+
+    /// Deletes old artifacts of `database` (of every instance unless one is
+    /// given): keeps the newest `keep_last`, those younger than `keep_days`,
+    /// and always the one a pointer names. Returns what was (or, with
+    /// `dry_run`, would be) deleted.
+    pub async fn prune(
+        &self,
+        instance: Option<&str>,
+        database: &str,
+        keep_last: Option<usize>,
+        keep_days: Option<u64>,
+        dry_run: bool,
+    ) -> Result<Vec<Listed>> {
+        if keep_last.is_none() && keep_days.is_none() {
+            return Err(Failure::new(
+                Kind::Usage,
+                "prune needs --keep-last N and/or --keep-days D",
+            )
+            .into());
+        }
+        let mut groups: std::collections::BTreeMap<String, Vec<Listed>> = Default::default();
+        for item in self.list(instance, Some(database)).await? {
+            let group = item.key.split('/').next().unwrap_or_default().to_string();
+            groups.entry(group).or_default().push(item);
+        }
+        let now = Utc::now();
+        let mut doomed = Vec::new();
+        for (_, mut items) in groups {
+            items.reverse(); // newest first
+            for (index, item) in items.into_iter().enumerate() {
+                let Some(made) = artifact_time(&item.key, None) else {
+                    continue;
+                };
+                let age = now.signed_duration_since(made);
+                let recent = keep_days.is_some_and(|d| age < chrono::Duration::days(d as i64));
+                let among_last = keep_last.is_some_and(|n| index < n);
+                if !(item.latest || recent || among_last) {
+                    doomed.push(item);
+                }
+            }
+        }
+        if !dry_run {
+            for item in &doomed {
+                self.store.delete(&item.key).await?;
+                self.store.delete(&manifest_key(&item.key)).await?;
+                tracing::info!("deleted {}", item.key);
+            }
+        }
+        Ok(doomed)
     }
 
     async fn artifacts(&self, instance: &str, database: Option<&str>) -> Result<Vec<ObjectMeta>> {

@@ -1,10 +1,15 @@
-//! SHA-256 and size of artifact bytes as they stream, in both directions.
+//! SHA-256 and size of the stored bytes as they stream, in both directions.
+//! The digest is taken at the store end of the codec chain (after
+//! compression and encryption on the way up, before them on the way down),
+//! so the manifest checksum covers exactly the bytes in the store.
 
 use super::ObjectWriter;
-use anyhow::Result;
-use sha2::{Digest, Sha256};
+use super::codec::{self, Codec, EncodeWriter, Identities};
+use anyhow::{Context as _, Result};
+use sha2::{Digest as _, Sha256};
 use std::io;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
@@ -15,36 +20,130 @@ pub struct Digested {
     pub sha256: String,
 }
 
-/// An upload that hashes what passes through it.
+/// A running SHA-256 shared between a tap inside a codec chain and the
+/// artifact that owns the chain.
+#[derive(Clone, Default)]
+struct Digest(Arc<Mutex<(Sha256, u64)>>);
+
+impl Digest {
+    fn update(&self, bytes: &[u8]) {
+        let mut state = self.0.lock().expect("digest");
+        state.0.update(bytes);
+        state.1 += bytes.len() as u64;
+    }
+
+    fn snapshot(&self) -> Digested {
+        let state = self.0.lock().expect("digest");
+        Digested {
+            size: state.1,
+            sha256: hex::encode(state.0.clone().finalize()),
+        }
+    }
+}
+
+type SharedObject = Arc<Mutex<Option<Box<dyn ObjectWriter>>>>;
+
+/// The innermost writer of an upload chain: hashes and passes bytes to the
+/// store's upload, which stays reachable from the artifact for finish/abort.
+struct UploadTap {
+    object: SharedObject,
+    digest: Digest,
+}
+
+impl UploadTap {
+    fn poll_object<T>(
+        &self,
+        f: impl FnOnce(Pin<&mut (dyn ObjectWriter + 'static)>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        let mut slot = self.object.lock().expect("upload");
+        match slot.as_mut() {
+            Some(object) => f(Pin::new(object.as_mut())),
+            None => Poll::Ready(Err(io::Error::other("the upload is already finished"))),
+        }
+    }
+}
+
+impl AsyncWrite for UploadTap {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let n = ready!(self.poll_object(|o| o.poll_write(cx, buf)))?;
+        self.digest.update(&buf[..n]);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_object(|o| o.poll_flush(cx))
+    }
+
+    /// Closing the codec chain must not finish the upload: that is the
+    /// artifact's decision, after every layer has written its trailer.
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_object(|o| o.poll_flush(cx))
+    }
+}
+
+/// A backup artifact being uploaded: plugin bytes → codec → tap → store.
 pub struct ArtifactWriter {
     key: String,
-    inner: Box<dyn ObjectWriter>,
-    hasher: Sha256,
-    size: u64,
+    encoder: EncodeWriter<UploadTap>,
+    object: SharedObject,
+    digest: Digest,
 }
 
 impl ArtifactWriter {
-    pub fn new(key: String, inner: Box<dyn ObjectWriter>) -> Self {
-        ArtifactWriter {
+    pub fn new(key: String, object: Box<dyn ObjectWriter>, codec: &Codec) -> Result<Self> {
+        let object: SharedObject = Arc::new(Mutex::new(Some(object)));
+        let digest = Digest::default();
+        let tap = UploadTap {
+            object: object.clone(),
+            digest: digest.clone(),
+        };
+        let encoder = codec::encode_writer_over(tap, codec)?;
+        Ok(ArtifactWriter {
             key,
-            inner,
-            hasher: Sha256::new(),
-            size: 0,
-        }
+            encoder,
+            object,
+            digest,
+        })
     }
 
     pub fn key(&self) -> &str {
         &self.key
     }
 
-    /// Completes the upload; returns what was written.
+    /// Writes every codec trailer, completes the upload and returns the size
+    /// and checksum of the stored bytes.
     pub async fn finish(self) -> Result<Digested> {
-        let digested = Digested {
-            size: self.size,
-            sha256: hex::encode(self.hasher.finalize()),
-        };
-        self.inner.finish().await?;
-        Ok(digested)
+        let ArtifactWriter {
+            key,
+            encoder,
+            object,
+            digest,
+        } = self;
+        let tap = encoder
+            .finish()
+            .await
+            .with_context(|| format!("finishing {key}"))?;
+        drop(tap);
+        let object = object
+            .lock()
+            .expect("upload")
+            .take()
+            .context("the upload is already finished")?;
+        object.finish().await?;
+        Ok(digest.snapshot())
+    }
+
+    /// Abandons the upload; nothing becomes visible in the store.
+    pub async fn abort(self) {
+        let object = self.object.lock().expect("upload").take();
+        drop(self.encoder);
+        if let Some(object) = object {
+            object.abort().await;
+        }
     }
 }
 
@@ -54,80 +153,107 @@ impl AsyncWrite for ArtifactWriter {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let n = ready!(Pin::new(&mut self.inner).poll_write(cx, buf))?;
-        self.hasher.update(&buf[..n]);
-        self.size += n as u64;
-        Poll::Ready(Ok(n))
+        Pin::new(&mut self.encoder).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        Pin::new(&mut self.encoder).poll_flush(cx)
     }
 
+    /// A plugin closing its sink only flushes: the host finishes the upload.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        Pin::new(&mut self.encoder).poll_flush(cx)
     }
 }
 
-/// A download that hashes what passes through it and can prove it matched
-/// the manifest.
+/// The innermost reader of a download chain: hashes the stored bytes.
+struct DownloadTap {
+    inner: Box<dyn AsyncRead + Send + Unpin>,
+    digest: Digest,
+}
+
+impl AsyncRead for DownloadTap {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        self.digest.update(&buf.filled()[before..]);
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// An artifact being restored: store → tap → codec → plugin. `verify`
+/// proves the stored bytes matched the manifest.
 pub struct ArtifactReader {
     key: String,
-    inner: Box<dyn AsyncRead + Send + Unpin>,
-    hasher: Sha256,
-    size: u64,
+    decoded: Box<dyn AsyncRead + Send + Unpin>,
+    digest: Digest,
     expected: Digested,
     verified: bool,
 }
 
 impl ArtifactReader {
-    pub fn new(key: String, inner: Box<dyn AsyncRead + Send + Unpin>, expected: Digested) -> Self {
-        ArtifactReader {
+    pub async fn new(
+        key: String,
+        stored: Box<dyn AsyncRead + Send + Unpin>,
+        expected: Digested,
+        codec: &Codec,
+        identities: &Identities,
+    ) -> Result<Self> {
+        let digest = Digest::default();
+        let tap = DownloadTap {
+            inner: stored,
+            digest: digest.clone(),
+        };
+        let decoded = codec::decode_reader(Box::new(tap), codec, identities, &key).await?;
+        Ok(ArtifactReader {
             key,
-            inner,
-            hasher: Sha256::new(),
-            size: 0,
+            decoded,
+            digest,
             expected,
             verified: false,
-        }
+        })
     }
 
     pub fn verified(&self) -> bool {
         self.verified
     }
 
-    /// Reads whatever is left and compares size and SHA-256 with the
-    /// manifest. The message says what to do.
+    /// Reads whatever is left and compares size and SHA-256 of the stored
+    /// bytes with the manifest. The message says what to do.
     pub async fn verify(&mut self) -> Result<(), String> {
         if self.verified {
             return Ok(());
         }
         let mut rest = vec![0u8; 1 << 20];
         loop {
-            match self.read(&mut rest).await {
+            match self.decoded.read(&mut rest).await {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(e) => {
                     return Err(format!(
-                        "reading {} failed while verifying it: {e}",
+                        "artifact {} is damaged: reading it failed while verifying it: {e}",
                         self.key
                     ));
                 }
             }
         }
-        let actual = hex::encode(self.hasher.clone().finalize());
-        if self.size != self.expected.size {
+        let actual = self.digest.snapshot();
+        if actual.size != self.expected.size {
             return Err(format!(
                 "artifact {} has {} bytes but its manifest says {}: it is truncated or was changed; \
                  restore another backup (--artifact) or make a new one",
-                self.key, self.size, self.expected.size
+                self.key, actual.size, self.expected.size
             ));
         }
-        if actual != self.expected.sha256 {
+        if actual.sha256 != self.expected.sha256 {
             return Err(format!(
-                "artifact {} does not match its manifest checksum (sha256 {actual}, manifest says {}): \
+                "artifact {} does not match its manifest checksum (sha256 {}, manifest says {}): \
                  it is damaged; restore another backup (--artifact) or make a new one",
-                self.key, self.expected.sha256
+                self.key, actual.sha256, self.expected.sha256
             ));
         }
         self.verified = true;
@@ -141,12 +267,7 @@ impl AsyncRead for ArtifactReader {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
-        let fresh = &buf.filled()[before..];
-        self.hasher.update(fresh);
-        self.size += fresh.len() as u64;
-        Poll::Ready(Ok(()))
+        Pin::new(&mut self.decoded).poll_read(cx, buf)
     }
 }
 

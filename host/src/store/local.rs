@@ -80,6 +80,10 @@ impl ObjectWriter for LocalWriter {
         }
         Ok(())
     }
+
+    async fn abort(self: Box<Self>) {
+        // Drop removes the partial file.
+    }
 }
 
 impl Drop for LocalWriter {
@@ -184,6 +188,15 @@ impl ObjectStore for LocalStore {
         })
         .await?
         .with_context(|| format!("writing {key} in {}", self.root.display()))
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("deleting {}", path.display())),
+        }
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {

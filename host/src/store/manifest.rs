@@ -13,8 +13,14 @@ pub struct Manifest {
     pub plugin_version: String,
     /// The plugin's artifact format name, e.g. `postgres-custom`.
     pub format: String,
-    /// Host-side compression applied on top of the format (`none` so far).
+    /// Host-side compression applied on top of the format: `none`, `zstd`, `gzip`.
     pub compression: String,
+    /// Client-side encryption of the stored bytes: `age`, or none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<String>,
+    /// The public keys it is encrypted to (which identity a restore needs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub source: Source,
     pub envsync_version: String,

@@ -1,13 +1,15 @@
 //! Where artifacts live. `ObjectStore` is the small set of object operations
-//! a backend provides (the local folder here; S3 later); `catalog` builds the
+//! a backend provides (a local folder, S3); `catalog` builds the
 //! artifact rules on top of it once for every backend: key layout, manifest,
 //! checksum, pointer.
 
 pub mod catalog;
 pub mod checksum;
+pub mod codec;
 pub mod layout;
 pub mod local;
 pub mod manifest;
+pub mod s3;
 
 use crate::failure::{Failure, Kind};
 use anyhow::Result;
@@ -28,6 +30,8 @@ pub trait ObjectWriter: AsyncWrite + Send + Unpin {
     /// Makes the object durable and visible under its key. Never overwrites
     /// an existing object.
     async fn finish(self: Box<Self>) -> Result<()>;
+    /// Abandons the upload and removes whatever it stored so far.
+    async fn abort(self: Box<Self>);
 }
 
 /// A backend holding objects under `/`-separated keys.
@@ -45,12 +49,24 @@ pub trait ObjectStore: Send + Sync {
     async fn put(&self, key: &str, bytes: &[u8]) -> Result<()>;
     /// Lists finished objects whose key starts with `prefix`.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+    /// Deletes the object at `key` (no error if it is already gone).
+    async fn delete(&self, key: &str) -> Result<()>;
 }
 
-/// Opens the store at `location`: a folder path or a `file://` URL.
-pub fn open(location: &str) -> Result<Arc<dyn ObjectStore>> {
+/// How to reach stores that need settings (S3 today).
+#[derive(Clone, Debug, Default)]
+pub struct StoreOptions {
+    pub s3: s3::S3Options,
+}
+
+/// Opens the store at `location`: a folder path, a `file://` URL or an
+/// `s3://bucket/prefix` URL.
+pub async fn open(location: &str, options: &StoreOptions) -> Result<Arc<dyn ObjectStore>> {
     if let Some(path) = location.strip_prefix("file://") {
         return Ok(Arc::new(local::LocalStore::new(path)?));
+    }
+    if location.starts_with("s3://") {
+        return Ok(Arc::new(s3::S3Store::connect(location, &options.s3).await?));
     }
     if let Some((scheme, _)) = location.split_once("://") {
         return Err(Failure::new(

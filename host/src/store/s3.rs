@@ -1,0 +1,672 @@
+//! S3 and S3-compatible object storage (`s3://bucket/prefix`).
+//!
+//! Uploads stream as multipart uploads: the writer fills one part buffer at a
+//! time and hands full parts to upload tasks; a semaphore of `parts_in_flight`
+//! permits, one per buffer (the one being filled included), bounds memory to
+//! part size × parts in flight. Each part is retried with backoff; a failed
+//! or abandoned upload is aborted so no parts linger in the bucket. Objects
+//! smaller than one part go up with a single PUT. Downloads stream, and a
+//! dropped connection resumes with a ranged GET from the last byte read.
+
+use super::{ObjectMeta, ObjectStore, ObjectWriter};
+use crate::failure::{Failure, Kind};
+use anyhow::{Context, Result, anyhow, bail};
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use bytes::Bytes;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll, ready};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::sync::PollSemaphore;
+
+/// S3's smallest part (except the last).
+pub const MIN_PART_SIZE: usize = 5 << 20;
+/// Attempts per request of our own (each on top of the SDK's retries).
+const ATTEMPTS: u32 = 5;
+/// Times a download reconnects after a dropped connection.
+const RESUMES: u32 = 10;
+
+/// How to reach the S3 service. Unset fields come from the standard AWS
+/// chain (environment, profile, web identity).
+#[derive(Clone, Debug)]
+pub struct S3Options {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`), needed by most
+    /// S3-compatible servers; default: on when an endpoint is given.
+    pub path_style: Option<bool>,
+    pub part_size: usize,
+    pub parts_in_flight: usize,
+}
+
+impl Default for S3Options {
+    fn default() -> Self {
+        S3Options {
+            endpoint: None,
+            region: None,
+            path_style: None,
+            part_size: 16 << 20,
+            parts_in_flight: 4,
+        }
+    }
+}
+
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    /// Key prefix inside the bucket, empty or ending in `/`.
+    prefix: String,
+    part_size: usize,
+    parts_in_flight: usize,
+    location: String,
+}
+
+/// The full message of an SDK error (its `Display` alone says "service error").
+fn describe<E: std::error::Error>(e: &E) -> String {
+    DisplayErrorContext(e).to_string()
+}
+
+impl S3Store {
+    /// Connects to the bucket of `url` (`s3://bucket/prefix`) and checks it
+    /// is reachable, so bad credentials or a missing bucket fail up front.
+    pub async fn connect(url: &str, options: &S3Options) -> Result<Self> {
+        let rest = url.strip_prefix("s3://").context("not an s3:// URL")?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(Failure::new(
+                Kind::Usage,
+                format!("store {url:?} names no bucket; use s3://bucket/prefix"),
+            )
+            .into());
+        }
+        let prefix = prefix.trim_matches('/');
+        let prefix = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        };
+        if options.part_size < MIN_PART_SIZE {
+            return Err(Failure::new(
+                Kind::Usage,
+                format!("S3 part size must be at least {} MiB", MIN_PART_SIZE >> 20),
+            )
+            .into());
+        }
+        let mut loader = aws_config::from_env();
+        if let Some(region) = &options.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(endpoint) = &options.endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        let shared = loader.load().await;
+        let endpoint = options
+            .endpoint
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+        let mut config = aws_sdk_s3::config::Builder::from(&shared)
+            // S3-compatible servers reject the newer default checksums.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .force_path_style(options.path_style.unwrap_or(endpoint.is_some()));
+        if shared.region().is_none() {
+            config = config.region(Region::new("us-east-1"));
+        }
+        let client = Client::from_conf(config.build());
+        let store = S3Store {
+            client,
+            bucket: bucket.to_string(),
+            prefix,
+            part_size: options.part_size,
+            parts_in_flight: options.parts_in_flight.max(1),
+            location: url.trim_end_matches('/').to_string(),
+        };
+        store.check_bucket(endpoint.as_deref()).await?;
+        Ok(store)
+    }
+
+    async fn check_bucket(&self, endpoint: Option<&str>) -> Result<()> {
+        let at = endpoint.map(|e| format!(" at {e}")).unwrap_or_default();
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                let hint = match status {
+                    Some(404) => "it does not exist; create it or fix the store URL".to_string(),
+                    Some(403) | Some(401) => {
+                        "access denied: check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, profile) and the region".to_string()
+                    }
+                    Some(301) | Some(400) => "the region or endpoint is wrong for this bucket (set --s3-region / AWS_REGION)".to_string(),
+                    _ => describe(&e),
+                };
+                Err(Failure::new(
+                    Kind::StepFailed,
+                    format!("cannot use S3 bucket {}{at}: {hint}", self.bucket),
+                )
+                .into())
+            }
+        }
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+}
+
+/// Retries `op` with exponential backoff (0.2 s, 0.4 s, … up to 5 tries).
+async fn with_retries<T, F, Fut>(what: &str, mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut delay = Duration::from_millis(200);
+    for attempt in 1..=ATTEMPTS {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < ATTEMPTS => {
+                tracing::warn!(
+                    "{what} failed (attempt {attempt} of {ATTEMPTS}), retrying in {delay:?}: {e:#}"
+                );
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => return Err(e.context(format!("{what} failed {ATTEMPTS} times"))),
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// What the part tasks of one upload share.
+struct Upload {
+    client: Client,
+    bucket: String,
+    key: String,
+    upload_id: OnceCell<String>,
+    /// The first part failure, so the writer stops taking bytes.
+    failed: Mutex<Option<String>>,
+}
+
+impl Upload {
+    async fn upload_id(&self) -> Result<&String> {
+        self.upload_id
+            .get_or_try_init(|| async {
+                let out = self
+                    .client
+                    .create_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(&self.key)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        anyhow!(
+                            "starting the multipart upload of {}: {}",
+                            self.key,
+                            describe(&e)
+                        )
+                    })?;
+                out.upload_id()
+                    .map(str::to_string)
+                    .context("the server returned no upload id")
+            })
+            .await
+    }
+
+    async fn upload_part(&self, number: i32, data: Bytes) -> Result<CompletedPart> {
+        let id = self.upload_id().await?.clone();
+        let what = format!("uploading part {number} of {}", self.key);
+        let etag = with_retries(&what, || async {
+            let out = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(&self.key)
+                .upload_id(&id)
+                .part_number(number)
+                .body(ByteStream::from(data.clone()))
+                .send()
+                .await
+                .map_err(|e| anyhow!("{}", describe(&e)))?;
+            Ok(out.e_tag().unwrap_or_default().to_string())
+        })
+        .await?;
+        tracing::debug!(
+            key = self.key,
+            part = number,
+            bytes = data.len(),
+            "uploaded part"
+        );
+        Ok(CompletedPart::builder()
+            .part_number(number)
+            .e_tag(etag)
+            .build())
+    }
+
+    async fn abort(&self) {
+        if let Some(id) = self.upload_id.get() {
+            match self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&self.key)
+                .upload_id(id)
+                .send()
+                .await
+            {
+                Ok(_) => tracing::info!("aborted the multipart upload of {}", self.key),
+                Err(e) => tracing::warn!(
+                    "could not abort the multipart upload {id} of {}: {}; remove it with a bucket lifecycle rule",
+                    self.key,
+                    describe(&e)
+                ),
+            }
+        }
+    }
+}
+
+struct S3Writer {
+    upload: Arc<Upload>,
+    part_size: usize,
+    permits: PollSemaphore,
+    /// The part being filled and the permit that pays for its buffer.
+    current: Vec<u8>,
+    permit: Option<OwnedSemaphorePermit>,
+    next_part: i32,
+    tasks: Vec<JoinHandle<Result<CompletedPart>>>,
+    /// Set once finish or abort has run; Drop then has nothing to clean up.
+    settled: bool,
+}
+
+impl S3Writer {
+    fn send_part(&mut self) {
+        let number = self.next_part;
+        self.next_part += 1;
+        let data = Bytes::from(std::mem::replace(&mut self.current, Vec::new()));
+        let permit = self.permit.take();
+        let upload = self.upload.clone();
+        self.tasks.push(tokio::spawn(async move {
+            let result = upload.upload_part(number, data).await;
+            drop(permit);
+            if let Err(e) = &result {
+                upload
+                    .failed
+                    .lock()
+                    .expect("failure slot")
+                    .get_or_insert_with(|| format!("{e:#}"));
+            }
+            result
+        }));
+    }
+
+    async fn put_single(&mut self) -> Result<()> {
+        let data = Bytes::from(std::mem::take(&mut self.current));
+        let up = &self.upload;
+        with_retries(&format!("uploading {}", up.key), || async {
+            up.client
+                .put_object()
+                .bucket(&up.bucket)
+                .key(&up.key)
+                .body(ByteStream::from(data.clone()))
+                .send()
+                .await
+                .map_err(|e| anyhow!("{}", describe(&e)))
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn complete(&mut self) -> Result<()> {
+        if !self.current.is_empty() {
+            self.send_part();
+        }
+        let mut parts = Vec::with_capacity(self.tasks.len());
+        for task in self.tasks.drain(..) {
+            parts.push(task.await.context("a part upload task failed")??);
+        }
+        parts.sort_by_key(|p| p.part_number());
+        let up = &self.upload;
+        let id = up.upload_id().await?.clone();
+        let count = parts.len();
+        up.client
+            .complete_multipart_upload()
+            .bucket(&up.bucket)
+            .key(&up.key)
+            .upload_id(&id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "completing the multipart upload of {}: {}",
+                    up.key,
+                    describe(&e)
+                )
+            })?;
+        tracing::debug!(key = up.key, parts = count, "multipart upload complete");
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectWriter for S3Writer {
+    async fn finish(mut self: Box<Self>) -> Result<()> {
+        let result = if self.next_part == 1 {
+            self.put_single().await
+        } else {
+            self.complete().await
+        };
+        if result.is_err() {
+            self.upload.abort().await;
+        }
+        self.settled = true;
+        result
+    }
+
+    async fn abort(mut self: Box<Self>) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+            let _ = task.await;
+        }
+        self.upload.abort().await;
+        self.settled = true;
+    }
+}
+
+impl Drop for S3Writer {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        // Dropped without finish or abort (a panic): abort in the background.
+        for task in &self.tasks {
+            task.abort();
+        }
+        if self.upload.upload_id.get().is_some()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            let upload = self.upload.clone();
+            handle.spawn(async move { upload.abort().await });
+        }
+    }
+}
+
+impl AsyncWrite for S3Writer {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if let Some(e) = self.upload.failed.lock().expect("failure slot").as_ref() {
+            return Poll::Ready(Err(std::io::Error::other(e.clone())));
+        }
+        if self.permit.is_none() {
+            match ready!(self.permits.poll_acquire(cx)) {
+                Some(permit) => {
+                    self.permit = Some(permit);
+                    let size = self.part_size;
+                    self.current.reserve_exact(size);
+                }
+                None => return Poll::Ready(Err(std::io::Error::other("upload closed"))),
+            }
+        }
+        let room = self.part_size - self.current.len();
+        let n = room.min(buf.len());
+        self.current.extend_from_slice(&buf[..n]);
+        if self.current.len() == self.part_size {
+            self.send_part();
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+type BodyReader = Box<dyn AsyncRead + Send + Unpin>;
+type Opening = Pin<Box<dyn Future<Output = Result<(BodyReader, Option<String>)>> + Send>>;
+
+/// A streaming download that reconnects with a ranged GET when the
+/// connection drops, pinned to the object's ETag so it never mixes versions.
+struct S3Reader {
+    client: Client,
+    bucket: String,
+    key: String,
+    offset: u64,
+    etag: Option<String>,
+    resumes: u32,
+    state: ReaderState,
+}
+
+enum ReaderState {
+    Reading(BodyReader),
+    Opening(Opening),
+    Done,
+}
+
+fn open_at(
+    client: Client,
+    bucket: String,
+    key: String,
+    offset: u64,
+    etag: Option<String>,
+) -> Opening {
+    Box::pin(async move {
+        let mut request = client.get_object().bucket(&bucket).key(&key);
+        if offset > 0 {
+            request = request.range(format!("bytes={offset}-"));
+        }
+        if let Some(etag) = &etag {
+            request = request.if_match(etag);
+        }
+        let out = request.send().await.map_err(|e| match e.code() {
+            Some("NoSuchKey") => anyhow!("{key} does not exist in bucket {bucket}"),
+            Some("PreconditionFailed") => anyhow!("{key} changed while it was being read"),
+            _ => anyhow!("reading {key}: {}", describe(&e)),
+        })?;
+        let etag = out.e_tag().map(str::to_string);
+        let body: BodyReader = Box::new(out.body.into_async_read());
+        Ok((body, etag))
+    })
+}
+
+impl AsyncRead for S3Reader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        loop {
+            let this = &mut *self;
+            match &mut this.state {
+                ReaderState::Done => return Poll::Ready(Ok(())),
+                ReaderState::Opening(fut) => match ready!(fut.as_mut().poll(cx)) {
+                    Ok((body, etag)) => {
+                        if this.etag.is_none() {
+                            this.etag = etag;
+                        }
+                        this.state = ReaderState::Reading(body);
+                    }
+                    Err(e) => {
+                        this.state = ReaderState::Done;
+                        return Poll::Ready(Err(std::io::Error::other(format!("{e:#}"))));
+                    }
+                },
+                ReaderState::Reading(body) => {
+                    let before = buf.filled().len();
+                    match ready!(Pin::new(body).poll_read(cx, buf)) {
+                        Ok(()) => {
+                            let n = buf.filled().len() - before;
+                            this.offset += n as u64;
+                            if n == 0 {
+                                this.state = ReaderState::Done;
+                            }
+                            return Poll::Ready(Ok(()));
+                        }
+                        Err(e) if this.resumes < RESUMES => {
+                            this.resumes += 1;
+                            tracing::warn!(
+                                "download of {} broke at byte {} ({e}); resuming with a ranged GET (attempt {})",
+                                this.key,
+                                this.offset,
+                                this.resumes
+                            );
+                            this.state = ReaderState::Opening(open_at(
+                                this.client.clone(),
+                                this.bucket.clone(),
+                                this.key.clone(),
+                                this.offset,
+                                this.etag.clone(),
+                            ));
+                        }
+                        Err(e) => return Poll::Ready(Err(e)),
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for S3Store {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    async fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
+        let upload = Arc::new(Upload {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: self.key(key),
+            upload_id: OnceCell::new(),
+            failed: Mutex::new(None),
+        });
+        Ok(Box::new(S3Writer {
+            upload,
+            part_size: self.part_size,
+            permits: PollSemaphore::new(Arc::new(Semaphore::new(self.parts_in_flight))),
+            current: Vec::new(),
+            permit: None,
+            next_part: 1,
+            tasks: Vec::new(),
+            settled: false,
+        }))
+    }
+
+    async fn open(&self, key: &str) -> Result<Box<dyn AsyncRead + Send + Unpin>> {
+        let full = self.key(key);
+        let (body, etag) = open_at(
+            self.client.clone(),
+            self.bucket.clone(),
+            full.clone(),
+            0,
+            None,
+        )
+        .await?;
+        Ok(Box::new(S3Reader {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: full,
+            offset: 0,
+            etag,
+            resumes: 0,
+            state: ReaderState::Reading(body),
+        }))
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let full = self.key(key);
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e)
+                if e.code() == Some("NoSuchKey")
+                    || e.raw_response().is_some_and(|r| r.status().as_u16() == 404) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => bail!("reading {full}: {}", describe(&e)),
+        };
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .with_context(|| format!("reading {full}"))?;
+        Ok(Some(bytes.to_vec()))
+    }
+
+    async fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        let full = self.key(key);
+        let data = Bytes::copy_from_slice(bytes);
+        with_retries(&format!("writing {full}"), || async {
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&full)
+                .body(ByteStream::from(data.clone()))
+                .send()
+                .await
+                .map_err(|e| anyhow!("{}", describe(&e)))
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.key(prefix))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| anyhow!("listing {}: {}", self.location, describe(&e)))?;
+            for object in page.contents() {
+                let Some(key) = object.key().and_then(|k| k.strip_prefix(&self.prefix)) else {
+                    continue;
+                };
+                out.push(ObjectMeta {
+                    key: key.to_string(),
+                    size: object.size().unwrap_or(0) as u64,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let full = self.key(key);
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| anyhow!("deleting {full}: {}", describe(&e)))?;
+        Ok(())
+    }
+}
