@@ -288,7 +288,7 @@ impl S3Writer {
     fn send_part(&mut self) {
         let number = self.next_part;
         self.next_part += 1;
-        let data = Bytes::from(std::mem::replace(&mut self.current, Vec::new()));
+        let data = Bytes::from(std::mem::take(&mut self.current));
         let permit = self.permit.take();
         let upload = self.upload.clone();
         self.tasks.push(tokio::spawn(async move {
