@@ -31,6 +31,9 @@ pub struct StepRequest {
     /// Restore: read from this store instead (e.g. the environment above);
     /// a restore never writes to any store.
     pub from_store: Option<String>,
+    /// Stores of other environments: readable, never written. A backup into
+    /// one of them (or into `from_store`) is refused before any request.
+    pub read_only_stores: Vec<String>,
     pub store_options: StoreOptions,
     /// Backup: requested compression (None: the default for the format).
     pub compression: Option<Compression>,
@@ -145,6 +148,22 @@ impl Step<'_> {
                 ),
             )
         })?;
+        if request.operation == Operation::Backup {
+            let foreign = request.read_only_stores.iter().chain(&request.from_store);
+            if let Some(other) = foreign
+                .into_iter()
+                .find(|o| crate::store::overlaps(location, o))
+            {
+                return Err(Failure::new(
+                    Kind::Usage,
+                    format!(
+                        "refusing to back up into {location}: it is inside {other}, another environment's \
+                         store, which this environment may only read; back up into its own --store"
+                    ),
+                )
+                .into());
+            }
+        }
         let store = crate::store::open(location, &request.store_options).await?;
         Ok(Catalog::new(store))
     }

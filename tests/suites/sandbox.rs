@@ -46,6 +46,7 @@ fn backup_request(store: &std::path::Path, misbehave: Option<&str>) -> StepReque
         job,
         store: Some(store.display().to_string()),
         from_store: None,
+        read_only_stores: Vec::new(),
         store_options: Default::default(),
         // Stored as written, so tests can read the artifact back directly.
         compression: Some(Compression::None),

@@ -74,6 +74,14 @@ pub struct RunArgs {
     /// Restore: read backups from this store instead of --store (e.g. the environment above); restores never write to a store.
     #[arg(long)]
     pub from_store: Option<String>,
+    /// A store of another environment (repeatable): it may be read, and a backup into it is refused.
+    #[arg(
+        long = "read-only-store",
+        value_name = "URL",
+        env = "ENVSYNC_READ_ONLY_STORES",
+        value_delimiter = ','
+    )]
+    pub read_only_stores: Vec<String>,
     /// Backup: compression of the stored artifact [default: zstd, or none for formats that are already compressed].
     #[arg(long, value_enum)]
     pub compression: Option<CompressionArg>,
@@ -244,6 +252,7 @@ impl RunArgs {
             job,
             store: self.store.clone(),
             from_store: self.from_store.clone(),
+            read_only_stores: self.read_only_stores.clone(),
             store_options: store_options.clone(),
             compression: self.compression()?,
             encrypt_to: self.recipients()?,

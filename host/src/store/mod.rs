@@ -10,6 +10,7 @@ pub mod layout;
 pub mod local;
 pub mod manifest;
 pub mod s3;
+pub mod upload_journal;
 
 use crate::failure::{Failure, Kind};
 use anyhow::Result;
@@ -76,4 +77,36 @@ pub async fn open(location: &str, options: &StoreOptions) -> Result<Arc<dyn Obje
         .into());
     }
     Ok(Arc::new(local::LocalStore::new(location)?))
+}
+
+/// True when `a` and `b` name the same place or one lies inside the other
+/// (for S3: the same bucket), so a backup to `a` would write into `b`.
+pub fn overlaps(a: &str, b: &str) -> bool {
+    fn place(location: &str) -> String {
+        if let Some(rest) = location.strip_prefix("s3://") {
+            let bucket = rest.split('/').next().unwrap_or_default();
+            return format!("s3://{bucket}/");
+        }
+        let path = location.strip_prefix("file://").unwrap_or(location);
+        let path = std::path::Path::new(path);
+        let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        format!("{}/", path.display().to_string().trim_end_matches('/'))
+    }
+    let (a, b) = (place(a), place(b));
+    a.starts_with(&b) || b.starts_with(&a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::overlaps;
+
+    #[test]
+    fn stores_overlap_by_bucket_or_folder() {
+        assert!(overlaps("s3://prod/db", "s3://prod"));
+        assert!(overlaps("s3://prod", "s3://prod/other"));
+        assert!(!overlaps("s3://prod", "s3://production"));
+        assert!(overlaps("/srv/backups/prod", "file:///srv/backups"));
+        assert!(!overlaps("/srv/backups/staging", "/srv/backups/prod"));
+        assert!(!overlaps("s3://x", "/x"));
+    }
 }

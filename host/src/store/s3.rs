@@ -8,6 +8,7 @@
 //! smaller than one part go up with a single PUT. Downloads stream, and a
 //! dropped connection resumes with a ranged GET from the last byte read.
 
+use super::upload_journal::{OpenUpload, UploadJournal};
 use super::{ObjectMeta, ObjectStore, ObjectWriter};
 use crate::failure::{Failure, Kind};
 use anyhow::{Context, Result, anyhow, bail};
@@ -67,6 +68,7 @@ pub struct S3Store {
     part_size: usize,
     parts_in_flight: usize,
     location: String,
+    journal: UploadJournal,
 }
 
 /// The full message of an SDK error (its `Display` alone says "service error").
@@ -128,8 +130,10 @@ impl S3Store {
             part_size: options.part_size,
             parts_in_flight: options.parts_in_flight.max(1),
             location: url.trim_end_matches('/').to_string(),
+            journal: UploadJournal::default_location(),
         };
         store.check_bucket(endpoint.as_deref()).await?;
+        store.abort_abandoned_uploads().await;
         Ok(store)
     }
 
@@ -158,6 +162,44 @@ impl S3Store {
 
     fn key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
+    }
+
+    /// Aborts uploads an earlier run on this machine left open (killed, or
+    /// the server was unreachable when it tried to abort).
+    async fn abort_abandoned_uploads(&self) {
+        let abandoned = match self.journal.abandoned(&self.bucket) {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::warn!("cannot read the open-upload journal: {e:#}");
+                return;
+            }
+        };
+        for open in abandoned {
+            let result = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&open.bucket)
+                .key(&open.key)
+                .upload_id(&open.upload_id)
+                .send()
+                .await;
+            match result {
+                Ok(_) => tracing::info!(
+                    "aborted the multipart upload of {} left open by an earlier run",
+                    open.key
+                ),
+                Err(e) if e.code() == Some("NoSuchUpload") => {}
+                Err(e) => {
+                    tracing::warn!(
+                        "could not abort the upload of {} left by an earlier run: {}",
+                        open.key,
+                        describe(&e)
+                    );
+                    continue;
+                }
+            }
+            self.journal.close(&open.upload_id);
+        }
     }
 }
 
@@ -192,6 +234,7 @@ struct Upload {
     upload_id: OnceCell<String>,
     /// The first part failure, so the writer stops taking bytes.
     failed: Mutex<Option<String>>,
+    journal: UploadJournal,
 }
 
 impl Upload {
@@ -212,9 +255,16 @@ impl Upload {
                             describe(&e)
                         )
                     })?;
-                out.upload_id()
-                    .map(str::to_string)
-                    .context("the server returned no upload id")
+                let id = out
+                    .upload_id()
+                    .context("the server returned no upload id")?;
+                self.journal.open(&OpenUpload {
+                    bucket: self.bucket.clone(),
+                    key: self.key.clone(),
+                    upload_id: id.to_string(),
+                    pid: std::process::id(),
+                });
+                Ok(id.to_string())
             })
             .await
     }
@@ -249,24 +299,38 @@ impl Upload {
             .build())
     }
 
+    /// Aborts the upload, retrying; if the server stays unreachable the
+    /// journal keeps it, and the next run that opens the bucket aborts it.
     async fn abort(&self) {
-        if let Some(id) = self.upload_id.get() {
-            match self
-                .client
+        let Some(id) = self.upload_id.get() else {
+            return;
+        };
+        let result = with_retries(&format!("aborting the upload of {}", self.key), || async {
+            self.client
                 .abort_multipart_upload()
                 .bucket(&self.bucket)
                 .key(&self.key)
                 .upload_id(id)
                 .send()
                 .await
-            {
-                Ok(_) => tracing::info!("aborted the multipart upload of {}", self.key),
-                Err(e) => tracing::warn!(
-                    "could not abort the multipart upload {id} of {}: {}; remove it with a bucket lifecycle rule",
-                    self.key,
-                    describe(&e)
-                ),
+                .map_err(|e| anyhow!("{}", describe(&e)))
+        })
+        .await;
+        match result {
+            Ok(_) => {
+                tracing::info!("aborted the multipart upload of {}", self.key);
+                self.journal.close(id);
             }
+            Err(e) => tracing::warn!(
+                "could not abort the multipart upload {id} of {} ({e:#}); the next run against this bucket will",
+                self.key
+            ),
+        }
+    }
+
+    fn completed(&self) {
+        if let Some(id) = self.upload_id.get() {
+            self.journal.close(id);
         }
     }
 }
@@ -353,6 +417,7 @@ impl S3Writer {
                     describe(&e)
                 )
             })?;
+        up.completed();
         tracing::debug!(key = up.key, parts = count, "multipart upload complete");
         Ok(())
     }
@@ -555,11 +620,13 @@ impl ObjectStore for S3Store {
             key: self.key(key),
             upload_id: OnceCell::new(),
             failed: Mutex::new(None),
+            journal: self.journal.clone(),
         });
         Ok(Box::new(S3Writer {
             upload,
             part_size: self.part_size,
-            permits: PollSemaphore::new(Arc::new(Semaphore::new(self.parts_in_flight))),
+            // One permit per part buffer: the one being filled plus those uploading.
+            permits: PollSemaphore::new(Arc::new(Semaphore::new(self.parts_in_flight + 1))),
             current: Vec::new(),
             permit: None,
             next_part: 1,
