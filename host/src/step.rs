@@ -357,9 +357,20 @@ impl Step<'_> {
         let reader = catalog.open(&manifest, &identities).await?;
         let label = format!("artifact {}", manifest.key);
         let source = sandbox.push_source(ByteSource::new(label, SourceKind::Artifact(reader)))?;
-        let result = sandbox.restore(Resource::new_borrow(source.rep())).await?;
-        self.plugin_result("restore", result)?;
+        let result = sandbox.restore(Resource::new_borrow(source.rep())).await;
         let mut source = sandbox.state().table.delete(source)?;
+        if let Err(e) = result.and_then(|r| self.plugin_result("restore", r)) {
+            // A loader choking on a truncated or altered artifact is a
+            // symptom; the damaged artifact is the cause worth reporting.
+            if let Some(damage) = source.artifact_mut().and_then(|r| r.damage()) {
+                return Err(Failure::new(
+                    Kind::ArtifactRejected,
+                    format!("{damage}; {} was not changed ({e:#})", target.database),
+                )
+                .into());
+            }
+            return Err(e);
+        }
         if !source.verified() {
             // The plugin should have verified before swapping; check now so a
             // damaged artifact is at least reported.

@@ -5,15 +5,20 @@
 //! ports ([`ports`]), running child programs with a deadline ([`process`]),
 //! looking at other processes through `/proc` ([`procs`]), running the
 //! `envsync-host` CLI ([`host_cli`]) and inspecting a local folder store
-//! ([`store`]).
+//! ([`store`]). For object storage: a throwaway S3 server, a signed client
+//! and a view of an `s3://` store ([`s3`]), and a network-fault double to put
+//! in front of it ([`faulty_proxy`]).
 //!
 //! Every child the harness starts is waited for: in CI, PID 1 does not reap
 //! orphans, so a forgotten child stays a zombie until the machine goes.
 
+pub mod faulty_proxy;
 pub mod host_cli;
+pub mod mariadb;
 pub mod paths;
 pub mod ports;
 pub mod postgres;
 pub mod process;
 pub mod procs;
+pub mod s3;
 pub mod store;

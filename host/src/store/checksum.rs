@@ -23,20 +23,36 @@ pub struct Digested {
 /// A running SHA-256 shared between a tap inside a codec chain and the
 /// artifact that owns the chain.
 #[derive(Clone, Default)]
-struct Digest(Arc<Mutex<(Sha256, u64)>>);
+struct Digest(Arc<Mutex<DigestState>>);
+
+#[derive(Default)]
+struct DigestState {
+    hasher: Sha256,
+    size: u64,
+    /// The stream below reported its end.
+    ended: bool,
+}
 
 impl Digest {
     fn update(&self, bytes: &[u8]) {
         let mut state = self.0.lock().expect("digest");
-        state.0.update(bytes);
-        state.1 += bytes.len() as u64;
+        state.hasher.update(bytes);
+        state.size += bytes.len() as u64;
+    }
+
+    fn end(&self) {
+        self.0.lock().expect("digest").ended = true;
+    }
+
+    fn ended(&self) -> bool {
+        self.0.lock().expect("digest").ended
     }
 
     fn snapshot(&self) -> Digested {
         let state = self.0.lock().expect("digest");
         Digested {
-            size: state.1,
-            sha256: hex::encode(state.0.clone().finalize()),
+            size: state.size,
+            sha256: hex::encode(state.hasher.clone().finalize()),
         }
     }
 }
@@ -180,7 +196,11 @@ impl AsyncRead for DownloadTap {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
-        self.digest.update(&buf.filled()[before..]);
+        let fresh = &buf.filled()[before..];
+        if fresh.is_empty() && buf.remaining() > 0 {
+            self.digest.end();
+        }
+        self.digest.update(fresh);
         Poll::Ready(Ok(()))
     }
 }
@@ -222,6 +242,34 @@ impl ArtifactReader {
         self.verified
     }
 
+    /// When the stored bytes were read to their end and do not match the
+    /// manifest: why. Used after a failed restore, to report a damaged
+    /// artifact as the cause rather than the loader's confusion about it.
+    pub fn damage(&self) -> Option<String> {
+        if !self.digest.ended() {
+            return None;
+        }
+        self.mismatch(&self.digest.snapshot())
+    }
+
+    fn mismatch(&self, actual: &Digested) -> Option<String> {
+        if actual.size != self.expected.size {
+            return Some(format!(
+                "artifact {} has {} bytes but its manifest says {}: it is truncated or was changed; \
+                 restore another backup (--artifact) or make a new one",
+                self.key, actual.size, self.expected.size
+            ));
+        }
+        if actual.sha256 != self.expected.sha256 {
+            return Some(format!(
+                "artifact {} does not match its manifest checksum (sha256 {}, manifest says {}): \
+                 it is damaged; restore another backup (--artifact) or make a new one",
+                self.key, actual.sha256, self.expected.sha256
+            ));
+        }
+        None
+    }
+
     /// Reads whatever is left and compares size and SHA-256 of the stored
     /// bytes with the manifest. The message says what to do.
     pub async fn verify(&mut self) -> Result<(), String> {
@@ -241,20 +289,8 @@ impl ArtifactReader {
                 }
             }
         }
-        let actual = self.digest.snapshot();
-        if actual.size != self.expected.size {
-            return Err(format!(
-                "artifact {} has {} bytes but its manifest says {}: it is truncated or was changed; \
-                 restore another backup (--artifact) or make a new one",
-                self.key, actual.size, self.expected.size
-            ));
-        }
-        if actual.sha256 != self.expected.sha256 {
-            return Err(format!(
-                "artifact {} does not match its manifest checksum (sha256 {}, manifest says {}): \
-                 it is damaged; restore another backup (--artifact) or make a new one",
-                self.key, actual.sha256, self.expected.sha256
-            ));
+        if let Some(problem) = self.mismatch(&self.digest.snapshot()) {
+            return Err(problem);
         }
         self.verified = true;
         Ok(())

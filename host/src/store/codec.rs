@@ -800,8 +800,10 @@ async fn decrypt(
                 "artifact {artifact}: its age-encrypted data is damaged or truncated"
             )),
         })),
+        // The artifact cannot be used with what was given: rejected before
+        // the target changed (a missing identity is a usage error instead).
         Err(age::DecryptError::NoMatchingKeys) => Err(Failure::new(
-            Kind::Usage,
+            Kind::ArtifactRejected,
             format!(
                 "artifact {artifact} is encrypted to other recipients: none of the identities in \
                  {} can decrypt it; pass the right --identity",

@@ -235,6 +235,9 @@ struct Upload {
     /// The first part failure, so the writer stops taking bytes.
     failed: Mutex<Option<String>>,
     journal: UploadJournal,
+    /// Limits concurrent part requests to `parts_in_flight` (the buffer
+    /// permits of the writer bound memory; these bound connections).
+    in_flight: Semaphore,
 }
 
 impl Upload {
@@ -271,6 +274,7 @@ impl Upload {
 
     async fn upload_part(&self, number: i32, data: Bytes) -> Result<CompletedPart> {
         let id = self.upload_id().await?.clone();
+        let _slot = self.in_flight.acquire().await.context("upload closed")?;
         let what = format!("uploading part {number} of {}", self.key);
         let etag = with_retries(&what, || async {
             let out = self
@@ -621,6 +625,7 @@ impl ObjectStore for S3Store {
             upload_id: OnceCell::new(),
             failed: Mutex::new(None),
             journal: self.journal.clone(),
+            in_flight: Semaphore::new(self.parts_in_flight),
         });
         Ok(Box::new(S3Writer {
             upload,

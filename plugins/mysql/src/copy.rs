@@ -1,0 +1,52 @@
+//! copy: a dump of the source piped straight into the client loading the
+//! scratch database on the target, then swapped in like a restore. No store,
+//! no temp files; the bytes move host-side from one child to the other.
+
+use crate::programs::{Client, Dumper, Fed, also, exit_error, feed};
+use crate::settings;
+use crate::swap::{finish_load, replace_target};
+use envsync_plugin_sdk::{Error, connection, info};
+
+pub fn copy() -> Result<(), Error> {
+    let source = connection("source")?;
+    let extra = settings::dump_flags()?;
+    let dumper = Dumper::detect()?;
+    let client = Client::detect()?;
+    let (dump_program, load_program) = (dumper.program, client.program);
+    replace_target(&client, |loader| {
+        info(format!(
+            "copying {:?} from {} with {dump_program} {} into {load_program}",
+            source.database,
+            source.instance,
+            dumper.describe_flags(&extra)
+        ));
+        let mut dump = dumper.command("source", &source, &extra).spawn()?;
+        let mut load = loader.stdin_piped().spawn()?;
+        let dump_out = dump.take_stdout()?;
+        let fed = feed(&mut load, load_program, &dump_out);
+        drop(dump_out);
+        let Fed(stdin, bytes) = match fed {
+            Ok(fed) => fed,
+            Err(e) => {
+                dump.kill();
+                // Exited with an error code by itself (not our kill): the cause.
+                if let Ok(status) = dump.wait()
+                    && status.code.is_some_and(|c| c != 0)
+                {
+                    return Err(also(exit_error(dump_program, &status), &e));
+                }
+                return Err(e);
+            }
+        };
+        // The dump's end of output: it must have succeeded before the loader
+        // may finish (a failed dump is the cause, whatever the loader says).
+        if let Err(e) = dump.finish() {
+            load.kill();
+            let _ = load.wait();
+            return Err(e);
+        }
+        finish_load(&load, load_program, stdin)?;
+        info(format!("copied {bytes} bytes"));
+        Ok(())
+    })
+}

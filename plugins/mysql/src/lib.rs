@@ -1,0 +1,100 @@
+//! envsync engine plugin for MySQL and MariaDB: plain SQL backups with
+//! mariadb-dump (or mysqldump), restores through a scratch database and one
+//! atomic `RENAME TABLE` swap (no downtime for readers), SQL transforms that
+//! roll back on the first error, and direct database-to-database copies.
+//!
+//! It works with MariaDB's client programs (`mariadb-dump`, `mariadb`) and
+//! with MySQL's (`mysqldump`, `mysql`), preferring MariaDB's names and falling
+//! back to MySQL's when they are not installed or not allowed.
+
+mod backup;
+mod batch;
+mod catalog;
+mod copy;
+mod flags;
+mod format_check;
+mod names;
+mod plan;
+mod programs;
+mod restore;
+mod settings;
+mod sql;
+mod swap;
+mod transform;
+
+use envsync_plugin_sdk::{
+    ArtifactFormat, ByteSink, ByteSource, CredentialEnv, Engine, Error, Operation, PluginInfo,
+};
+
+/// How many leading bytes `check` looks at. Also the size under which an
+/// artifact is seen whole by `check` (see `format_check`).
+pub const HEAD_SIZE: u32 = 4096;
+
+/// The client programs' standard variables, passed through from the host's
+/// environment. `MYSQL_HOST` is deliberately absent: `mariadb` honours it but
+/// `mariadb-dump`/`mysqldump` ignore it, so a backup and a restore of "the
+/// same" connection would reach different servers; the host is given with
+/// `--db-host` (passed to every program as `--host`).
+const PASSTHROUGH: &[&str] = &["MYSQL_PWD", "MYSQL_TCP_PORT", "MYSQL_UNIX_PORT"];
+
+struct MySql;
+
+impl Engine for MySql {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: "mysql".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "MySQL and MariaDB: plain SQL backups (mariadb-dump or mysqldump), \
+                          restore into a scratch database swapped in by one atomic RENAME TABLE, \
+                          SQL transforms, direct copy"
+                .into(),
+            operations: vec![
+                Operation::Backup,
+                Operation::Restore,
+                Operation::Transform,
+                Operation::Copy,
+            ],
+            programs: programs::DECLARED.iter().map(|p| p.to_string()).collect(),
+            artifact: ArtifactFormat {
+                name: "mysql-sql".into(),
+                extension: "sql".into(),
+                // Plain SQL text: the host compresses it.
+                compressed: false,
+                head_size: HEAD_SIZE,
+            },
+            credentials: CredentialEnv {
+                // Host, port and user go on the command line (--host, --port,
+                // --user) from connection(role): every client honours those,
+                // while MYSQL_HOST is ignored by the dump programs.
+                host: None,
+                port: None,
+                user: None,
+                password: Some("MYSQL_PWD".into()),
+                passthrough: PASSTHROUGH.iter().map(|v| v.to_string()).collect(),
+            },
+            params: settings::param_infos(),
+        }
+    }
+
+    fn check(head: Vec<u8>) -> Result<(), Error> {
+        format_check::check_head(&head, HEAD_SIZE as usize).map_err(Error::BadArtifact)
+    }
+
+    fn backup(artifact: &ByteSink) -> Result<(), Error> {
+        backup::backup(artifact)
+    }
+
+    fn restore(artifact: &ByteSource) -> Result<(), Error> {
+        restore::restore(artifact)
+    }
+
+    fn transform(script: &ByteSource) -> Result<(), Error> {
+        transform::transform(script)
+    }
+
+    fn copy() -> Result<(), Error> {
+        copy::copy()
+    }
+}
+
+envsync_plugin_sdk::export_engine!(MySql);

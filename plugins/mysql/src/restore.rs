@@ -1,0 +1,33 @@
+//! restore: an artifact loaded into a scratch database and swapped in.
+
+use crate::programs::{Client, Fed, feed};
+use crate::swap::{finish_load, looks_damaged, replace_target};
+use envsync_plugin_sdk::{ByteSource, Error, info};
+
+pub fn restore(artifact: &ByteSource) -> Result<(), Error> {
+    let client = Client::detect()?;
+    let program = client.program;
+    replace_target(&client, |loader| {
+        info(format!("loading the artifact with {program}"));
+        let mut child = loader.stdin_piped().spawn()?;
+        let loaded = feed(&mut child, program, artifact)
+            .and_then(|Fed(stdin, bytes)| finish_load(&child, program, stdin).map(|()| bytes));
+        match loaded {
+            Ok(bytes) => info(format!("{program} loaded {bytes} bytes")),
+            Err(e) => {
+                // Bytes the client could not parse: is the artifact damaged?
+                // Its manifest says so better than an SQL error.
+                if looks_damaged(&e)
+                    && let Err(damaged) = artifact.verify()
+                {
+                    return Err(damaged.context(format!("{program} stopped ({})", e.message())));
+                }
+                return Err(e);
+            }
+        }
+        // Reads any rest and checks size and SHA-256 against the manifest:
+        // a damaged artifact must never go live.
+        info("verifying the artifact against its manifest");
+        artifact.verify()
+    })
+}
