@@ -1,67 +1,109 @@
 #!/usr/bin/env bash
-# Benchmark: envsync against the plain tools on the same data, same run.
-#   scripts/bench.sh [SCALE]    (pgbench scale, default 50 ≈ 750 MB)
-# Prints a table of times, ratios and the host's peak RSS. Quote ratios:
+# Benchmark: envsync against the plain tools on the same data, in the same run.
+#   scripts/bench.sh [SCALE]        pgbench scale, default 50 (about 750 MB)
+#   ROUNDS=3 scripts/bench.sh       rounds per measurement (median is shown)
+#   TARGETS="local s3" (default)    which stores to measure
+# Prints a table of times, ratios and the host's peak RSS. Quote the ratios:
 # absolute times on shared machines are noise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scale=${1:-50}
 rounds=${ROUNDS:-2}
+targets=${TARGETS:-local s3}
 
 scripts/setup.sh >/dev/null
 scripts/build.sh --release >/dev/null
-host=target/release/envsync-host
+host=$PWD/target/release/envsync-host
+if [[ " $targets " == *" s3 "* ]] && ! command -v aws >/dev/null; then
+  pip install -q awscli # the baseline's S3 client
+fi
 
 source scripts/lib/pg.sh
 work=$PWD/.envsync/bench
 rm -rf "$work"; mkdir -p "$work"
 pg_start "$work/pg"
-trap pg_stop EXIT
+s3_pid=
+cleanup() { [ -n "$s3_pid" ] && kill "$s3_pid" 2>/dev/null && wait "$s3_pid" 2>/dev/null; pg_stop; }
+trap cleanup EXIT
 
 echo "loading pgbench -i -s $scale ..." >&2
 pg_psql postgres -c "CREATE DATABASE bench"
 pgbench -i -q -s "$scale" -h 127.0.0.1 -p "$PG_PORT" -U postgres bench >/dev/null 2>&1
 size=$(pg_psql bench -At -c "SELECT pg_size_pretty(pg_database_size('bench'))")
-
-conn=(--db-host 127.0.0.1 --db-port "$PG_PORT" --db-user postgres)
 export PGHOST=127.0.0.1 PGPORT=$PG_PORT PGUSER=postgres
+conn=(--db-host 127.0.0.1 --db-port "$PG_PORT" --db-user postgres)
+
+if [[ " $targets " == *" s3 "* ]]; then
+  s3_port=$(free_port)
+  mkdir -p "$work/s3/bench"
+  s3s-fs --host 127.0.0.1 --port "$s3_port" --access-key benchkey --secret-key benchsecret "$work/s3" >/dev/null 2>&1 &
+  s3_pid=$!
+  export AWS_ACCESS_KEY_ID=benchkey AWS_SECRET_ACCESS_KEY=benchsecret AWS_REGION=us-east-1
+  export AWS_ENDPOINT_URL=http://127.0.0.1:$s3_port ENVSYNC_STATE_DIR=$work/state
+  for _ in $(seq 50); do aws s3 ls --endpoint-url "$AWS_ENDPOINT_URL" >/dev/null 2>&1 && break; sleep 0.1; done
+fi
 
 now() { date +%s.%N; }
-elapsed() { python3 -c "print(f'{$2 - $1:.2f}')"; }
+results=$work/results.tsv
+: > "$results"
+# record TARGET STEP WHO SECONDS RSS
+record() { printf '%s\t%s\t%s\t%s\t%s\n' "$@" >> "$results"; }
+timed() { local t0 t1; t0=$(now); "$@"; t1=$(now); python3 -c "print(f'{$t1 - $t0:.3f}')"; }
+envsync() { # runs the host, prints "SECONDS RSS"
+  local t0 t1 out; t0=$(now)
+  out=$("$host" --log-format json "$@" 2>"$work/host.err") || { cat "$work/host.err" >&2; exit 1; }
+  t1=$(now)
+  python3 -c "import json,sys; print(f'{$t1 - $t0:.3f}', json.loads(sys.argv[1])['host_peak_rss_bytes'])" "$out"
+}
+fresh_db() { pg_psql postgres -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null 2>&1; }
 
-declare -a base_backup env_backup base_restore env_restore rss_backup rss_restore
 for round in $(seq 1 "$rounds"); do
-  # backup: pg_dump -Fc -Z1 > file   vs   envsync backup into a local store
-  t0=$(now); pg_dump -Fc -Z1 -d bench > "$work/plain.pgdump"; t1=$(now)
-  base_backup+=("$(elapsed "$t0" "$t1")")
-  t0=$(now)
-  out=$($host --log-format json run --plugin postgres --op backup --database bench "${conn[@]}" --store "$work/store" 2>/dev/null)
-  t1=$(now)
-  env_backup+=("$(elapsed "$t0" "$t1")")
-  rss_backup+=("$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['host_peak_rss_bytes'])" "$out")")
-
-  # restore: createdb + pg_restore -d from the file   vs   envsync restore (scratch db + swap)
-  pg_psql postgres -c "DROP DATABASE IF EXISTS plain_restore" -c "CREATE DATABASE plain_restore"
-  t0=$(now); pg_restore -d plain_restore "$work/plain.pgdump"; t1=$(now)
-  base_restore+=("$(elapsed "$t0" "$t1")")
-  t0=$(now)
-  out=$($host --log-format json run --plugin postgres --op restore --database bench_restored --from-database bench "${conn[@]}" --store "$work/store" 2>/dev/null)
-  t1=$(now)
-  env_restore+=("$(elapsed "$t0" "$t1")")
-  rss_restore+=("$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['host_peak_rss_bytes'])" "$out")")
+  echo "round $round ..." >&2
+  for target in $targets; do
+    case $target in
+      local)
+        store=$work/store
+        plain_backup() { pg_dump -Fc -Z1 -d bench > "$work/plain.pgdump"; }
+        plain_restore() { pg_restore -d plain_restore "$work/plain.pgdump"; }
+        ;;
+      s3)
+        store=s3://bench/envsync
+        plain_backup() { pg_dump -Fc -Z1 -d bench | aws s3 cp - s3://bench/plain/bench.pgdump --quiet; }
+        plain_restore() { aws s3 cp s3://bench/plain/bench.pgdump - --quiet | pg_restore -d plain_restore; }
+        ;;
+    esac
+    record "$target" backup plain "$(timed plain_backup)" 0
+    read -r secs rss < <(envsync run --plugin postgres --op backup --database bench "${conn[@]}" --store "$store")
+    record "$target" backup envsync "$secs" "$rss"
+    fresh_db plain_restore
+    record "$target" restore plain "$(timed plain_restore)" 0
+    read -r secs rss < <(envsync run --plugin postgres --op restore --database bench_restored --from-database bench "${conn[@]}" --store "$store")
+    record "$target" restore envsync "$secs" "$rss"
+  done
 done
 
-python3 - "$scale" "$size" "${base_backup[*]}" "${env_backup[*]}" "${base_restore[*]}" "${env_restore[*]}" "${rss_backup[*]}" "${rss_restore[*]}" <<'PY'
-import sys, statistics as st
-scale, size = sys.argv[1], sys.argv[2]
-bb, eb, br, er, rb, rr = ([float(x) for x in a.split()] for a in sys.argv[3:9])
-def row(name, base, env, rss, goal):
-    b, e = st.median(base), st.median(env)
-    print(f"| {name:<8} | {b:>9.2f} | {e:>9.2f} | {e/b:>6.3f} | {goal:<6} | {max(rss)/2**20:>8.1f} |")
-print(f"pgbench scale {scale}, database {size}, median of {len(bb)} rounds")
-print("| step     | plain (s) | envsync (s) | ratio | goal   | host peak RSS (MiB) |")
-print("|----------|-----------|-----------|--------|--------|----------|")
-row("backup", bb, eb, rb, "≤1.05")
-row("restore", br, er, rr, "—")
-print("baseline: backup `pg_dump -Fc -Z1 > file`; restore `createdb && pg_restore -d db file`")
+python3 - "$scale" "$size" "$rounds" "$results" <<'PY'
+import sys, statistics as st, collections
+scale, size, rounds, path = sys.argv[1:5]
+runs = collections.defaultdict(list)
+rss = collections.defaultdict(int)
+for line in open(path):
+    target, step, who, secs, peak = line.split("\t")
+    runs[(target, step, who)].append(float(secs))
+    rss[(target, step)] = max(rss[(target, step)], int(peak))
+goals = {("local", "backup"): "≤ 1.05", ("s3", "backup"): "≤ 1.0", ("s3", "restore"): "—", ("local", "restore"): "—"}
+print(f"pgbench scale {scale}, database {size}, median of {rounds} rounds")
+print()
+print("| store | step    | plain tools (s) | envsync (s) | ratio | goal   | host peak RSS (MiB) |")
+print("|-------|---------|----------------:|------------:|------:|--------|--------------------:|")
+for target in ("local", "s3"):
+    for step in ("backup", "restore"):
+        if (target, step, "plain") not in runs:
+            continue
+        p, e = st.median(runs[(target, step, "plain")]), st.median(runs[(target, step, "envsync")])
+        print(f"| {target:<5} | {step:<7} | {p:>15.2f} | {e:>11.2f} | {e/p:>5.2f} | {goals[(target, step)]:<6} | {rss[(target, step)]/2**20:>19.1f} |")
+print()
+print("plain tools: local backup `pg_dump -Fc -Z1 > file`, restore `createdb; pg_restore -d db file`;")
+print("S3 backup `pg_dump -Fc -Z1 | aws s3 cp - s3://…`, restore `aws s3 cp s3://… - | pg_restore -d db`.")
+print("envsync restore loads into a scratch database and swaps it in (plus checksum verification).")
 PY

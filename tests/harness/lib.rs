@@ -1,6 +1,6 @@
 //! Test harness of envsync's end-to-end suites.
 //!
-//! One module per real server the suites start (today: [`postgres`]), plus the
+//! One module per real server the suites start ([`postgres`], [`mariadb`], [`s3`]), plus the
 //! pieces every suite shares: where the built binaries are ([`paths`]), free
 //! ports ([`ports`]), running child programs with a deadline ([`process`]),
 //! looking at other processes through `/proc` ([`procs`]), running the

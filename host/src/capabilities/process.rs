@@ -322,11 +322,13 @@ impl Host for StepState {
         let mut cmd = match self.build_command(&command) {
             Ok(cmd) => cmd,
             Err(e) => {
-                tracing::warn!(
-                    plugin = self.plugin_name,
-                    "{}",
-                    crate::failure::wit_message(&e)
-                );
+                // A refusal is worth a warning; a missing program is often a
+                // plugin probing for alternatives (mariadb vs mysql).
+                let message = crate::failure::wit_message(&e);
+                match e {
+                    WitError::Denied(_) => tracing::warn!(plugin = self.plugin_name, "{message}"),
+                    _ => tracing::debug!(plugin = self.plugin_name, "{message}"),
+                }
                 return Ok(Err(e));
             }
         };
