@@ -2,14 +2,17 @@
 # Benchmark: envsync against the plain tools on the same data, in the same run.
 #   scripts/bench.sh [SCALE]        pgbench scale, default 50 (about 750 MB)
 #   ROUNDS=3 scripts/bench.sh       rounds per measurement (median is shown)
-#   TARGETS="local s3" (default)    which stores to measure
+#   TARGETS="local s3 mysql"        what to measure (default: all): PostgreSQL to a
+#                                   local folder and to S3, MySQL/MariaDB to a folder
+#   MYSQL_ROWS=1500000              rows of the MariaDB benchmark table (~240 MB)
 # Prints a table of times, ratios and the host's peak RSS. Quote the ratios:
 # absolute times on shared machines are noise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scale=${1:-50}
 rounds=${ROUNDS:-2}
-targets=${TARGETS:-local s3}
+targets=${TARGETS:-local s3 mysql}
+mysql_rows=${MYSQL_ROWS:-1500000}
 
 scripts/setup.sh >/dev/null
 scripts/build.sh --release >/dev/null
@@ -19,11 +22,12 @@ if [[ " $targets " == *" s3 "* ]] && ! command -v aws >/dev/null; then
 fi
 
 source scripts/lib/pg.sh
+source scripts/lib/mariadb.sh
 work=$PWD/.envsync/bench
 rm -rf "$work"; mkdir -p "$work"
 pg_start "$work/pg"
 s3_pid=
-cleanup() { [ -n "$s3_pid" ] && kill "$s3_pid" 2>/dev/null && wait "$s3_pid" 2>/dev/null; pg_stop; }
+cleanup() { [ -n "$s3_pid" ] && kill "$s3_pid" 2>/dev/null && wait "$s3_pid" 2>/dev/null; pg_stop; mdb_stop; }
 trap cleanup EXIT
 
 echo "loading pgbench -i -s $scale ..." >&2
@@ -41,6 +45,19 @@ if [[ " $targets " == *" s3 "* ]]; then
   export AWS_ACCESS_KEY_ID=benchkey AWS_SECRET_ACCESS_KEY=benchsecret AWS_REGION=us-east-1
   export AWS_ENDPOINT_URL=http://127.0.0.1:$s3_port ENVSYNC_STATE_DIR=$work/state
   for _ in $(seq 50); do aws s3 ls --endpoint-url "$AWS_ENDPOINT_URL" >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+
+if [[ " $targets " == *" mysql "* ]]; then
+  echo "loading $mysql_rows rows into MariaDB ..." >&2
+  mdb_start "$work/mariadb"
+  mdb_sql -e "CREATE DATABASE bench"
+  mdb_sql bench -e "CREATE TABLE events (id BIGINT PRIMARY KEY, account INT NOT NULL, kind VARCHAR(32),
+      payload TEXT, amount DECIMAL(12,2), happened DATETIME(3), KEY (account)) ENGINE=InnoDB;
+    INSERT INTO events SELECT seq, seq % 9973, CONCAT('kind-', seq % 17),
+      REPEAT(MD5(seq), 3), (seq % 100000) / 100, '2026-01-01' + INTERVAL seq SECOND
+      FROM seq_1_to_$mysql_rows;"
+  mysql_size=$(mdb_sql -N -e "SELECT CONCAT(ROUND(SUM(data_length + index_length) / 1048576), ' MiB') FROM information_schema.tables WHERE table_schema = 'bench'")
+  mysql_conn=(--db-host 127.0.0.1 --db-port "$MDB_PORT" --db-user root)
 fi
 
 now() { date +%s.%N; }
@@ -72,6 +89,17 @@ for round in $(seq 1 "$rounds"); do
         plain_restore() { aws s3 cp s3://bench/plain/bench.pgdump - --quiet | pg_restore -d plain_restore; }
         ;;
     esac
+    if [ "$target" = mysql ]; then
+      dump=(mariadb-dump --no-defaults --protocol=TCP -h 127.0.0.1 -P "$MDB_PORT" -u root --single-transaction --quick)
+      record mysql backup plain "$(timed bash -c '"$@" bench | gzip -1 > "$0"' "$work/plain.sql.gz" "${dump[@]}")" 0
+      read -r secs rss < <(envsync run --plugin mysql --op backup --database bench "${mysql_conn[@]}" --store "$work/mysql-store")
+      record mysql backup envsync "$secs" "$rss"
+      mdb_sql -e "DROP DATABASE IF EXISTS plain_restore; CREATE DATABASE plain_restore"
+      record mysql restore plain "$(timed bash -c 'gunzip < "$0" | mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$1" -u root plain_restore' "$work/plain.sql.gz" "$MDB_PORT")" 0
+      read -r secs rss < <(envsync run --plugin mysql --op restore --database bench_restored --from-database bench "${mysql_conn[@]}" --store "$work/mysql-store")
+      record mysql restore envsync "$secs" "$rss"
+      continue
+    fi
     record "$target" backup plain "$(timed plain_backup)" 0
     read -r secs rss < <(envsync run --plugin postgres --op backup --database bench "${conn[@]}" --store "$store")
     record "$target" backup envsync "$secs" "$rss"
@@ -82,28 +110,31 @@ for round in $(seq 1 "$rounds"); do
   done
 done
 
-python3 - "$scale" "$size" "$rounds" "$results" <<'PY'
+python3 - "$scale" "$size" "$rounds" "$results" "${mysql_size:-}" <<'PY'
 import sys, statistics as st, collections
-scale, size, rounds, path = sys.argv[1:5]
+scale, size, rounds, path, mysql_size = sys.argv[1:6]
 runs = collections.defaultdict(list)
 rss = collections.defaultdict(int)
 for line in open(path):
     target, step, who, secs, peak = line.split("\t")
     runs[(target, step, who)].append(float(secs))
     rss[(target, step)] = max(rss[(target, step)], int(peak))
-goals = {("local", "backup"): "≤ 1.05", ("s3", "backup"): "≤ 1.0", ("s3", "restore"): "—", ("local", "restore"): "—"}
-print(f"pgbench scale {scale}, database {size}, median of {rounds} rounds")
+goals = {("local", "backup"): "≤ 1.05", ("s3", "backup"): "≤ 1.0", ("s3", "restore"): "—", ("local", "restore"): "—",
+         ("mysql", "backup"): "≤ 1.0", ("mysql", "restore"): "≤ 1.05"}
+print(f"PostgreSQL: pgbench scale {scale}, database {size}; MariaDB: {mysql_size or '-'}; median of {rounds} rounds")
 print()
-print("| store | step    | plain tools (s) | envsync (s) | ratio | goal   | host peak RSS (MiB) |")
-print("|-------|---------|----------------:|------------:|------:|--------|--------------------:|")
-for target in ("local", "s3"):
+print("| target | step    | plain tools (s) | envsync (s) | ratio | goal   | host peak RSS (MiB) |")
+print("|--------|---------|----------------:|------------:|------:|--------|--------------------:|")
+for target in ("local", "s3", "mysql"):
     for step in ("backup", "restore"):
         if (target, step, "plain") not in runs:
             continue
         p, e = st.median(runs[(target, step, "plain")]), st.median(runs[(target, step, "envsync")])
-        print(f"| {target:<5} | {step:<7} | {p:>15.2f} | {e:>11.2f} | {e/p:>5.2f} | {goals[(target, step)]:<6} | {rss[(target, step)]/2**20:>19.1f} |")
+        print(f"| {target:<6} | {step:<7} | {p:>15.2f} | {e:>11.2f} | {e/p:>5.2f} | {goals[(target, step)]:<6} | {rss[(target, step)]/2**20:>19.1f} |")
 print()
 print("plain tools: local backup `pg_dump -Fc -Z1 > file`, restore `createdb; pg_restore -d db file`;")
 print("S3 backup `pg_dump -Fc -Z1 | aws s3 cp - s3://…`, restore `aws s3 cp s3://… - | pg_restore -d db`.")
-print("envsync restore loads into a scratch database and swaps it in (plus checksum verification).")
+print("MySQL (store: local folder) backup `mariadb-dump --single-transaction --quick | gzip -1 > file`,")
+print("restore `gunzip < file | mariadb db`; envsync stores zstd (level 3).")
+print("envsync restores load into a scratch database and swap it in (plus checksum verification).")
 PY
