@@ -1157,6 +1157,52 @@ fn bucket_files(s3: &S3Server, bucket: &str) -> Vec<(String, u64, u128)> {
         .collect()
 }
 
+/// A backup into another environment's store (one this environment may
+/// only read) is refused by the host before any request: the S3 endpoint
+/// here is a closed port, so any request would fail differently.
+#[test]
+fn backup_into_another_environments_bucket_is_refused_before_any_request() {
+    let host = probe_host();
+    let closed = format!(
+        "http://127.0.0.1:{}",
+        envsync_tests::ports::free_port().unwrap()
+    );
+    for (store, read_only) in [
+        (
+            "s3://production/nightly",
+            vec!["--read-only-store", "s3://production"],
+        ),
+        (
+            "s3://production/nightly",
+            vec!["--from-store", "s3://production/other"],
+        ),
+    ] {
+        let mut step = Step::new("sandbox-probe", "backup")
+            .opt("--database", PROBE_DB)
+            .opt("--store", store)
+            .opt("--s3-endpoint", &closed);
+        for pair in read_only.chunks(2) {
+            step = step.opt(pair[0], pair[1]);
+        }
+        let mut cmd = host.command(step.args());
+        cmd.env("AWS_ACCESS_KEY_ID", "unused")
+            .env("AWS_SECRET_ACCESS_KEY", "unused");
+        let started = Instant::now();
+        host.run_command(cmd).expect_fail(
+            &[exit::USAGE],
+            &[
+                "refusing to back up into s3://production/nightly",
+                "another environment",
+            ],
+            "backup into a read-only store",
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "refused without retrying requests"
+        );
+    }
+}
+
 #[test]
 fn staging_restores_from_production_and_writes_only_its_own_bucket() {
     each_backend(|backend| {
