@@ -230,6 +230,14 @@ impl Drop for ChildProcess {
     }
 }
 
+/// Asks for a 1 MiB pipe buffer (Linux's default is 64 KiB); best effort.
+fn grow_pipe(pipe: &impl std::os::fd::AsRawFd) {
+    const PIPE_SIZE: libc::c_int = 1 << 20;
+    unsafe {
+        libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE);
+    }
+}
+
 fn stdin_label(program: &str, pid: Option<u32>) -> String {
     format!("{program} stdin (pid {})", pid.unwrap_or(0))
 }
@@ -354,6 +362,14 @@ impl Host for StepState {
                 }
             })
         });
+        // Bigger pipes: the child keeps writing (or reading) while the host
+        // is busy with the previous megabyte.
+        if let Some(pipe) = &child.stdout {
+            grow_pipe(pipe);
+        }
+        if let Some(pipe) = &child.stdin {
+            grow_pipe(pipe);
+        }
         let resource = self.table.push(ChildProcess {
             program,
             pid: child.id(),

@@ -5,6 +5,7 @@
 
 use super::ObjectWriter;
 use super::codec::{self, Codec, EncodeWriter, Identities};
+use super::pipeline::{ReadAhead, WriteBehind};
 use anyhow::{Context as _, Result};
 use sha2::{Digest as _, Sha256};
 use std::io;
@@ -104,7 +105,7 @@ impl AsyncWrite for UploadTap {
 /// A backup artifact being uploaded: plugin bytes → codec → tap → store.
 pub struct ArtifactWriter {
     key: String,
-    encoder: EncodeWriter<UploadTap>,
+    encoder: WriteBehind<EncodeWriter<UploadTap>>,
     object: SharedObject,
     digest: Digest,
 }
@@ -117,7 +118,7 @@ impl ArtifactWriter {
             object: object.clone(),
             digest: digest.clone(),
         };
-        let encoder = codec::encode_writer_over(tap, codec)?;
+        let encoder = WriteBehind::new(codec::encode_writer_over(tap, codec)?);
         Ok(ArtifactWriter {
             key,
             encoder,
@@ -139,6 +140,10 @@ impl ArtifactWriter {
             object,
             digest,
         } = self;
+        let encoder = encoder
+            .finish()
+            .await
+            .with_context(|| format!("writing {key}"))?;
         let tap = encoder
             .finish()
             .await
@@ -229,6 +234,7 @@ impl ArtifactReader {
             digest: digest.clone(),
         };
         let decoded = codec::decode_reader(Box::new(tap), codec, identities, &key).await?;
+        let decoded = Box::new(ReadAhead::new(decoded));
         Ok(ArtifactReader {
             key,
             decoded,

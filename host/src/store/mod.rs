@@ -9,6 +9,7 @@ pub mod codec;
 pub mod layout;
 pub mod local;
 pub mod manifest;
+pub mod pipeline;
 pub mod s3;
 pub mod upload_journal;
 
