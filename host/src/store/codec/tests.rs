@@ -396,7 +396,10 @@ async fn codec_wrong_identity_is_a_clear_error() {
         )
     );
     // The artifact cannot be used with what was given: rejected (exit 5).
-    assert_eq!(err.downcast_ref::<Failure>().unwrap().kind, Kind::ArtifactRejected);
+    assert_eq!(
+        err.downcast_ref::<Failure>().unwrap().kind,
+        Kind::ArtifactRejected
+    );
 }
 
 #[tokio::test]
