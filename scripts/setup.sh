@@ -50,3 +50,15 @@ if ! command -v s3s-fs >/dev/null && [ ! -x "$HOME/.cargo/bin/s3s-fs" ]; then
   echo "setup: installing s3s-fs 0.14.1 (a few minutes)"
   cargo install s3s-fs@0.14.1 --features binary --locked
 fi
+
+# Prometheus Pushgateway (metrics tests) and promtool (alert rule tests). Debian's
+# packages ship services (ports 9090, 9091) that start where systemd runs; the tests
+# start their own Pushgateway on a random port and do not use them.
+if ! command -v prometheus-pushgateway >/dev/null && [ ! -x /usr/bin/prometheus-pushgateway ]; then
+  echo "setup: installing prometheus-pushgateway"
+  apt_install prometheus-pushgateway
+fi
+if ! command -v promtool >/dev/null && [ ! -x /usr/bin/promtool ]; then
+  echo "setup: installing prometheus (for promtool)"
+  apt_install prometheus
+fi

@@ -7,7 +7,9 @@
 //! `envsync-host` CLI ([`host_cli`]) and inspecting a local folder store
 //! ([`store`]). For object storage: a throwaway S3 server, a signed client
 //! and a view of an `s3://` store ([`s3`]), and a network-fault double to put
-//! in front of it ([`faulty_proxy`]).
+//! in front of it ([`faulty_proxy`]). For metrics: a throwaway Prometheus
+//! Pushgateway, a reader of its text exposition and where `promtool` is
+//! ([`pushgateway`]).
 //!
 //! Every child the harness starts is waited for: in CI, PID 1 does not reap
 //! orphans, so a forgotten child stays a zombie until the machine goes.
@@ -20,5 +22,6 @@ pub mod ports;
 pub mod postgres;
 pub mod process;
 pub mod procs;
+pub mod pushgateway;
 pub mod s3;
 pub mod store;

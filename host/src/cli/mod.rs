@@ -1,8 +1,10 @@
 //! The command line: `run`, `plugins list|inspect`, `backups list`.
 
 mod backups;
+mod config;
 mod plugins;
 mod run;
+mod run_task;
 mod store_args;
 
 use crate::logging::LogFormat;
@@ -40,8 +42,13 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run one operation (backup, restore, transform, copy) with a plugin.
+    /// Run one operation (backup, restore, transform, copy) with a plugin, or a configured task's steps (--config FILE --task NAME).
     Run(Box<run::RunArgs>),
+    /// Check a config file.
+    Config {
+        #[command(subcommand)]
+        command: config::ConfigCommand,
+    },
     /// List or inspect the installed plugins.
     Plugins {
         #[command(subcommand)]
@@ -60,9 +67,12 @@ impl Cli {
         Runtime::new(CompileCache::new(dir))
     }
 
+    fn plugin_dir(&self) -> PathBuf {
+        self.plugin_dir.clone().unwrap_or_else(default_plugin_dir)
+    }
+
     async fn registry(&self, runtime: &Runtime) -> Result<Registry> {
-        let dir = self.plugin_dir.clone().unwrap_or_else(default_plugin_dir);
-        Registry::scan(runtime, &dir).await
+        Registry::scan(runtime, &self.plugin_dir()).await
     }
 
     /// Runs the parsed command.
@@ -85,6 +95,7 @@ impl Cli {
                 let registry = self.registry(&runtime).await?;
                 plugins::execute(&registry, command)
             }
+            Command::Config { command } => config::execute(command, &self.plugin_dir()),
             Command::Backups { command } => backups::execute(command, &self.s3.options()).await,
         }
     }

@@ -42,17 +42,51 @@ pub enum CompressionArg {
     None,
 }
 
+/// Flags of the ad-hoc form (`--plugin … --op …`) that a config file sets
+/// instead; giving them with `--config` is an error.
+const AD_HOC: &[&str] = &[
+    "plugin",
+    "op",
+    "database",
+    "db_host",
+    "db_port",
+    "db_user",
+    "db_password_file",
+    "instance",
+    "from_store",
+    "compression",
+    "compression_level",
+    "encrypt_to",
+    "encrypt_to_file",
+    "from_instance",
+    "from_database",
+    "artifact",
+    "script",
+    "source_database",
+    "source_host",
+    "source_port",
+    "source_user",
+    "source_password_file",
+    "params",
+];
+
 #[derive(Args, Debug)]
 pub struct RunArgs {
+    /// Run the steps of a task from this config file (with --task) instead of one ad-hoc operation.
+    #[arg(long, value_name = "FILE", conflicts_with_all = AD_HOC, requires = "task")]
+    pub config: Option<PathBuf>,
+    /// The task of --config to run.
+    #[arg(long, value_name = "NAME", requires = "config")]
+    pub task: Option<String>,
     /// Plugin name (see `plugins list`).
-    #[arg(long)]
-    pub plugin: String,
+    #[arg(long, required_unless_present = "config")]
+    pub plugin: Option<String>,
     /// Operation to run.
-    #[arg(long, value_enum)]
-    pub op: Op,
+    #[arg(long, value_enum, required_unless_present = "config")]
+    pub op: Option<Op>,
     /// Database the step acts on: the source of a backup, the target of a restore, transform or copy.
-    #[arg(long)]
-    pub database: String,
+    #[arg(long, required_unless_present = "config")]
+    pub database: Option<String>,
     /// Database server host.
     #[arg(long)]
     pub db_host: Option<String>,
@@ -198,7 +232,10 @@ impl RunArgs {
             params.push((k.trim().to_string(), v.to_string()));
         }
         let main = Connection {
-            database: self.database.clone(),
+            database: self
+                .database
+                .clone()
+                .ok_or_else(|| Failure::new(Kind::Usage, "--database is required with --plugin"))?,
             host: self.db_host.clone(),
             port: self.db_port,
             user: self.db_user.clone(),
@@ -208,7 +245,10 @@ impl RunArgs {
             params,
             ..Default::default()
         };
-        let op: Operation = self.op.into();
+        let op: Operation = self
+            .op
+            .ok_or_else(|| Failure::new(Kind::Usage, "--op is required with --plugin"))?
+            .into();
         match op {
             Operation::Backup => {
                 job.connections.insert("source".into(), main);
@@ -276,8 +316,17 @@ pub async fn execute(
     store_options: &StoreOptions,
     format: LogFormat,
 ) -> Result<()> {
+    if let Some(file) = &args.config {
+        let task = args.task.as_deref().unwrap_or_default();
+        return crate::cli::run_task::execute(runtime, registry, file, task, store_options, format)
+            .await;
+    }
     let request = args.request(store_options)?;
-    let plugin = registry.get(&args.plugin)?;
+    let name = args
+        .plugin
+        .as_deref()
+        .ok_or_else(|| Failure::new(Kind::Usage, "pass --plugin NAME or --config FILE"))?;
+    let plugin = registry.get(name)?;
     let outcome = step::run(runtime, plugin, &request).await?;
     match format {
         LogFormat::Human => println!(

@@ -1,0 +1,449 @@
+//! Jobs end to end: config files (`config check`) and chained task steps
+//! (`run --config FILE --task NAME`) against a throwaway PostgreSQL and local
+//! folder stores standing for the production and staging buckets.
+
+use std::path::{Path, PathBuf};
+
+use envsync_tests::host_cli::{Expect, Host, exit, strip_ansi};
+use envsync_tests::paths::{fixture, workspace_root};
+use envsync_tests::postgres::PgCluster;
+use envsync_tests::store::LocalStore;
+
+/// Backups of the "production" database are filed under the `--db-host`.
+const INSTANCE: &str = "127.0.0.1";
+
+/// A production-like cluster with `shop` backed up into the upper store, an
+/// empty own store, and a folder for the config file and its scripts.
+struct Env {
+    host: Host,
+    pg: PgCluster,
+    upper: LocalStore,
+    own: LocalStore,
+    dir: tempfile::TempDir,
+}
+
+fn setup() -> Env {
+    let host = Host::built();
+    let pg = PgCluster::start().expect("start a throwaway PostgreSQL cluster");
+    pg.create_database("shop").unwrap();
+    pg.load_sql_file("shop", &fixture("postgres/sample.sql"))
+        .unwrap();
+    let upper = LocalStore::new().unwrap();
+    pg.step("backup", "shop")
+        .opt("--store", upper.path_arg())
+        .run(&host)
+        .expect_ok("production backup of shop into the upper store");
+    assert!(upper.pointer(INSTANCE, "shop").is_some());
+    Env {
+        host,
+        pg,
+        upper,
+        own: LocalStore::new().unwrap(),
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+impl Env {
+    /// Writes `staging.toml` (restore shop from the upper store into
+    /// `shop_staging`, run `script`, back up to the own store) with
+    /// `script_text` as the transform; returns the config's path.
+    fn staging_config(&self, script_text: &str) -> PathBuf {
+        std::fs::write(self.dir.path().join("transform.sql"), script_text).unwrap();
+        let text = format!(
+            r#"
+[environment]
+name = "staging"
+store = "{own}"
+upper_store = "{upper}"
+
+[[task]]
+name = "shop"
+plugin = "postgres"
+schedule = "30 4 * * *"
+
+[task.database]
+host = "{host}"
+port = {port}
+user = "{user}"
+name = "shop_staging"
+
+[[task.step]]
+op = "restore"
+from_instance = "{INSTANCE}"
+from_database = "shop"
+
+[[task.step]]
+op = "transform"
+script = "transform.sql"
+
+[[task.step]]
+op = "backup"
+"#,
+            own = self.own.path_arg(),
+            upper = self.upper.path_arg(),
+            host = self.pg.host(),
+            port = self.pg.port(),
+            user = self.pg.user(),
+        );
+        let path = self.dir.path().join("staging.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn run_task(
+        &self,
+        config: &Path,
+        task: &str,
+        extra: &[&str],
+    ) -> envsync_tests::process::Output {
+        let config = config.display().to_string();
+        let mut args = vec!["run", "--config", &config, "--task", task];
+        args.extend_from_slice(extra);
+        self.host.run(&args)
+    }
+
+    fn count(&self, db: &str, sql: &str) -> u64 {
+        self.pg.psql(db, sql).unwrap().parse().unwrap()
+    }
+}
+
+const SANITISED: &str =
+    "SELECT count(*) FROM customers WHERE email NOT LIKE '%@example.invalid' OR avatar IS NOT NULL";
+
+#[test]
+fn staging_chain_restores_from_the_upper_store_transforms_and_backs_up_to_its_own() {
+    let env = setup();
+    let upper_before = env.upper.files();
+    let customers = env.pg.row_count("shop", "customers").unwrap();
+    assert!(
+        env.count("shop", SANITISED) > 0,
+        "the sample has personal data"
+    );
+    let sanitise = std::fs::read_to_string(workspace_root().join("examples/sanitise.sql")).unwrap();
+    let config = env.staging_config(&sanitise);
+
+    let out = env.run_task(&config, "shop", &[]);
+    out.expect_ok("the staging chain");
+    let stdout = strip_ansi(&out.stdout);
+    assert!(stdout.contains("task shop: all 3 steps succeeded"), "{out}");
+    for line in [
+        "1. restore   succeeded",
+        "2. transform succeeded",
+        "3. backup    succeeded",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?}\n{out}");
+    }
+
+    // The staging database is the sanitised copy.
+    assert_eq!(env.count("shop_staging", SANITISED), 0);
+    assert_eq!(
+        env.pg.row_count("shop_staging", "customers").unwrap(),
+        customers
+    );
+    // Production's store was only read.
+    assert_eq!(
+        env.upper.files(),
+        upper_before,
+        "the upper store must not change"
+    );
+    // The own store holds the sanitised backup: restore it and look.
+    let key = env
+        .own
+        .pointer(INSTANCE, "shop_staging")
+        .unwrap_or_else(|| panic!("no staging backup: {:#?}", env.own.files()));
+    env.own.verify_manifest(&key, "postgres").unwrap();
+    env.pg
+        .step("restore", "verify")
+        .opt("--store", env.own.path_arg())
+        .opt("--from-database", "shop_staging")
+        .run(&env.host)
+        .expect_ok("restore of the staging backup");
+    assert_eq!(
+        env.count("verify", SANITISED),
+        0,
+        "the staging backup is the transformed data"
+    );
+    assert_eq!(env.pg.row_count("verify", "customers").unwrap(), customers);
+}
+
+#[test]
+fn a_failing_transform_stops_the_chain_and_the_backup_is_skipped() {
+    let env = setup();
+    // The first statement succeeds, the second fails: all rolled back.
+    let config =
+        env.staging_config("UPDATE customers SET name = 'x';\nSELECT * FROM does_not_exist;\n");
+    let out = env.run_task(&config, "shop", &["--log-format", "json"]);
+    out.expect_fail(
+        &[exit::STEP_FAILED],
+        &["does_not_exist", "step 2 (transform)"],
+        "chain with a failing transform",
+    );
+    let report = out.json();
+    assert_eq!(report["task"], "shop");
+    assert_eq!(report["result"], "failed");
+    assert_eq!(report["exit_code"], exit::STEP_FAILED);
+    let states: Vec<&str> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["succeeded", "failed", "skipped"], "{out}");
+    assert!(
+        report["steps"][1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("does_not_exist")
+    );
+
+    // The restore happened, the transform changed nothing, no backup exists.
+    assert!(env.count("shop_staging", SANITISED) > 0);
+    assert_eq!(
+        env.count(
+            "shop_staging",
+            "SELECT count(*) FROM customers WHERE name = 'x'"
+        ),
+        0
+    );
+    assert!(
+        env.own.files().is_empty(),
+        "the own store must stay empty: {:#?}",
+        env.own.files()
+    );
+
+    // The human summary says the same.
+    let out = env.run_task(&config, "shop", &[]);
+    assert_eq!(out.code(), Some(exit::STEP_FAILED), "{out}");
+    let stdout = strip_ansi(&out.stdout);
+    assert!(stdout.contains("task shop: failed at step 2 of 3"), "{out}");
+    assert!(stdout.contains("3. backup    skipped"), "{out}");
+    assert!(env.own.files().is_empty());
+}
+
+#[test]
+fn an_unknown_task_lists_the_tasks_and_ad_hoc_flags_conflict_with_config() {
+    let host = Host::built();
+    let example = workspace_root().join("examples/staging.toml");
+    let example = example.display().to_string();
+    host.run(&["run", "--config", &example, "--task", "nope"])
+        .expect_fail(
+            &[exit::USAGE],
+            &["no task \"nope\"", "shop, blog"],
+            "unknown task",
+        );
+    host.run(&[
+        "run", "--config", &example, "--task", "shop", "--plugin", "postgres",
+    ])
+    .expect_fail(
+        &[exit::USAGE],
+        &["cannot be used with"],
+        "--config with --plugin",
+    );
+}
+
+#[test]
+fn config_check_reports_every_mistake_with_line_column_and_field() {
+    let host = Host::built();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broken.toml");
+    std::fs::write(
+        &file,
+        r#"[environment]
+name = "staging"
+store = "s3://staging-backups/db"
+upper_store = "s3://staging-backups"
+timezone = "Europe/Londn"
+colour = "blue"
+
+[[task]]
+name = "shop"
+plugin = "postgres"
+schedule = "30 2 * *"
+[task.database]
+name = "shop"
+password = "hunter2"
+[[task.step]]
+op = "restor"
+[[task.step]]
+op = "transform"
+script = "nope.sql"
+max_runtime = "soon"
+[[task.step]]
+op = "backup"
+from = "upper"
+"#,
+    )
+    .unwrap();
+    let name = file.display().to_string();
+    let out = host.run(&["config", "check", &name]);
+    out.expect_fail(
+        &[exit::USAGE],
+        &["9 mistakes"],
+        "config check of a broken file",
+    );
+    let stderr = strip_ansi(&out.stderr);
+    let expected = [
+        "4:15: environment: upper_store s3://staging-backups is the same place as (or inside) store",
+        "5:12: environment: timezone \"Europe/Londn\" is not an IANA time zone name",
+        "6:1: environment: unknown field \"colour\"",
+        "11:12: task \"shop\": schedule \"30 2 * *\" has 4 fields",
+        "14:1: task \"shop\" database: unknown field \"password\" (secrets never go in the file",
+        "16:6: task \"shop\" step 1: op \"restor\" is not one of backup, restore, transform, copy",
+        "19:10: task \"shop\" step 2: script ",
+        "20:15: task \"shop\" step 2: max_runtime \"soon\" is not a duration",
+        "23:1: task \"shop\" step 3: from belongs to restore steps; it does not apply to a backup step",
+    ];
+    for e in expected {
+        let line = format!("{name}:{e}");
+        assert!(stderr.contains(&line), "missing {line:?}\n{out}");
+    }
+    assert!(!stderr.contains("hunter2"), "a secret was echoed\n{out}");
+
+    // A file that is not TOML at all.
+    std::fs::write(&file, "[environment\nname = 1\n").unwrap();
+    let out = host.run(&["config", "check", &name]);
+    out.expect_fail(
+        &[exit::USAGE],
+        &[&format!("{name}:1:"), "TOML syntax"],
+        "config check of bad TOML",
+    );
+
+    // run --config refuses the broken file before running anything, listing the mistakes.
+    std::fs::write(
+        &file,
+        "[environment]\nname = \"x\"\n[[task]]\nname = \"a\"\nplugin = \"postgres\"\n",
+    )
+    .unwrap();
+    host.run(&["run", "--config", &name, "--task", "a"])
+        .expect_fail(
+            &[exit::USAGE],
+            &["missing field \"database\"", "no steps"],
+            "run with a broken config",
+        );
+}
+
+#[test]
+fn the_example_chain_passes_config_check() {
+    let host = Host::built();
+    for (file, tasks) in [
+        ("production.toml", "ok: 2 tasks"),
+        ("staging.toml", "ok: 2 tasks"),
+        ("integration.toml", "ok: 1 task"),
+    ] {
+        let path = workspace_root().join("examples").join(file);
+        let out = host.run(&["config", "check", &path.display().to_string()]);
+        out.expect_ok(&format!("config check {file}"));
+        assert!(out.stdout.contains(tasks), "{file}: {out}");
+        assert!(
+            !strip_ansi(&out.stderr).contains("warning"),
+            "{file} has warnings\n{out}"
+        );
+    }
+}
+
+#[test]
+fn staging_chain_between_s3_buckets_uses_the_config_s3_settings() {
+    use envsync_tests::s3::S3Server;
+    let host = Host::built();
+    let pg = PgCluster::start().expect("start a throwaway PostgreSQL cluster");
+    pg.create_database("shop").unwrap();
+    pg.load_sql_file("shop", &fixture("postgres/sample.sql"))
+        .unwrap();
+    let s3 = S3Server::start().expect("start a throwaway S3 server");
+    for bucket in ["prod-backups", "staging-backups"] {
+        s3.create_bucket(bucket).unwrap();
+    }
+    let prod = s3.store("prod-backups", "db");
+    let staging = s3.store("staging-backups", "db");
+    s3.run(
+        &host,
+        &pg.step("backup", "shop")
+            .opt("--store", "s3://prod-backups/db"),
+    )
+    .expect_ok("production backup into s3://prod-backups/db");
+    let prod_pointer = prod
+        .pointer(INSTANCE, "shop")
+        .expect("a production pointer");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        workspace_root().join("examples/sanitise.sql"),
+        dir.path().join("sanitise.sql"),
+    )
+    .unwrap();
+    let config = dir.path().join("staging.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[environment]
+name = "staging"
+store = "s3://staging-backups/db"
+upper_store = "s3://prod-backups/db"
+
+[environment.s3]
+endpoint = "{endpoint}"
+region = "{region}"
+path_style = true
+part_size_mib = 5
+
+[[task]]
+name = "shop"
+plugin = "postgres"
+database = {{ host = "{host}", port = {port}, user = "{user}", name = "shop_staging" }}
+
+[[task.step]]
+op = "restore"
+from_instance = "{INSTANCE}"
+from_database = "shop"
+
+[[task.step]]
+op = "transform"
+script = "sanitise.sql"
+
+[[task.step]]
+op = "backup"
+"#,
+            endpoint = s3.endpoint(),
+            region = s3.region(),
+            host = pg.host(),
+            port = pg.port(),
+            user = pg.user(),
+        ),
+    )
+    .unwrap();
+    // Only the credentials come from the environment: endpoint, region and
+    // path style come from [environment.s3].
+    let credentials = [
+        ("AWS_ACCESS_KEY_ID".to_string(), s3.access_key().to_string()),
+        (
+            "AWS_SECRET_ACCESS_KEY".to_string(),
+            s3.secret_key().to_string(),
+        ),
+    ];
+    let config = config.display().to_string();
+    let out = host.run_command(s3.host_command_with_env(
+        &host,
+        &["run", "--config", &config, "--task", "shop"],
+        &credentials,
+    ));
+    out.expect_ok("staging chain between S3 buckets");
+    assert!(
+        strip_ansi(&out.stdout).contains("all 3 steps succeeded"),
+        "{out}"
+    );
+    assert_eq!(
+        pg.psql("shop_staging", SANITISED).unwrap(),
+        "0",
+        "the staging copy is sanitised"
+    );
+    assert!(
+        staging.pointer(INSTANCE, "shop_staging").is_some(),
+        "no staging backup in s3://staging-backups/db"
+    );
+    assert_eq!(
+        prod.pointer(INSTANCE, "shop").as_deref(),
+        Some(prod_pointer.as_str()),
+        "the production store must not change"
+    );
+}
