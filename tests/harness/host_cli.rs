@@ -82,7 +82,8 @@ impl Host {
 
     /// The command line `envsync-host --plugin-dir DIR ARGS…` with an
     /// environment free of the caller's `PG*` and `ENVSYNC_*` variables
-    /// (except `ENVSYNC_CACHE_DIR`, which only makes starts faster).
+    /// (except `ENVSYNC_CACHE_DIR`, which only makes starts faster;
+    /// `ENVSYNC_STATE_DIR` is a throwaway folder).
     pub fn command<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
         let mut cmd = Command::new(&self.bin);
         for (key, _) in std::env::vars_os() {
@@ -92,6 +93,12 @@ impl Host {
             }
         }
         cmd.env("NO_COLOR", "1");
+        // Run history goes to a throwaway folder, not the user's state
+        // folder; tests that read it set their own (`state_dir`, `.env`).
+        cmd.env(
+            "ENVSYNC_STATE_DIR",
+            std::env::temp_dir().join(format!("envsync-tests-state-{}", std::process::id())),
+        );
         cmd.arg("--plugin-dir").arg(&self.plugin_dir);
         cmd.args(args);
         cmd

@@ -48,13 +48,20 @@ impl Env {
     /// `shop_staging`, run `script`, back up to the own store) with
     /// `script_text` as the transform; returns the config's path.
     fn staging_config(&self, script_text: &str) -> PathBuf {
+        self.config_with("staging", "", script_text)
+    }
+
+    /// [`Env::staging_config`] for environment `name` with `extra` lines in
+    /// its `[environment]` table.
+    fn config_with(&self, name: &str, extra: &str, script_text: &str) -> PathBuf {
         std::fs::write(self.dir.path().join("transform.sql"), script_text).unwrap();
         let text = format!(
             r#"
 [environment]
-name = "staging"
+name = "{name}"
 store = "{own}"
 upper_store = "{upper}"
+{extra}
 
 [[task]]
 name = "shop"
@@ -231,6 +238,14 @@ fn an_unknown_task_lists_the_tasks_and_ad_hoc_flags_conflict_with_config() {
             &["no task \"nope\"", "shop, blog"],
             "unknown task",
         );
+    // ENVSYNC_ENVIRONMENT (for ad-hoc runs) does not conflict with --config.
+    let mut cmd = host.command(&["run", "--config", &example, "--task", "nope"]);
+    cmd.env("ENVSYNC_ENVIRONMENT", "prod");
+    host.run_command(cmd).expect_fail(
+        &[exit::USAGE],
+        &["no task \"nope\""],
+        "unknown task with ENVSYNC_ENVIRONMENT set",
+    );
     host.run(&[
         "run", "--config", &example, "--task", "shop", "--plugin", "postgres",
     ])
@@ -446,4 +461,210 @@ op = "backup"
         Some(prod_pointer.as_str()),
         "the production store must not change"
     );
+}
+
+/// The `db_backup_*` samples the gateway holds for `operation` of
+/// `shop_staging`.
+fn gateway_samples(
+    gw: &envsync_tests::pushgateway::Pushgateway,
+    operation: &str,
+) -> Vec<envsync_tests::pushgateway::Sample> {
+    gw.samples("db_backup_")
+        .unwrap()
+        .into_iter()
+        .filter(|s| {
+            s.labels.get("operation").map(String::as_str) == Some(operation)
+                && s.labels.get("database_db_name").map(String::as_str) == Some("shop_staging")
+        })
+        .collect()
+}
+
+fn job_state(gw: &envsync_tests::pushgateway::Pushgateway, operation: &str) -> Option<f64> {
+    gateway_samples(gw, operation)
+        .into_iter()
+        .find(|s| s.name == "db_backup_job_state")
+        .map(|s| s.value)
+}
+
+#[test]
+fn a_chain_pushes_metrics_per_step_and_status_shows_the_history() {
+    use envsync_tests::pushgateway::Pushgateway;
+    let env = setup();
+    let gw = Pushgateway::start().expect("start a Pushgateway");
+    let state = env.dir.path().join("state");
+    let extra = format!("pushgateway = \"{}\"\nstate_dir = \"state\"", gw.url());
+    let sanitise = std::fs::read_to_string(workspace_root().join("examples/sanitise.sql")).unwrap();
+    let config = env.config_with("staging", &extra, &sanitise);
+    env.run_task(&config, "shop", &[])
+        .expect_ok("the staging chain with metrics");
+
+    // Every step's group ended in state 2 with the right labels.
+    for (op, runtime_class) in [("restore", "4h"), ("transform", "45m"), ("backup", "1h")] {
+        let samples = gateway_samples(&gw, op);
+        let state_sample = samples
+            .iter()
+            .find(|s| s.name == "db_backup_job_state")
+            .unwrap_or_else(|| panic!("no state for {op}: {samples:#?}"));
+        assert_eq!(state_sample.value, 2.0, "{op}: {samples:#?}");
+        for (label, value) in [
+            ("job", "db-backup"),
+            ("database_engine", "postgres"),
+            ("database_instance", env.pg.host()),
+            ("runtime_class", runtime_class),
+            ("schedule_class", "daily"),
+        ] {
+            assert_eq!(
+                state_sample.labels.get(label).map(String::as_str),
+                Some(value),
+                "{op} {label}: {state_sample:#?}"
+            );
+        }
+        assert!(
+            samples
+                .iter()
+                .any(|s| s.name == "db_backup_job_duration_seconds"
+                    && s.labels.get("state").map(String::as_str) == Some("succeeded")),
+            "{op}: no succeeded duration: {samples:#?}"
+        );
+    }
+    let size = gateway_samples(&gw, "backup")
+        .into_iter()
+        .find(|s| s.name == "db_backup_job_file_size_bytes")
+        .expect("a backup size");
+    assert!(size.value > 0.0);
+
+    // A failing transform: its group goes to 0; the skipped backup keeps
+    // its last state.
+    let failing = env.config_with(
+        "staging",
+        &extra,
+        "UPDATE customers SET name = 'x';\nSELECT * FROM does_not_exist;\n",
+    );
+    let out = env.run_task(&failing, "shop", &[]);
+    assert_eq!(out.code(), Some(exit::STEP_FAILED), "{out}");
+    assert_eq!(job_state(&gw, "restore"), Some(2.0));
+    assert_eq!(job_state(&gw, "transform"), Some(0.0));
+    assert_eq!(job_state(&gw, "backup"), Some(2.0));
+
+    // The history has 5 records; status shows the latest of each.
+    let history = std::fs::read_to_string(state.join("history.jsonl")).unwrap();
+    assert_eq!(history.lines().count(), 5, "{history}");
+    let state_arg = state.display().to_string();
+    let out = env
+        .host
+        .run(&["status", "--state-dir", &state_arg, "--json"]);
+    out.expect_ok("status --json");
+    let rows = out.json();
+    let rows = rows.as_array().unwrap();
+    let got: Vec<(&str, &str, bool)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["operation"].as_str().unwrap(),
+                r["state"].as_str().unwrap(),
+                r["alarm"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("backup", "succeeded", false),
+            ("restore", "succeeded", false),
+            ("transform", "failed", true),
+        ],
+        "{out}"
+    );
+    for r in rows {
+        assert_eq!(r["environment"], "staging");
+        assert_eq!(r["task"], "shop");
+        assert_eq!(r["database"], "shop_staging");
+        assert_eq!(r["instance"], env.pg.host());
+    }
+    let backup = &rows[0];
+    assert!(backup["size"].as_u64().unwrap() > 0);
+    let key = backup["key"].as_str().unwrap();
+    assert_eq!(
+        env.own.pointer(INSTANCE, "shop_staging").as_deref(),
+        Some(key)
+    );
+
+    // The human table: one line per row, no colour when not a terminal.
+    let out = env.host.run(&["status", "--state-dir", &state_arg]);
+    out.expect_ok("status");
+    assert!(!out.stdout.contains('\x1b'), "{out}");
+    assert_eq!(out.stdout.lines().count(), 4, "{out}");
+    assert!(out.stdout.contains("transform  failed"), "{out}");
+}
+
+#[test]
+fn a_restore_into_production_needs_the_override() {
+    let env = setup();
+    let config = env.config_with("production-eu", "", "SELECT 1;\n");
+    env.run_task(&config, "shop", &[]).expect_fail(
+        &[exit::USAGE],
+        &[
+            "refusing to restore into production",
+            "\"production-eu\"",
+            "--allow-production-restore",
+        ],
+        "restore step into production",
+    );
+    assert!(
+        !env.pg.database_exists("shop_staging").unwrap(),
+        "nothing ran"
+    );
+    env.run_task(&config, "shop", &["--allow-production-restore"])
+        .expect_ok("restore into production with the override");
+    assert!(env.pg.database_exists("shop_staging").unwrap());
+
+    // Ad hoc: --environment (or ENVSYNC_ENVIRONMENT) marks production.
+    let restore = env
+        .pg
+        .step("restore", "adhoc")
+        .opt("--store", env.upper.path_arg())
+        .opt("--from-database", "shop");
+    restore
+        .clone()
+        .opt("--environment", "prod")
+        .run(&env.host)
+        .expect_fail(
+            &[exit::USAGE],
+            &["refusing to restore into production", "\"prod\""],
+            "ad-hoc restore with --environment prod",
+        );
+    let mut cmd = env.host.command(restore.args());
+    cmd.env("ENVSYNC_ENVIRONMENT", "Production");
+    env.host.run_command(cmd).expect_fail(
+        &[exit::USAGE],
+        &["refusing to restore into production"],
+        "ad-hoc restore with ENVSYNC_ENVIRONMENT=Production",
+    );
+    assert!(!env.pg.database_exists("adhoc").unwrap(), "nothing ran");
+    // Ad-hoc steps are recorded in the run history too.
+    let state = env.dir.path().join("adhoc-state");
+    let mut cmd = env
+        .host
+        .command(restore.clone().opt("--environment", "staging").args());
+    cmd.env("ENVSYNC_STATE_DIR", &state);
+    env.host
+        .run_command(cmd)
+        .expect_ok("ad-hoc restore into staging");
+    let state_arg = state.display().to_string();
+    let out = env
+        .host
+        .run(&["status", "--state-dir", &state_arg, "--json"]);
+    out.expect_ok("status --json after an ad-hoc restore");
+    let rows = out.json();
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{out}");
+    assert_eq!(rows[0]["database"], "adhoc");
+    assert_eq!(rows[0]["operation"], "restore");
+    assert_eq!(rows[0]["environment"], "staging");
+    assert_eq!(rows[0]["state"], "succeeded");
+    assert!(rows[0].get("task").is_none(), "{out}");
+    restore
+        .opt("--environment", "prod")
+        .arg("--allow-production-restore")
+        .run(&env.host)
+        .expect_ok("ad-hoc restore into production with the override");
 }

@@ -1,10 +1,12 @@
-//! The command line: `run`, `plugins list|inspect`, `backups list`.
+//! The command line: `run`, `config check`, `status`, `plugins list|inspect`,
+//! `backups list`.
 
 mod backups;
 mod config;
 mod plugins;
 mod run;
 mod run_task;
+mod status;
 mod store_args;
 
 use crate::logging::LogFormat;
@@ -54,6 +56,8 @@ pub enum Command {
         #[command(subcommand)]
         command: plugins::PluginsCommand,
     },
+    /// The last run of each database and operation, from the run history.
+    Status(status::StatusArgs),
     /// List the backups in a store.
     Backups {
         #[command(subcommand)]
@@ -96,6 +100,7 @@ impl Cli {
                 plugins::execute(&registry, command)
             }
             Command::Config { command } => config::execute(command, &self.plugin_dir()),
+            Command::Status(args) => status::execute(args, self.log_format),
             Command::Backups { command } => backups::execute(command, &self.s3.options()).await,
         }
     }

@@ -3,12 +3,17 @@
 use crate::capabilities::job::JobContext;
 use crate::connection::{Connection, Secret};
 use crate::failure::{Failure, Kind};
+use crate::jobs::chain::StepResult;
+use crate::jobs::config::{StepOp, is_production_name};
+use crate::jobs::history::{self, History};
+use crate::jobs::report::{Reporter, StepIdentity};
 use crate::logging::LogFormat;
-use crate::runtime::Runtime;
+use crate::metrics::Pusher;
 use crate::runtime::bindings::Operation;
 use crate::runtime::registry::Registry;
 use crate::runtime::sandbox::DEFAULT_MEMORY_CAP_MIB;
-use crate::step::{self, StepRequest, human_size};
+use crate::runtime::{LoadedPlugin, Runtime};
+use crate::step::{self, StepOutcome, StepRequest, human_size};
 use crate::store::StoreOptions;
 use crate::store::codec::{self, Compression};
 use anyhow::Result;
@@ -78,6 +83,14 @@ pub struct RunArgs {
     /// The task of --config to run.
     #[arg(long, value_name = "NAME", requires = "config")]
     pub task: Option<String>,
+    /// Allow a restore into a production environment (a name containing "prod"); refused otherwise.
+    #[arg(long)]
+    pub allow_production_restore: bool,
+    /// Name of the environment this ad-hoc step runs in; a restore into one whose name contains "prod" needs --allow-production-restore (with --config the file's name applies).
+    // Not in AD_HOC: clap counts a value from the environment variable as
+    // given, and a set ENVSYNC_ENVIRONMENT must not break `run --config`.
+    #[arg(long, env = "ENVSYNC_ENVIRONMENT")]
+    pub environment: Option<String>,
     /// Plugin name (see `plugins list`).
     #[arg(long, required_unless_present = "config")]
     pub plugin: Option<String>,
@@ -318,8 +331,25 @@ pub async fn execute(
 ) -> Result<()> {
     if let Some(file) = &args.config {
         let task = args.task.as_deref().unwrap_or_default();
-        return crate::cli::run_task::execute(runtime, registry, file, task, store_options, format)
-            .await;
+        return crate::cli::run_task::execute(
+            runtime,
+            registry,
+            file,
+            task,
+            store_options,
+            format,
+            args.allow_production_restore,
+        )
+        .await;
+    }
+    if let (Some(Op::Restore), Some(env)) = (args.op, &args.environment)
+        && is_production_name(env)
+        && !args.allow_production_restore
+    {
+        return Err(crate::cli::run_task::production_refusal(
+            env,
+            "this is a restore (--op restore)",
+        ));
     }
     let request = args.request(store_options)?;
     let name = args
@@ -327,7 +357,7 @@ pub async fn execute(
         .as_deref()
         .ok_or_else(|| Failure::new(Kind::Usage, "pass --plugin NAME or --config FILE"))?;
     let plugin = registry.get(name)?;
-    let outcome = step::run(runtime, plugin, &request).await?;
+    let outcome = run_recorded(runtime, plugin, &request, args).await?;
     match format {
         LogFormat::Human => println!(
             "{} in {:.1}s",
@@ -351,6 +381,37 @@ pub async fn execute(
         tracing::debug!("artifact {} is {}", m.key, human_size(m.size));
     }
     Ok(())
+}
+
+/// Runs the step and appends it to the run history of the state folder
+/// (`$ENVSYNC_STATE_DIR`, else the user's), so `status` shows ad-hoc runs too.
+async fn run_recorded(
+    runtime: &Runtime,
+    plugin: &LoadedPlugin,
+    request: &StepRequest,
+    args: &RunArgs,
+) -> Result<StepOutcome> {
+    let op = StepOp::parse(step::operation_name(request.operation)).unwrap_or(StepOp::Backup);
+    let id = StepIdentity::new(&plugin.info.name, request, op);
+    let reporter = Reporter::new(
+        Pusher::local_only(),
+        history::state_dir(None).map(|d| History::in_dir(&d)),
+        args.environment.as_deref().unwrap_or_default(),
+    );
+    let started = std::time::Instant::now();
+    let result = match step::run(runtime, plugin, request).await {
+        Ok(outcome) => StepResult::Succeeded(Box::new(outcome)),
+        Err(error) => StepResult::Failed {
+            error,
+            duration: started.elapsed(),
+        },
+    };
+    reporter.finished(&id, &result).await;
+    match result {
+        StepResult::Succeeded(outcome) => Ok(*outcome),
+        StepResult::Failed { error, .. } => Err(error),
+        StepResult::Skipped => unreachable!("an ad-hoc step always runs"),
+    }
 }
 
 /// The host process's peak resident memory (VmHWM), for benchmarks.

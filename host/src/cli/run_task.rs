@@ -2,8 +2,10 @@
 //! order; prints one line per step (succeeded, failed, skipped) and exits
 //! with the failed step's code.
 
-use crate::jobs::chain::{self, NoObserver};
-use crate::jobs::config::{self, CheckOptions};
+use crate::failure::{Failure, Kind};
+use crate::jobs::chain;
+use crate::jobs::config::{self, CheckOptions, StepOp};
+use crate::jobs::report::Reporter;
 use crate::logging::LogFormat;
 use crate::runtime::Runtime;
 use crate::runtime::registry::Registry;
@@ -18,20 +20,44 @@ pub async fn execute(
     task: &str,
     store_options: &StoreOptions,
     format: LogFormat,
+    allow_production_restore: bool,
 ) -> Result<()> {
     let config = config::load(file, &CheckOptions::default())?;
     let task = chain::find_task(&config, task)?;
+    if let Some(i) = task.steps.iter().position(|s| s.op == StepOp::Restore)
+        && config.environment.is_production()
+        && !allow_production_restore
+    {
+        return Err(production_refusal(
+            &config.environment.name,
+            &format!("task {:?} step {} restores into it", task.name, i + 1),
+        ));
+    }
     if task.suspend {
         tracing::warn!(
             "task {} is suspended (suspend = true): the scheduler skips it; running it because it was asked for by name",
             task.name
         );
     }
+    let reporter = Reporter::for_config(&config);
     let report =
-        chain::run_task(runtime, registry, &config, task, store_options, &NoObserver).await?;
+        chain::run_task(runtime, registry, &config, task, store_options, &reporter).await?;
     match format {
         LogFormat::Human => print!("{}", report.human()),
         LogFormat::Json => println!("{}", report.json()),
     }
     report.into_result()
+}
+
+/// The production guard's refusal (exit 2): a restore overwrites the
+/// environment's databases, so production needs an explicit override.
+pub fn production_refusal(environment: &str, what: &str) -> anyhow::Error {
+    Failure::new(
+        Kind::Usage,
+        format!(
+            "refusing to restore into production: environment {environment:?} is production and {what}; \
+             pass --allow-production-restore if this is really meant"
+        ),
+    )
+    .into()
 }

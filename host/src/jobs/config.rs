@@ -49,8 +49,14 @@ impl Environment {
     /// A name containing "prod" marks production (restores into it need an
     /// explicit override).
     pub fn is_production(&self) -> bool {
-        self.name.to_lowercase().contains("prod")
+        is_production_name(&self.name)
     }
+}
+
+/// Whether an environment named `name` is production (see
+/// [`Environment::is_production`]).
+pub fn is_production_name(name: &str) -> bool {
+    name.to_lowercase().contains("prod")
 }
 
 /// `[environment.s3]`: overrides the CLI's/environment's S3 settings.

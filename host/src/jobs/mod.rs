@@ -1,7 +1,10 @@
 //! Jobs: the config file (an environment and its tasks), turning a task's
-//! steps into step requests, and running them as a chain.
+//! steps into step requests, running them as a chain, and reporting each
+//! step (metrics, run history).
 
 pub mod chain;
 pub mod config;
 pub mod diagnostics;
+pub mod history;
+pub mod report;
 pub mod task;
