@@ -103,6 +103,19 @@ fn template_datadir() -> Result<PathBuf> {
         return Ok(dir);
     }
     std::fs::create_dir_all(&cache)?;
+    // One bootstrap at a time: concurrent `mariadb-install-db` runs (the
+    // suite's tests start together on a fresh checkout) tripped over each
+    // other's temporary tables. The lock is released when the file closes.
+    let lock = std::fs::File::create(cache.join("mariadb-datadir.lock"))?;
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+        bail!(
+            "could not lock {}",
+            cache.join("mariadb-datadir.lock").display()
+        );
+    }
+    if dir.join("mysql").is_dir() {
+        return Ok(dir);
+    }
     let building = tempfile::Builder::new()
         .prefix("mariadb-datadir-building-")
         .tempdir_in(&cache)?;
@@ -111,6 +124,7 @@ fn template_datadir() -> Result<PathBuf> {
     install
         .arg("--no-defaults")
         .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--tmpdir={}", building.path().display()))
         .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
         .args(SERVER_OPTIONS);
     if running_as_root() {
