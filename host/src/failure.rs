@@ -8,6 +8,8 @@
 //! | 3 | plugin not found, broken or incompatible |
 //! | 4 | the sandbox stopped the plugin (trap, deadline, memory cap, denied capability) |
 //! | 5 | the artifact was rejected (wrong format, damaged, checksum mismatch) before the target changed |
+//! | 6 | stopped by SIGTERM or SIGINT: the running step was stopped and reported failed |
+//! | 7 | the task is already running (another process holds its lock) |
 
 use crate::runtime::bindings::WitError;
 use std::fmt;
@@ -19,6 +21,10 @@ pub enum Kind {
     Plugin,
     Sandbox,
     ArtifactRejected,
+    /// Asked to stop (SIGTERM, SIGINT) while a step ran.
+    Stopped,
+    /// Another process holds the task's lock.
+    Busy,
 }
 
 impl Kind {
@@ -29,6 +35,8 @@ impl Kind {
             Kind::Plugin => 3,
             Kind::Sandbox => 4,
             Kind::ArtifactRejected => 5,
+            Kind::Stopped => 6,
+            Kind::Busy => 7,
         }
     }
 }

@@ -1,6 +1,15 @@
 //! Human logs by default, one JSON object per line for machines.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use tracing_subscriber::EnvFilter;
+
+/// Human logs on a terminal: progress is drawn as bars, not logged.
+static INTERACTIVE: AtomicBool = AtomicBool::new(false);
+
+/// Whether an operator watches: human log format on a terminal.
+pub fn interactive() -> bool {
+    INTERACTIVE.load(Ordering::Relaxed)
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -21,11 +30,18 @@ pub fn init(format: LogFormat, verbose: u8) {
             "{default},wasmtime=warn,cranelift=warn,cranelift_codegen=warn"
         ))
     });
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    INTERACTIVE.store(
+        terminal
+            && format == LogFormat::Human
+            && std::env::var_os("TERM").is_some_and(|t| t != "dumb"),
+        Ordering::Relaxed,
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_ansi(terminal);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),

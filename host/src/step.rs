@@ -6,6 +6,7 @@ use crate::capabilities::job::JobContext;
 use crate::capabilities::process::ProcessPolicy;
 use crate::capabilities::streams::{ByteSink, ByteSource, SinkKind, SourceKind};
 use crate::failure::{Failure, Kind};
+use crate::progress;
 use crate::runtime::bindings::Operation;
 use crate::runtime::sandbox::StepState;
 use crate::runtime::{LoadedPlugin, Runtime, Sandbox};
@@ -18,6 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
 use wasmtime::component::Resource;
 
 /// What one step is asked to do.
@@ -54,6 +56,9 @@ pub struct StepRequest {
     pub memory_cap_mib: u64,
     /// Programs the operator allows; None allows what the plugin declares.
     pub allow_programs: Option<Vec<String>>,
+    /// Cancelled when the operator asks the host to stop (SIGTERM): the
+    /// plugin is stopped like at its deadline and the step fails.
+    pub stop: CancellationToken,
 }
 
 /// What a finished step reports.
@@ -205,7 +210,12 @@ impl Step<'_> {
             (self.request.memory_cap_mib << 20) as usize,
         );
         self.runtime
-            .sandbox(self.plugin, state, self.request.max_runtime)
+            .sandbox(
+                self.plugin,
+                state,
+                self.request.max_runtime,
+                self.request.stop.clone(),
+            )
             .await
     }
 
@@ -246,11 +256,17 @@ impl Step<'_> {
                 return Err(e);
             }
         };
+        let progress = progress::show(
+            format!("backup of {}", source.database),
+            writer.meter(),
+            None,
+        );
         let sink = sandbox.push_sink(ByteSink::new(
             format!("artifact {key}"),
             SinkKind::Artifact(writer),
         ))?;
         let result = sandbox.backup(Resource::new_borrow(sink.rep())).await;
+        drop(progress);
         // Whatever happened, take the upload back from the plugin's table:
         // to publish it, or to abort it so nothing is left in the store.
         let writer = sandbox
@@ -356,8 +372,14 @@ impl Step<'_> {
         })?;
         let reader = catalog.open(&manifest, &identities).await?;
         let label = format!("artifact {}", manifest.key);
+        let progress = progress::show(
+            format!("restore of {}", target.database),
+            reader.meter(),
+            Some(manifest.size),
+        );
         let source = sandbox.push_source(ByteSource::new(label, SourceKind::Artifact(reader)))?;
         let result = sandbox.restore(Resource::new_borrow(source.rep())).await;
+        drop(progress);
         let mut source = sandbox.state().table.delete(source)?;
         if let Err(e) = result.and_then(|r| self.plugin_result("restore", r)) {
             // A loader choking on a truncated or altered artifact is a

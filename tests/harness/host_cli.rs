@@ -31,6 +31,10 @@ pub mod exit {
     pub const SANDBOX: i32 = 4;
     /// The artifact was rejected before the target changed.
     pub const ARTIFACT_REJECTED: i32 = 5;
+    /// Stopped by SIGTERM/SIGINT while a step ran.
+    pub const STOPPED: i32 = 6;
+    /// The task is already running (its lock is held).
+    pub const BUSY: i32 = 7;
 }
 
 /// How long one host command may run before the test kills it.

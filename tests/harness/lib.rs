@@ -9,13 +9,16 @@
 //! and a view of an `s3://` store ([`s3`]), and a network-fault double to put
 //! in front of it ([`faulty_proxy`]). For metrics: a throwaway Prometheus
 //! Pushgateway, a reader of its text exposition and where `promtool` is
-//! ([`pushgateway`]).
+//! ([`pushgateway`]). For Kubernetes: reading rendered manifests and the
+//! offline checkers `kubernetes-validate` and `hadolint` ([`kubernetes`]).
 //!
 //! Every child the harness starts is waited for: in CI, PID 1 does not reap
 //! orphans, so a forgotten child stays a zombie until the machine goes.
 
 pub mod faulty_proxy;
 pub mod host_cli;
+pub mod http;
+pub mod kubernetes;
 pub mod mariadb;
 pub mod paths;
 pub mod ports;

@@ -10,8 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,9 +17,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::ports::free_port;
-
-/// How long one request to the Pushgateway may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A program from an environment variable, `PATH`, or a fixed fallback.
 fn find_program(var: &str, name: &str, fallback: &str) -> Option<PathBuf> {
@@ -161,29 +156,9 @@ impl Pushgateway {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// `GET path` (HTTP/1.0, so the body is never chunked): status and body.
+    /// `GET path`: status and body.
     pub fn get(&self, path: &str) -> Result<(u16, String)> {
-        let mut stream =
-            TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, self.port).into(), REQUEST_TIMEOUT)?;
-        stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
-        stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n",
-            self.port
-        )?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw)?;
-        let text = String::from_utf8(raw).context("the answer is not UTF-8")?;
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| anyhow!("no end of headers in the answer to GET {path}"))?;
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| anyhow!("bad status line in the answer to GET {path}: {head}"))?;
-        Ok((status, body.to_string()))
+        crate::http::get(self.port, path)
     }
 
     /// The text exposition of `GET /metrics`.

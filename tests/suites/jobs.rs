@@ -55,6 +55,13 @@ impl Env {
     /// its `[environment]` table.
     fn config_with(&self, name: &str, extra: &str, script_text: &str) -> PathBuf {
         std::fs::write(self.dir.path().join("transform.sql"), script_text).unwrap();
+        // Each test its own state folder: task locks and history are per
+        // environment and task, and the tests run side by side.
+        let extra = if extra.contains("state_dir") {
+            extra.to_string()
+        } else {
+            format!("{extra}\nstate_dir = \"state\"")
+        };
         let text = format!(
             r#"
 [environment]
@@ -667,4 +674,67 @@ fn a_restore_into_production_needs_the_override() {
         .arg("--allow-production-restore")
         .run(&env.host)
         .expect_ok("ad-hoc restore into production with the override");
+}
+
+#[test]
+fn alert_classes_from_the_config_render_rules_that_promtool_accepts() {
+    let host = Host::built();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("staging.toml");
+    std::fs::write(
+        &config,
+        r#"
+[environment]
+name = "staging"
+store = "backups"
+
+[alerts]
+failed_severity = "page"
+runtime_classes = { "20m" = "20m", "6h" = "6h" }
+schedule_classes = { nightly = "26h", monthly = "32days" }
+
+[[task]]
+name = "shop"
+plugin = "postgres"
+schedule = "0 3 1 * *"
+schedule_class = "monthly"
+database = { name = "shop" }
+[[task.step]]
+op = "backup"
+"#,
+    )
+    .unwrap();
+    let rules = dir.path().join("rules.yml");
+    host.run(&[
+        "config",
+        "alerts",
+        &config.display().to_string(),
+        "-o",
+        &rules.display().to_string(),
+    ])
+    .expect_ok("config alerts");
+    let text = std::fs::read_to_string(&rules).unwrap();
+    for expected in [
+        "runtime_class=\"20m\"",
+        "runtime_class=\"6h\"",
+        "schedule_class=\"monthly\"",
+        "2764800", // 32 days in seconds
+        "severity: \"page\"",
+    ] {
+        assert!(text.contains(expected), "{expected} not in\n{text}");
+    }
+    assert!(!text.contains("runtime_class=\"13h\""), "{text}");
+    let promtool = envsync_tests::pushgateway::promtool_program()
+        .expect("promtool: run scripts/setup.sh (apt-get install prometheus)");
+    let out = envsync_tests::process::run(
+        {
+            let mut cmd = std::process::Command::new(promtool);
+            cmd.arg("check").arg("rules").arg(&rules);
+            cmd
+        },
+        None,
+        std::time::Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(out.success(), "promtool check rules:\n{out}");
 }

@@ -60,6 +60,7 @@ fn backup_request(store: &std::path::Path, misbehave: Option<&str>) -> StepReque
         max_runtime: Duration::from_secs(3),
         memory_cap_mib: 64,
         allow_programs: None,
+        stop: Default::default(),
     }
 }
 

@@ -15,7 +15,8 @@ use wasmtime::component::Resource;
 const MAX_READ: u32 = 8 * 1024 * 1024;
 /// Buffer of one `splice`.
 const SPLICE_BUF: usize = 1024 * 1024;
-/// How often a long splice logs its progress.
+/// How often a long splice logs its progress (a copy between programs; an
+/// artifact's progress is shown by `crate::progress`).
 const PROGRESS_EVERY: Duration = Duration::from_secs(15);
 
 /// What a readable stream reads from.
@@ -214,7 +215,11 @@ async fn copy(
             next_report += PROGRESS_EVERY;
             let mib = total as f64 / (1024.0 * 1024.0);
             let rate = mib / started.elapsed().as_secs_f64();
-            tracing::info!("{from} → {to}: {mib:.0} MiB so far ({rate:.0} MiB/s)");
+            if from.starts_with("artifact ") || to.starts_with("artifact ") {
+                tracing::debug!("{from} → {to}: {mib:.0} MiB so far ({rate:.0} MiB/s)");
+            } else {
+                tracing::info!("{from} → {to}: {mib:.0} MiB so far ({rate:.0} MiB/s)");
+            }
         }
     }
     writer

@@ -1,10 +1,11 @@
 //! `envsync-host config check FILE`: validates a config file and lists every
-//! mistake with its line, column and field.
+//! mistake with its line, column and field. `config alerts FILE`: the
+//! Prometheus alert rules for the config's `[alerts]` classes.
 
 use crate::failure::{Failure, Kind};
 use crate::jobs::config::{self, CheckOptions};
 use crate::jobs::diagnostics::Severity;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Subcommand;
 use std::path::{Path, PathBuf};
 
@@ -15,11 +16,33 @@ pub enum ConfigCommand {
         /// The config file (TOML).
         file: PathBuf,
     },
+    /// Print the Prometheus alert rules for the config's [alerts] settings (classes, thresholds, severities).
+    Alerts {
+        /// The config file (TOML).
+        file: PathBuf,
+        /// Write the rules here instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
 }
 
 pub fn execute(command: &ConfigCommand, plugin_dir: &Path) -> Result<()> {
     match command {
         ConfigCommand::Check { file } => check(file, plugin_dir),
+        ConfigCommand::Alerts { file, output } => alerts(file, output.as_deref()),
+    }
+}
+
+fn alerts(file: &Path, output: Option<&Path>) -> Result<()> {
+    let config = config::load(file, &CheckOptions::default())?;
+    let rules = crate::metrics::alert_rules(&config.alerts);
+    match output {
+        Some(path) => std::fs::write(path, rules)
+            .with_context(|| format!("writing the alert rules to {}", path.display())),
+        None => {
+            print!("{rules}");
+            Ok(())
+        }
     }
 }
 

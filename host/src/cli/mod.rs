@@ -1,11 +1,14 @@
-//! The command line: `run`, `config check`, `status`, `plugins list|inspect`,
-//! `backups list`.
+//! The command line: `run`, `daemon`, `serve`, `config check|alerts`,
+//! `status`, `plugins list|inspect`, `backups list`, `render kubernetes`.
 
 mod backups;
 mod config;
+mod daemon;
 mod plugins;
+mod render;
 mod run;
 mod run_task;
+mod serve;
 mod status;
 mod store_args;
 
@@ -46,7 +49,11 @@ pub struct Cli {
 pub enum Command {
     /// Run one operation (backup, restore, transform, copy) with a plugin, or a configured task's steps (--config FILE --task NAME).
     Run(Box<run::RunArgs>),
-    /// Check a config file.
+    /// Run the config's tasks on their cron schedules until SIGTERM; optionally serve the status page and /metrics.
+    Daemon(daemon::DaemonArgs),
+    /// Serve the status page (table and charts), /status.json and /metrics from the run history.
+    Serve(serve::ServeArgs),
+    /// Check a config file, or print its alert rules.
     Config {
         #[command(subcommand)]
         command: config::ConfigCommand,
@@ -62,6 +69,11 @@ pub enum Command {
     Backups {
         #[command(subcommand)]
         command: backups::BackupsCommand,
+    },
+    /// Render a config file for another system to run: Kubernetes manifests (a CronJob per task).
+    Render {
+        #[command(subcommand)]
+        command: render::RenderCommand,
     },
 }
 
@@ -99,9 +111,16 @@ impl Cli {
                 let registry = self.registry(&runtime).await?;
                 plugins::execute(&registry, command)
             }
+            Command::Daemon(args) => {
+                let runtime = self.runtime()?;
+                let registry = self.registry(&runtime).await?;
+                daemon::execute(runtime, registry, args, &self.s3.options()).await
+            }
+            Command::Serve(args) => serve::execute(args).await,
             Command::Config { command } => config::execute(command, &self.plugin_dir()),
             Command::Status(args) => status::execute(args, self.log_format),
             Command::Backups { command } => backups::execute(command, &self.s3.options()).await,
+            Command::Render { command } => render::execute(command),
         }
     }
 }

@@ -4,11 +4,13 @@
 
 use crate::failure::{Failure, Kind};
 use crate::jobs::chain;
-use crate::jobs::config::{self, CheckOptions, StepOp};
+use crate::jobs::config::{self, CheckOptions, Config, StepOp, Task};
 use crate::jobs::report::Reporter;
+use crate::jobs::runner;
 use crate::logging::LogFormat;
 use crate::runtime::Runtime;
 use crate::runtime::registry::Registry;
+use crate::signals;
 use crate::store::StoreOptions;
 use anyhow::Result;
 use std::path::Path;
@@ -24,15 +26,7 @@ pub async fn execute(
 ) -> Result<()> {
     let config = config::load(file, &CheckOptions::default())?;
     let task = chain::find_task(&config, task)?;
-    if let Some(i) = task.steps.iter().position(|s| s.op == StepOp::Restore)
-        && config.environment.is_production()
-        && !allow_production_restore
-    {
-        return Err(production_refusal(
-            &config.environment.name,
-            &format!("task {:?} step {} restores into it", task.name, i + 1),
-        ));
-    }
+    guard_production(&config, task, allow_production_restore)?;
     if task.suspend {
         tracing::warn!(
             "task {} is suspended (suspend = true): the scheduler skips it; running it because it was asked for by name",
@@ -40,13 +34,37 @@ pub async fn execute(
         );
     }
     let reporter = Reporter::for_config(&config);
-    let report =
-        chain::run_task(runtime, registry, &config, task, store_options, &reporter).await?;
+    let stop = signals::stop_on_signals();
+    let report = runner::run_locked(
+        runtime,
+        registry,
+        &config,
+        task,
+        store_options,
+        &reporter,
+        &stop,
+    )
+    .await?;
     match format {
         LogFormat::Human => print!("{}", report.human()),
         LogFormat::Json => println!("{}", report.json()),
     }
     report.into_result()
+}
+
+/// Refuses a task that restores into a production environment unless the
+/// operator passed the override.
+pub fn guard_production(config: &Config, task: &Task, allowed: bool) -> Result<()> {
+    if let Some(i) = task.steps.iter().position(|s| s.op == StepOp::Restore)
+        && config.environment.is_production()
+        && !allowed
+    {
+        return Err(production_refusal(
+            &config.environment.name,
+            &format!("task {:?} step {} restores into it", task.name, i + 1),
+        ));
+    }
+    Ok(())
 }
 
 /// The production guard's refusal (exit 2): a restore overwrites the

@@ -12,6 +12,7 @@ use crate::step::{self, StepOutcome, StepRequest, human_size};
 use crate::store::StoreOptions;
 use anyhow::Result;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// What one step of a chain is, for observers.
 pub struct StepEvent<'a> {
@@ -205,7 +206,8 @@ pub fn find_task<'c>(config: &'c Config, name: &str) -> Result<&'c Task> {
 
 /// Runs every step of `task` in order and reports each. Errors before any
 /// step runs (plugin missing, a password file unreadable) are returned as
-/// `Err`: nothing was run.
+/// `Err`: nothing was run. Cancelling `stop` stops the running step (it
+/// fails) and skips the rest.
 pub async fn run_task(
     runtime: &Runtime,
     registry: &Registry,
@@ -213,13 +215,19 @@ pub async fn run_task(
     task: &Task,
     store_options: &StoreOptions,
     observer: &dyn ChainObserver,
+    stop: &CancellationToken,
 ) -> Result<ChainReport> {
     let plugin = registry.get(&task.plugin)?;
     // Build every request first: a step that cannot even be described
     // (unreadable password file, unset variable) stops the task before its
     // first step changes anything.
     let requests = (0..task.steps.len())
-        .map(|i| step_request(config, task, i, store_options))
+        .map(|i| {
+            step_request(config, task, i, store_options).map(|mut r| {
+                r.stop = stop.clone();
+                r
+            })
+        })
         .collect::<Result<Vec<_>>>()?;
     let mut report = ChainReport {
         task: task.name.clone(),
@@ -229,7 +237,7 @@ pub async fn run_task(
     let mut failed = false;
     for (index, request) in requests.iter().enumerate() {
         let op = task.steps[index].op;
-        if failed {
+        if failed || stop.is_cancelled() {
             report.steps.push(StepReport {
                 op,
                 result: StepResult::Skipped,

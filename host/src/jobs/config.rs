@@ -8,6 +8,7 @@
 
 use super::diagnostics::{At, Diagnostic, Fields, Report, Severity};
 use crate::failure::{Failure, Kind};
+use crate::metrics::{AlertSettings, RuntimeClass, ScheduleClass};
 use crate::runtime::bindings::Operation;
 use crate::store::StoreOptions;
 use crate::store::codec::{self, Compression};
@@ -24,6 +25,9 @@ pub struct Config {
     /// The folder relative paths in the file are resolved against.
     pub dir: PathBuf,
     pub environment: Environment,
+    /// `[alerts]`: classes, thresholds and severities of the alert rules
+    /// (defaults when absent).
+    pub alerts: AlertSettings,
     pub tasks: Vec<Task>,
     /// Warnings found while loading (errors make loading fail).
     pub warnings: Vec<Diagnostic>,
@@ -42,6 +46,9 @@ pub struct Environment {
     /// Time zone of the schedules (default UTC).
     pub timezone: chrono_tz::Tz,
     pub state_dir: Option<PathBuf>,
+    /// The busy marker (exists while any task runs); default
+    /// `<state dir>/busy`.
+    pub marker_file: Option<PathBuf>,
     pub s3: S3Settings,
 }
 
@@ -98,6 +105,9 @@ pub struct Task {
     pub name: String,
     pub plugin: String,
     pub schedule: Option<Schedule>,
+    /// The alerting schedule class (`daily`, `weekly`, …): configured, or
+    /// guessed from the schedule.
+    pub schedule_class: Option<String>,
     pub suspend: bool,
     pub params: Vec<(String, String)>,
     /// The database the task acts on (backup source; restore, transform and
@@ -119,16 +129,18 @@ pub struct Schedule {
 }
 
 /// Parses a 5-field cron expression (minute hour day-of-month month
-/// day-of-week), or a nickname such as `@daily`.
+/// day-of-week), a 6-field one whose first field is the second, or a
+/// nickname such as `@daily`.
 pub fn parse_schedule(text: &str) -> Result<croner::Cron, String> {
     let fields = text.split_whitespace().count();
-    if !text.trim_start().starts_with('@') && fields != 5 {
+    if !text.trim_start().starts_with('@') && !(5..=6).contains(&fields) {
         return Err(format!(
-            "schedule {text:?} has {fields} fields; expected 5 (minute hour day-of-month month day-of-week)"
+            "schedule {text:?} has {fields} fields; expected 5 (minute hour day-of-month month day-of-week), \
+             or 6 with the second first"
         ));
     }
     croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Disallowed)
+        .seconds(croner::parser::Seconds::Optional)
         .year(croner::parser::Year::Disallowed)
         .build()
         .parse(text)
@@ -348,8 +360,10 @@ pub fn parse(
         report,
         dir: dir.to_path_buf(),
         options,
+        alerts: AlertSettings::default(),
     };
     let (environment, tasks) = reader.root(root.get_ref(), root.span());
+    let alerts = reader.alerts;
     let report = reader.report;
     if report.has_errors() {
         return Err(report.into_sorted());
@@ -359,12 +373,20 @@ pub fn parse(
         file: file.to_path_buf(),
         dir: dir.to_path_buf(),
         environment,
+        alerts,
         tasks,
         warnings: report.into_sorted(),
     })
 }
 
-const ROOT_FIELDS: &[&str] = &["environment", "task"];
+const ROOT_FIELDS: &[&str] = &["environment", "alerts", "task", "kubernetes"];
+const ALERT_FIELDS: &[&str] = &[
+    "runtime_classes",
+    "schedule_classes",
+    "failed_severity",
+    "running_too_long_severity",
+    "not_succeeded_severity",
+];
 const ENV_FIELDS: &[&str] = &[
     "name",
     "store",
@@ -372,6 +394,7 @@ const ENV_FIELDS: &[&str] = &[
     "pushgateway",
     "timezone",
     "state_dir",
+    "marker_file",
     "s3",
 ];
 const S3_FIELDS: &[&str] = &[
@@ -385,6 +408,7 @@ const TASK_FIELDS: &[&str] = &[
     "name",
     "plugin",
     "schedule",
+    "schedule_class",
     "suspend",
     "params",
     "database",
@@ -407,6 +431,7 @@ struct Reader<'s, 'o> {
     report: Report<'s>,
     dir: PathBuf,
     options: &'o CheckOptions,
+    alerts: AlertSettings,
 }
 
 /// Hints for fields people get wrong.
@@ -437,6 +462,13 @@ impl Reader<'_, '_> {
                 None
             }
         };
+        if let Some((table, span)) = top.table(&mut self.report, "alerts") {
+            self.alerts = self.alerts(table, span);
+        }
+        // `[kubernetes]` is for `render kubernetes`; checked here, not kept.
+        if let Some(value) = top.raw("kubernetes") {
+            crate::render::kubernetes::settings::check(&mut self.report, value);
+        }
         let tables = top.tables(&mut self.report, "task");
         if tables.is_empty() && !top.has("task") {
             self.report
@@ -532,6 +564,9 @@ impl Reader<'_, '_> {
         let state_dir = f
             .string(&mut self.report, "state_dir")
             .map(|s| resolve(&self.dir, &s.value));
+        let marker_file = f
+            .string(&mut self.report, "marker_file")
+            .map(|s| resolve(&self.dir, &s.value));
         let s3 = match f.table(&mut self.report, "s3") {
             Some((t, span)) => self.s3(t, span),
             None => S3Settings::default(),
@@ -543,8 +578,89 @@ impl Reader<'_, '_> {
             pushgateway,
             timezone: timezone?,
             state_dir,
+            marker_file,
             s3,
         })
+    }
+
+    /// `[alerts]`: severities, and the class tables (`name = "duration"`).
+    /// A class table given replaces the default classes of its kind.
+    fn alerts(&mut self, table: &DeTable<'_>, span: Range<usize>) -> AlertSettings {
+        let ctx = "alerts";
+        let mut settings = AlertSettings::default();
+        let f = Fields::new(
+            &mut self.report,
+            table,
+            span.clone(),
+            ctx,
+            ALERT_FIELDS,
+            |_| None,
+        );
+        for (key, target) in [
+            ("failed_severity", &mut settings.failed_severity),
+            (
+                "running_too_long_severity",
+                &mut settings.running_too_long_severity,
+            ),
+            (
+                "not_succeeded_severity",
+                &mut settings.not_succeeded_severity,
+            ),
+        ] {
+            if let Some(s) = f.string(&mut self.report, key) {
+                if s.value.trim().is_empty() {
+                    self.report
+                        .error(&s.span, ctx, format!("{key} must not be empty"));
+                } else {
+                    *target = s.value;
+                }
+            }
+        }
+        if let Some((t, _)) = f.table(&mut self.report, "runtime_classes") {
+            settings.runtime_classes = self
+                .class_table(t, "alerts.runtime_classes")
+                .into_iter()
+                .map(|(name, max_runtime)| RuntimeClass { name, max_runtime })
+                .collect();
+        }
+        if let Some((t, _)) = f.table(&mut self.report, "schedule_classes") {
+            settings.schedule_classes = self
+                .class_table(t, "alerts.schedule_classes")
+                .into_iter()
+                .map(|(name, max_age)| ScheduleClass { name, max_age })
+                .collect();
+        }
+        if let Err(e) = settings.validate() {
+            self.report.error(&span, ctx, format!("{e:#}"));
+        }
+        settings
+    }
+
+    /// A table of `class = "duration"` entries.
+    fn class_table(&mut self, table: &DeTable<'_>, ctx: &str) -> Vec<(String, Duration)> {
+        let mut out = Vec::new();
+        for (k, v) in table.iter() {
+            let name = k.get_ref().to_string();
+            match v.get_ref() {
+                toml::de::DeValue::String(text) => match humantime::parse_duration(text) {
+                    Ok(d) if !d.is_zero() => out.push((name, d)),
+                    _ => self.report.error(
+                        &v.span(),
+                        ctx,
+                        format!("{name}: {text:?} is not a duration like \"45m\", \"25h\" or \"7days 12h\""),
+                    ),
+                },
+                other => self.report.error(
+                    &v.span(),
+                    ctx,
+                    format!(
+                        "{name} must be a duration string like \"4h\", not {}",
+                        super::diagnostics::type_name(other)
+                    ),
+                ),
+            }
+        }
+        out
     }
 
     fn s3(&mut self, table: &DeTable<'_>, span: Range<usize>) -> S3Settings {
@@ -684,6 +800,33 @@ impl Reader<'_, '_> {
                         None
                     }
                 });
+        let schedule_class = match f.string(&mut self.report, "schedule_class") {
+            Some(c) => {
+                let known: Vec<&str> = self
+                    .alerts
+                    .schedule_classes
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect();
+                if !known.contains(&c.value.as_str()) {
+                    self.report.error(
+                        &c.span,
+                        &context,
+                        format!(
+                            "schedule_class {:?} is not one of the alert schedule classes ({}); \
+                             define it under [alerts.schedule_classes]",
+                            c.value,
+                            known.join(", ")
+                        ),
+                    );
+                }
+                Some(c.value)
+            }
+            None => schedule
+                .as_ref()
+                .and_then(|s| crate::jobs::report::schedule_class(&s.text))
+                .map(str::to_string),
+        };
         let suspend = f.bool(&mut self.report, "suspend").is_some_and(|b| b.value);
         let params = f.scalar_map(&mut self.report, "params");
         let memory_cap_mib = f
@@ -726,6 +869,7 @@ impl Reader<'_, '_> {
             name: name_at?.value,
             plugin: plugin?.value,
             schedule,
+            schedule_class,
             suspend,
             params,
             database: database?,
@@ -1402,12 +1546,72 @@ max_runtime = "2h"
     }
 
     #[test]
-    fn schedules_are_five_field_cron() {
+    fn schedules_are_five_field_cron_or_six_with_seconds() {
         assert!(parse_schedule("30 2 * * *").is_ok());
         assert!(parse_schedule("0 3 * * 0").is_ok());
         assert!(parse_schedule("@daily").is_ok());
-        assert!(parse_schedule("0 0 3 * * *").is_err());
+        assert!(parse_schedule("*/5 * * * * *").is_ok());
+        assert!(parse_schedule("0 0 3 * * * 2027").is_err());
         assert!(parse_schedule("61 2 * * *").is_err());
+    }
+
+    #[test]
+    fn alert_classes_come_from_the_config() {
+        let dir = dir_with_script();
+        let text = r#"
+[environment]
+name = "staging"
+store = "/srv/b"
+
+[alerts]
+failed_severity = "page"
+runtime_classes = { "2h" = "2h", "30m" = "30m" }
+schedule_classes = { nightly = "26h", weekly = "7days 12h" }
+
+[[task]]
+name = "orders"
+plugin = "postgres"
+schedule = "0 3 * * 1-5"
+schedule_class = "nightly"
+database = { name = "orders" }
+[[task.step]]
+op = "backup"
+"#;
+        let config = parse_in(text, dir.path()).unwrap();
+        assert_eq!(config.alerts.failed_severity, "page");
+        let runtime: Vec<_> = config
+            .alerts
+            .runtime_classes
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(runtime, ["2h", "30m"]);
+        assert_eq!(
+            config.alerts.schedule_classes[1].max_age,
+            Duration::from_secs(180 * 3600)
+        );
+        assert_eq!(config.tasks[0].schedule_class.as_deref(), Some("nightly"));
+
+        let bad = text
+            .replace(
+                "schedule_class = \"nightly\"",
+                "schedule_class = \"hourly\"",
+            )
+            .replace("\"30m\" = \"30m\"", "\"30m\" = \"soon\"");
+        let errors = errors(&bad);
+        assert!(
+            errors.iter().any(|e| e.starts_with("8:42:")
+                && e.contains("alerts.runtime_classes")
+                && e.contains("30m")),
+            "{errors:#?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("schedule_class \"hourly\" is not one of")
+                    && e.contains("nightly, weekly")),
+            "{errors:#?}"
+        );
     }
 
     #[test]

@@ -4,7 +4,12 @@
 
 pub mod chain;
 pub mod config;
+pub mod daemon;
 pub mod diagnostics;
 pub mod history;
+pub mod lock;
+pub mod marker;
 pub mod report;
+pub mod runner;
+pub mod scheduler;
 pub mod task;

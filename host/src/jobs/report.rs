@@ -22,6 +22,17 @@ impl StepIdentity {
     /// Engine = plugin, instance = host of the database the step acts on
     /// (source of a backup, target otherwise; `localhost` when unset).
     pub fn new(plugin: &str, request: &StepRequest, op: StepOp) -> StepIdentity {
+        Self::with_alerts(plugin, request, op, &AlertSettings::default())
+    }
+
+    /// As [`StepIdentity::new`], with the runtime class chosen among
+    /// `alerts`' classes.
+    pub fn with_alerts(
+        plugin: &str,
+        request: &StepRequest,
+        op: StepOp,
+        alerts: &AlertSettings,
+    ) -> StepIdentity {
         let role = if op == StepOp::Backup {
             "source"
         } else {
@@ -33,7 +44,7 @@ impl StepIdentity {
             .unwrap_or_else(|| "localhost".into());
         let db_name = conn.map(|c| c.database.clone()).unwrap_or_default();
         let group = Group::new(GroupingKey::new(plugin, instance, db_name, op.name()))
-            .with_runtime_class(runtime_class(op, request.max_runtime));
+            .with_runtime_class(runtime_class(op, request.max_runtime, alerts));
         StepIdentity {
             task: None,
             plugin: plugin.to_string(),
@@ -42,24 +53,23 @@ impl StepIdentity {
     }
 
     fn of_event(event: &StepEvent<'_>) -> StepIdentity {
-        let mut id = StepIdentity::new(&event.task.plugin, event.request, event.op());
+        let mut id = StepIdentity::with_alerts(
+            &event.task.plugin,
+            event.request,
+            event.op(),
+            &event.config.alerts,
+        );
         id.task = Some(event.task.name.clone());
-        id.group.schedule_class = event
-            .task
-            .schedule
-            .as_ref()
-            .and_then(|s| schedule_class(&s.text))
-            .map(str::to_string);
+        id.group.schedule_class = event.task.schedule_class.clone();
         id
     }
 }
 
-/// The smallest default runtime class that holds `max_runtime`, so the
+/// The smallest runtime class of `alerts` that holds `max_runtime`, so the
 /// "running too long" alert fires no earlier than the step's own deadline
 /// would stop it; beyond the largest class, the largest.
-pub fn runtime_class(op: StepOp, max_runtime: Duration) -> String {
-    let settings = AlertSettings::default();
-    let mut classes = settings.runtime_classes;
+pub fn runtime_class(op: StepOp, max_runtime: Duration, alerts: &AlertSettings) -> String {
+    let mut classes = alerts.runtime_classes.clone();
     classes.sort_by_key(|c| c.max_runtime);
     classes
         .iter()
@@ -122,6 +132,11 @@ impl Reporter {
         };
         let history = history::state_dir(env.state_dir.as_deref()).map(|d| History::in_dir(&d));
         Reporter::new(pusher, history, &env.name)
+    }
+
+    /// The metrics this reporter pushed (what the daemon serves).
+    pub fn registry(&self) -> crate::metrics::SharedRegistry {
+        self.pusher.registry()
     }
 
     pub async fn started(&self, id: &StepIdentity) {
@@ -192,16 +207,17 @@ mod tests {
     #[test]
     fn jobs_report_runtime_class_from_max_runtime() {
         let m = |n: u64| Duration::from_secs(n * 60);
+        let d = AlertSettings::default();
         for op in [StepOp::Backup, StepOp::Restore, StepOp::Transform] {
             let expect = match op {
                 StepOp::Backup => "1h",
                 StepOp::Transform => "45m",
                 _ => "4h",
             };
-            assert_eq!(runtime_class(op, op.default_max_runtime()), expect);
+            assert_eq!(runtime_class(op, op.default_max_runtime(), &d), expect);
         }
-        assert_eq!(runtime_class(StepOp::Backup, m(90)), "4h");
-        assert_eq!(runtime_class(StepOp::Backup, m(24 * 60)), "13h");
+        assert_eq!(runtime_class(StepOp::Backup, m(90), &d), "4h");
+        assert_eq!(runtime_class(StepOp::Backup, m(24 * 60), &d), "13h");
     }
 
     #[test]

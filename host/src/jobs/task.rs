@@ -145,6 +145,7 @@ pub fn step_request(
         max_runtime: step.max_runtime,
         memory_cap_mib: task.memory_cap_mib.unwrap_or(DEFAULT_MEMORY_CAP_MIB),
         allow_programs: task.allow_programs.clone(),
+        stop: Default::default(),
     })
 }
 

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use wasmtime::component::{HasSelf, Linker, Resource};
 use wasmtime::{Config, Engine, Store};
 
@@ -103,8 +104,15 @@ impl Runtime {
             crate::capabilities::process::ProcessPolicy::none(),
             (sandbox::DEFAULT_MEMORY_CAP_MIB << 20) as usize,
         );
-        let mut sandbox =
-            Sandbox::start(&self.engine, &pre, state, "plugin", DESCRIBE_DEADLINE).await?;
+        let mut sandbox = Sandbox::start(
+            &self.engine,
+            &pre,
+            state,
+            "plugin",
+            DESCRIBE_DEADLINE,
+            CancellationToken::new(),
+        )
+        .await?;
         let info = sandbox.describe().await?;
         validate_info(&info)?;
         Ok(LoadedPlugin {
@@ -121,6 +129,7 @@ impl Runtime {
         plugin: &LoadedPlugin,
         state: StepState,
         max_runtime: Duration,
+        stop: CancellationToken,
     ) -> Result<Sandbox> {
         Sandbox::start(
             &self.engine,
@@ -128,6 +137,7 @@ impl Runtime {
             state,
             &plugin.info.name,
             max_runtime,
+            stop,
         )
         .await
     }
@@ -211,9 +221,16 @@ pub struct Sandbox {
     store: Store<StepState>,
     world: EngineWorld,
     plugin: String,
+    limits: Limits,
+}
+
+/// What stops a running guest call: the step's deadline, the memory cap
+/// (seen as a trap) and an operator's stop request (SIGTERM).
+struct Limits {
     deadline: Instant,
     max_runtime: Duration,
     memory_cap_hit: Arc<AtomicBool>,
+    stop: CancellationToken,
 }
 
 impl Sandbox {
@@ -223,6 +240,7 @@ impl Sandbox {
         state: StepState,
         plugin: &str,
         max_runtime: Duration,
+        stop: CancellationToken,
     ) -> Result<Self> {
         let memory_cap_hit = state.memory.hit_flag();
         let mut store = Store::new(engine, state);
@@ -252,9 +270,12 @@ impl Sandbox {
             store,
             world,
             plugin: plugin.to_string(),
-            deadline,
-            max_runtime,
-            memory_cap_hit,
+            limits: Limits {
+                deadline,
+                max_runtime,
+                memory_cap_hit,
+                stop,
+            },
         })
     }
 
@@ -273,45 +294,21 @@ impl Sandbox {
     pub async fn describe(&mut self) -> Result<PluginInfo> {
         let ops = self.world.envsync_plugin_operations();
         let fut = ops.call_describe(&mut self.store);
-        let result = guard(
-            fut,
-            &self.plugin,
-            "describe",
-            self.deadline,
-            self.max_runtime,
-            &self.memory_cap_hit,
-        )
-        .await;
+        let result = guard(fut, &self.plugin, "describe", &self.limits).await;
         self.annotate(result)
     }
 
     pub async fn check(&mut self, head: Vec<u8>) -> Result<Result<(), WitError>> {
         let ops = self.world.envsync_plugin_operations();
         let fut = ops.call_check(&mut self.store, &head);
-        let result = guard(
-            fut,
-            &self.plugin,
-            "check",
-            self.deadline,
-            self.max_runtime,
-            &self.memory_cap_hit,
-        )
-        .await;
+        let result = guard(fut, &self.plugin, "check", &self.limits).await;
         self.annotate(result)
     }
 
     pub async fn backup(&mut self, artifact: Resource<ByteSink>) -> Result<Result<(), WitError>> {
         let ops = self.world.envsync_plugin_operations();
         let fut = ops.call_backup(&mut self.store, artifact);
-        let result = guard(
-            fut,
-            &self.plugin,
-            "backup",
-            self.deadline,
-            self.max_runtime,
-            &self.memory_cap_hit,
-        )
-        .await;
+        let result = guard(fut, &self.plugin, "backup", &self.limits).await;
         self.annotate(result)
     }
 
@@ -321,15 +318,7 @@ impl Sandbox {
     ) -> Result<Result<(), WitError>> {
         let ops = self.world.envsync_plugin_operations();
         let fut = ops.call_restore(&mut self.store, artifact);
-        let result = guard(
-            fut,
-            &self.plugin,
-            "restore",
-            self.deadline,
-            self.max_runtime,
-            &self.memory_cap_hit,
-        )
-        .await;
+        let result = guard(fut, &self.plugin, "restore", &self.limits).await;
         self.annotate(result)
     }
 
@@ -339,30 +328,14 @@ impl Sandbox {
     ) -> Result<Result<(), WitError>> {
         let ops = self.world.envsync_plugin_operations();
         let fut = ops.call_transform(&mut self.store, script);
-        let result = guard(
-            fut,
-            &self.plugin,
-            "transform",
-            self.deadline,
-            self.max_runtime,
-            &self.memory_cap_hit,
-        )
-        .await;
+        let result = guard(fut, &self.plugin, "transform", &self.limits).await;
         self.annotate(result)
     }
 
     pub async fn copy(&mut self) -> Result<Result<(), WitError>> {
         let ops = self.world.envsync_plugin_operations();
         let fut = ops.call_copy(&mut self.store);
-        let result = guard(
-            fut,
-            &self.plugin,
-            "copy",
-            self.deadline,
-            self.max_runtime,
-            &self.memory_cap_hit,
-        )
-        .await;
+        let result = guard(fut, &self.plugin, "copy", &self.limits).await;
         self.annotate(result)
     }
 
@@ -384,27 +357,37 @@ impl Sandbox {
     }
 }
 
-/// Runs one guest call under the step's deadline and turns traps, deadline
-/// and memory cap into errors that name the plugin and the cause.
+/// Runs one guest call under the step's limits and turns traps, deadline,
+/// memory cap and a stop request into errors that name the plugin and the
+/// cause. On deadline or stop the call is dropped; the caller then drops the
+/// sandbox, which kills the plugin's programs.
 async fn guard<T>(
     call: impl Future<Output = wasmtime::Result<T>>,
     plugin: &str,
     op: &str,
-    deadline: Instant,
-    max_runtime: Duration,
-    memory_cap_hit: &AtomicBool,
+    limits: &Limits,
 ) -> Result<T> {
-    match tokio::time::timeout_at(deadline, call).await {
+    let result = tokio::select! {
+        result = tokio::time::timeout_at(limits.deadline, call) => result,
+        () = limits.stop.cancelled() => {
+            return Err(Failure::new(
+                Kind::Stopped,
+                format!("plugin {plugin} was stopped during {op} because envsync-host was asked to stop (SIGTERM or SIGINT); its programs were killed"),
+            )
+            .into());
+        }
+    };
+    match result {
         Ok(Ok(value)) => Ok(value),
         Err(_) => Err(Failure::new(
             Kind::Sandbox,
             format!(
                 "plugin {plugin} exceeded the step's maximum runtime of {} during {op}; it was stopped and its programs killed",
-                humantime::format_duration(max_runtime)
+                humantime::format_duration(limits.max_runtime)
             ),
         )
         .into()),
-        Ok(Err(trap)) if memory_cap_hit.load(Ordering::SeqCst) => Err(Failure::new(
+        Ok(Err(trap)) if limits.memory_cap_hit.load(Ordering::SeqCst) => Err(Failure::new(
             Kind::Sandbox,
             format!("plugin {plugin} was stopped during {op}: {}", root_message(&trap)),
         )

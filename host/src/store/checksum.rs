@@ -58,6 +58,18 @@ impl Digest {
     }
 }
 
+/// Counts the stored bytes of an artifact while it streams, for progress
+/// displays (a clone of the artifact's digest state, read-only).
+#[derive(Clone)]
+pub struct Meter(Digest);
+
+impl Meter {
+    /// Stored bytes so far.
+    pub fn bytes(&self) -> u64 {
+        self.0.0.lock().expect("digest").size
+    }
+}
+
 type SharedObject = Arc<Mutex<Option<Box<dyn ObjectWriter>>>>;
 
 /// The innermost writer of an upload chain: hashes and passes bytes to the
@@ -125,6 +137,11 @@ impl ArtifactWriter {
             object,
             digest,
         })
+    }
+
+    /// Stored bytes written so far, readable while the upload runs.
+    pub fn meter(&self) -> Meter {
+        Meter(self.digest.clone())
     }
 
     pub fn key(&self) -> &str {
@@ -242,6 +259,11 @@ impl ArtifactReader {
             expected,
             verified: false,
         })
+    }
+
+    /// Stored bytes read so far, readable while the download runs.
+    pub fn meter(&self) -> Meter {
+        Meter(self.digest.clone())
     }
 
     pub fn verified(&self) -> bool {

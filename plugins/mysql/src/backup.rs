@@ -19,7 +19,7 @@
 //! The database is named after `--`, without `--databases`: the dump has no
 //! CREATE DATABASE or USE, so it loads into any database.
 
-use crate::programs::{Dumper, drain_into};
+use crate::programs::Dumper;
 use crate::settings;
 use envsync_plugin_sdk::{ByteSink, Error, connection, info};
 
@@ -37,7 +37,7 @@ pub fn backup(artifact: &ByteSink) -> Result<(), Error> {
     let dump = dumper.command("source", &source, &extra).spawn()?;
     // The bytes go host-side from the dump's stdout to the store; Ok only
     // when the dump exited 0 and every byte reached the artifact.
-    let bytes = drain_into(dump, dumper.program, artifact)?;
+    let bytes = dump.drain_into(artifact)?;
     info(format!("{} wrote {bytes} bytes", dumper.program));
     Ok(())
 }

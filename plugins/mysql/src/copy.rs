@@ -2,10 +2,10 @@
 //! scratch database on the target, then swapped in like a restore. No store,
 //! no temp files; the bytes move host-side from one child to the other.
 
-use crate::programs::{Client, Dumper, Fed, also, exit_error, feed};
+use crate::programs::{Client, Dumper};
 use crate::settings;
 use crate::swap::{finish_load, replace_target};
-use envsync_plugin_sdk::{Error, connection, info};
+use envsync_plugin_sdk::{Error, OnFeedError, connection, info};
 
 pub fn copy() -> Result<(), Error> {
     let source = connection("source")?;
@@ -23,20 +23,15 @@ pub fn copy() -> Result<(), Error> {
         let mut dump = dumper.command("source", &source, &extra).spawn()?;
         let mut load = loader.stdin_piped().spawn()?;
         let dump_out = dump.take_stdout()?;
-        let fed = feed(&mut load, load_program, &dump_out);
+        let fed = load
+            .feed(&dump_out, OnFeedError::Kill)
+            .and_then(|fed| fed.all());
         drop(dump_out);
-        let Fed(stdin, bytes) = match fed {
+        let (stdin, bytes) = match fed {
             Ok(fed) => fed,
-            Err(e) => {
-                dump.kill();
-                // Exited with an error code by itself (not our kill): the cause.
-                if let Ok(status) = dump.wait()
-                    && status.code.is_some_and(|c| c != 0)
-                {
-                    return Err(also(exit_error(dump_program, &status), &e));
-                }
-                return Err(e);
-            }
+            // The dump exited with an error code by itself (not our kill):
+            // it is the cause.
+            Err(e) => return Err(dump.abort_upstream(e)),
         };
         // The dump's end of output: it must have succeeded before the loader
         // may finish (a failed dump is the cause, whatever the loader says).

@@ -1,7 +1,9 @@
 //! Recognising a mariadb-dump / mysqldump SQL dump of one database from its
 //! first bytes, and naming what an artifact is instead, so a wrong file is
 //! refused before the target is touched. Pure logic: no host calls,
-//! unit-tested natively.
+//! unit-tested natively. Other formats are named with the SDK's `sniff`.
+
+use envsync_plugin_sdk::sniff::{self, Format};
 
 /// The first line of dumps made by MariaDB's clients since 10.5.25, 10.6.18,
 /// 10.11.8 and 11.x: it makes a new `mariadb` client refuse shell and file
@@ -19,6 +21,12 @@ const FIRST_SET: &[u8] = b"/*!40101 SET @OLD_CHARACTER_SET_CLIENT=@@CHARACTER_SE
 const END_COMMENT: &[u8] = b"-- Dump completed";
 const LAST_STATEMENT: &[u8] = b"/*!40111 SET SQL_NOTES=@OLD_SQL_NOTES */;";
 
+/// How an SQL script starts: refused with a pointer to `transform`.
+const SQL_STARTS: &[&[u8]] = &[
+    b"--", b"/*", b"#", b"SET ", b"BEGIN", b"START ", b"CREATE ", b"DROP ", b"INSERT ", b"UPDATE ",
+    b"DELETE ", b"SELECT ", b"USE ", b"LOCK ", b"ALTER ",
+];
+
 const REDUMP: &str =
     "make the backup with the mysql plugin (mariadb-dump or mysqldump of one database)";
 
@@ -33,25 +41,7 @@ pub fn check_head(head: &[u8], head_size: usize) -> Result<(), String> {
                 .into(),
         );
     }
-    if head.starts_with(b"PGDMP") {
-        return Err(
-            "the artifact is a PostgreSQL custom-format archive (pg_dump -Fc), not a \
-             MySQL/MariaDB dump; restore it with --plugin postgres"
-                .into(),
-        );
-    }
-    if let Some(what) = compression(head) {
-        return Err(format!(
-            "the artifact is {what}-compressed, but its manifest says it is plain SQL; \
-             decompress it first, or {REDUMP}"
-        ));
-    }
-    if head.get(257..262) == Some(b"ustar".as_slice()) {
-        return Err(format!(
-            "the artifact is a tar archive, not a MySQL/MariaDB dump; {REDUMP}"
-        ));
-    }
-    let text = after_sandbox_line(text_start(head));
+    let text = after_sandbox_line(sniff::text_start(head));
     let whole = head.len() < head_size;
     let dump_start = if DUMP_COMMENTS.iter().any(|c| text.starts_with(c)) {
         true
@@ -78,50 +68,60 @@ pub fn check_head(head: &[u8], head_size: usize) -> Result<(), String> {
             head.len()
         ));
     }
-    if contains(head, b"-- Dump created by MySQL pump utility") {
-        return Err(format!(
+    match sniff::identify(head) {
+        Some(Format::PostgresArchive) => Err(
+            "the artifact is a PostgreSQL custom-format archive (pg_dump -Fc), not a \
+             MySQL/MariaDB dump; restore it with --plugin postgres"
+                .into(),
+        ),
+        Some(Format::Compressed(what)) => Err(format!(
+            "the artifact is {what}-compressed, but its manifest says it is plain SQL; \
+             decompress it first, or {REDUMP}"
+        )),
+        Some(Format::Tar | Format::PostgresTar) => Err(format!(
+            "the artifact is a tar archive, not a MySQL/MariaDB dump; {REDUMP}"
+        )),
+        Some(Format::MysqlPump) => Err(format!(
             "the artifact was made by mysqlpump, whose dumps name their databases and so \
              cannot be restored under another name; {REDUMP}"
-        ));
-    }
-    if text.starts_with(b"<?xml") && contains(head, b"<mysqldump") {
-        return Err(format!(
+        )),
+        Some(Format::MysqlXml) => Err(format!(
             "the artifact is an XML dump (mysqldump --xml), which cannot be loaded as SQL; {REDUMP}"
-        ));
-    }
-    if contains(head, b"PostgreSQL database cluster dump") {
-        return Err(
+        )),
+        Some(Format::PostgresCluster) => Err(
             "the artifact is a PostgreSQL plain SQL dump of a whole cluster (pg_dumpall), not a \
              MySQL/MariaDB dump; load it into PostgreSQL with psql"
                 .into(),
-        );
-    }
-    if contains(head, b"PostgreSQL database dump") {
-        return Err(
+        ),
+        Some(Format::PostgresPlain) => Err(
             "the artifact is a PostgreSQL plain SQL dump (pg_dump -Fp), not a MySQL/MariaDB \
              dump; load it into PostgreSQL with psql (the postgres plugin restores pg_dump -Fc \
              archives)"
                 .into(),
-        );
-    }
-    if looks_like_sql(text) {
-        return Err(format!(
+        ),
+        Some(format @ (Format::SqliteDump | Format::SqliteDatabase)) => Err(format!(
+            "the artifact is {}, not a MySQL/MariaDB dump; {}",
+            format.description(),
+            match format.plugin() {
+                Some(plugin) => format!("restore it with --plugin {plugin}"),
+                None => REDUMP.to_string(),
+            }
+        )),
+        _ if sniff::starts_with_any(text, SQL_STARTS) => Err(format!(
             "the artifact looks like an SQL script, not a mariadb-dump/mysqldump dump (which \
              starts with \"-- MariaDB dump\" or \"-- MySQL dump\"); run SQL scripts with the \
              transform operation, or {REDUMP}"
-        ));
-    }
-    if head.len() < 16 {
-        return Err(format!(
+        )),
+        _ if head.len() < 16 => Err(format!(
             "the artifact is only {} byte(s) long, too short to be a dump; restore another backup",
             head.len()
-        ));
+        )),
+        _ => Err(format!(
+            "the artifact is not a MySQL/MariaDB dump: it does not start with a dump header \
+             (first bytes: {}); {REDUMP}",
+            sniff::hex_prefix(head, 16)
+        )),
     }
-    Err(format!(
-        "the artifact is not a MySQL/MariaDB dump: it does not start with a dump header \
-         (first bytes: {}); {REDUMP}",
-        hex_prefix(head, 16)
-    ))
 }
 
 /// Dumps made with --databases or --all-databases create and `USE` their
@@ -135,7 +135,7 @@ fn names_databases(head: &[u8]) -> Option<String> {
         b"\nUSE `",
     ]
     .into_iter()
-    .find(|m| contains(head, m))?;
+    .find(|m| sniff::contains(head, m))?;
     let name = quoted_name_after(head, marker).unwrap_or_default();
     Some(format!(
         "the artifact is a dump made with --databases or --all-databases: it creates and uses \
@@ -160,11 +160,7 @@ fn quoted_name_after(head: &[u8], marker: &[u8]) -> Option<String> {
 
 /// A whole (short) artifact ends like a complete dump.
 fn ends_like_a_dump(whole: &[u8]) -> bool {
-    let trimmed = trim_end(whole);
-    let last_line = trimmed
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(trimmed, |i| &trimmed[i + 1..]);
+    let last_line = sniff::last_line(whole);
     last_line.starts_with(END_COMMENT) || last_line == LAST_STATEMENT
 }
 
@@ -183,65 +179,9 @@ fn is_prefix_of_a_dump(text: &[u8]) -> bool {
 /// `text` after the sandbox-mode line and the whitespace that follows it.
 fn after_sandbox_line(text: &[u8]) -> &[u8] {
     match text.strip_prefix(SANDBOX_LINE) {
-        Some(rest) => text_start(rest),
+        Some(rest) => sniff::text_start(rest),
         None => text,
     }
-}
-
-/// The name of the compressor whose magic number starts `head`.
-fn compression(head: &[u8]) -> Option<&'static str> {
-    const MAGICS: &[(&[u8], &str)] = &[
-        (&[0x1f, 0x8b], "gzip"),
-        (&[0x28, 0xb5, 0x2f, 0xfd], "zstd"),
-        (b"BZh", "bzip2"),
-        (&[0xfd, b'7', b'z', b'X', b'Z', 0x00], "xz"),
-        (&[0x04, 0x22, 0x4d, 0x18], "lz4"),
-    ];
-    MAGICS
-        .iter()
-        .find(|(magic, _)| head.starts_with(magic))
-        .map(|(_, name)| *name)
-}
-
-/// The text after a UTF-8 byte-order mark and leading whitespace.
-fn text_start(head: &[u8]) -> &[u8] {
-    let head = head.strip_prefix(b"\xef\xbb\xbf").unwrap_or(head);
-    let start = head
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(head.len());
-    &head[start..]
-}
-
-fn trim_end(bytes: &[u8]) -> &[u8] {
-    let end = bytes
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(0, |i| i + 1);
-    &bytes[..end]
-}
-
-fn looks_like_sql(text: &[u8]) -> bool {
-    const STARTS: &[&[u8]] = &[
-        b"--", b"/*", b"#", b"SET ", b"BEGIN", b"START ", b"CREATE ", b"DROP ", b"INSERT ",
-        b"UPDATE ", b"DELETE ", b"SELECT ", b"USE ", b"LOCK ", b"ALTER ",
-    ];
-    STARTS
-        .iter()
-        .any(|s| text.len() >= s.len() && text[..s.len()].eq_ignore_ascii_case(s))
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-fn hex_prefix(bytes: &[u8], n: usize) -> String {
-    bytes
-        .iter()
-        .take(n)
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[cfg(test)]
@@ -370,6 +310,15 @@ mod tests {
         assert!(err(&long("-- my own script\nSELECT 1;\n")).contains("transform"));
         let xml = "<?xml version=\"1.0\"?>\n<mysqldump xmlns:xsi=\"x\">\n";
         assert!(err(&long(xml)).contains("XML"));
+    }
+
+    #[test]
+    fn names_sqlite_files() {
+        let dump = "PRAGMA foreign_keys=OFF;\nBEGIN TRANSACTION;\nCREATE TABLE t(a);\n";
+        assert!(err(&long(dump)).contains("--plugin sqlite"));
+        let mut file = b"SQLite format 3\0".to_vec();
+        file.resize(SIZE, 0);
+        assert!(err(&file).contains("SQLite database file"));
     }
 
     #[test]

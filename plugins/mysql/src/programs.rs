@@ -1,14 +1,12 @@
-//! Finding and running the client programs (MariaDB's or MySQL's), and
-//! moving bytes between them and host streams, with errors that name the
-//! real cause.
+//! Finding and running the client programs (MariaDB's or MySQL's). Moving
+//! bytes between them and host streams is the SDK's (`Running::feed`,
+//! `Running::drain_into`), with the client's errors cut down to its `ERROR`
+//! lines (see [`exit_error`]).
 
 use crate::batch::{self, Row};
 use crate::catalog::{Catalog, QUERY_SCRIPT_MAX};
 use crate::sql;
-use envsync_plugin_sdk::{
-    ByteSink, ByteSource, Command, ConnectionInfo, Error, ExitStatus, Running, check_status, debug,
-    read_all, splice, write_all,
-};
+use envsync_plugin_sdk::{Command, ConnectionInfo, Error, ExitStatus, debug};
 
 /// Every program the plugin may run. MariaDB's names come first: they are
 /// preferred when both are installed.
@@ -92,8 +90,10 @@ impl Client {
     /// The client on `conn`'s server with the credentials of `role`, in
     /// batch mode (stops at the first error), UTF-8, never reconnecting (a
     /// reconnect would carry on with the rest of a script in a new session).
+    /// Its failures show only its `ERROR` lines (see [`exit_error`]).
     pub fn command(&self, role: &str, conn: &ConnectionInfo) -> Command {
         Command::new(self.program)
+            .stderr_filter(error_lines)
             .args(connection_args(conn))
             .args([
                 "--batch",
@@ -156,25 +156,12 @@ impl Client {
                 script.len()
             )));
         }
-        let mut child = self
-            .own(role, conn, database)
-            .stdin_piped()
-            .stdout_piped()
-            .spawn()?;
-        let stdin = child.take_stdin()?;
-        let stdout = child.take_stdout()?;
         // The script fits in the pipe, so writing all of it before reading
         // cannot block on a client waiting for its output to be read.
-        let wrote = write_all(&stdin, script.as_bytes()).and_then(|()| stdin.close());
-        drop(stdin);
-        let out = read_all(&stdout, OUTPUT_LIMIT);
-        drop(stdout);
-        let status = child.wait()?;
-        if !status.success {
-            return Err(exit_error(self.program, &status));
-        }
-        wrote?;
-        Ok(batch::parse(&out?))
+        let out = self
+            .own(role, conn, database)
+            .output(Some(script.as_bytes()), OUTPUT_LIMIT)?;
+        Ok(batch::parse(&out))
     }
 
     /// Runs a script of the plugin's own of any size whose output is not
@@ -186,16 +173,8 @@ impl Client {
         database: Option<&str>,
         script: &[u8],
     ) -> Result<(), Error> {
-        let mut child = self.own(role, conn, database).stdin_piped().spawn()?;
-        let stdin = child.take_stdin()?;
-        let wrote = write_all(&stdin, script).and_then(|()| stdin.close());
-        drop(stdin);
-        let status = child.wait()?;
-        if !status.success {
-            // The client's own failure closes its input early; it is the cause.
-            return Err(exit_error(self.program, &status));
-        }
-        wrote
+        // The client's own failure closes its input early; it is the cause.
+        self.own(role, conn, database).run_with_input(script)
     }
 
     /// What database `db` holds, and the server's version.
@@ -252,63 +231,6 @@ impl Dumper {
     }
 }
 
-/// How feeding a child ended.
-pub struct Fed(pub ByteSink, pub u64);
-
-/// Copies `source` into the child's stdin. All of the source went in when
-/// Ok; stdin is still open, so the caller writes what follows and decides
-/// when the child sees the end. On failure the child is killed while its
-/// input is still open (so it never runs a cut-off last statement) and the
-/// error names the real cause: the child's own failure (it stopped at an SQL
-/// error and closed its input) comes before the broken pipe it caused.
-pub fn feed(child: &mut Running, program: &str, source: &ByteSource) -> Result<Fed, Error> {
-    let stdin = child.take_stdin()?;
-    let splice_error = match splice(source, &stdin) {
-        Ok(n) => return Ok(Fed(stdin, n)),
-        Err(e) => e,
-    };
-    child.kill();
-    drop(stdin);
-    let status = child.wait()?;
-    Err(stream_failure(program, &status, splice_error, true))
-}
-
-/// Copies a child's stdout into `sink` and waits for the child; Ok only when
-/// both the copy and the child succeeded. Returns the bytes copied.
-pub fn drain_into(mut child: Running, program: &str, sink: &ByteSink) -> Result<u64, Error> {
-    let stdout = child.take_stdout()?;
-    let copied = splice(&stdout, sink);
-    drop(stdout);
-    match copied {
-        Ok(n) => child.finish().map(|()| n),
-        Err(e) => {
-            // The child is likely blocked writing to a pipe nobody reads.
-            child.kill();
-            let status = child.wait()?;
-            Err(stream_failure(program, &status, e, true))
-        }
-    }
-}
-
-/// The error for a stream that failed while `program` was at its other end.
-/// A child that exited with an error code by itself usually caused the
-/// failure, so its stderr comes first; a child we killed has nothing to add.
-pub fn stream_failure(
-    program: &str,
-    status: &ExitStatus,
-    stream_error: Error,
-    we_killed: bool,
-) -> Error {
-    if status.success || (we_killed && status.code.is_none()) {
-        return stream_error;
-    }
-    debug(format!(
-        "{program} failed; the stream then failed too: {}",
-        stream_error.message()
-    ));
-    exit_error(program, status)
-}
-
 /// A `program-failed` error describing an unsuccessful exit: how it ended
 /// and the tail of its stderr. The client prints the whole failing statement
 /// before its `ERROR …` line (a RENAME of every table, a dump's INSERT): only
@@ -324,31 +246,17 @@ pub fn exit_error(program: &str, status: &ExitStatus) -> Error {
             ..status.clone()
         }
     };
-    match check_status(program, &status) {
-        Err(e) => e,
-        Ok(()) => Error::ProgramFailed(format!("{program} failed")),
-    }
+    envsync_plugin_sdk::exit_error(program, &status)
 }
 
-/// The client's `ERROR …` lines in `stderr`, joined with "; ".
+/// The client's `ERROR …` lines in `stderr`, joined with "; " (the client's
+/// [`Command::stderr_filter`]).
 fn error_lines(stderr: &str) -> String {
     stderr
         .lines()
         .filter(|l| l.starts_with("ERROR"))
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-/// `first` (the cause) with `then` (a consequence) appended, keeping the
-/// kind of `first`.
-pub fn also(first: Error, then: &Error) -> Error {
-    let suffix = format!("; also: {}", then.message());
-    match first {
-        Error::ProgramFailed(m) => Error::ProgramFailed(m + &suffix),
-        Error::Io(m) => Error::Io(m + &suffix),
-        Error::Other(m) => Error::Other(m + &suffix),
-        other => other,
-    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! restore: an artifact loaded into a scratch database and swapped in.
 
-use crate::programs::{Client, Fed, feed};
+use crate::programs::Client;
 use crate::swap::{finish_load, looks_damaged, replace_target};
-use envsync_plugin_sdk::{ByteSource, Error, info};
+use envsync_plugin_sdk::{ByteSource, Error, OnFeedError, info};
 
 pub fn restore(artifact: &ByteSource) -> Result<(), Error> {
     let client = Client::detect()?;
@@ -10,8 +10,12 @@ pub fn restore(artifact: &ByteSource) -> Result<(), Error> {
     replace_target(&client, |loader| {
         info(format!("loading the artifact with {program}"));
         let mut child = loader.stdin_piped().spawn()?;
-        let loaded = feed(&mut child, program, artifact)
-            .and_then(|Fed(stdin, bytes)| finish_load(&child, program, stdin).map(|()| bytes));
+        // Killed on a failure while its input is still open, so it never
+        // runs a cut-off last statement.
+        let loaded = child
+            .feed(artifact, OnFeedError::Kill)
+            .and_then(|fed| fed.all())
+            .and_then(|(stdin, bytes)| finish_load(&child, program, stdin).map(|()| bytes));
         match loaded {
             Ok(bytes) => info(format!("{program} loaded {bytes} bytes")),
             Err(e) => {

@@ -2,7 +2,7 @@
 //! inspect`) and reading them with errors an operator can act on.
 
 use crate::flags;
-use envsync_plugin_sdk::{Error, ParamInfo, param, param_or};
+use envsync_plugin_sdk::{Error, ParamInfo, param_infos as infos, param_number, param_or};
 use std::time::Duration;
 
 /// The flags every backup and copy passes to mariadb-dump/mysqldump, before
@@ -66,14 +66,7 @@ const PARAMS: &[(&str, &str, Option<&str>)] = &[
 ];
 
 pub fn param_infos() -> Vec<ParamInfo> {
-    PARAMS
-        .iter()
-        .map(|(name, description, default)| ParamInfo {
-            name: name.to_string(),
-            description: description.to_string(),
-            default_value: default.map(String::from),
-        })
-        .collect()
+    infos(PARAMS)
 }
 
 /// Extra mariadb-dump flags, checked.
@@ -115,13 +108,13 @@ impl LoadSettings {
                 )));
             }
         };
-        let swap_retries: u32 = number("swap-retries", 5)?;
+        let swap_retries: u32 = param_number("swap-retries", 5)?;
         if swap_retries == 0 {
             return Err(Error::InvalidParam(
                 "parameter swap-retries must be at least 1".into(),
             ));
         }
-        let lock_timeout_secs: u32 = number("swap-lock-timeout", 5)?;
+        let lock_timeout_secs: u32 = param_number("swap-lock-timeout", 5)?;
         if lock_timeout_secs == 0 {
             return Err(Error::InvalidParam(
                 "parameter swap-lock-timeout must be at least 1 (second)".into(),
@@ -131,18 +124,7 @@ impl LoadSettings {
             mode,
             lock_timeout_secs,
             swap_retries,
-            swap_retry_delay: Duration::from_millis(number("swap-retry-delay-ms", 1000)?),
+            swap_retry_delay: Duration::from_millis(param_number("swap-retry-delay-ms", 1000)?),
         })
-    }
-}
-
-fn number<T: std::str::FromStr + std::fmt::Display>(name: &str, default: T) -> Result<T, Error> {
-    match param(name) {
-        None => Ok(default),
-        Some(v) => v.trim().parse().map_err(|_| {
-            Error::InvalidParam(format!(
-                "parameter {name}={v:?} is not a whole number (default {default})"
-            ))
-        }),
     }
 }

@@ -15,9 +15,11 @@
 //! session quietly before the COMMIT nor run anything on this machine;
 //! `DELIMITER` still works.
 
-use crate::programs::{Client, Fed, feed};
+use crate::programs::Client;
 use crate::sql;
-use envsync_plugin_sdk::{ByteSource, Error, Running, connection, info, write_all};
+use envsync_plugin_sdk::{
+    ByteSource, Error, OnFeedError, check_status, connection, info, write_all,
+};
 
 pub fn transform(script: &ByteSource) -> Result<(), Error> {
     let target = connection("target")?;
@@ -40,24 +42,23 @@ pub fn transform(script: &ByteSource) -> Result<(), Error> {
     // The script goes in whole before the trailer's COMMIT; on any problem
     // the client is killed while its input is still open, so nothing more is
     // committed.
-    let Fed(stdin, bytes) = feed(&mut child, program, script).map_err(failed)?;
+    let (stdin, bytes) = child
+        .feed(script, OnFeedError::Kill)
+        .and_then(|fed| fed.all())
+        .map_err(failed)?;
     if let Err(e) = script.verify() {
-        return Err(failed(abort(&child, e)));
+        return Err(failed(child.abort(e)));
     }
     if let Err(e) = write_all(&stdin, sql::TRANSFORM_TRAILER.as_bytes()) {
-        return Err(failed(abort(&child, e)));
+        return Err(failed(child.abort(e)));
     }
     let closed = stdin.close();
     drop(stdin);
-    let finished = child.finish();
+    // All of the tail: an operator's script's messages are worth seeing whole.
+    let finished = child
+        .wait()
+        .and_then(|status| check_status(program, &status));
     finished.and(closed).map_err(failed)?;
     info(format!("transform script ({bytes} bytes) committed"));
     Ok(())
-}
-
-/// Kills the client (rolling back) and reaps it; returns `e`.
-fn abort(child: &Running, e: Error) -> Error {
-    child.kill();
-    let _ = child.wait();
-    e
 }

@@ -1,6 +1,5 @@
 //! backup: pg_dump of the source database, streamed into the artifact.
 
-use crate::programs::drain_into;
 use crate::{settings, sql};
 use envsync_plugin_sdk::{ByteSink, Command, Error, connection, info};
 
@@ -21,7 +20,7 @@ pub fn backup(artifact: &ByteSink) -> Result<(), Error> {
         .spawn()?;
     // The bytes go host-side from pg_dump's stdout to the store; Ok only
     // when pg_dump exited 0 and every byte reached the artifact.
-    let bytes = drain_into(pg_dump, "pg_dump", artifact)?;
+    let bytes = pg_dump.drain_into(artifact)?;
     info(format!("pg_dump wrote {bytes} bytes"));
     Ok(())
 }

@@ -2,10 +2,9 @@
 //! database on the target, then swapped in like a restore. No store, no
 //! temp files; the bytes move host-side from one child to the other.
 
-use crate::programs::{Fed, OnFeedError, also, exit_error, feed};
 use crate::swap::replace_target;
 use crate::{settings, sql};
-use envsync_plugin_sdk::{Command, Error, connection, debug, info};
+use envsync_plugin_sdk::{Command, Error, Fed, OnFeedError, connection, debug, info};
 
 pub fn copy() -> Result<(), Error> {
     let source = connection("source")?;
@@ -27,7 +26,7 @@ pub fn copy() -> Result<(), Error> {
             .spawn()?;
         let mut load = pg_restore.stdin_piped().spawn()?;
         let dump_out = dump.take_stdout()?;
-        let fed = feed(&mut load, "pg_restore", &dump_out, OnFeedError::CloseInput);
+        let fed = load.feed(&dump_out, OnFeedError::CloseInput);
         drop(dump_out);
         match fed {
             Ok(Fed::All(stdin, bytes)) => {
@@ -41,28 +40,21 @@ pub fn copy() -> Result<(), Error> {
                 // A failed pg_dump is the cause; pg_restore then only saw a
                 // truncated archive.
                 match (dumped, loaded) {
-                    (Err(d), Err(l)) => return Err(also(d, &l)),
+                    (Err(d), Err(l)) => return Err(d.also(&l)),
                     (Err(e), Ok(())) | (Ok(()), Err(e)) => return Err(e),
                     (Ok(()), Ok(())) => {}
                 }
                 info(format!("copied {bytes} bytes"));
             }
-            Ok(Fed::ChildDone) => {
+            Ok(Fed::ChildDone(_)) => {
                 // pg_restore needed only part of the dump (e.g. --schema-only).
                 dump.kill();
                 let _ = dump.wait();
                 info("pg_restore finished before the end of the dump");
             }
-            Err(e) => {
-                dump.kill();
-                // Exited with an error code by itself (not our kill): the cause.
-                if let Ok(status) = dump.wait()
-                    && status.code.is_some_and(|c| c != 0)
-                {
-                    return Err(also(exit_error("pg_dump", &status), &e));
-                }
-                return Err(e);
-            }
+            // pg_dump exited with an error code by itself (not our kill):
+            // it is the cause.
+            Err(e) => return Err(dump.abort_upstream(e)),
         }
         Ok(())
     })

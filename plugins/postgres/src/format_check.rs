@@ -1,6 +1,9 @@
 //! Recognising a pg_dump custom-format archive from its first bytes, and
 //! naming what an artifact is instead, so a wrong file is refused before the
-//! target is touched. Pure logic: no host calls, unit-tested natively.
+//! target is touched. Pure logic: no host calls, unit-tested natively. Other
+//! formats are named with the SDK's `sniff`.
+
+use envsync_plugin_sdk::sniff::{self, Format};
 
 /// The archive header: magic, version (major, minor, revision), int size,
 /// offset size, then the format byte (pg_backup_archiver.h).
@@ -16,6 +19,11 @@ const ARCH_DIRECTORY: u8 = 5;
 
 const REDUMP: &str = "make the backup with pg_dump -Fc (the postgres plugin's default)";
 
+/// How an SQL script starts: refused with a pointer to `transform`.
+const SQL_STARTS: &[&[u8]] = &[
+    b"--", b"/*", b"SET ", b"BEGIN", b"CREATE ", b"INSERT ", b"COPY ", b"SELECT ",
+];
+
 /// Ok when `head` starts a custom-format archive; otherwise what it looks
 /// like and what to do.
 pub fn check_head(head: &[u8]) -> Result<(), String> {
@@ -29,59 +37,52 @@ pub fn check_head(head: &[u8]) -> Result<(), String> {
     if head.starts_with(MAGIC) {
         return check_archive_header(head);
     }
-    if let Some(what) = compression(head) {
-        return Err(format!(
+    let text = sniff::text_start(head);
+    match sniff::identify(head) {
+        Some(Format::Compressed(what)) => Err(format!(
             "the artifact is {what}-compressed, not a pg_dump custom-format archive \
              (which compresses itself and starts with PGDMP); decompress it first, or {REDUMP}"
-        ));
-    }
-    if is_tar(head) {
-        return Err(if head.starts_with(b"toc.dat\0") || pgdmp_at(head, 512) {
-            format!(
-                "the artifact is a PostgreSQL tar-format dump (pg_dump -Ft); restore takes only \
-                 the custom format; {REDUMP}"
-            )
-        } else {
-            format!("the artifact is a tar archive, not a pg_dump custom-format archive; {REDUMP}")
-        });
-    }
-    let text = text_start(head);
-    if is_mysql_dump(text) {
-        return Err(
+        )),
+        Some(Format::PostgresTar) => Err(format!(
+            "the artifact is a PostgreSQL tar-format dump (pg_dump -Ft); restore takes only \
+             the custom format; {REDUMP}"
+        )),
+        Some(Format::Tar) => Err(format!(
+            "the artifact is a tar archive, not a pg_dump custom-format archive; {REDUMP}"
+        )),
+        Some(Format::MysqlDump) => Err(
             "the artifact looks like a MySQL/MariaDB dump; restore it with --plugin mysql".into(),
-        );
-    }
-    if contains(head, b"PostgreSQL database cluster dump") {
-        return Err(format!(
+        ),
+        Some(Format::PostgresCluster) => Err(format!(
             "the artifact is a plain SQL dump of a whole cluster (pg_dumpall); \
              load it with psql instead, or {REDUMP}"
-        ));
-    }
-    if (text.starts_with(b"--") || text.starts_with(b"SET ") || text.starts_with(b"\\restrict"))
-        && contains(head, b"PostgreSQL database dump")
-    {
-        return Err(format!(
+        )),
+        Some(Format::PostgresPlain) => Err(format!(
             "the artifact is a plain SQL dump (pg_dump -Fp); restore takes only the custom \
              format: load this file with psql instead, or {REDUMP}"
-        ));
-    }
-    if looks_like_sql(text) {
-        return Err(format!(
+        )),
+        Some(format @ (Format::SqliteDump | Format::SqliteDatabase)) => Err(format!(
+            "the artifact is {}, not a pg_dump custom-format archive; {}",
+            format.description(),
+            match format.plugin() {
+                Some(plugin) => format!("restore it with --plugin {plugin}"),
+                None => REDUMP.to_string(),
+            }
+        )),
+        _ if sniff::starts_with_any(text, SQL_STARTS) => Err(format!(
             "the artifact looks like an SQL script, not a pg_dump custom-format archive; \
              run SQL scripts with the transform operation, or {REDUMP}"
-        ));
-    }
-    if head.len() < MAGIC.len() {
-        return Err(format!(
+        )),
+        _ if head.len() < MAGIC.len() => Err(format!(
             "the artifact is only {} byte(s) long, too short to be a dump; restore another backup",
             head.len()
-        ));
+        )),
+        _ => Err(format!(
+            "the artifact is not a pg_dump custom-format archive: it does not start with PGDMP \
+             (first bytes: {}); {REDUMP}",
+            sniff::hex_prefix(head, 16)
+        )),
     }
-    Err(format!(
-        "the artifact is not a pg_dump custom-format archive: it does not start with PGDMP \
-         (first bytes: {}); {REDUMP}",
-        hex_prefix(head, 16)
-    ))
 }
 
 /// Checks the header of something that starts with PGDMP.
@@ -121,70 +122,6 @@ fn check_archive_header(head: &[u8]) -> Result<(), String> {
              or from an unsupported pg_dump; restore another backup"
         )),
     }
-}
-
-/// The name of the compressor whose magic number starts `head`.
-fn compression(head: &[u8]) -> Option<&'static str> {
-    const MAGICS: &[(&[u8], &str)] = &[
-        (&[0x1f, 0x8b], "gzip"),
-        (&[0x28, 0xb5, 0x2f, 0xfd], "zstd"),
-        (b"BZh", "bzip2"),
-        (&[0xfd, b'7', b'z', b'X', b'Z', 0x00], "xz"),
-        (&[0x04, 0x22, 0x4d, 0x18], "lz4"),
-    ];
-    MAGICS
-        .iter()
-        .find(|(magic, _)| head.starts_with(magic))
-        .map(|(_, name)| *name)
-}
-
-/// POSIX tar: "ustar" at offset 257 of the first header block.
-fn is_tar(head: &[u8]) -> bool {
-    head.get(257..262) == Some(b"ustar".as_slice())
-}
-
-fn pgdmp_at(head: &[u8], at: usize) -> bool {
-    head.get(at..at + MAGIC.len()) == Some(MAGIC)
-}
-
-/// The text after a UTF-8 byte-order mark and leading whitespace.
-fn text_start(head: &[u8]) -> &[u8] {
-    let head = head.strip_prefix(b"\xef\xbb\xbf").unwrap_or(head);
-    let start = head
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(head.len());
-    &head[start..]
-}
-
-/// mysqldump and mariadb-dump headers, or their version-guarded comments.
-fn is_mysql_dump(text: &[u8]) -> bool {
-    text.starts_with(b"/*!")
-        || text.starts_with(b"/*M!")
-        || (text.starts_with(b"--")
-            && (contains(text, b"MySQL dump") || contains(text, b"MariaDB dump")))
-}
-
-fn looks_like_sql(text: &[u8]) -> bool {
-    const STARTS: &[&[u8]] = &[
-        b"--", b"/*", b"SET ", b"BEGIN", b"CREATE ", b"INSERT ", b"COPY ", b"SELECT ",
-    ];
-    STARTS
-        .iter()
-        .any(|s| text.len() >= s.len() && text[..s.len()].eq_ignore_ascii_case(s))
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-fn hex_prefix(bytes: &[u8], n: usize) -> String {
-    bytes
-        .iter()
-        .take(n)
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[cfg(test)]
@@ -264,6 +201,13 @@ mod tests {
         ] {
             assert!(err(head).contains("--plugin mysql"), "{head:?}");
         }
+    }
+
+    #[test]
+    fn names_sqlite_files() {
+        let dump = b"PRAGMA foreign_keys=OFF;\nBEGIN TRANSACTION;\nCREATE TABLE t(a);\n";
+        assert!(err(dump).contains("--plugin sqlite"));
+        assert!(err(b"SQLite format 3\0\x10\0").contains("SQLite database file"));
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! inspect`) and reading them with errors an operator can act on.
 
 use crate::flags;
-use envsync_plugin_sdk::{Error, ParamInfo, param, param_or};
+use envsync_plugin_sdk::{
+    Error, ParamInfo, param, param_bool, param_infos as infos, param_number, param_or,
+};
 use std::time::Duration;
 
 /// (name, description, default) of every parameter.
@@ -53,14 +55,7 @@ const PARAMS: &[(&str, &str, Option<&str>)] = &[
 const DEFAULT_DUMP_FLAGS: &str = "-Fc -Z1";
 
 pub fn param_infos() -> Vec<ParamInfo> {
-    PARAMS
-        .iter()
-        .map(|(name, description, default)| ParamInfo {
-            name: name.to_string(),
-            description: description.to_string(),
-            default_value: default.map(String::from),
-        })
-        .collect()
+    infos(PARAMS)
 }
 
 /// pg_dump flags, checked.
@@ -88,7 +83,7 @@ impl LoadSettings {
     /// Reads and checks every parameter up front, so a typo fails the step
     /// before anything is created.
     pub fn read() -> Result<LoadSettings, Error> {
-        let swap_retries: u32 = number("swap-retries", 5)?;
+        let swap_retries: u32 = param_number("swap-retries", 5)?;
         if swap_retries == 0 {
             return Err(Error::InvalidParam(
                 "parameter swap-retries must be at least 1".into(),
@@ -97,34 +92,10 @@ impl LoadSettings {
         Ok(LoadSettings {
             owner: param("owner"),
             restore_flags: restore_flags()?,
-            disable_triggers: boolean("disable-triggers", true)?,
+            disable_triggers: param_bool("disable-triggers", true)?,
             maintenance_db: param_or("maintenance-database", "postgres"),
             swap_retries,
-            swap_retry_delay: Duration::from_millis(number("swap-retry-delay-ms", 1000)?),
+            swap_retry_delay: Duration::from_millis(param_number("swap-retry-delay-ms", 1000)?),
         })
-    }
-}
-
-fn number<T: std::str::FromStr + std::fmt::Display>(name: &str, default: T) -> Result<T, Error> {
-    match param(name) {
-        None => Ok(default),
-        Some(v) => v.trim().parse().map_err(|_| {
-            Error::InvalidParam(format!(
-                "parameter {name}={v:?} is not a whole number (default {default})"
-            ))
-        }),
-    }
-}
-
-fn boolean(name: &str, default: bool) -> Result<bool, Error> {
-    let Some(v) = param(name) else {
-        return Ok(default);
-    };
-    match v.trim().to_ascii_lowercase().as_str() {
-        "true" | "yes" | "on" | "1" => Ok(true),
-        "false" | "no" | "off" | "0" => Ok(false),
-        _ => Err(Error::InvalidParam(format!(
-            "parameter {name}={v:?} must be true or false"
-        ))),
     }
 }

@@ -1,0 +1,58 @@
+# syntax=docker/dockerfile:1
+# envsync-host and the first-party plugins on a slim Debian with the
+# PostgreSQL and MariaDB client programs the plugins run. See
+# docs/kubernetes.md (build, push, render, apply).
+#
+#   docker build -t registry.example.com/envsync:0.1.0 .
+#
+# The build stage uses the toolchain rust-toolchain.toml pins (a test checks
+# that RUST_VERSION matches it) and scripts/build.sh --release; the runtime
+# stage has no compiler, no cargo and no package lists.
+
+ARG RUST_VERSION=1.95.0
+ARG DEBIAN_RELEASE=trixie
+
+FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS build
+WORKDIR /src
+# The guest target; rust-toolchain.toml names the same toolchain as the image.
+COPY rust-toolchain.toml ./
+RUN rustup target add wasm32-wasip2
+COPY . .
+# Cache mounts keep the registry and target folder between builds; the
+# results are copied out of the cached target folder in the same step.
+RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
+    --mount=type=cache,target=/src/target,sharing=locked \
+    scripts/build.sh --release \
+    && install -D -m 0755 target/release/envsync-host /out/bin/envsync-host \
+    && install -d /out/plugins \
+    && install -m 0644 target/plugins/*.wasm /out/plugins/
+
+FROM debian:${DEBIAN_RELEASE}-slim AS runtime
+# Client programs the plugins start (pg_dump, pg_restore, psql; mariadb,
+# mariadb-dump; sqlite3); CA certificates for S3 and the Pushgateway over
+# HTTPS.
+# Versions come from the Debian release (DEBIAN_RELEASE): pg_dump must be at
+# least as new as the servers it dumps.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends \
+        ca-certificates \
+        mariadb-client \
+        postgresql-client \
+        sqlite3 \
+    && rm -rf /var/lib/apt/lists/*
+# The user the Kubernetes manifests run as (runAsUser 10001), and the folders
+# they mount volumes on (state, compile cache, config).
+RUN groupadd --system --gid 10001 envsync \
+    && useradd --system --uid 10001 --gid envsync --home-dir /home/envsync \
+        --create-home --shell /usr/sbin/nologin envsync \
+    && install -d -o envsync -g envsync /var/lib/envsync /var/cache/envsync /etc/envsync
+COPY --from=build /out/bin/envsync-host /usr/local/bin/envsync-host
+COPY --from=build /out/plugins/ /usr/lib/envsync/plugins/
+ENV ENVSYNC_PLUGIN_DIR=/usr/lib/envsync/plugins \
+    ENVSYNC_STATE_DIR=/var/lib/envsync \
+    ENVSYNC_CACHE_DIR=/var/cache/envsync
+USER 10001:10001
+WORKDIR /home/envsync
+ENTRYPOINT ["envsync-host"]
+CMD ["plugins", "list"]

