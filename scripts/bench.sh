@@ -2,8 +2,9 @@
 # Benchmark: envsync against the plain tools on the same data, in the same run.
 #   scripts/bench.sh [SCALE]        pgbench scale, default 50 (about 750 MB)
 #   ROUNDS=3 scripts/bench.sh       rounds per measurement (median is shown)
-#   TARGETS="local s3 mysql"        what to measure (default: all): PostgreSQL to a
-#                                   local folder and to S3, MySQL/MariaDB to a folder
+#   TARGETS="local s3 mysql sanitise"  what to measure (default: all): PostgreSQL to a
+#                                   local folder and to S3, MySQL/MariaDB to a folder, and a
+#                                   sanitised PostgreSQL backup against an unsanitised one
 #   MYSQL_ROWS=1500000              rows of the MariaDB benchmark table (~240 MB)
 # Prints a table of times, ratios and the host's peak RSS. Quote the ratios:
 # absolute times on shared machines are noise.
@@ -11,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scale=${1:-50}
 rounds=${ROUNDS:-2}
-targets=${TARGETS:-local s3 mysql}
+targets=${TARGETS:-local s3 mysql sanitise}
 mysql_rows=${MYSQL_ROWS:-1500000}
 
 scripts/setup.sh >/dev/null
@@ -72,6 +73,25 @@ envsync() { # runs the host, prints "SECONDS RSS"
   t1=$(now)
   python3 -c "import json,sys; print(f'{$t1 - $t0:.3f}', json.loads(sys.argv[1])['host_peak_rss_bytes'])" "$out"
 }
+# runs a configured task, prints "SECONDS RSS ROWS_PER_S BYTES_PER_S" (RSS of the child, from wait4)
+envsync_task() {
+  python3 - "$host" "$@" <<'PY'
+import json, re, resource, subprocess, sys, time
+t0 = time.monotonic()
+p = subprocess.Popen([sys.argv[1], "--log-format", "json", *sys.argv[2:]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+out, err = p.communicate()
+secs = time.monotonic() - t0
+if p.returncode != 0:
+    sys.stderr.write(err); sys.exit(1)
+rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+summary = " ".join(s.get("summary", "") for s in json.loads(out)["steps"])
+m = re.search(r"\(([0-9]+) rows/s, ([0-9.]+) (B|KiB|MiB|GiB)/s\)", summary)
+rate, bps = (0, 0)
+if m:
+    rate = int(m.group(1)); bps = float(m.group(2)) * {"B": 1, "KiB": 1024, "MiB": 2**20, "GiB": 2**30}[m.group(3)]
+print(f"{secs:.3f} {rss} {rate} {bps:.0f}")
+PY
+}
 fresh_db() { pg_psql postgres -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null 2>&1; }
 
 for round in $(seq 1 "$rounds"); do
@@ -89,6 +109,64 @@ for round in $(seq 1 "$rounds"); do
         plain_restore() { aws s3 cp s3://bench/plain/bench.pgdump - --quiet | pg_restore -d plain_restore; }
         ;;
     esac
+    if [ "$target" = sanitise ]; then
+      # The unsanitised backup is the baseline; both go to a local folder.
+      if [ ! -f "$work/sanitise/env.toml" ]; then
+        mkdir -p "$work/sanitise"
+        head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/sanitise/salt.key"
+        cat > "$work/sanitise/rules.toml" <<'TOML'
+[tables.pgbench_accounts.columns]
+aid = "keep"
+bid = "keep"
+abalance = { fixed = "0" }
+filler = "lorem"
+[tables.pgbench_branches.columns]
+bid = "keep"
+bbalance = "keep"
+filler = "keep"
+[tables.pgbench_tellers.columns]
+tid = "keep"
+bid = "keep"
+tbalance = "keep"
+filler = "keep"
+[tables.pgbench_history.columns]
+tid = "keep"
+bid = "keep"
+aid = "keep"
+delta = "keep"
+mtime = "keep"
+filler = "keep"
+TOML
+        for task in plain masked; do
+          extra=""
+          [ "$task" = masked ] && extra='[task.sanitise]
+sanitiser = "sanitise"
+rules = "rules.toml"
+salt_file = "salt.key"
+strict = true'
+          cat >> "$work/sanitise/env.toml" <<TOML
+$( [ "$task" = plain ] && printf '[environment]\nname = "bench"\nstore = "%s"\nstate_dir = "state"\n' "$work/sanitise-store" )
+[[task]]
+name = "$task"
+plugin = "postgres"
+[task.database]
+host = "127.0.0.1"
+port = $PG_PORT
+user = "postgres"
+name = "bench"
+$extra
+[[task.step]]
+op = "backup"
+TOML
+        done
+      fi
+      read -r secs rss _ _ < <(envsync_task run --config "$work/sanitise/env.toml" --task plain)
+      record sanitise backup plain "$secs" "$rss"
+      read -r secs rss rows_s bytes_s < <(envsync_task run --config "$work/sanitise/env.toml" --task masked)
+      record sanitise backup envsync "$secs" "$rss"
+      echo "$rows_s $bytes_s" >> "$work/sanitiser-rate"
+      continue
+    fi
     if [ "$target" = mysql ]; then
       dump=(mariadb-dump --no-defaults --protocol=TCP -h 127.0.0.1 -P "$MDB_PORT" -u root --single-transaction --quick)
       record mysql backup plain "$(timed bash -c '"$@" bench | gzip -1 > "$0"' "$work/plain.sql.gz" "${dump[@]}")" 0
@@ -110,9 +188,9 @@ for round in $(seq 1 "$rounds"); do
   done
 done
 
-python3 - "$scale" "$size" "$rounds" "$results" "${mysql_size:-}" <<'PY'
-import sys, statistics as st, collections
-scale, size, rounds, path, mysql_size = sys.argv[1:6]
+python3 - "$scale" "$size" "$rounds" "$results" "${mysql_size:-}" "$work/sanitiser-rate" <<'PY'
+import os, sys, statistics as st, collections
+scale, size, rounds, path, mysql_size, rates = sys.argv[1:7]
 runs = collections.defaultdict(list)
 rss = collections.defaultdict(int)
 for line in open(path):
@@ -120,12 +198,12 @@ for line in open(path):
     runs[(target, step, who)].append(float(secs))
     rss[(target, step)] = max(rss[(target, step)], int(peak))
 goals = {("local", "backup"): "≤ 1.05", ("s3", "backup"): "≤ 1.0", ("s3", "restore"): "—", ("local", "restore"): "—",
-         ("mysql", "backup"): "≤ 1.0", ("mysql", "restore"): "≤ 1.05"}
+         ("mysql", "backup"): "≤ 1.0", ("mysql", "restore"): "≤ 1.05", ("sanitise", "backup"): "≤ 1.5"}
 print(f"PostgreSQL: pgbench scale {scale}, database {size}; MariaDB: {mysql_size or '-'}; median of {rounds} rounds")
 print()
 print("| target | step    | plain tools (s) | envsync (s) | ratio | goal   | host peak RSS (MiB) |")
 print("|--------|---------|----------------:|------------:|------:|--------|--------------------:|")
-for target in ("local", "s3", "mysql"):
+for target in ("local", "s3", "mysql", "sanitise"):
     for step in ("backup", "restore"):
         if (target, step, "plain") not in runs:
             continue
@@ -137,4 +215,11 @@ print("S3 backup `pg_dump -Fc -Z1 | aws s3 cp - s3://…`, restore `aws s3 cp s3
 print("MySQL (store: local folder) backup `mariadb-dump --single-transaction --quick | gzip -1 > file`,")
 print("restore `gunzip < file | mariadb db`; envsync stores zstd (level 3).")
 print("envsync restores load into a scratch database and swap it in (plus checksum verification).")
+print("sanitise: plain tools = envsync's unsanitised backup (custom format) in the same run; envsync = the")
+print("sanitised backup (plain COPY rewritten through the `sanitise` sanitiser: filler → lorem, abalance → 0).")
+if os.path.exists(rates):
+    r = [tuple(map(float, l.split())) for l in open(rates) if l.strip()]
+    if r:
+        print(f"sanitiser throughput (median): {st.median(x[0] for x in r):,.0f} rows/s, "
+              f"{st.median(x[1] for x in r) / 2**20:.1f} MiB/s of values")
 PY

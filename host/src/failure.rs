@@ -103,3 +103,11 @@ pub fn exit_code(error: &anyhow::Error) -> i32 {
         .find_map(|e| e.downcast_ref::<Failure>())
         .map_or(1, |f| f.kind.exit_code())
 }
+
+/// The kind of the failure inside `error`, if it has one.
+pub fn kind_of(error: &anyhow::Error) -> Option<Kind> {
+    error
+        .chain()
+        .find_map(|e| e.downcast_ref::<Failure>())
+        .map(|f| f.kind)
+}

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod progress;
 pub mod render;
 pub mod runtime;
+pub mod sanitiser;
 pub mod signals;
 pub mod step;
 pub mod store;

@@ -8,8 +8,10 @@ use crate::capabilities::streams::{ByteSink, ByteSource, SinkKind, SourceKind};
 use crate::failure::{Failure, Kind};
 use crate::progress;
 use crate::runtime::bindings::Operation;
+use crate::runtime::bindings::envsync::plugin::types::ArtifactFormat;
 use crate::runtime::sandbox::StepState;
 use crate::runtime::{LoadedPlugin, Runtime, Sandbox};
+use crate::sanitiser::{LoadedSanitiser, SanitiseOptions, SanitiserSession};
 use crate::store::StoreOptions;
 use crate::store::catalog::Catalog;
 use crate::store::codec::{self, Codec, Compression, Encryption};
@@ -59,6 +61,8 @@ pub struct StepRequest {
     /// Cancelled when the operator asks the host to stop (SIGTERM): the
     /// plugin is stopped like at its deadline and the step fails.
     pub stop: CancellationToken,
+    /// Backup and copy: pass the rows through this sanitiser.
+    pub sanitise: Option<SanitiseOptions>,
 }
 
 /// What a finished step reports.
@@ -78,10 +82,22 @@ pub fn operation_name(op: Operation) -> &'static str {
     }
 }
 
-/// Runs `request` with `plugin`.
+/// Runs `request` with `plugin` (a request that sanitises needs
+/// [`run_sanitised`]).
 pub async fn run(
     runtime: &Runtime,
     plugin: &LoadedPlugin,
+    request: &StepRequest,
+) -> Result<StepOutcome> {
+    run_sanitised(runtime, plugin, None, request).await
+}
+
+/// Runs `request` with `plugin`, its rows passing through `sanitiser` when
+/// the request sanitises.
+pub async fn run_sanitised(
+    runtime: &Runtime,
+    plugin: &LoadedPlugin,
+    sanitiser: Option<&LoadedSanitiser>,
     request: &StepRequest,
 ) -> Result<StepOutcome> {
     let started = Instant::now();
@@ -93,9 +109,17 @@ pub async fn run(
         )
         .into());
     }
+    if request.sanitise.is_some() && sanitiser.is_none() {
+        return Err(Failure::new(
+            Kind::Usage,
+            "the step sanitises but no sanitiser was loaded",
+        )
+        .into());
+    }
     let step = Step {
         runtime,
         plugin,
+        sanitiser,
         request,
         job: Arc::new(request.job.clone()),
     };
@@ -112,9 +136,41 @@ pub async fn run(
     })
 }
 
+/// `sanitise check`: the live schema of the request's source as the engine
+/// lists it, and the columns the sanitiser's rules do not cover.
+pub async fn uncovered_columns(
+    runtime: &Runtime,
+    plugin: &LoadedPlugin,
+    sanitiser: &LoadedSanitiser,
+    request: &StepRequest,
+) -> Result<(Vec<crate::runtime::bindings::TableInfo>, Vec<String>)> {
+    let options = request
+        .sanitise
+        .as_ref()
+        .ok_or_else(|| Failure::new(Kind::Usage, "the step does not sanitise"))?;
+    let step = Step {
+        runtime,
+        plugin,
+        sanitiser: Some(sanitiser),
+        request,
+        job: Arc::new(request.job.clone()),
+    };
+    step.connection("source")?;
+    let mut sandbox = step.sandbox().await?;
+    let schema = sandbox
+        .schema()
+        .await?
+        .map_err(|e| -> anyhow::Error { Failure::from_plugin(step.name(), "schema", e).into() })?;
+    let mut session =
+        SanitiserSession::start(runtime.engine(), sanitiser, options, request.stop.clone()).await?;
+    let uncovered = session.uncovered(&schema).await?;
+    Ok((schema, uncovered))
+}
+
 struct Step<'a> {
     runtime: &'a Runtime,
     plugin: &'a LoadedPlugin,
+    sanitiser: Option<&'a LoadedSanitiser>,
     request: &'a StepRequest,
     job: Arc<JobContext>,
 }
@@ -173,12 +229,93 @@ impl Step<'_> {
         Ok(Catalog::new(store))
     }
 
+    /// The artifact format of this step's backup: the sanitised format when
+    /// it sanitises (refused when the plugin has none).
+    fn backup_format(&self) -> Result<&ArtifactFormat> {
+        if self.request.sanitise.is_none() {
+            return Ok(&self.plugin.info.artifact);
+        }
+        self.plugin.info.sanitised_artifact.as_ref().ok_or_else(|| {
+            Failure::new(
+                Kind::Usage,
+                format!(
+                    "plugin {} cannot sanitise (it declares no sanitised artifact format); \
+                     remove [task.sanitise] or use a transform step after restore",
+                    self.name()
+                ),
+            )
+            .into()
+        })
+    }
+
+    /// Starts the step's sanitiser inside `sandbox`: the engine lists the
+    /// live schema, the sanitiser gets it and says which columns its rules
+    /// miss (strict: refuse before anything is dumped).
+    async fn start_sanitiser(&self, sandbox: &mut Sandbox) -> Result<()> {
+        let (Some(options), Some(sanitiser)) = (&self.request.sanitise, self.sanitiser) else {
+            return Ok(());
+        };
+        self.backup_format()?;
+        let schema = sandbox.schema().await?;
+        let schema = schema.map_err(|e| -> anyhow::Error {
+            Failure::from_plugin(self.name(), "schema", e).into()
+        })?;
+        let mut session = SanitiserSession::start(
+            self.runtime.engine(),
+            sanitiser,
+            options,
+            self.request.stop.clone(),
+        )
+        .await?;
+        let uncovered = session.uncovered(&schema).await?;
+        if !uncovered.is_empty() {
+            let list = uncovered.join(", ");
+            if options.strict {
+                return Err(Failure::new(
+                    Kind::Usage,
+                    format!(
+                        "strict sanitising: {} column(s) are not covered by the rules in {}: {list}; \
+                         nothing was dumped. Add a rule for each (\"keep\" counts), then run again",
+                        uncovered.len(),
+                        options.rules_origin
+                    ),
+                )
+                .into());
+            }
+            tracing::warn!(
+                "{} column(s) are not covered by the rules in {} and pass unchanged: {list}",
+                uncovered.len(),
+                options.rules_origin
+            );
+        }
+        sandbox.state().sanitiser = Some(session);
+        Ok(())
+    }
+
+    /// After the plugin returned: the sanitiser's failure (the real cause
+    /// when the plugin failed because of it), the strict residual check, and
+    /// the summary line.
+    fn finish_sanitiser(
+        &self,
+        sandbox: &mut Sandbox,
+        plugin_result: Result<()>,
+    ) -> Result<Option<String>> {
+        let Some(session) = sandbox.state().sanitiser.take() else {
+            return plugin_result.map(|()| None);
+        };
+        if let Err(e) = plugin_result {
+            return Err(session.failure().unwrap_or(e));
+        }
+        session.finish()?;
+        let summary = session.stats.summary(session.name());
+        tracing::info!("{summary}");
+        Ok(Some(summary))
+    }
+
     /// Compression and encryption of a new backup.
     fn backup_codec(&self) -> Result<Codec> {
-        let (compression, warning) = codec::choose_compression(
-            self.request.compression,
-            self.plugin.info.artifact.compressed,
-        );
+        let (compression, warning) =
+            codec::choose_compression(self.request.compression, self.backup_format()?.compressed);
         if let Some(warning) = warning {
             tracing::warn!(plugin = self.name(), "{warning}");
         }
@@ -237,7 +374,7 @@ impl Step<'_> {
             .or_else(|| source.host.clone())
             .unwrap_or_else(|| "localhost".to_string());
         let catalog = self.catalog().await?;
-        let format = &self.plugin.info.artifact;
+        let format = self.backup_format()?;
         let codec = self.backup_codec()?;
         let writer = catalog
             .begin(&instance, &source.database, &format.extension, &codec)
@@ -256,6 +393,10 @@ impl Step<'_> {
                 return Err(e);
             }
         };
+        if let Err(e) = self.start_sanitiser(&mut sandbox).await {
+            writer.abort().await;
+            return Err(e);
+        }
         let progress = progress::show(
             format!("backup of {}", source.database),
             writer.meter(),
@@ -275,10 +416,12 @@ impl Step<'_> {
             .delete(sink)
             .ok()
             .and_then(ByteSink::into_artifact);
+        let result = result.and_then(|r| self.plugin_result("backup", r));
+        let sanitised = self.finish_sanitiser(&mut sandbox, result);
         drop(sandbox);
-        let writer = match (result.and_then(|r| self.plugin_result("backup", r)), writer) {
-            (Ok(()), Some(writer)) => writer,
-            (Ok(()), None) => anyhow::bail!("the upload of {key} was lost"),
+        let (sanitise_summary, writer) = match (sanitised, writer) {
+            (Ok(summary), Some(writer)) => (summary, writer),
+            (Ok(_), None) => anyhow::bail!("the upload of {key} was lost"),
             (Err(e), writer) => {
                 if let Some(writer) = writer {
                     writer.abort().await;
@@ -308,7 +451,7 @@ impl Step<'_> {
             envsync_version: env!("CARGO_PKG_VERSION").to_string(),
         };
         let manifest = catalog.publish(writer, manifest).await?;
-        let summary = format!(
+        let mut summary = format!(
             "backed up {} to {} in {} ({}, sha256 {})",
             source.database,
             manifest.key,
@@ -316,6 +459,10 @@ impl Step<'_> {
             human_size(manifest.size),
             manifest.sha256
         );
+        if let Some(s) = sanitise_summary {
+            summary.push_str("; ");
+            summary.push_str(&s);
+        }
         Ok((summary, Some(manifest)))
     }
 
@@ -341,8 +488,14 @@ impl Step<'_> {
                 self.request.artifact.as_deref(),
             )
             .await?;
-        let format = &self.plugin.info.artifact;
-        if manifest.format != format.name {
+        // The plugin's own format, or its sanitised one.
+        let info = &self.plugin.info;
+        let Some(format) = std::iter::once(&info.artifact)
+            .chain(&info.sanitised_artifact)
+            .find(|f| f.name == manifest.format)
+        else {
+            let mut formats = vec![info.artifact.name.as_str()];
+            formats.extend(info.sanitised_artifact.as_ref().map(|f| f.name.as_str()));
             return Err(Failure::new(
                 Kind::ArtifactRejected,
                 format!(
@@ -351,11 +504,11 @@ impl Step<'_> {
                     manifest.format,
                     manifest.plugin,
                     self.name(),
-                    format.name
+                    formats.join(" and ")
                 ),
             )
             .into());
-        }
+        };
         tracing::info!(
             plugin = self.name(),
             "restoring {} from {} into {}",
@@ -460,12 +613,18 @@ impl Step<'_> {
             target.display_address()
         );
         let mut sandbox = self.sandbox().await?;
-        let result = sandbox.copy().await?;
-        self.plugin_result("copy", result)?;
-        Ok((
-            format!("copied {} into {}", source.database, target.database),
-            None,
-        ))
+        self.start_sanitiser(&mut sandbox).await?;
+        let result = sandbox
+            .copy()
+            .await
+            .and_then(|r| self.plugin_result("copy", r));
+        let sanitised = self.finish_sanitiser(&mut sandbox, result)?;
+        let mut summary = format!("copied {} into {}", source.database, target.database);
+        if let Some(s) = sanitised {
+            summary.push_str("; ");
+            summary.push_str(&s);
+        }
+        Ok((summary, None))
     }
 }
 

@@ -1067,3 +1067,72 @@ fn credentials_are_injected_by_the_host_and_never_logged() {
         );
     }
 }
+
+// 12 --------------------------------------------------------------------------
+
+#[test]
+fn plain_dumps_restore_through_psql_and_their_meta_commands_never_run() {
+    let env = setup();
+    let shop = env.pg.fingerprint("shop").unwrap();
+    // A stored backup whose manifest the plain artifacts borrow.
+    let template = env.backup("shop");
+    let dump = envsync_tests::process::run(
+        {
+            let mut cmd = env.pg.client("pg_dump");
+            cmd.args(["-Fp", "--no-owner", "shop"]);
+            cmd
+        },
+        None,
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(dump.success(), "pg_dump -Fp failed: {}", dump.stderr);
+    let plain = dump.stdout;
+    assert!(
+        plain.contains("\\restrict "),
+        "pg_dump 15.14+ restricts meta-commands"
+    );
+
+    // A plain dump (what a sanitised backup stores) restores like an archive.
+    let key = format!("{INSTANCE}/2001-02-01T000000Z-shop.sql");
+    env.store
+        .put_artifact(&key, plain.as_bytes(), &template)
+        .unwrap();
+    env.pg
+        .step("restore", "shop_plain")
+        .opt("--store", env.store.path_arg())
+        .opt("--artifact", &key)
+        .run(&env.host)
+        .expect_ok("restore of a plain dump");
+    shop.assert_same(
+        &env.pg.fingerprint("shop_plain").unwrap(),
+        "shop vs its plain dump restored",
+    );
+    env.assert_databases(&["shop", "shop_plain"]);
+
+    // A tampered artifact that would run a shell command through psql.
+    let marker = env.pg.dir().join("meta-command-ran");
+    let evil = format!("\\! touch {}\n", marker.display());
+    let cut = plain.find("SET ").unwrap();
+    let tampered = format!("{}{evil}{}{evil}", &plain[..cut], &plain[cut..]);
+    let key = format!("{INSTANCE}/2001-02-02T000000Z-shop.sql");
+    env.store
+        .put_artifact(&key, tampered.as_bytes(), &template)
+        .unwrap();
+    let oid = env.pg.database_oid("shop_plain").unwrap();
+    let out = env
+        .pg
+        .step("restore", "shop_plain")
+        .opt("--store", env.store.path_arg())
+        .opt("--artifact", &key)
+        .run(&env.host);
+    assert_eq!(out.code(), Some(exit::STEP_FAILED), "{out}");
+    assert!(mentions_any(&out, &["restricted"]), "{out}");
+    assert!(!marker.exists(), "the artifact's \\! command ran\n{out}");
+    assert_eq!(env.pg.database_oid("shop_plain").unwrap(), oid);
+    shop.assert_same(
+        &env.pg.fingerprint("shop_plain").unwrap(),
+        "the target after the refused artifact",
+    );
+    env.assert_databases(&["shop", "shop_plain"]);
+}

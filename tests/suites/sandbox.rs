@@ -61,6 +61,7 @@ fn backup_request(store: &std::path::Path, misbehave: Option<&str>) -> StepReque
         memory_cap_mib: 64,
         allow_programs: None,
         stop: Default::default(),
+        sanitise: None,
     }
 }
 

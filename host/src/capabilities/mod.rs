@@ -5,6 +5,7 @@
 pub mod job;
 pub mod log;
 pub mod process;
+pub mod sanitising;
 pub mod streams;
 
 use crate::runtime::bindings::WitError;

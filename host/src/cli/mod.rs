@@ -8,6 +8,7 @@ mod plugins;
 mod render;
 mod run;
 mod run_task;
+mod sanitise;
 mod serve;
 mod status;
 mod store_args;
@@ -53,6 +54,11 @@ pub enum Command {
     Daemon(daemon::DaemonArgs),
     /// Serve the status page (table and charts), /status.json and /metrics from the run history.
     Serve(serve::ServeArgs),
+    /// Check that a task's sanitiser rules cover every column of its live database.
+    Sanitise {
+        #[command(subcommand)]
+        command: sanitise::SanitiseCommand,
+    },
     /// Check a config file, or print its alert rules.
     Config {
         #[command(subcommand)]
@@ -117,6 +123,18 @@ impl Cli {
                 daemon::execute(runtime, registry, args, &self.s3.options()).await
             }
             Command::Serve(args) => serve::execute(args).await,
+            Command::Sanitise { command } => {
+                let runtime = self.runtime()?;
+                let registry = self.registry(&runtime).await?;
+                sanitise::execute(
+                    &runtime,
+                    &registry,
+                    command,
+                    &self.s3.options(),
+                    self.log_format,
+                )
+                .await
+            }
             Command::Config { command } => config::execute(command, &self.plugin_dir()),
             Command::Status(args) => status::execute(args, self.log_format),
             Command::Backups { command } => backups::execute(command, &self.s3.options()).await,

@@ -58,11 +58,22 @@ pub fn execute(registry: &Registry, command: &PluginsCommand) -> Result<()> {
                     .map(|b| json!({"file": b.file.display().to_string(), "error": b.reason}))
                     .collect();
                 let plugins: Vec<_> = registry.plugins.iter().map(to_json).collect();
+                let sanitisers: Vec<_> = registry
+                    .sanitisers
+                    .iter()
+                    .map(|s| {
+                        json!({"name": s.info.name, "version": s.info.version,
+                               "description": s.info.description, "file": s.file.display().to_string()})
+                    })
+                    .collect();
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(
-                        &json!({"dir": registry.dir.display().to_string(), "plugins": plugins, "broken": broken})
-                    )?
+                    serde_json::to_string_pretty(&json!({
+                        "dir": registry.dir.display().to_string(),
+                        "plugins": plugins,
+                        "sanitisers": sanitisers,
+                        "broken": broken
+                    }))?
                 );
                 return Ok(());
             }
@@ -85,6 +96,16 @@ pub fn execute(registry: &Registry, command: &PluginsCommand) -> Result<()> {
                     ops.join(","),
                     p.info.programs.join(","),
                     p.file.display()
+                );
+            }
+            for s in &registry.sanitisers {
+                println!(
+                    "{:<14} {:<9} {:<34} {:<28} {}",
+                    s.info.name,
+                    s.info.version,
+                    "sanitiser",
+                    "-",
+                    s.file.display()
                 );
             }
             for b in &registry.broken {

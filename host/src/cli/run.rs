@@ -319,6 +319,7 @@ impl RunArgs {
             memory_cap_mib: self.memory_cap_mib,
             allow_programs: (!self.allow_programs.is_empty()).then(|| self.allow_programs.clone()),
             stop: crate::signals::stop_on_signals(),
+            sanitise: None,
         })
     }
 }

@@ -229,6 +229,16 @@ pub async fn run_task(
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    // Sanitisers too: a missing one stops the task before it starts.
+    let sanitisers = requests
+        .iter()
+        .map(|r| {
+            r.sanitise
+                .as_ref()
+                .map(|s| registry.sanitiser(&s.sanitiser))
+                .transpose()
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut report = ChainReport {
         task: task.name.clone(),
         plugin: plugin.info.name.clone(),
@@ -260,7 +270,7 @@ pub async fn run_task(
         );
         observer.step_started(&event).await;
         let started = std::time::Instant::now();
-        let result = match step::run(runtime, plugin, request).await {
+        let result = match step::run_sanitised(runtime, plugin, sanitisers[index], request).await {
             Ok(outcome) => StepResult::Succeeded(Box::new(outcome)),
             Err(error) => {
                 tracing::error!(

@@ -118,9 +118,38 @@ pub struct Task {
     pub steps: Vec<StepSpec>,
     pub memory_cap_mib: Option<u64>,
     pub allow_programs: Option<Vec<String>>,
+    /// `[task.sanitise]`: backups and copies of this task pass their rows
+    /// through a sanitiser.
+    pub sanitise: Option<SanitiseSpec>,
     /// Line of the task's `[[task]]` header.
     pub line: usize,
 }
+
+/// `[task.sanitise]`.
+#[derive(Clone, Debug)]
+pub struct SanitiseSpec {
+    /// The sanitiser's name (a sanitiser in the plugin folder).
+    pub sanitiser: String,
+    /// The rules file (resolved), handed to the sanitiser as text.
+    pub rules: PathBuf,
+    pub salt: SaltSource,
+    /// Refuse uncovered columns before dumping, and fail the step when the
+    /// residual scan finds personal data.
+    pub strict: bool,
+    pub allowed_email_domains: Vec<String>,
+    pub memory_cap_mib: Option<u64>,
+    pub call_timeout: Duration,
+}
+
+/// Where the keyed-hash salt comes from; never inline in the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SaltSource {
+    File(PathBuf),
+    Env(String),
+}
+
+/// Longest one sanitiser call may take unless the task says otherwise.
+pub const DEFAULT_SANITISER_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug)]
 pub struct Schedule {
@@ -416,6 +445,17 @@ const TASK_FIELDS: &[&str] = &[
     "step",
     "memory_cap_mib",
     "allow_programs",
+    "sanitise",
+];
+const SANITISE_FIELDS: &[&str] = &[
+    "sanitiser",
+    "rules",
+    "salt_file",
+    "salt_env",
+    "strict",
+    "allowed_email_domains",
+    "memory_cap_mib",
+    "call_timeout",
 ];
 const DATABASE_FIELDS: &[&str] = &[
     "name",
@@ -850,6 +890,9 @@ impl Reader<'_, '_> {
         let source = f
             .table(&mut self.report, "source")
             .and_then(|(t, s)| self.database(t, s, format!("{context} source")));
+        let sanitise = f
+            .table(&mut self.report, "sanitise")
+            .and_then(|(t, s)| self.sanitise(t, s, &format!("{context} sanitise")));
         let step_tables = f.tables(&mut self.report, "step");
         if step_tables.is_empty() && !f.has("step") {
             self.report.error(
@@ -877,7 +920,94 @@ impl Reader<'_, '_> {
             steps,
             memory_cap_mib,
             allow_programs,
+            sanitise,
             line,
+        })
+    }
+
+    fn sanitise(
+        &mut self,
+        table: &DeTable<'_>,
+        span: Range<usize>,
+        context: &str,
+    ) -> Option<SanitiseSpec> {
+        let hint = |key: &str| {
+            (key == "salt").then(|| {
+                "the salt is a secret: use salt_file = \"FILE\" or salt_env = \"VARIABLE\""
+                    .to_string()
+            })
+        };
+        let f = Fields::new(
+            &mut self.report,
+            table,
+            span.clone(),
+            context,
+            SANITISE_FIELDS,
+            hint,
+        );
+        let r = &mut self.report;
+        let sanitiser = f.required_string(r, "sanitiser");
+        let rules = f.required_string(r, "rules").and_then(|s| {
+            let path = resolve(&self.dir, &s.value);
+            if path.is_file() {
+                Some(path)
+            } else {
+                r.error(
+                    &s.span,
+                    context,
+                    format!("rules: {} does not exist", path.display()),
+                );
+                None
+            }
+        });
+        let salt = match (f.string(r, "salt_file"), f.string(r, "salt_env")) {
+            (Some(file), None) => Some(SaltSource::File(resolve(&self.dir, &file.value))),
+            (None, Some(env)) => Some(SaltSource::Env(env.value)),
+            (Some(_), Some(env)) => {
+                r.error(&env.span, context, "give salt_file or salt_env, not both");
+                None
+            }
+            (None, None) => {
+                r.error(
+                    &span,
+                    context,
+                    "missing the keyed-hash salt: salt_file = \"FILE\" or salt_env = \"VARIABLE\" \
+                     (a secret; keep it the same between runs so masks stay stable)",
+                );
+                None
+            }
+        };
+        let strict = f.bool(r, "strict").is_some_and(|b| b.value);
+        let allowed_email_domains = f
+            .strings(r, "allowed_email_domains")
+            .into_iter()
+            .map(|s| s.value)
+            .collect();
+        let memory_cap_mib = f
+            .integer(r, "memory_cap_mib", 16..=65536)
+            .map(|n| n.value as u64);
+        let call_timeout = match f.string(r, "call_timeout") {
+            None => DEFAULT_SANITISER_CALL_TIMEOUT,
+            Some(s) => match humantime::parse_duration(&s.value) {
+                Ok(d) if !d.is_zero() => d,
+                _ => {
+                    r.error(
+                        &s.span,
+                        context,
+                        format!("call_timeout {:?} is not a duration like \"60s\"", s.value),
+                    );
+                    DEFAULT_SANITISER_CALL_TIMEOUT
+                }
+            },
+        };
+        Some(SanitiseSpec {
+            sanitiser: sanitiser?.value,
+            rules: rules?,
+            salt: salt?,
+            strict,
+            allowed_email_domains,
+            memory_cap_mib,
+            call_timeout,
         })
     }
 
@@ -1553,6 +1683,51 @@ max_runtime = "2h"
         assert!(parse_schedule("*/5 * * * * *").is_ok());
         assert!(parse_schedule("0 0 3 * * * 2027").is_err());
         assert!(parse_schedule("61 2 * * *").is_err());
+    }
+
+    #[test]
+    fn sanitise_tables_are_checked() {
+        let dir = dir_with_script();
+        std::fs::write(dir.path().join("rules.toml"), "").unwrap();
+        let text = |sanitise: &str| {
+            format!(
+                "[environment]\nname = \"staging\"\nstore = \"/srv/b\"\n\n[[task]]\nname = \"shop\"\nplugin = \"postgres\"\n\
+                 database = {{ name = \"shop\" }}\n[task.sanitise]\n{sanitise}\n[[task.step]]\nop = \"backup\"\n"
+            )
+        };
+        let good = parse_in(
+            &text("sanitiser = \"sanitise\"\nrules = \"rules.toml\"\nsalt_env = \"SALT\"\nstrict = true\ncall_timeout = \"5s\""),
+            dir.path(),
+        )
+        .unwrap();
+        let spec = good.tasks[0].sanitise.as_ref().unwrap();
+        assert_eq!(spec.salt, SaltSource::Env("SALT".into()));
+        assert!(spec.strict);
+        assert_eq!(spec.call_timeout, Duration::from_secs(5));
+        assert_eq!(spec.rules, dir.path().join("rules.toml"));
+
+        let bad = parse_in(
+            &text("sanitiser = \"sanitise\"\nrules = \"missing.toml\"\nsalt = \"hunter2\""),
+            dir.path(),
+        )
+        .unwrap_err();
+        let bad: Vec<String> = bad.iter().map(|d| d.to_string()).collect();
+        assert!(
+            bad.iter()
+                .any(|e| e.contains("missing.toml does not exist")),
+            "{bad:#?}"
+        );
+        assert!(
+            bad.iter()
+                .any(|e| e.contains("salt_file") && e.contains("unknown field")),
+            "{bad:#?}"
+        );
+        assert!(!bad.iter().any(|e| e.contains("hunter2")), "{bad:#?}");
+        assert!(
+            bad.iter()
+                .any(|e| e.contains("missing the keyed-hash salt")),
+            "{bad:#?}"
+        );
     }
 
     #[test]

@@ -2,11 +2,12 @@
 //! `step::run` executes: which database in which role, which stores may be
 //! read and which written, limits, codec, credentials.
 
-use super::config::{Config, DatabaseSpec, FromStore, PasswordSource, StepOp, Task};
+use super::config::{Config, DatabaseSpec, FromStore, PasswordSource, SaltSource, StepOp, Task};
 use crate::capabilities::job::JobContext;
 use crate::connection::{Connection, Secret};
 use crate::failure::{Failure, Kind};
 use crate::runtime::sandbox::DEFAULT_MEMORY_CAP_MIB;
+use crate::sanitiser::SanitiseOptions;
 use crate::step::StepRequest;
 use crate::store::StoreOptions;
 use crate::store::codec;
@@ -46,6 +47,74 @@ fn connection(spec: &DatabaseSpec, what: &str) -> Result<Connection> {
         user: spec.user.clone(),
         password: password(spec, what)?,
     })
+}
+
+/// The sanitising of a backup or copy step of `task` (rules and salt read
+/// now, so a task that cannot sanitise stops before its first step).
+fn sanitise_options(
+    config: &Config,
+    task: &Task,
+    op: StepOp,
+    what: &str,
+) -> Result<Option<SanitiseOptions>> {
+    let Some(spec) = &task.sanitise else {
+        return Ok(None);
+    };
+    if !matches!(op, StepOp::Backup | StepOp::Copy) {
+        return Ok(None);
+    }
+    let rules = std::fs::read_to_string(&spec.rules).map_err(|e| {
+        Failure::new(
+            Kind::Usage,
+            format!(
+                "{what}: cannot read the sanitiser rules {}: {e}",
+                spec.rules.display()
+            ),
+        )
+    })?;
+    let salt: Vec<u8> = match &spec.salt {
+        SaltSource::File(path) => std::fs::read(path)
+            .map_err(|e| {
+                Failure::new(
+                    Kind::Usage,
+                    format!("{what}: cannot read salt_file {}: {e}", path.display()),
+                )
+            })?
+            .trim_ascii_end()
+            .to_vec(),
+        SaltSource::Env(name) => std::env::var(name)
+            .map_err(|_| {
+                Failure::new(
+                    Kind::Usage,
+                    format!("{what}: salt_env {name} is not set in the environment"),
+                )
+            })?
+            .into_bytes(),
+    };
+    if salt.len() < 16 {
+        return Err(Failure::new(
+            Kind::Usage,
+            format!(
+                "{what}: the keyed-hash salt has {} bytes; use at least 16 random bytes \
+                 (e.g. `openssl rand -hex 32 > salt.key`), or masked values can be guessed back",
+                salt.len()
+            ),
+        )
+        .into());
+    }
+    Ok(Some(SanitiseOptions {
+        sanitiser: spec.sanitiser.clone(),
+        rules,
+        rules_origin: spec.rules.display().to_string(),
+        salt: salt.into(),
+        memory_cap_mib: spec
+            .memory_cap_mib
+            .unwrap_or(crate::sanitiser::DEFAULT_MEMORY_CAP_MIB),
+        call_timeout: spec.call_timeout,
+        allowed_email_domains: spec.allowed_email_domains.clone(),
+        strict: spec.strict,
+        environment: config.environment.name.clone(),
+    }))
 }
 
 /// The request for step `index` (0-based) of `task`. `store_options` are the
@@ -146,6 +215,7 @@ pub fn step_request(
         memory_cap_mib: task.memory_cap_mib.unwrap_or(DEFAULT_MEMORY_CAP_MIB),
         allow_programs: task.allow_programs.clone(),
         stop: Default::default(),
+        sanitise: sanitise_options(config, task, step.op, &what)?,
     })
 }
 

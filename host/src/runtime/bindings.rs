@@ -12,4 +12,4 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use envsync::plugin::types::{Error as WitError, Operation, PluginInfo};
+pub use envsync::plugin::types::{ColumnInfo, Error as WitError, Operation, PluginInfo, TableInfo};

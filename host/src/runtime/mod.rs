@@ -9,7 +9,7 @@ pub mod sandbox;
 use crate::capabilities::streams::{ByteSink, ByteSource};
 use crate::failure::{Failure, Kind};
 use anyhow::{Context, Result};
-use bindings::{Engine as EngineWorld, EnginePre, PluginInfo, WitError};
+use bindings::{Engine as EngineWorld, EnginePre, PluginInfo, TableInfo, WitError};
 use compile_cache::CompileCache;
 use sandbox::StepState;
 use std::future::Future;
@@ -34,6 +34,7 @@ const DESCRIBE_DEADLINE: Duration = Duration::from_secs(10);
 pub struct Runtime {
     engine: Engine,
     linker: Linker<StepState>,
+    sanitiser_linker: Linker<crate::sanitiser::state::SanitiserState>,
     cache: CompileCache,
     stop_ticker: Arc<AtomicBool>,
 }
@@ -61,6 +62,7 @@ impl Runtime {
         EngineWorld::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(anyhow::Error::from)
             .context("linking host interfaces")?;
+        let sanitiser_linker = crate::sanitiser::linker(&engine)?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.weak();
         let stop = stop_ticker.clone();
@@ -79,16 +81,59 @@ impl Runtime {
         Ok(Runtime {
             engine,
             linker,
+            sanitiser_linker,
             cache,
             stop_ticker,
         })
     }
 
-    /// Compiles (or loads from cache), checks the contract version, links and
-    /// describes the plugin in `path`.
-    pub async fn load(&self, path: &Path) -> Result<LoadedPlugin> {
+    /// Compiles (or loads from cache) the component in `path` and loads it as
+    /// what it is: an engine plugin or a sanitiser.
+    pub async fn load_any(&self, path: &Path) -> Result<Loaded> {
         let (component, from_cache) = self.cache.load(&self.engine, path)?;
-        check_contract_version(&self.engine, &component)?;
+        match component_kind(&self.engine, &component)? {
+            ComponentKind::Engine => Ok(Loaded::Engine(Box::new(
+                self.load_engine(path, component, from_cache).await?,
+            ))),
+            ComponentKind::Sanitiser => Ok(Loaded::Sanitiser(Box::new(
+                crate::sanitiser::load(
+                    &self.engine,
+                    &self.sanitiser_linker,
+                    path,
+                    component,
+                    from_cache,
+                )
+                .await?,
+            ))),
+        }
+    }
+
+    /// Loads the engine plugin in `path` (an error if it is something else).
+    pub async fn load(&self, path: &Path) -> Result<LoadedPlugin> {
+        match self.load_any(path).await? {
+            Loaded::Engine(p) => Ok(*p),
+            Loaded::Sanitiser(s) => Err(Failure::new(
+                Kind::Plugin,
+                format!(
+                    "{} is the sanitiser {:?}, not an engine plugin",
+                    path.display(),
+                    s.info.name
+                ),
+            )
+            .into()),
+        }
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    async fn load_engine(
+        &self,
+        path: &Path,
+        component: wasmtime::component::Component,
+        from_cache: bool,
+    ) -> Result<LoadedPlugin> {
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
             Failure::new(
                 Kind::Plugin,
@@ -149,25 +194,45 @@ impl Drop for Runtime {
     }
 }
 
-/// Refuses components built against a contract version this host does not
-/// know, with a message naming the versions it does.
-fn check_contract_version(
+/// What a component is, by the contract interface it exports.
+enum ComponentKind {
+    Engine,
+    Sanitiser,
+}
+
+/// A loaded component of either kind.
+pub enum Loaded {
+    Engine(Box<LoadedPlugin>),
+    Sanitiser(Box<crate::sanitiser::LoadedSanitiser>),
+}
+
+/// Tells engine plugins from sanitisers, and refuses components built
+/// against a contract version this host does not know, with a message naming
+/// the versions it does.
+fn component_kind(
     engine: &Engine,
     component: &wasmtime::component::Component,
-) -> Result<()> {
+) -> Result<ComponentKind> {
     let ty = component.component_type();
     let exports: Vec<String> = ty
         .exports(engine)
         .map(|(name, _)| name.to_string())
         .collect();
-    let Some(export) = exports
-        .iter()
-        .find(|n| n.starts_with("envsync:plugin/operations"))
-    else {
+    let found = exports.iter().find_map(|n| {
+        if n.starts_with("envsync:plugin/operations") {
+            Some((ComponentKind::Engine, n))
+        } else if n.starts_with("envsync:plugin/sanitise") {
+            Some((ComponentKind::Sanitiser, n))
+        } else {
+            None
+        }
+    });
+    let Some((kind, export)) = found else {
         return Err(Failure::new(
             Kind::Plugin,
             format!(
-                "it is not an envsync engine plugin: it does not export envsync:plugin/operations (exports: {})",
+                "it is not an envsync plugin: it exports neither envsync:plugin/operations (an engine) nor \
+                 envsync:plugin/sanitise (a sanitiser) (exports: {})",
                 if exports.is_empty() { "none".to_string() } else { exports.join(", ") }
             ),
         )
@@ -187,7 +252,7 @@ fn check_contract_version(
         )
         .into());
     }
-    Ok(())
+    Ok(kind)
 }
 
 fn validate_info(info: &PluginInfo) -> Result<()> {
@@ -336,6 +401,13 @@ impl Sandbox {
         let ops = self.world.envsync_plugin_operations();
         let fut = ops.call_copy(&mut self.store);
         let result = guard(fut, &self.plugin, "copy", &self.limits).await;
+        self.annotate(result)
+    }
+
+    pub async fn schema(&mut self) -> Result<Result<Vec<TableInfo>, WitError>> {
+        let ops = self.world.envsync_plugin_operations();
+        let fut = ops.call_schema(&mut self.store);
+        let result = guard(fut, &self.plugin, "schema", &self.limits).await;
         self.annotate(result)
     }
 

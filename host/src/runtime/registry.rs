@@ -1,8 +1,9 @@
 //! Finding plugins: every `.wasm` file in the plugin folder is loaded and
 //! described; a broken one is reported and does not hide the others.
 
-use super::{LoadedPlugin, Runtime};
+use super::{Loaded, LoadedPlugin, Runtime};
 use crate::failure::{Failure, Kind};
+use crate::sanitiser::LoadedSanitiser;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,7 @@ pub struct BrokenPlugin {
 pub struct Registry {
     pub dir: PathBuf,
     pub plugins: Vec<LoadedPlugin>,
+    pub sanitisers: Vec<LoadedSanitiser>,
     pub broken: Vec<BrokenPlugin>,
 }
 
@@ -63,11 +65,30 @@ impl Registry {
         let mut registry = Registry {
             dir: dir.to_path_buf(),
             plugins: Vec::new(),
+            sanitisers: Vec::new(),
             broken: Vec::new(),
         };
         for file in files {
-            match runtime.load(&file).await {
-                Ok(plugin) => {
+            match runtime.load_any(&file).await {
+                Ok(Loaded::Sanitiser(sanitiser)) => {
+                    if let Some(other) = registry
+                        .sanitisers
+                        .iter()
+                        .find(|s| s.info.name == sanitiser.info.name)
+                    {
+                        registry.broken.push(BrokenPlugin {
+                            reason: format!(
+                                "sanitiser name {:?} is already taken by {}",
+                                sanitiser.info.name,
+                                other.file.display()
+                            ),
+                            file,
+                        });
+                    } else {
+                        registry.sanitisers.push(*sanitiser);
+                    }
+                }
+                Ok(Loaded::Engine(plugin)) => {
                     if let Some(other) = registry
                         .plugins
                         .iter()
@@ -83,7 +104,7 @@ impl Registry {
                         });
                     } else {
                         tracing::debug!(plugin = plugin.info.name, file = %file.display(), from_cache = plugin.from_cache, "loaded plugin");
-                        registry.plugins.push(plugin);
+                        registry.plugins.push(*plugin);
                     }
                 }
                 Err(e) => {
@@ -94,6 +115,36 @@ impl Registry {
             }
         }
         Ok(registry)
+    }
+
+    /// The sanitiser called `name`, or an error listing what there is.
+    pub fn sanitiser(&self, name: &str) -> Result<&LoadedSanitiser> {
+        if let Some(s) = self.sanitisers.iter().find(|s| s.info.name == name) {
+            return Ok(s);
+        }
+        let known: Vec<&str> = self
+            .sanitisers
+            .iter()
+            .map(|s| s.info.name.as_str())
+            .collect();
+        let mut message = format!(
+            "no sanitiser named {name:?} in {} (found: {})",
+            self.dir.display(),
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        );
+        for broken in &self.broken {
+            message.push_str(&format!(
+                "; {} could not be loaded: {}",
+                broken.file.display(),
+                broken.reason
+            ));
+        }
+        message.push_str("; put the sanitiser's .wasm file there or pass --plugin-dir");
+        Err(Failure::new(Kind::Plugin, message).into())
     }
 
     /// The plugin called `name`, or an error listing what there is.

@@ -70,6 +70,8 @@ pub struct StepState {
     pub(crate) job: Arc<JobContext>,
     pub(crate) process: ProcessPolicy,
     pub(crate) guest_stderr: MemoryOutputPipe,
+    /// The step's sanitiser, when it sanitises.
+    pub(crate) sanitiser: Option<crate::sanitiser::SanitiserSession>,
 }
 
 impl StepState {
@@ -96,6 +98,7 @@ impl StepState {
             job,
             process,
             guest_stderr,
+            sanitiser: None,
         }
     }
 

@@ -17,11 +17,15 @@ mod names;
 mod plan;
 mod programs;
 mod restore;
+mod rows;
+mod sanitise;
+mod schema;
 mod settings;
 mod sql;
 mod swap;
 mod transform;
 
+use envsync_plugin_sdk::TableInfo;
 use envsync_plugin_sdk::{
     ArtifactFormat, ByteSink, ByteSource, CredentialEnv, Engine, Error, Operation, PluginInfo,
 };
@@ -55,13 +59,11 @@ impl Engine for MySql {
                 Operation::Copy,
             ],
             programs: programs::DECLARED.iter().map(|p| p.to_string()).collect(),
-            artifact: ArtifactFormat {
-                name: "mysql-sql".into(),
-                extension: "sql".into(),
-                // Plain SQL text: the host compresses it.
-                compressed: false,
-                head_size: HEAD_SIZE,
-            },
+            artifact: artifact_format(),
+            // Sanitised backups are the same plain SQL (the rows of the
+            // sanitised tables rewritten as extended INSERTs), restored the
+            // same way.
+            sanitised_artifact: Some(artifact_format()),
             credentials: CredentialEnv {
                 // Host, port and user go on the command line (--host, --port,
                 // --user) from connection(role): every client honours those,
@@ -94,6 +96,21 @@ impl Engine for MySql {
 
     fn copy() -> Result<(), Error> {
         copy::copy()
+    }
+
+    fn schema() -> Result<Vec<TableInfo>, Error> {
+        schema::schema()
+    }
+}
+
+/// Plain SQL text (`mysql-sql`, `.sql`), normal and sanitised alike.
+fn artifact_format() -> ArtifactFormat {
+    ArtifactFormat {
+        name: "mysql-sql".into(),
+        extension: "sql".into(),
+        // Plain SQL text: the host compresses it.
+        compressed: false,
+        head_size: HEAD_SIZE,
     }
 }
 

@@ -11,7 +11,7 @@ pub fn copy() -> Result<(), Error> {
     // The dump only crosses a pipe, so compressing it would waste CPU.
     let mut flags = settings::dump_flags()?;
     flags.push("-Z0".into());
-    replace_target(|pg_restore| {
+    replace_target(|job| {
         info(format!(
             "copying {:?} from {} with pg_dump {}",
             source.database,
@@ -24,7 +24,7 @@ pub fn copy() -> Result<(), Error> {
             .connection("source")
             .stdout_piped()
             .spawn()?;
-        let mut load = pg_restore.stdin_piped().spawn()?;
+        let mut load = job.pg_restore().stdin_piped().spawn()?;
         let dump_out = dump.take_stdout()?;
         let fed = load.feed(&dump_out, OnFeedError::CloseInput);
         drop(dump_out);

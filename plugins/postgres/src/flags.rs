@@ -84,6 +84,110 @@ pub fn restore_flags(flags: &str) -> Result<Vec<String>, String> {
     Ok(args)
 }
 
+/// pg_dump flags for a sanitised dump: the operator's `dump-flags`, checked
+/// as for a backup, then rewritten for plain SQL that psql loads into an
+/// empty scratch database and whose COPY blocks the plugin can rewrite:
+/// the format (`-F`) and compression (`-Z`) flags are dropped and `-Fp` is
+/// used; `-C`/`--create`, `-c`/`--clean` and `--if-exists` are dropped (the
+/// plugin creates the scratch database itself); ownership is left out
+/// (`--no-owner`, as pg_restore --no-owner does for custom archives);
+/// the dump is in UTF-8 unless `-E` says otherwise. Flags that write rows as
+/// INSERT statements are refused: those rows could not be sanitised.
+pub fn plain_dump_flags(flags: &str) -> Result<Vec<String>, String> {
+    let args = dump_flags(flags)?;
+    let mut out = vec!["-Fp".to_string()];
+    let mut encoding = false;
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        i += 1;
+        if arg == "--" {
+            out.extend(args[i - 1..].iter().cloned());
+            break;
+        }
+        if let Some(long) = arg.strip_prefix("--") {
+            let (name, inline) = match long.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (long, None),
+            };
+            let is = |full: &str| name.len() >= 2 && full.starts_with(name);
+            for insert in [
+                "inserts",
+                "column-inserts",
+                "attribute-inserts",
+                "rows-per-insert",
+            ] {
+                // --in is ambiguous in pg_dump itself; refuse any prefix.
+                if name.len() >= 3 && insert.starts_with(name) {
+                    return Err(format!(
+                        "dump-flags: pg_dump flag --{insert} cannot be used when sanitising: rows \
+                         must be dumped as COPY data for the sanitiser to see them; remove it"
+                    ));
+                }
+            }
+            let takes_arg = ["format", "compress", "encoding"]
+                .iter()
+                .chain(PG_DUMP.long_with_arg)
+                .any(|full| is(full));
+            if is("encoding") {
+                encoding = true;
+            }
+            let drop = is("format")
+                || is("compress")
+                || (is("create") && !is("clean"))
+                || (is("clean") && !is("create"))
+                || is("if-exists");
+            if takes_arg && inline.is_none() && name != "create" && name != "clean" {
+                // The value is the next word.
+                let value = args.get(i).cloned();
+                i += 1;
+                if !drop {
+                    out.push(arg.clone());
+                    out.extend(value);
+                }
+                continue;
+            }
+            if !drop {
+                out.push(arg.clone());
+            }
+            continue;
+        }
+        let Some(cluster) = arg.strip_prefix('-').filter(|c| !c.is_empty()) else {
+            out.push(arg.clone());
+            continue;
+        };
+        for (at, opt) in cluster.char_indices() {
+            if PG_DUMP.short_with_arg.contains(opt) {
+                let rest = &cluster[at + opt.len_utf8()..];
+                let value = if rest.is_empty() {
+                    i += 1;
+                    args.get(i - 1).cloned().unwrap_or_default()
+                } else {
+                    rest.to_string()
+                };
+                if opt == 'E' {
+                    encoding = true;
+                }
+                if opt != 'F' && opt != 'Z' {
+                    out.push(format!("-{opt}"));
+                    out.push(value);
+                }
+                break;
+            }
+            if opt != 'C' && opt != 'c' {
+                out.push(format!("-{opt}"));
+            }
+        }
+    }
+    if !out.iter().any(|a| a == "-O" || a == "--no-owner") {
+        out.push("--no-owner".into());
+    }
+    if !encoding {
+        out.push("--encoding=UTF8".into());
+    }
+    Ok(out)
+}
+
 fn split(flags: &str) -> Vec<String> {
     flags.split_whitespace().map(String::from).collect()
 }
@@ -242,6 +346,47 @@ mod tests {
                 .unwrap_err()
                 .contains("--dbname")
         );
+    }
+
+    #[test]
+    fn plain_flags_for_sanitised_dumps() {
+        assert_eq!(
+            plain_dump_flags("-Fc -Z1").unwrap(),
+            ["-Fp", "--no-owner", "--encoding=UTF8"]
+        );
+        assert_eq!(
+            plain_dump_flags("").unwrap(),
+            ["-Fp", "--no-owner", "--encoding=UTF8"]
+        );
+        assert_eq!(
+            plain_dump_flags("-vFc -Z 5 --compress=3 -C --clean --if-exists -t x -n s -E LATIN1")
+                .unwrap(),
+            [
+                "-Fp",
+                "-v",
+                "-t",
+                "x",
+                "-n",
+                "s",
+                "-E",
+                "LATIN1",
+                "--no-owner"
+            ]
+        );
+        assert_eq!(
+            plain_dump_flags("--format custom --exclude-table-data=audit -O").unwrap(),
+            ["-Fp", "--exclude-table-data=audit", "-O", "--encoding=UTF8"]
+        );
+        for f in [
+            "--inserts",
+            "--column-inserts",
+            "--rows-per-insert=5",
+            "--attribute-inserts",
+        ] {
+            let e = plain_dump_flags(f).unwrap_err();
+            assert!(e.contains("cannot be used when sanitising"), "{f}: {e}");
+        }
+        assert!(plain_dump_flags("-Fp").is_err());
     }
 
     #[test]

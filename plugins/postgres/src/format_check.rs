@@ -19,14 +19,31 @@ const ARCH_DIRECTORY: u8 = 5;
 
 const REDUMP: &str = "make the backup with pg_dump -Fc (the postgres plugin's default)";
 
+/// In the header of every plain dump pg_dump writes, a few lines down.
+const PG_DUMP_BANNER: &[u8] = b"-- Dumped by pg_dump version ";
+
 /// How an SQL script starts: refused with a pointer to `transform`.
 const SQL_STARTS: &[&[u8]] = &[
     b"--", b"/*", b"SET ", b"BEGIN", b"CREATE ", b"INSERT ", b"COPY ", b"SELECT ",
 ];
 
-/// Ok when `head` starts a custom-format archive; otherwise what it looks
-/// like and what to do.
+/// The formats restore takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A pg_dump custom-format archive (backups), restored with pg_restore.
+    Custom,
+    /// A plain SQL dump of one database (sanitised backups), loaded with psql.
+    Plain,
+}
+
+/// Ok when `head` starts a custom-format archive or a plain SQL dump of one
+/// database; otherwise what it looks like and what to do.
 pub fn check_head(head: &[u8]) -> Result<(), String> {
+    kind(head).map(drop)
+}
+
+/// Which format `head` starts, or what it looks like and what to do.
+pub fn kind(head: &[u8]) -> Result<Kind, String> {
     if head.is_empty() {
         return Err(
             "the artifact is empty (0 bytes): the backup that wrote it probably failed; \
@@ -35,7 +52,7 @@ pub fn check_head(head: &[u8]) -> Result<(), String> {
         );
     }
     if head.starts_with(MAGIC) {
-        return check_archive_header(head);
+        return check_archive_header(head).map(|()| Kind::Custom);
     }
     let text = sniff::text_start(head);
     match sniff::identify(head) {
@@ -57,9 +74,12 @@ pub fn check_head(head: &[u8]) -> Result<(), String> {
             "the artifact is a plain SQL dump of a whole cluster (pg_dumpall); \
              load it with psql instead, or {REDUMP}"
         )),
+        Some(Format::PostgresPlain) if sniff::contains(head, PG_DUMP_BANNER) => Ok(Kind::Plain),
         Some(Format::PostgresPlain) => Err(format!(
-            "the artifact is a plain SQL dump (pg_dump -Fp); restore takes only the custom \
-             format: load this file with psql instead, or {REDUMP}"
+            "the artifact looks like a plain SQL script but not a dump pg_dump wrote (its head \
+             has no \"{}\" line); restore takes pg_dump custom-format archives and plain \
+             dumps of one database: run SQL scripts with the transform operation, or {REDUMP}",
+            String::from_utf8_lossy(PG_DUMP_BANNER)
         )),
         Some(format @ (Format::SqliteDump | Format::SqliteDatabase)) => Err(format!(
             "the artifact is {}, not a pg_dump custom-format archive; {}",
@@ -183,8 +203,12 @@ mod tests {
 
     #[test]
     fn names_plain_sql_dumps() {
-        let plain = b"--\n-- PostgreSQL database dump\n--\n\n\\restrict abc\n";
-        assert!(err(plain).contains("plain SQL dump (pg_dump -Fp)"));
+        let plain = b"--\n-- PostgreSQL database dump\n--\n\n\\restrict abc\n\n\
+            -- Dumped from database version 15.20\n-- Dumped by pg_dump version 15.20\n";
+        assert_eq!(kind(plain), Ok(Kind::Plain));
+        let script = b"--\n-- PostgreSQL database dump\n--\n\nDROP TABLE x;\n";
+        assert!(err(script).contains("not a dump pg_dump wrote"));
+        assert_eq!(kind(&custom_header(ARCH_CUSTOM)), Ok(Kind::Custom));
         let cluster = b"--\n-- PostgreSQL database cluster dump\n--\n";
         assert!(err(cluster).contains("pg_dumpall"));
         assert!(err(b"SET statement_timeout = 0;\n").contains("SQL script"));

@@ -1,19 +1,25 @@
 //! envsync engine plugin for PostgreSQL: pg_dump custom-format backups,
 //! restores through a scratch database and an atomic rename swap, SQL
 //! transforms in one transaction, and direct database-to-database copies.
+//! Sanitised backups and copies dump plain SQL and pass the rows of its
+//! COPY blocks through the step's sanitiser (`sanitised`, `copydata`).
 
 mod backup;
 mod copy;
+mod copydata;
 mod flags;
 mod format_check;
 mod names;
 mod programs;
 mod restore;
+mod sanitised;
+mod schema;
 mod settings;
 mod sql;
 mod swap;
 mod transform;
 
+use envsync_plugin_sdk::bindings::envsync::plugin::types::TableInfo;
 use envsync_plugin_sdk::{
     ArtifactFormat, ByteSink, ByteSource, CredentialEnv, Engine, Error, Operation, PluginInfo,
 };
@@ -57,7 +63,8 @@ impl Engine for Postgres {
             name: "postgres".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "PostgreSQL: pg_dump custom-format backups, safe restore by scratch \
-                          database and rename swap, SQL transforms, direct copy"
+                          database and rename swap, SQL transforms, direct copy, \
+                          sanitising of COPY rows in plain dumps"
                 .into(),
             operations: vec![
                 Operation::Backup,
@@ -72,6 +79,12 @@ impl Engine for Postgres {
                 compressed: true,
                 head_size: 4096,
             },
+            sanitised_artifact: Some(ArtifactFormat {
+                name: "postgres-plain".into(),
+                extension: "sql".into(),
+                compressed: false,
+                head_size: 4096,
+            }),
             credentials: CredentialEnv {
                 host: Some("PGHOST".into()),
                 port: Some("PGPORT".into()),
@@ -88,7 +101,10 @@ impl Engine for Postgres {
     }
 
     fn backup(artifact: &ByteSink) -> Result<(), Error> {
-        backup::backup(artifact)
+        match sanitised::plan() {
+            Some(tables) => sanitised::backup(artifact, tables),
+            None => backup::backup(artifact),
+        }
     }
 
     fn restore(artifact: &ByteSource) -> Result<(), Error> {
@@ -100,7 +116,14 @@ impl Engine for Postgres {
     }
 
     fn copy() -> Result<(), Error> {
-        copy::copy()
+        match sanitised::plan() {
+            Some(tables) => swap::replace_target(|job| sanitised::copy_into(job, tables)),
+            None => copy::copy(),
+        }
+    }
+
+    fn schema() -> Result<Vec<TableInfo>, Error> {
+        schema::schema()
     }
 }
 

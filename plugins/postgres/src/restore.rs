@@ -1,13 +1,28 @@
-//! restore: an artifact loaded into a scratch database and swapped in.
+//! restore: an artifact loaded into a scratch database and swapped in. A
+//! custom-format archive goes to pg_restore; a plain SQL dump (a sanitised
+//! backup) to psql. The format is told from the first bytes, which then go
+//! to the loader ahead of the rest.
 
+use crate::format_check::{self, Kind};
+use crate::sanitised;
 use crate::swap::replace_target;
-use envsync_plugin_sdk::{ByteSource, Error, Fed, OnFeedError, debug, info};
+use envsync_plugin_sdk::{
+    ByteSource, Error, Fed, Running, debug, info, read_head, splice, write_all,
+};
+
+/// Bytes read to tell the format (the plain dump's banner fits easily).
+const HEAD: usize = 4096;
 
 pub fn restore(artifact: &ByteSource) -> Result<(), Error> {
-    replace_target(|pg_restore| {
+    let head = read_head(artifact, HEAD)?;
+    let kind = format_check::kind(&head).map_err(Error::BadArtifact)?;
+    replace_target(|job| {
+        if kind == Kind::Plain {
+            return sanitised::load_plain(job, &head, artifact);
+        }
         info("loading the artifact with pg_restore");
-        let mut child = pg_restore.stdin_piped().spawn()?;
-        match child.feed(artifact, OnFeedError::CloseInput)? {
+        let mut child = job.pg_restore().stdin_piped().spawn()?;
+        match feed(&mut child, &head, artifact)? {
             Fed::All(stdin, bytes) => {
                 // Only pg_restore's verdict counts: a failed close after it
                 // succeeded means it stopped reading what it did not need,
@@ -26,4 +41,22 @@ pub fn restore(artifact: &ByteSource) -> Result<(), Error> {
         info("verifying the artifact against its manifest");
         artifact.verify()
     })
+}
+
+/// `Running::feed` (with `OnFeedError::CloseInput`) for an artifact whose
+/// first bytes `head` were already read: they are written first.
+fn feed(child: &mut Running, head: &[u8], artifact: &ByteSource) -> Result<Fed, Error> {
+    let stdin = child.take_stdin()?;
+    let error = match write_all(&stdin, head).and_then(|()| splice(artifact, &stdin)) {
+        Ok(n) => return Ok(Fed::All(stdin, head.len() as u64 + n)),
+        Err(e) => e,
+    };
+    // Close its input and let it exit by itself, so its own exit status and
+    // message survive.
+    drop(stdin);
+    let status = child.wait()?;
+    if status.success {
+        return Ok(Fed::ChildDone(error));
+    }
+    Err(child.stream_failure(&status, error, false))
 }

@@ -12,7 +12,9 @@ const PARAMS: &[(&str, &str, Option<&str>)] = &[
     (
         "dump-flags",
         "pg_dump flags, split on whitespace (backup, and copy with -Z0 added). Only the \
-         custom format is accepted; -Fc is added when no format is given.",
+         custom format is accepted; -Fc is added when no format is given. Sanitised steps \
+         dump plain SQL instead: format, compression, --create and --clean flags are dropped, \
+         --no-owner and --encoding=UTF8 added, and --inserts refused.",
         Some(DEFAULT_DUMP_FLAGS),
     ),
     (
@@ -61,6 +63,12 @@ pub fn param_infos() -> Vec<ParamInfo> {
 /// pg_dump flags, checked.
 pub fn dump_flags() -> Result<Vec<String>, Error> {
     flags::dump_flags(&param_or("dump-flags", DEFAULT_DUMP_FLAGS)).map_err(Error::InvalidParam)
+}
+
+/// pg_dump flags for a sanitised (plain SQL) dump, checked.
+pub fn plain_dump_flags() -> Result<Vec<String>, Error> {
+    flags::plain_dump_flags(&param_or("dump-flags", DEFAULT_DUMP_FLAGS))
+        .map_err(Error::InvalidParam)
 }
 
 /// Extra pg_restore flags, checked.

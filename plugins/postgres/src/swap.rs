@@ -11,10 +11,11 @@ use envsync_plugin_sdk::{Command, Error, connection, info, warn};
 use std::thread;
 
 /// Replaces the target database with what `load` puts into the scratch
-/// database. `load` gets a ready pg_restore command (target credentials,
-/// scratch database, flags); it must run it to success and check its input
+/// database. `load` gets the replacement, whose [`Replacement::pg_restore`]
+/// and [`Replacement::psql_load`] are ready commands (target credentials,
+/// scratch database, flags); it must run one to success and check its input
 /// (e.g. `artifact.verify()`), or return the error that stops the swap.
-pub fn replace_target(load: impl FnOnce(Command) -> Result<(), Error>) -> Result<(), Error> {
+pub fn replace_target(load: impl FnOnce(&Replacement) -> Result<(), Error>) -> Result<(), Error> {
     let target = connection("target")?.database;
     let names = Names::for_target(&target).map_err(Error::InvalidParam)?;
     let settings = LoadSettings::read()?;
@@ -49,8 +50,8 @@ pub fn replace_target(load: impl FnOnce(Command) -> Result<(), Error>) -> Result
     // load. Otherwise the connecting user loads into its own database and
     // hands it to the replaced database's owner afterwards.
     let loaded = match &job.settings.owner {
-        Some(owner) => job.give_to(owner).and_then(|()| load(job.pg_restore())),
-        None => load(job.pg_restore()).and_then(|()| job.keep_owner()),
+        Some(owner) => job.give_to(owner).and_then(|()| load(&job)),
+        None => load(&job).and_then(|()| job.keep_owner()),
     };
     if let Err(e) = loaded {
         job.drop_scratch();
@@ -76,7 +77,7 @@ pub fn replace_target(load: impl FnOnce(Command) -> Result<(), Error>) -> Result
     Ok(())
 }
 
-struct Replacement {
+pub struct Replacement {
     names: Names,
     settings: LoadSettings,
 }
@@ -97,7 +98,7 @@ impl Replacement {
     /// ignored (--no-owner): objects belong to `owner` via --role, or to the
     /// connecting user. Triggers (including foreign-key checks) stay quiet in
     /// replica mode, so rows load in any order.
-    fn pg_restore(&self) -> Command {
+    pub fn pg_restore(&self) -> Command {
         let mut cmd = Command::new("pg_restore")
             .arg(format!("--dbname={}", sql::conninfo(&self.names.scratch)))
             .args(["--exit-on-error", "--no-owner"])
@@ -110,6 +111,34 @@ impl Replacement {
             cmd = cmd.env("PGOPTIONS", "-c session_replication_role=replica");
         }
         cmd
+    }
+
+    /// psql loading a plain SQL dump from stdin into the scratch database
+    /// in one transaction, stopping at the first error; with the text to
+    /// send before the dump (`SET ROLE` of `owner`, as pg_restore --role).
+    /// Triggers are quiet in replica mode as for pg_restore. The
+    /// pg_restore-only `restore-flags` do not apply.
+    pub fn psql_load(&self) -> (Command, String) {
+        let mut cmd = Command::new("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction"])
+            .arg(format!("--dbname={}", sql::conninfo(&self.names.scratch)))
+            .args(["-f", "-"])
+            .connection("target");
+        if self.settings.disable_triggers {
+            cmd = cmd.env("PGOPTIONS", "-c session_replication_role=replica");
+        }
+        if !self.settings.restore_flags.is_empty() {
+            warn(format!(
+                "restore-flags ({}) are pg_restore flags and do not apply to a plain SQL dump, \
+                 which psql loads",
+                self.settings.restore_flags.join(" ")
+            ));
+        }
+        let preamble = match &self.settings.owner {
+            Some(owner) => format!("SET ROLE {};\n", sql::ident(owner)),
+            None => String::new(),
+        };
+        (cmd, preamble)
     }
 
     /// Gives the scratch database the owner of the database it replaces,

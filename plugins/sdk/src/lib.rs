@@ -23,9 +23,10 @@
 //! the `.wasm` file into the host's plugin folder (see `docs/plugins.md`).
 //!
 //! ```no_run
+//! # #[cfg(feature = "engine")] mod example {
 //! use envsync_plugin_sdk::{
 //!     ArtifactFormat, ByteSink, ByteSource, Command, CredentialEnv, Engine, Error,
-//!     OnFeedError, Operation, PluginInfo, connection, param_infos, sniff,
+//!     OnFeedError, Operation, PluginInfo, TableInfo, connection, param_infos, sniff,
 //! };
 //!
 //! struct MyDb;
@@ -54,6 +55,8 @@
 //!                 password: Some("MYDB_PASSWORD".into()),
 //!                 passthrough: vec![],
 //!             },
+//!             // No row-level dump format: the host refuses sanitised steps.
+//!             sanitised_artifact: None,
 //!             params: param_infos(&[]),
 //!         }
 //!     }
@@ -99,19 +102,43 @@
 //!     fn copy() -> Result<(), Error> {
 //!         Err(Error::Other("mydb has no copy".into()))
 //!     }
+//!
+//!     fn schema() -> Result<Vec<TableInfo>, Error> {
+//!         Err(Error::Other("mydb cannot list its tables".into()))
+//!     }
 //! }
 //!
 //! envsync_plugin_sdk::export_engine!(MyDb);
+//! # }
 //! ```
 //!
-//! Not here yet: helpers for sanitising rows inside a dump stream (the
-//! `sanitiser` world and row batches) come with the issue that adds them.
+//! # Features
+//!
+//! - `engine` (default): the `engine` world and everything above.
+//! - `sanitiser`: the `sanitiser` world: the `Sanitiser` trait,
+//!   `export_sanitiser!`, `keyed_hash`; the `sanitiser` module is the guide
+//!   (`cargo doc -p envsync-plugin-sdk --features sanitiser`).
+//!   A sanitiser crate depends on the SDK with
+//!   `default-features = false, features = ["sanitiser"]`.
+//!
+//! The features are additive: with both on (Cargo unifies features when
+//! one `cargo build` builds engines and sanitisers together, as
+//! `scripts/build.sh` does) they share one [`Error`], [`Row`] and
+//! [`TableInfo`] type, and a component still exports only the world whose
+//! export macro it calls (checked with wit-bindgen 0.63: an engine built
+//! with both exports only `operations`, a sanitiser only `sanitise`). A
+//! plugin crate should still ask only for the world it implements.
 
 #![warn(missing_docs)]
 
-/// The bindings of the `envsync:plugin@0.1.0` contract, generated from
-/// `wit/v0.1.0` by wit-bindgen. The useful items are re-exported at the
-/// crate root.
+// Lets the bindings (and the export macros they generate, which expand in
+// plugin crates) name this crate the same way from inside and outside.
+extern crate self as envsync_plugin_sdk;
+
+/// The bindings of the `engine` world of the `envsync:plugin@0.1.0`
+/// contract, generated from `wit/v0.1.0` by wit-bindgen (feature `engine`,
+/// on by default). The useful items are re-exported at the crate root.
+#[cfg(feature = "engine")]
 #[allow(missing_docs)]
 pub mod bindings {
     wit_bindgen::generate!({
@@ -123,36 +150,98 @@ pub mod bindings {
     });
 }
 
+/// The bindings of the `sanitiser` world of the `envsync:plugin@0.1.0`
+/// contract (feature `sanitiser`). With both features on, the shared
+/// `types` interface is the one of `bindings`, so [`Error`], [`Row`] and
+/// [`TableInfo`] are one type whichever world uses them. The useful items
+/// are re-exported at the crate root; see [`sanitiser`] for a guide.
+#[cfg(feature = "sanitiser")]
+#[allow(missing_docs)]
+pub mod sanitiser_bindings {
+    #[cfg(feature = "engine")]
+    wit_bindgen::generate!({
+        path: "../../wit/v0.1.0",
+        world: "sanitiser",
+        pub_export_macro: true,
+        export_macro_name: "export_sanitiser",
+        default_bindings_module: "envsync_plugin_sdk::sanitiser_bindings",
+        with: {
+            "envsync:plugin/types@0.1.0": envsync_plugin_sdk::bindings::envsync::plugin::types,
+        },
+    });
+    #[cfg(not(feature = "engine"))]
+    wit_bindgen::generate!({
+        path: "../../wit/v0.1.0",
+        world: "sanitiser",
+        pub_export_macro: true,
+        export_macro_name: "export_sanitiser",
+        default_bindings_module: "envsync_plugin_sdk::sanitiser_bindings",
+    });
+}
+
+#[cfg(feature = "engine")]
 mod command;
 mod error;
+#[cfg(feature = "engine")]
 mod io;
+#[cfg(feature = "engine")]
 mod params;
+#[cfg(feature = "sanitiser")]
+pub mod sanitiser;
 pub mod sniff;
 
+#[cfg(feature = "engine")]
 pub use bindings::envsync::plugin::job::{self, ConnectionInfo};
+#[cfg(feature = "engine")]
 pub use bindings::envsync::plugin::log::{self, Level};
+#[cfg(feature = "engine")]
 pub use bindings::envsync::plugin::process::{self, Child, ExitStatus, Stdio};
+#[cfg(feature = "engine")]
 pub use bindings::envsync::plugin::streams::{self, ByteSink, ByteSource, splice};
+#[cfg(feature = "engine")]
 pub use bindings::envsync::plugin::types::{
-    ArtifactFormat, CredentialEnv, Error, Operation, ParamInfo, PluginInfo,
+    ArtifactFormat, ColumnInfo, CredentialEnv, Error, Operation, ParamInfo, PluginInfo, Row,
+    TableInfo,
 };
+#[cfg(feature = "engine")]
 pub use bindings::export_engine;
+#[cfg(feature = "engine")]
 pub use bindings::exports::envsync::plugin::operations::Guest as Engine;
+#[cfg(feature = "engine")]
 pub use command::{Command, Fed, OnFeedError, Running, StderrFilter, check_status, exit_error};
+#[cfg(feature = "engine")]
 pub use io::{CHUNK, Reader, Tail, Writer, copy_through, read_all, read_head, write_all};
+#[cfg(feature = "engine")]
 pub use params::{connection, param, param_bool, param_infos, param_number, param_or, param_parse};
 
+#[cfg(feature = "sanitiser")]
+pub use sanitiser::keyed_hash;
+#[cfg(all(feature = "sanitiser", not(feature = "engine")))]
+pub use sanitiser_bindings::envsync::plugin::types::{ColumnInfo, Error, Row, TableInfo};
+#[cfg(feature = "sanitiser")]
+pub use sanitiser_bindings::export_sanitiser;
+#[cfg(feature = "sanitiser")]
+pub use sanitiser_bindings::exports::envsync::plugin::sanitise::{
+    Guest as Sanitiser, RunContext, SanitiserInfo,
+};
+
+#[cfg(not(any(feature = "engine", feature = "sanitiser")))]
+compile_error!("envsync-plugin-sdk needs feature `engine` (the default) or `sanitiser` (or both)");
+
+#[cfg(feature = "engine")]
 /// Logs a line at info level through the host (shown with the plugin's
 /// name).
 pub fn info(message: impl AsRef<str>) {
     log::log(Level::Info, message.as_ref());
 }
 
+#[cfg(feature = "engine")]
 /// Logs a line at debug level through the host (shown with `-v`).
 pub fn debug(message: impl AsRef<str>) {
     log::log(Level::Debug, message.as_ref());
 }
 
+#[cfg(feature = "engine")]
 /// Logs a line at warn level through the host.
 pub fn warn(message: impl AsRef<str>) {
     log::log(Level::Warn, message.as_ref());

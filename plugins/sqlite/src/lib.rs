@@ -14,11 +14,13 @@ mod copy;
 mod format_check;
 mod paths;
 mod restore;
+mod schema;
 mod settings;
 mod shell;
 mod swap;
 mod transform;
 
+use envsync_plugin_sdk::TableInfo;
 use envsync_plugin_sdk::{
     ArtifactFormat, ByteSink, ByteSource, CredentialEnv, Engine, Error, Operation, PluginInfo,
 };
@@ -51,6 +53,9 @@ impl Engine for Sqlite {
                 compressed: false,
                 head_size: HEAD_SIZE,
             },
+            // No row-level rewriting of `.dump` output yet: the host refuses
+            // sanitised steps with this plugin.
+            sanitised_artifact: None,
             // A database file has no server, user or password. SQLite's own
             // variable for its temporary files is passed through.
             credentials: CredentialEnv {
@@ -82,6 +87,10 @@ impl Engine for Sqlite {
 
     fn copy() -> Result<(), Error> {
         copy::copy()
+    }
+
+    fn schema() -> Result<Vec<TableInfo>, Error> {
+        schema::schema()
     }
 }
 

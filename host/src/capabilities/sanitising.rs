@@ -1,0 +1,51 @@
+//! `envsync:plugin/sanitising`: the engine plugin's way to the step's
+//! sanitiser. The host forwards each batch to the sanitiser's own sandbox
+//! (`crate::sanitiser::session`), so the engine never sees the sanitiser and
+//! the sanitiser never sees anything but rows.
+
+use super::HostResult;
+use crate::runtime::bindings::WitError;
+use crate::runtime::bindings::envsync::plugin::sanitising::{Host, SanitisePlan};
+use crate::runtime::sandbox::StepState;
+
+impl Host for StepState {
+    async fn plan(&mut self) -> wasmtime::Result<Option<SanitisePlan>> {
+        Ok(self.sanitiser.as_ref().map(|s| SanitisePlan {
+            tables: s.plan_tables(),
+        }))
+    }
+
+    async fn transform_rows(
+        &mut self,
+        table: String,
+        columns: Vec<String>,
+        rows: Vec<Vec<Option<String>>>,
+    ) -> HostResult<Vec<Vec<Option<String>>>> {
+        let Some(session) = self.sanitiser.as_mut() else {
+            return Ok(Err(WitError::Denied(
+                "this step has no sanitiser: call sanitising.plan() first and sanitise only when it returns a plan"
+                    .into(),
+            )));
+        };
+        Ok(session
+            .transform_rows(table, columns, rows)
+            .await
+            .map_err(WitError::Other))
+    }
+
+    async fn transform_documents(
+        &mut self,
+        index: String,
+        documents: Vec<String>,
+    ) -> HostResult<Vec<String>> {
+        let Some(session) = self.sanitiser.as_mut() else {
+            return Ok(Err(WitError::Denied(
+                "this step has no sanitiser: call sanitising.plan() first".into(),
+            )));
+        };
+        Ok(session
+            .transform_documents(index, documents)
+            .await
+            .map_err(WitError::Other))
+    }
+}

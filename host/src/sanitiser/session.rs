@@ -1,0 +1,624 @@
+//! One sanitised step: a fresh instance of the sanitiser, configured with
+//! the task's rules, called for each batch of rows or documents. Every call
+//! is bounded (memory cap, a deadline per call, the step's stop request);
+//! every answer is checked (no reshaped or invented rows) and scanned for
+//! residual personal data. The first failure is kept: the instance cannot be
+//! called again, and the step reports it as the cause.
+
+use super::LoadedSanitiser;
+use super::bindings::envsync::plugin::types::{
+    ColumnInfo as SchemaColumn, TableInfo as SchemaTable,
+};
+use super::bindings::{RunContext, Sanitiser, SanitiserError, SanitiserInfo, SanitiserPre};
+use super::pii::{Findings, Scanner};
+use super::state::SanitiserState;
+use crate::failure::{Failure, Kind};
+use anyhow::Result;
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use wasmtime::{Engine, Store};
+
+/// A row as the contract has it: values in column order, None for NULL.
+pub type Row = Vec<Option<String>>;
+
+/// How a step sanitises.
+#[derive(Clone)]
+pub struct SanitiseOptions {
+    /// The sanitiser's name in the plugin folder.
+    pub sanitiser: String,
+    /// The sanitiser's rules, as text in its own format.
+    pub rules: String,
+    /// Where the rules came from, for messages.
+    pub rules_origin: String,
+    /// The secret behind `keyed.hash`.
+    pub salt: Arc<[u8]>,
+    pub memory_cap_mib: u64,
+    /// Longest one call may take.
+    pub call_timeout: Duration,
+    /// E-mail domains the residual scan accepts (the masks' domains).
+    pub allowed_email_domains: Vec<String>,
+    /// Fail the step when the residual scan finds anything.
+    pub strict: bool,
+    pub environment: String,
+}
+
+impl std::fmt::Debug for SanitiseOptions {
+    /// Everything but the salt.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SanitiseOptions")
+            .field("sanitiser", &self.sanitiser)
+            .field("rules_origin", &self.rules_origin)
+            .field("salt", &"<redacted>")
+            .field("memory_cap_mib", &self.memory_cap_mib)
+            .field("call_timeout", &self.call_timeout)
+            .field("allowed_email_domains", &self.allowed_email_domains)
+            .field("strict", &self.strict)
+            .finish()
+    }
+}
+
+/// What a session did, for the step's summary.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SanitiseStats {
+    pub tables: BTreeSet<String>,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    /// Rows scanned but not sent to the sanitiser (tables it has no rules for).
+    pub rows_passed: u64,
+    pub batches: u64,
+    pub bytes_in: u64,
+    pub documents_in: u64,
+    pub documents_out: u64,
+    /// Time spent inside the sanitiser.
+    #[serde(serialize_with = "seconds")]
+    pub busy: Duration,
+    pub findings: Findings,
+}
+
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+impl SanitiseStats {
+    /// `sanitised 10,000 rows of 2 tables (120 dropped) with sanitise in
+    /// 1.2s (8,333 rows/s, 2.1 MiB/s); residual personal data: none`.
+    pub fn summary(&self, sanitiser: &str) -> String {
+        let secs = self.busy.as_secs_f64().max(1e-6);
+        let mut out = format!(
+            "sanitised {} rows of {} table(s) ({} dropped) with {sanitiser} in {:.1}s ({:.0} rows/s, {}/s)",
+            self.rows_in,
+            self.tables.len(),
+            self.rows_in - self.rows_out.min(self.rows_in),
+            self.busy.as_secs_f64(),
+            self.rows_in as f64 / secs,
+            crate::step::human_size((self.bytes_in as f64 / secs) as u64),
+        );
+        if self.documents_in > 0 {
+            out.push_str(&format!(
+                ", {} documents ({} dropped)",
+                self.documents_in,
+                self.documents_in - self.documents_out.min(self.documents_in)
+            ));
+        }
+        if self.rows_passed > 0 {
+            out.push_str(&format!(
+                ", {} rows of other tables scanned",
+                self.rows_passed
+            ));
+        }
+        out.push_str(&format!(
+            "; residual personal data: {}",
+            self.findings.describe()
+        ));
+        out
+    }
+}
+
+/// A running instance of a sanitiser in its own Store.
+pub(crate) struct Instance {
+    store: Store<SanitiserState>,
+    world: Sanitiser,
+    name: String,
+    call_timeout: Duration,
+    memory_cap_hit: Arc<AtomicBool>,
+    stop: CancellationToken,
+}
+
+impl Instance {
+    pub(crate) async fn start(
+        engine: &Engine,
+        pre: &SanitiserPre<SanitiserState>,
+        name: &str,
+        salt: Arc<[u8]>,
+        memory_cap_mib: u64,
+        call_timeout: Duration,
+        stop: CancellationToken,
+    ) -> Result<Instance> {
+        let state = SanitiserState::new(salt, (memory_cap_mib << 20) as usize);
+        let memory_cap_hit = state.memory.hit_flag();
+        let mut store = Store::new(engine, state);
+        store.limiter(|s| &mut s.memory);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+        let world =
+            match tokio::time::timeout(call_timeout, pre.instantiate_async(&mut store)).await {
+                Ok(Ok(world)) => world,
+                Ok(Err(e)) => {
+                    return Err(Failure::new(
+                        Kind::Sandbox,
+                        format!("sanitiser {name} failed to start: {e:#}"),
+                    )
+                    .into());
+                }
+                Err(_) => {
+                    return Err(Failure::new(
+                        Kind::Sandbox,
+                        format!("sanitiser {name} did not start within {call_timeout:?}"),
+                    )
+                    .into());
+                }
+            };
+        Ok(Instance {
+            store,
+            world,
+            name: name.to_string(),
+            call_timeout,
+            memory_cap_hit,
+            stop,
+        })
+    }
+
+    pub(crate) async fn describe(&mut self) -> Result<SanitiserInfo> {
+        let api = self.world.envsync_plugin_sanitise();
+        let call = api.call_describe(&mut self.store);
+        guard(
+            call,
+            &self.name,
+            "describe",
+            self.call_timeout,
+            &self.memory_cap_hit,
+            &self.stop,
+        )
+        .await
+        .map_err(|e| self.with_stderr(e))
+    }
+
+    async fn configure(
+        &mut self,
+        rules: &str,
+        context: &RunContext,
+    ) -> Result<Result<Option<Vec<String>>, SanitiserError>> {
+        let api = self.world.envsync_plugin_sanitise();
+        let call = api.call_configure(&mut self.store, rules, context);
+        guard(
+            call,
+            &self.name,
+            "configure",
+            self.call_timeout,
+            &self.memory_cap_hit,
+            &self.stop,
+        )
+        .await
+        .map_err(|e| self.with_stderr(e))
+    }
+
+    async fn transform_rows(
+        &mut self,
+        table: &str,
+        columns: &[String],
+        rows: &[Row],
+    ) -> Result<Result<Vec<Row>, SanitiserError>> {
+        let api = self.world.envsync_plugin_sanitise();
+        let call = api.call_transform_rows(&mut self.store, table, columns, rows);
+        let what = format!("transform-rows of table {table}");
+        guard(
+            call,
+            &self.name,
+            &what,
+            self.call_timeout,
+            &self.memory_cap_hit,
+            &self.stop,
+        )
+        .await
+        .map_err(|e| self.with_stderr(e))
+    }
+
+    async fn transform_documents(
+        &mut self,
+        index: &str,
+        documents: &[String],
+    ) -> Result<Result<Vec<String>, SanitiserError>> {
+        let api = self.world.envsync_plugin_sanitise();
+        let call = api.call_transform_documents(&mut self.store, index, documents);
+        let what = format!("transform-documents of index {index}");
+        guard(
+            call,
+            &self.name,
+            &what,
+            self.call_timeout,
+            &self.memory_cap_hit,
+            &self.stop,
+        )
+        .await
+        .map_err(|e| self.with_stderr(e))
+    }
+
+    async fn uncovered(&mut self, schema: &[SchemaTable]) -> Result<Vec<String>> {
+        let api = self.world.envsync_plugin_sanitise();
+        let call = api.call_uncovered(&mut self.store, schema);
+        guard(
+            call,
+            &self.name,
+            "uncovered",
+            self.call_timeout,
+            &self.memory_cap_hit,
+            &self.stop,
+        )
+        .await
+        .map_err(|e| self.with_stderr(e))
+    }
+
+    /// Adds what the sanitiser printed to stderr (a panic message).
+    fn with_stderr(&self, error: anyhow::Error) -> anyhow::Error {
+        let stderr = self.store.data().stderr();
+        if stderr.is_empty() {
+            return error;
+        }
+        match error.downcast::<Failure>() {
+            Ok(f) => Failure::new(f.kind, format!("{}; it printed: {stderr}", f.message)).into(),
+            Err(e) => e,
+        }
+    }
+}
+
+/// One call under the per-call deadline, the memory cap and the stop request.
+async fn guard<T>(
+    call: impl Future<Output = wasmtime::Result<T>>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    memory_cap_hit: &AtomicBool,
+    stop: &CancellationToken,
+) -> Result<T> {
+    let result = tokio::select! {
+        r = tokio::time::timeout(timeout, call) => r,
+        () = stop.cancelled() => {
+            return Err(Failure::new(
+                Kind::Stopped,
+                format!("sanitiser {name} was stopped during {what} because envsync-host was asked to stop"),
+            )
+            .into());
+        }
+    };
+    match result {
+        Ok(Ok(v)) => Ok(v),
+        Err(_) => Err(Failure::new(
+            Kind::Sandbox,
+            format!(
+                "sanitiser {name} took longer than {} for {what} and was stopped (a loop, or far too much work per call)",
+                humantime::format_duration(timeout)
+            ),
+        )
+        .into()),
+        Ok(Err(trap)) if memory_cap_hit.load(Ordering::SeqCst) => Err(Failure::new(
+            Kind::Sandbox,
+            format!("sanitiser {name} was stopped during {what}: {}", trap.root_cause()),
+        )
+        .into()),
+        Ok(Err(trap)) => Err(Failure::new(
+            Kind::Sandbox,
+            format!("sanitiser {name} crashed (trapped) during {what}: {}", trap_text(&trap)),
+        )
+        .into()),
+    }
+}
+
+fn trap_text(error: &wasmtime::Error) -> String {
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => error.root_cause().to_string(),
+    }
+}
+
+/// The sanitiser of one step.
+pub struct SanitiserSession {
+    instance: Instance,
+    name: String,
+    /// The tables the sanitiser asked for (None: all).
+    wanted: Option<Vec<String>>,
+    scanner: Scanner,
+    strict: bool,
+    pub stats: SanitiseStats,
+    /// The first failure; later calls fail with it.
+    failure: Option<String>,
+    failure_kind: Kind,
+}
+
+impl SanitiserSession {
+    /// Starts `sanitiser` for a step and configures it with the rules.
+    pub async fn start(
+        engine: &Engine,
+        sanitiser: &LoadedSanitiser,
+        options: &SanitiseOptions,
+        stop: CancellationToken,
+    ) -> Result<SanitiserSession> {
+        let name = sanitiser.info.name.clone();
+        let mut instance = Instance::start(
+            engine,
+            &sanitiser.pre,
+            &name,
+            options.salt.clone(),
+            options.memory_cap_mib,
+            options.call_timeout,
+            stop,
+        )
+        .await?;
+        let context = RunContext {
+            started_at: chrono::Utc::now().timestamp(),
+            environment: options.environment.clone(),
+        };
+        let wanted = instance
+            .configure(&options.rules, &context)
+            .await?
+            .map_err(|e| {
+                Failure::new(
+                    Kind::Usage,
+                    format!(
+                        "sanitiser {name} refused the rules in {}: {}",
+                        options.rules_origin,
+                        error_text(&e)
+                    ),
+                )
+            })?;
+        Ok(SanitiserSession {
+            instance,
+            name,
+            wanted,
+            scanner: Scanner::new(&options.allowed_email_domains),
+            strict: options.strict,
+            stats: SanitiseStats::default(),
+            failure: None,
+            failure_kind: Kind::Sandbox,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The tables the engine must pass through `transform-rows`: all of
+    /// them, so the residual scan sees every value.
+    pub fn plan_tables(&self) -> Option<Vec<String>> {
+        None
+    }
+
+    /// Whether the sanitiser asked for `table` (`schema.table` matches a
+    /// bare `table` too).
+    fn wants(&self, table: &str) -> bool {
+        match &self.wanted {
+            None => true,
+            Some(list) => list
+                .iter()
+                .any(|t| t == table || table.rsplit_once('.').is_some_and(|(_, bare)| bare == t)),
+        }
+    }
+
+    /// Tells the sanitiser the live schema (before any rows) and returns
+    /// the columns its rules do not cover, as `table.column`.
+    pub async fn uncovered(
+        &mut self,
+        schema: &[crate::runtime::bindings::TableInfo],
+    ) -> Result<Vec<String>> {
+        let schema: Vec<SchemaTable> = schema
+            .iter()
+            .map(|t| SchemaTable {
+                name: t.name.clone(),
+                columns: t
+                    .columns
+                    .iter()
+                    .map(|c| SchemaColumn {
+                        name: c.name.clone(),
+                        data_type: c.data_type.clone(),
+                        nullable: c.nullable,
+                        unique: c.unique,
+                    })
+                    .collect(),
+            })
+            .collect();
+        self.instance.uncovered(&schema).await
+    }
+
+    /// The failure that ended the session, as the step's cause.
+    pub fn failure(&self) -> Option<anyhow::Error> {
+        self.failure
+            .as_ref()
+            .map(|m| Failure::new(self.failure_kind, m.clone()).into())
+    }
+
+    /// After the engine is done: the strict residual check.
+    pub fn finish(&self) -> Result<()> {
+        if let Some(f) = self.failure() {
+            return Err(f);
+        }
+        let found = &self.stats.findings;
+        if self.strict && found.total() > 0 {
+            return Err(Failure::new(
+                Kind::StepFailed,
+                format!(
+                    "the residual-PII scan found values that still look personal after sanitiser {}: {} \
+                     (strict mode: nothing was published; add rules for those columns, or allow the \
+                     masks' e-mail domains)",
+                    self.name,
+                    found.describe()
+                ),
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    fn fail(&mut self, kind: Kind, message: String) -> String {
+        tracing::error!("{message}");
+        self.failure_kind = kind;
+        self.failure = Some(message.clone());
+        message
+    }
+
+    /// Sends a batch through the sanitiser (when it wants the table) and
+    /// scans what comes back. Errors are the message for the engine.
+    pub async fn transform_rows(
+        &mut self,
+        table: String,
+        columns: Vec<String>,
+        rows: Vec<Row>,
+    ) -> Result<Vec<Row>, String> {
+        if let Some(f) = &self.failure {
+            return Err(f.clone());
+        }
+        for (i, row) in rows.iter().enumerate() {
+            if row.len() != columns.len() {
+                return Err(self.fail(
+                    Kind::Plugin,
+                    format!(
+                        "the engine sent row {} of table {table} with {} values for {} columns",
+                        i + 1,
+                        row.len(),
+                        columns.len()
+                    ),
+                ));
+            }
+        }
+        let out = if self.wants(&table) {
+            let started = Instant::now();
+            self.stats.tables.insert(table.clone());
+            self.stats.rows_in += rows.len() as u64;
+            self.stats.batches += 1;
+            self.stats.bytes_in += rows
+                .iter()
+                .flatten()
+                .map(|v| v.as_ref().map_or(0, |s| s.len() as u64))
+                .sum::<u64>();
+            let result = self.instance.transform_rows(&table, &columns, &rows).await;
+            self.stats.busy += started.elapsed();
+            let out = match result {
+                Ok(Ok(out)) => out,
+                Ok(Err(e)) => {
+                    let message = format!(
+                        "sanitiser {} failed on table {table}: {}",
+                        self.name,
+                        error_text(&e)
+                    );
+                    return Err(self.fail(Kind::StepFailed, message));
+                }
+                Err(e) => {
+                    let kind = crate::failure::kind_of(&e).unwrap_or(Kind::Sandbox);
+                    return Err(self.fail(kind, format!("{e:#}")));
+                }
+            };
+            if out.len() > rows.len() {
+                let message = format!(
+                    "sanitiser {} returned {} rows for a batch of {} rows of table {table}; rows may be dropped, never added",
+                    self.name,
+                    out.len(),
+                    rows.len()
+                );
+                return Err(self.fail(Kind::Sandbox, message));
+            }
+            if let Some((i, bad)) = out
+                .iter()
+                .enumerate()
+                .find(|(_, r)| r.len() != columns.len())
+            {
+                let message = format!(
+                    "sanitiser {} returned row {} of table {table} with {} values for {} columns; rows may be dropped, never reshaped",
+                    self.name,
+                    i + 1,
+                    bad.len(),
+                    columns.len()
+                );
+                return Err(self.fail(Kind::Sandbox, message));
+            }
+            self.stats.rows_out += out.len() as u64;
+            out
+        } else {
+            self.stats.rows_passed += rows.len() as u64;
+            rows
+        };
+        for value in out.iter().flatten().flatten() {
+            self.scanner.scan(value);
+        }
+        self.stats.findings = self.scanner.findings.clone();
+        Ok(out)
+    }
+
+    /// Documents: as rows, without the column check.
+    pub async fn transform_documents(
+        &mut self,
+        index: String,
+        documents: Vec<String>,
+    ) -> Result<Vec<String>, String> {
+        if let Some(f) = &self.failure {
+            return Err(f.clone());
+        }
+        let out = if self.wants(&index) {
+            let started = Instant::now();
+            self.stats.tables.insert(index.clone());
+            self.stats.documents_in += documents.len() as u64;
+            self.stats.batches += 1;
+            self.stats.bytes_in += documents.iter().map(|d| d.len() as u64).sum::<u64>();
+            let result = self.instance.transform_documents(&index, &documents).await;
+            self.stats.busy += started.elapsed();
+            let out = match result {
+                Ok(Ok(out)) => out,
+                Ok(Err(e)) => {
+                    let message = format!(
+                        "sanitiser {} failed on index {index}: {}",
+                        self.name,
+                        error_text(&e)
+                    );
+                    return Err(self.fail(Kind::StepFailed, message));
+                }
+                Err(e) => {
+                    let kind = crate::failure::kind_of(&e).unwrap_or(Kind::Sandbox);
+                    return Err(self.fail(kind, format!("{e:#}")));
+                }
+            };
+            if out.len() > documents.len() {
+                let message = format!(
+                    "sanitiser {} returned {} documents for a batch of {} of index {index}; documents may be dropped, never added",
+                    self.name,
+                    out.len(),
+                    documents.len()
+                );
+                return Err(self.fail(Kind::Sandbox, message));
+            }
+            self.stats.documents_out += out.len() as u64;
+            out
+        } else {
+            documents
+        };
+        for d in &out {
+            self.scanner.scan(d);
+        }
+        self.stats.findings = self.scanner.findings.clone();
+        Ok(out)
+    }
+}
+
+/// The message inside a sanitiser's typed error.
+fn error_text(e: &SanitiserError) -> String {
+    match e {
+        SanitiserError::InvalidParam(m)
+        | SanitiserError::BadArtifact(m)
+        | SanitiserError::Denied(m)
+        | SanitiserError::ProgramFailed(m)
+        | SanitiserError::Io(m)
+        | SanitiserError::Integrity(m)
+        | SanitiserError::Other(m) => m.clone(),
+    }
+}

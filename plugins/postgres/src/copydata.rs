@@ -1,0 +1,946 @@
+//! Rewriting the COPY blocks of a plain-format dump (`pg_dump -Fp`) through
+//! a sanitiser, everything else passing unchanged. Pure logic over closures
+//! (read a chunk, write bytes, transform a batch), so it is unit-tested
+//! natively; `sanitised.rs` wires it to pg_dump, the host and psql.
+//!
+//! A data block in a plain dump is
+//!
+//! ```text
+//! COPY public.users (id, email, "Full Name") FROM stdin;
+//! 1\tann@example.com\tAnn\n
+//! 2\t\N\tBob\tby\n
+//! \.
+//! ```
+//!
+//! one line per row, values separated by tabs, in PostgreSQL's text COPY
+//! escaping (`\N` is NULL). Rows of the tables the plan names are decoded,
+//! sent in batches, and the rows that come back are encoded again; other
+//! tables' blocks are copied through by the chunk without looking at rows.
+
+use envsync_plugin_sdk::Error;
+use memchr::{memchr, memchr_iter, memmem, memrchr};
+
+/// One row: values in column order, `None` for NULL.
+pub type Row = Vec<Option<String>>;
+
+/// A batch goes to the sanitiser once it holds this many rows…
+pub const BATCH_ROWS: usize = 1000;
+/// …or this many bytes of row text, whichever comes first (and at the end
+/// of each table).
+pub const BATCH_BYTES: usize = 1 << 20;
+/// Output is sent in writes of at least this many bytes (except the last).
+pub const OUT_CHUNK: usize = 256 * 1024;
+
+const TERMINATOR: &[u8] = b"\\.\n";
+
+/// The table and columns of a `COPY … FROM stdin;` line, unquoted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CopyHeader {
+    /// `schema.table` (or `table` when the line names no schema).
+    pub table: String,
+    /// The bare table name.
+    pub bare: String,
+    pub columns: Vec<String>,
+}
+
+/// Whether `line` is a COPY data header as pg_dump writes it (`COPY … FROM
+/// stdin;`), whether or not it parses.
+pub fn is_copy_line(line: &[u8]) -> bool {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.starts_with(b"COPY ") && line.ends_with(b" FROM stdin;")
+}
+
+/// Parses `COPY schema.table (col, …) FROM stdin;` (trailing newline
+/// optional); names may be double-quoted (`""` inside for `"`). `None`
+/// when the line is not such a header.
+pub fn parse_copy_line(line: &[u8]) -> Option<CopyHeader> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let text = std::str::from_utf8(line).ok()?;
+    let rest = text.strip_prefix("COPY ")?.strip_suffix(" FROM stdin;")?;
+    let mut p = Parser { s: rest, at: 0 };
+    let mut parts = vec![p.ident()?];
+    while p.eat('.') {
+        parts.push(p.ident()?);
+    }
+    if parts.len() > 2 {
+        // database.schema.table is not something pg_dump writes.
+        return None;
+    }
+    let bare = parts.last()?.clone();
+    let table = parts.join(".");
+    let mut columns = Vec::new();
+    p.skip_spaces();
+    if p.eat('(') {
+        loop {
+            p.skip_spaces();
+            columns.push(p.ident()?);
+            p.skip_spaces();
+            if p.eat(')') {
+                break;
+            }
+            if !p.eat(',') {
+                return None;
+            }
+        }
+    }
+    p.skip_spaces();
+    if p.at != p.s.len() {
+        return None;
+    }
+    Some(CopyHeader {
+        table,
+        bare,
+        columns,
+    })
+}
+
+struct Parser<'a> {
+    s: &'a str,
+    at: usize,
+}
+
+impl Parser<'_> {
+    fn rest(&self) -> &str {
+        &self.s[self.at..]
+    }
+
+    fn eat(&mut self, c: char) -> bool {
+        if self.rest().starts_with(c) {
+            self.at += c.len_utf8();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn skip_spaces(&mut self) {
+        while self.eat(' ') {}
+    }
+
+    /// A quoted identifier, or a bare one (up to `.`, `,`, `(`, `)`, space).
+    fn ident(&mut self) -> Option<String> {
+        if self.eat('"') {
+            let mut out = String::new();
+            loop {
+                let rest = self.rest();
+                let q = rest.find('"')?;
+                out.push_str(&rest[..q]);
+                self.at += q + 1;
+                if !self.eat('"') {
+                    return Some(out);
+                }
+                out.push('"');
+            }
+        }
+        let rest = self.rest();
+        let end = rest
+            .find(['.', ',', '(', ')', ' ', '"'])
+            .unwrap_or(rest.len());
+        if end == 0 {
+            return None;
+        }
+        let name = rest[..end].to_string();
+        self.at += end;
+        Some(name)
+    }
+}
+
+/// Decodes one value of a text COPY line. `\N` (the whole value) is NULL.
+pub fn decode_value(raw: &[u8]) -> Result<Option<String>, String> {
+    if raw == b"\\N" {
+        return Ok(None);
+    }
+    let bytes = match memchr(b'\\', raw) {
+        None => raw.to_vec(),
+        Some(first) => unescape(raw, first),
+    };
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| "a value is not valid UTF-8".to_string())
+}
+
+/// PostgreSQL's text COPY de-escaping (CopyReadAttributesText), from the
+/// first backslash at `first`.
+fn unescape(raw: &[u8], first: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    out.extend_from_slice(&raw[..first]);
+    let mut i = first;
+    while i < raw.len() {
+        let Some(off) = memchr(b'\\', &raw[i..]) else {
+            out.extend_from_slice(&raw[i..]);
+            break;
+        };
+        out.extend_from_slice(&raw[i..i + off]);
+        i += off + 1;
+        let Some(&c) = raw.get(i) else {
+            // A lone backslash at the end: kept (PostgreSQL does the same).
+            out.push(b'\\');
+            break;
+        };
+        i += 1;
+        match c {
+            b'0'..=b'7' => {
+                let mut v = u32::from(c - b'0');
+                for _ in 0..2 {
+                    match raw.get(i) {
+                        Some(&d @ b'0'..=b'7') => {
+                            v = v * 8 + u32::from(d - b'0');
+                            i += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                out.push((v & 0xff) as u8);
+            }
+            b'x' if raw.get(i).is_some_and(u8::is_ascii_hexdigit) => {
+                let mut v = 0u8;
+                for _ in 0..2 {
+                    match raw.get(i).and_then(|d| (*d as char).to_digit(16)) {
+                        Some(d) => {
+                            v = v * 16 + d as u8;
+                            i += 1;
+                        }
+                        None => break,
+                    }
+                }
+                out.push(v);
+            }
+            b'b' => out.push(0x08),
+            b'f' => out.push(0x0c),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'v' => out.push(0x0b),
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Decodes a data line (without its newline) into a row of `columns`
+/// values.
+pub fn decode_row(line: &[u8], columns: usize) -> Result<Row, String> {
+    let mut row = Vec::with_capacity(columns);
+    if memchr(b'\\', line).is_none() {
+        // The common case: no escapes and no NULLs anywhere in the line, so
+        // every value is a plain slice; UTF-8 is checked once per line.
+        let text =
+            std::str::from_utf8(line).map_err(|_| "a value is not valid UTF-8".to_string())?;
+        let mut start = 0;
+        for tab in memchr_iter(b'\t', line) {
+            row.push(Some(text[start..tab].to_string()));
+            start = tab + 1;
+        }
+        row.push(Some(text[start..].to_string()));
+    } else {
+        let mut start = 0;
+        for tab in memchr_iter(b'\t', line) {
+            row.push(decode_value(&line[start..tab])?);
+            start = tab + 1;
+        }
+        row.push(decode_value(&line[start..])?);
+    }
+    if row.len() != columns {
+        return Err(format!(
+            "a row has {} values for {columns} columns",
+            row.len()
+        ));
+    }
+    Ok(row)
+}
+
+/// Appends `value` in text COPY escaping.
+pub fn encode_value(value: &str, out: &mut Vec<u8>) {
+    let v = value.as_bytes();
+    // One branch-free pass (vectorised): any backslash or control character?
+    if !v
+        .iter()
+        .fold(false, |any, &b| any | (b < 0x20) | (b == b'\\'))
+    {
+        out.extend_from_slice(v);
+        return;
+    }
+    let mut start = 0;
+    for (i, &b) in v.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'\\' => b"\\\\",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x0b => b"\\v",
+            _ => continue,
+        };
+        out.extend_from_slice(&v[start..i]);
+        out.extend_from_slice(esc);
+        start = i + 1;
+    }
+    out.extend_from_slice(&v[start..]);
+}
+
+/// Appends `row` as a data line (with its newline).
+pub fn encode_row(row: &[Option<String>], out: &mut Vec<u8>) {
+    for (i, value) in row.iter().enumerate() {
+        if i > 0 {
+            out.push(b'\t');
+        }
+        match value {
+            None => out.extend_from_slice(b"\\N"),
+            Some(v) => encode_value(v, out),
+        }
+    }
+    out.push(b'\n');
+}
+
+/// Rows collected for one call, flushed at [`BATCH_ROWS`] rows or
+/// [`BATCH_BYTES`] bytes.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub rows: Vec<Row>,
+    pub bytes: usize,
+}
+
+impl Batch {
+    /// Adds a row of `bytes` bytes of text; true when the batch is full.
+    pub fn push(&mut self, row: Row, bytes: usize) -> bool {
+        self.rows.push(row);
+        self.bytes += bytes;
+        self.rows.len() >= BATCH_ROWS || self.bytes >= BATCH_BYTES
+    }
+
+    /// The rows, leaving the batch empty.
+    pub fn take(&mut self) -> Vec<Row> {
+        self.bytes = 0;
+        std::mem::replace(&mut self.rows, Vec::with_capacity(BATCH_ROWS))
+    }
+}
+
+/// What a rewrite did, for the log.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Tables whose rows went through the sanitiser.
+    pub tables_sanitised: u64,
+    /// Tables whose data blocks were copied through.
+    pub tables_passed: u64,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub batches: u64,
+}
+
+/// Whether the plan wants `header`'s rows: every table when `wanted` is
+/// None, else when `schema.table` or the bare name is listed.
+pub fn wants(wanted: Option<&[String]>, header: &CopyHeader) -> bool {
+    match wanted {
+        None => true,
+        Some(list) => list.iter().any(|t| *t == header.table || *t == header.bare),
+    }
+}
+
+/// Input lines from chunks; ranges index `buf` until the next call.
+struct Lines<R> {
+    read: R,
+    buf: Vec<u8>,
+    pos: usize,
+    /// Where the newline search resumes (everything in pos..scan has none).
+    scan: usize,
+    eof: bool,
+    bytes_in: u64,
+}
+
+impl<R: FnMut() -> Result<Vec<u8>, Error>> Lines<R> {
+    /// Reads another chunk; false at end of input.
+    fn refill(&mut self) -> Result<bool, Error> {
+        if self.eof {
+            return Ok(false);
+        }
+        let chunk = (self.read)()?;
+        if chunk.is_empty() {
+            self.eof = true;
+            return Ok(false);
+        }
+        self.bytes_in += chunk.len() as u64;
+        if self.pos == self.buf.len() {
+            self.buf = chunk;
+            self.pos = 0;
+            self.scan = 0;
+        } else {
+            self.buf.drain(..self.pos);
+            self.scan -= self.pos;
+            self.pos = 0;
+            self.buf.extend_from_slice(&chunk);
+        }
+        Ok(true)
+    }
+
+    /// The next line with its newline (the last one may have none).
+    fn next_line(&mut self) -> Result<Option<std::ops::Range<usize>>, Error> {
+        loop {
+            if let Some(i) = memchr(b'\n', &self.buf[self.scan..]) {
+                let line = self.pos..self.scan + i + 1;
+                self.pos = line.end;
+                self.scan = line.end;
+                return Ok(Some(line));
+            }
+            self.scan = self.buf.len();
+            if !self.refill()? {
+                if self.pos < self.buf.len() {
+                    let line = self.pos..self.buf.len();
+                    self.pos = line.end;
+                    self.scan = line.end;
+                    return Ok(Some(line));
+                }
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// Buffered output in large writes.
+struct Out<W> {
+    write: W,
+    buf: Vec<u8>,
+    bytes_out: u64,
+}
+
+impl<W: FnMut(&[u8]) -> Result<(), Error>> Out<W> {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.buf.extend_from_slice(bytes);
+        self.maybe_send()
+    }
+
+    fn maybe_send(&mut self) -> Result<(), Error> {
+        if self.buf.len() >= OUT_CHUNK {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self) -> Result<(), Error> {
+        if !self.buf.is_empty() {
+            (self.write)(&self.buf)?;
+            self.bytes_out += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Copies a plain dump from `read` (chunks; empty at the end) to `write`,
+/// passing the rows of the tables `wanted` names (all when None) through
+/// `transform(table, columns, rows)` in batches. Fails on a damaged COPY
+/// block (so nothing unsanitised slips through) and on any error of
+/// `transform` or `write`.
+pub fn rewrite<R, W, T>(
+    read: R,
+    write: W,
+    wanted: Option<&[String]>,
+    transform: T,
+) -> Result<Stats, Error>
+where
+    R: FnMut() -> Result<Vec<u8>, Error>,
+    W: FnMut(&[u8]) -> Result<(), Error>,
+    T: FnMut(&str, &[String], Vec<Row>) -> Result<Vec<Row>, Error>,
+{
+    rewrite_filtered(read, write, wanted, transform, |_| true)
+}
+
+/// [`rewrite`], also dropping the lines outside COPY data for which `keep`
+/// is false.
+pub fn rewrite_filtered<R, W, T, K>(
+    read: R,
+    write: W,
+    wanted: Option<&[String]>,
+    mut transform: T,
+    mut keep: K,
+) -> Result<Stats, Error>
+where
+    R: FnMut() -> Result<Vec<u8>, Error>,
+    W: FnMut(&[u8]) -> Result<(), Error>,
+    T: FnMut(&str, &[String], Vec<Row>) -> Result<Vec<Row>, Error>,
+    K: FnMut(&[u8]) -> bool,
+{
+    let mut input = Lines {
+        read,
+        buf: Vec::new(),
+        pos: 0,
+        scan: 0,
+        eof: false,
+        bytes_in: 0,
+    };
+    let mut out = Out {
+        write,
+        buf: Vec::with_capacity(OUT_CHUNK + 64 * 1024),
+        bytes_out: 0,
+    };
+    let mut stats = Stats::default();
+    let finder = memmem::Finder::new(b"\n\\.\n");
+    while let Some(range) = input.next_line()? {
+        let line = &input.buf[range];
+        if !line.starts_with(b"COPY ") || !is_copy_line(line) {
+            if keep(line) {
+                out.put(line)?;
+            }
+            continue;
+        }
+        let header = parse_copy_line(line).ok_or_else(|| {
+            Error::Other(format!(
+                "cannot parse the COPY line {:?} of the dump, so its rows cannot be sanitised",
+                String::from_utf8_lossy(line)
+            ))
+        })?;
+        out.put(line)?;
+        if wants(wanted, &header) && !header.columns.is_empty() {
+            stats.tables_sanitised += 1;
+            sanitise_block(&mut input, &mut out, &header, &mut transform, &mut stats)?;
+        } else {
+            stats.tables_passed += 1;
+            pass_block(&mut input, &mut out, &finder, &header)?;
+        }
+    }
+    out.send()?;
+    stats.bytes_in = input.bytes_in;
+    stats.bytes_out = out.bytes_out;
+    Ok(stats)
+}
+
+fn cut_off(header: &CopyHeader) -> Error {
+    Error::Other(format!(
+        "the dump ended inside the data of table {} (no \\. line): pg_dump was cut off",
+        header.table
+    ))
+}
+
+/// Copies a data block through up to and including its `\.` line, in
+/// large pieces (a data line can never be `\.`, since data escapes `\`).
+fn pass_block<R, W>(
+    input: &mut Lines<R>,
+    out: &mut Out<W>,
+    finder: &memmem::Finder,
+    header: &CopyHeader,
+) -> Result<(), Error>
+where
+    R: FnMut() -> Result<Vec<u8>, Error>,
+    W: FnMut(&[u8]) -> Result<(), Error>,
+{
+    loop {
+        // Here `pos` is at the start of a line.
+        let avail = &input.buf[input.pos..];
+        if avail.len() >= TERMINATOR.len() || input.eof {
+            if avail.starts_with(TERMINATOR) || (input.eof && avail == b"\\.") {
+                out.put(&avail[..avail.len().min(TERMINATOR.len())])?;
+                input.pos += avail.len().min(TERMINATOR.len());
+                input.scan = input.pos;
+                return Ok(());
+            }
+            if let Some(i) = finder.find(avail) {
+                let end = i + 1 + TERMINATOR.len();
+                out.put(&avail[..end])?;
+                input.pos += end;
+                input.scan = input.pos;
+                return Ok(());
+            }
+            // Everything up to the last newline is data.
+            if let Some(nl) = memrchr(b'\n', avail) {
+                out.put(&avail[..nl + 1])?;
+                input.pos += nl + 1;
+                input.scan = input.pos;
+                continue;
+            }
+        }
+        if !input.refill()? {
+            let avail = &input.buf[input.pos..];
+            if avail == b"\\." {
+                out.put(avail)?;
+                input.pos = input.buf.len();
+                input.scan = input.pos;
+                return Ok(());
+            }
+            return Err(cut_off(header));
+        }
+    }
+}
+
+/// Decodes, sanitises and re-encodes a data block up to its `\.` line.
+fn sanitise_block<R, W, T>(
+    input: &mut Lines<R>,
+    out: &mut Out<W>,
+    header: &CopyHeader,
+    transform: &mut T,
+    stats: &mut Stats,
+) -> Result<(), Error>
+where
+    R: FnMut() -> Result<Vec<u8>, Error>,
+    W: FnMut(&[u8]) -> Result<(), Error>,
+    T: FnMut(&str, &[String], Vec<Row>) -> Result<Vec<Row>, Error>,
+{
+    let mut batch = Batch::default();
+    let mut flush = |batch: &mut Batch, out: &mut Out<W>, stats: &mut Stats| {
+        if batch.rows.is_empty() {
+            return Ok(());
+        }
+        let rows = batch.take();
+        stats.rows_in += rows.len() as u64;
+        stats.batches += 1;
+        let kept = transform(&header.table, &header.columns, rows)?;
+        stats.rows_out += kept.len() as u64;
+        for row in &kept {
+            if row.len() != header.columns.len() {
+                return Err(Error::Other(format!(
+                    "the sanitiser returned a row of table {} with {} values for {} columns",
+                    header.table,
+                    row.len(),
+                    header.columns.len()
+                )));
+            }
+            encode_row(row, &mut out.buf);
+            out.maybe_send()?;
+        }
+        Ok(())
+    };
+    let mut line_no = 0u64;
+    loop {
+        let Some(range) = input.next_line()? else {
+            return Err(cut_off(header));
+        };
+        let line = &input.buf[range];
+        if line == TERMINATOR || line == b"\\." {
+            flush(&mut batch, out, stats)?;
+            out.put(line)?;
+            return Ok(());
+        }
+        line_no += 1;
+        let Some(text) = line.strip_suffix(b"\n") else {
+            return Err(cut_off(header));
+        };
+        let row = decode_row(text, header.columns.len()).map_err(|e| {
+            Error::Other(format!(
+                "row {line_no} of table {} in the dump: {e}",
+                header.table
+            ))
+        })?;
+        if batch.push(row, text.len()) {
+            flush(&mut batch, out, stats)?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(table: &str, bare: &str, columns: &[&str]) -> CopyHeader {
+        CopyHeader {
+            table: table.into(),
+            bare: bare.into(),
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn parses_plain_copy_lines() {
+        assert_eq!(
+            parse_copy_line(b"COPY public.users (id, email, name) FROM stdin;\n"),
+            Some(header("public.users", "users", &["id", "email", "name"]))
+        );
+        assert_eq!(
+            parse_copy_line(b"COPY t (a) FROM stdin;"),
+            Some(header("t", "t", &["a"]))
+        );
+        // A table without columns: pg_dump leaves two spaces.
+        assert_eq!(
+            parse_copy_line(b"COPY public.empty  FROM stdin;\n"),
+            Some(header("public.empty", "empty", &[]))
+        );
+    }
+
+    #[test]
+    fn parses_quoted_names() {
+        let h = parse_copy_line(
+            "COPY \"My Schema\".\"odd.\"\"table\"\" name\" (\"Full Name\", \"a,b\", \"x(y)\", \"q\"\"\", \"ünï\", plain) FROM stdin;\n"
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(h.table, "My Schema.odd.\"table\" name");
+        assert_eq!(h.bare, "odd.\"table\" name");
+        assert_eq!(
+            h.columns,
+            ["Full Name", "a,b", "x(y)", "q\"", "ünï", "plain"]
+        );
+        assert_eq!(
+            parse_copy_line(b"COPY public.\"FROM stdin;\" (\"a\") FROM stdin;\n")
+                .unwrap()
+                .bare,
+            "FROM stdin;"
+        );
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_copy_header() {
+        assert_eq!(parse_copy_line(b"COPY public.t (a) TO stdout;\n"), None);
+        assert_eq!(parse_copy_line(b"COPY public.t (a FROM stdin;\n"), None);
+        assert_eq!(
+            parse_copy_line(b"COPY \"unterminated (a) FROM stdin;\n"),
+            None
+        );
+        assert_eq!(parse_copy_line(b"COPY a.b.c (a) FROM stdin;\n"), None);
+        assert_eq!(parse_copy_line(b"COPY public.t (a,) FROM stdin;\n"), None);
+        assert!(!is_copy_line(b"-- COPY x FROM stdin;\n"));
+        assert!(is_copy_line(b"COPY x FROM stdin;\n"));
+    }
+
+    #[test]
+    fn decodes_escapes() {
+        assert_eq!(decode_value(b"\\N").unwrap(), None);
+        assert_eq!(decode_value(b"\\\\N").unwrap().unwrap(), "\\N");
+        assert_eq!(decode_value(b"").unwrap().unwrap(), "");
+        assert_eq!(
+            decode_value(b"a\\tb\\nc\\rd\\\\e\\bf\\fg\\vh")
+                .unwrap()
+                .unwrap(),
+            "a\tb\nc\rd\\e\u{8}f\u{c}g\u{b}h"
+        );
+        assert_eq!(
+            decode_value(b"\\101\\7\\0601").unwrap().unwrap(),
+            "A\u{7}01"
+        );
+        assert_eq!(decode_value(b"\\x41\\x4a\\x7").unwrap().unwrap(), "AJ\u{7}");
+        // \x without a hex digit is x; any other escaped char is itself.
+        assert_eq!(decode_value(b"\\xg\\q\\.\\N").unwrap().unwrap(), "xgq.N");
+        assert_eq!(decode_value(b"a\\").unwrap().unwrap(), "a\\");
+        // UTF-8 from octal escapes.
+        assert_eq!(decode_value(b"\\303\\251").unwrap().unwrap(), "é");
+        assert!(decode_value(b"\\377").is_err());
+    }
+
+    #[test]
+    fn round_trips_awkward_values() {
+        let values = [
+            Some("plain".to_string()),
+            None,
+            Some("\\N".into()),
+            Some("".into()),
+            Some("tab\there".into()),
+            Some("multi\nline\r\nvalue".into()),
+            Some("back\\slash\\".into()),
+            Some("\\.".into()),
+            Some("ünïcødé ✓ 𝄞".into()),
+            Some("\u{8}\u{b}\u{c}\u{1}".into()),
+        ];
+        let mut line = Vec::new();
+        encode_row(&values, &mut line);
+        assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
+        assert!(line.ends_with(b"\n"));
+        let decoded = decode_row(&line[..line.len() - 1], values.len()).unwrap();
+        assert_eq!(decoded, values);
+        assert!(
+            decode_row(b"a\tb", 3)
+                .unwrap_err()
+                .contains("2 values for 3")
+        );
+    }
+
+    /// Runs `rewrite` over `input` cut into `chunk`-byte reads.
+    fn run(
+        input: &[u8],
+        chunk: usize,
+        wanted: Option<&[String]>,
+        transform: impl FnMut(&str, &[String], Vec<Row>) -> Result<Vec<Row>, Error>,
+    ) -> Result<(Vec<u8>, Stats, Vec<usize>), Error> {
+        let mut chunks = input.chunks(chunk).map(<[u8]>::to_vec);
+        let mut out = Vec::new();
+        let mut writes = Vec::new();
+        let stats = rewrite(
+            || Ok(chunks.next().unwrap_or_default()),
+            |b| {
+                writes.push(b.len());
+                out.extend_from_slice(b);
+                Ok(())
+            },
+            wanted,
+            transform,
+        )?;
+        Ok((out, stats, writes))
+    }
+
+    const DUMP: &str = "--\n-- PostgreSQL database dump\n--\n\n\\restrict abc\n\
+        CREATE TABLE public.users (id int, email text);\n\
+        COPY public.users (id, email) FROM stdin;\n\
+        1\tann@example.com\n2\t\\N\n3\tx\\ty\\\\z\n\\.\n\n\
+        COPY public.\"Other T\" (a) FROM stdin;\n\
+        secret\n\\N\n\\.\n\
+        COPY public.empty (a) FROM stdin;\n\\.\n\
+        \\unrestrict abc\n";
+
+    fn mask(_: &str, _: &[String], rows: Vec<Row>) -> Result<Vec<Row>, Error> {
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                r.into_iter()
+                    .map(|v| v.map(|s| format!("<{}>", s.len())))
+                    .collect()
+            })
+            .collect())
+    }
+
+    #[test]
+    fn rewrites_only_copy_data() {
+        for chunk in [1, 2, 3, 7, 64, 1 << 20] {
+            let (out, stats, _) = run(DUMP.as_bytes(), chunk, None, mask).unwrap();
+            let expected = DUMP
+                .replace(
+                    "1\tann@example.com\n2\t\\N\n3\tx\\ty\\\\z\n",
+                    "<1>\t<15>\n<1>\t\\N\n<1>\t<5>\n",
+                )
+                .replace("secret\n\\N\n", "<6>\n\\N\n");
+            assert_eq!(String::from_utf8(out).unwrap(), expected, "chunk {chunk}");
+            assert_eq!(stats.tables_sanitised, 3);
+            assert_eq!(stats.rows_in, 5);
+            assert_eq!(stats.bytes_in, DUMP.len() as u64);
+        }
+    }
+
+    #[test]
+    fn passes_tables_the_plan_does_not_name() {
+        let wanted = vec!["users".to_string()];
+        for chunk in [1, 2, 5, 1 << 20] {
+            let mut seen = Vec::new();
+            let (out, stats, _) = run(DUMP.as_bytes(), chunk, Some(&wanted), |t, c, rows| {
+                seen.push((t.to_string(), c.to_vec(), rows.len()));
+                mask(t, c, rows)
+            })
+            .unwrap();
+            let out = String::from_utf8(out).unwrap();
+            assert!(out.contains("secret\n\\N\n\\.\n"), "{out}");
+            assert!(!out.contains("ann@"));
+            assert_eq!(
+                seen,
+                [(
+                    "public.users".to_string(),
+                    vec!["id".to_string(), "email".to_string()],
+                    3
+                )]
+            );
+            assert_eq!(stats.tables_passed, 2);
+        }
+        let wanted = vec!["public.Other T".to_string()];
+        let (out, _, _) = run(DUMP.as_bytes(), 4, Some(&wanted), mask).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("ann@example.com") && out.contains("<6>\n"));
+    }
+
+    #[test]
+    fn filters_lines_outside_copy_data() {
+        let dump =
+            "\\restrict k\nSET x;\nCOPY t (a) FROM stdin;\n\\restrict k\n\\.\n\\unrestrict k\n";
+        let mut out = Vec::new();
+        let mut chunks = dump.as_bytes().chunks(3).map(<[u8]>::to_vec);
+        rewrite_filtered(
+            || Ok(chunks.next().unwrap_or_default()),
+            |b| {
+                out.extend_from_slice(b);
+                Ok(())
+            },
+            Some(&[]),
+            |_, _, _| unreachable!(),
+            |line| !line.starts_with(b"\\"),
+        )
+        .unwrap();
+        // Data lines are never filtered (this one is not even valid data).
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "SET x;\nCOPY t (a) FROM stdin;\n\\restrict k\n\\.\n"
+        );
+    }
+
+    #[test]
+    fn dropped_rows_and_errors() {
+        let (out, stats, _) = run(DUMP.as_bytes(), 16, None, |_, _, _| Ok(vec![])).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("COPY public.users (id, email) FROM stdin;\n\\.\n"));
+        assert_eq!(stats.rows_out, 0);
+        let e = run(DUMP.as_bytes(), 16, None, |_, _, _| {
+            Err(Error::Other("rules broke".into()))
+        })
+        .unwrap_err();
+        assert_eq!(e.message(), "rules broke");
+        let e = run(DUMP.as_bytes(), 16, None, |_, _, _| Ok(vec![vec![None]])).unwrap_err();
+        assert!(e.message().contains("1 values for 2 columns"));
+    }
+
+    #[test]
+    fn damaged_blocks_fail() {
+        let cut = "COPY public.t (a, b) FROM stdin;\n1\t2\n3\t4";
+        for wanted in [None, Some(&[][..])] {
+            let e = run(cut.as_bytes(), 5, wanted, mask).unwrap_err();
+            assert!(
+                e.message().contains("pg_dump was cut off"),
+                "{}",
+                e.message()
+            );
+        }
+        let short = "COPY public.t (a, b) FROM stdin;\n1\n\\.\n";
+        let e = run(short.as_bytes(), 5, None, mask).unwrap_err();
+        assert!(e.message().contains("row 1 of table public.t"));
+        let odd = "COPY public.\"t (a) FROM stdin;\n1\n\\.\n";
+        assert!(run(odd.as_bytes(), 5, None, mask).is_err());
+        // The last line may lack its newline.
+        let end = "COPY public.t (a) FROM stdin;\n1\n\\.";
+        for wanted in [None, Some(&[][..])] {
+            let (out, _, _) = run(end.as_bytes(), 3, wanted, |_, _, r| Ok(r)).unwrap();
+            assert_eq!(out, end.as_bytes());
+        }
+    }
+
+    #[test]
+    fn batches_at_the_row_and_byte_limits() {
+        let mut dump = String::from("COPY public.t (a) FROM stdin;\n");
+        let rows = 2 * BATCH_ROWS + 1;
+        for i in 0..rows {
+            dump.push_str(&format!("{i}\n"));
+        }
+        dump.push_str("\\.\n");
+        let mut sizes = Vec::new();
+        let (out, stats, writes) = run(dump.as_bytes(), 4096, None, |_, _, r| {
+            sizes.push(r.len());
+            Ok(r)
+        })
+        .unwrap();
+        assert_eq!(out, dump.as_bytes());
+        assert_eq!(sizes, [BATCH_ROWS, BATCH_ROWS, 1]);
+        assert_eq!(stats.batches, 3);
+        assert_eq!(writes.len(), 1, "small output goes in one write");
+
+        // 300 KiB values: a batch is full after 4 rows (1 MiB).
+        let big = "x".repeat(300 * 1024);
+        let mut dump = String::from("COPY public.t (a) FROM stdin;\n");
+        for _ in 0..9 {
+            dump.push_str(&big);
+            dump.push('\n');
+        }
+        dump.push_str("\\.\n");
+        let mut sizes = Vec::new();
+        let (out, _, writes) = run(dump.as_bytes(), 100_000, None, |_, _, r| {
+            sizes.push(r.len());
+            Ok(r)
+        })
+        .unwrap();
+        assert_eq!(out, dump.as_bytes());
+        assert_eq!(sizes, [4, 4, 1]);
+        assert!(writes[..writes.len() - 1].iter().all(|w| *w >= OUT_CHUNK));
+    }
+
+    #[test]
+    fn batch_push_reports_full() {
+        let mut b = Batch::default();
+        for _ in 0..BATCH_ROWS - 1 {
+            assert!(!b.push(vec![], 1));
+        }
+        assert!(b.push(vec![], 1));
+        assert_eq!(b.take().len(), BATCH_ROWS);
+        assert_eq!(b.bytes, 0);
+        assert!(b.push(vec![], BATCH_BYTES));
+    }
+}

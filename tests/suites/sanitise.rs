@@ -1,0 +1,526 @@
+//! Sanitising in the stream, end to end: sanitised PostgreSQL and MariaDB
+//! backups through the first-party `sanitise` sanitiser restore with no
+//! original personal value left, joins and unique constraints intact, row
+//! filters applied and masks identical between runs; `sanitise check` and
+//! strict mode; the residual-PII scan; hostile third-party sanitisers
+//! (fixtures in tests/fixtures/hostile-sanitiser) stopped with a clear
+//! error while the host carries on.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use envsync_host::jobs::chain::{self, NoObserver, StepResult};
+use envsync_host::jobs::config::{self, CheckOptions};
+use envsync_host::runtime::Runtime;
+use envsync_host::runtime::compile_cache::CompileCache;
+use envsync_host::runtime::registry::Registry;
+use envsync_tests::host_cli::{Expect, Host, exit};
+use envsync_tests::mariadb::MariaDb;
+use envsync_tests::paths::{fixture, workspace_root};
+use envsync_tests::postgres::PgCluster;
+use envsync_tests::store::LocalStore;
+
+const INSTANCE: &str = "127.0.0.1";
+
+/// Values of the fixture that must never reach a restored copy (checked as
+/// substrings of every value of every table).
+const PERSONAL_MARKERS: &[&str] = &["realmail.test", "High Street, Leeds", "7911 "];
+
+/// A folder with the rules, a salt and the config.
+struct Files {
+    dir: tempfile::TempDir,
+}
+
+impl Files {
+    fn new() -> Files {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            fixture("sanitise/rules.toml"),
+            dir.path().join("rules.toml"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("salt.key"),
+            "0123456789abcdef0123456789abcdef\n",
+        )
+        .unwrap();
+        Files { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `env.toml` with a backup task `name` of `db` on `conn` (TOML lines
+    /// for `[task.database]`), sanitised with `rules` (`sanitise_extra`
+    /// lines in `[task.sanitise]`).
+    fn config(
+        &self,
+        store: &LocalStore,
+        plugin: &str,
+        conn: &str,
+        tasks: &[(&str, &str, &str)],
+    ) -> PathBuf {
+        let mut text = format!(
+            "[environment]\nname = \"staging\"\nstore = \"{}\"\nstate_dir = \"state\"\n",
+            store.path_arg()
+        );
+        for (name, rules, extra) in tasks {
+            text.push_str(&format!(
+                "\n[[task]]\nname = \"{name}\"\nplugin = \"{plugin}\"\n[task.database]\n{conn}\n\
+                 [task.sanitise]\nsanitiser = \"{sanitiser}\"\nrules = \"{rules}\"\nsalt_file = \"salt.key\"\n\
+                 allowed_email_domains = [\"example.com\"]\n{extra}\n[[task.step]]\nop = \"backup\"\n",
+                sanitiser = if rules.starts_with("hostile") { "hostile" } else { "sanitise" },
+            ));
+        }
+        let path = self.path("env.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+fn host_with_sanitisers() -> Host {
+    let host = Host::built();
+    // The plugin folder: the built plugins plus the hostile test sanitiser.
+    let dir = workspace_root().join("target/test-plugin-dir-sanitise");
+    let _ = std::fs::create_dir_all(&dir);
+    for entry in std::fs::read_dir(host.plugin_dir()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    let hostile = workspace_root().join("target/test-plugins/hostile-sanitiser.wasm");
+    assert!(
+        hostile.exists(),
+        "{} is not built: run scripts/build.sh",
+        hostile.display()
+    );
+    std::fs::copy(&hostile, dir.join("hostile-sanitiser.wasm")).unwrap();
+    host.with_plugin_dir(&dir)
+}
+
+fn run_task(host: &Host, config: &Path, task: &str) -> envsync_tests::process::Output {
+    host.run(&[
+        "run",
+        "--config",
+        &config.display().to_string(),
+        "--task",
+        task,
+    ])
+}
+
+/// Every value of every table of a PostgreSQL database, one per line.
+fn pg_values(pg: &PgCluster, db: &str) -> Vec<String> {
+    let tables = pg
+        .psql(db, "SELECT string_agg(quote_ident(tablename), ' ') FROM pg_tables WHERE schemaname = 'public'")
+        .unwrap();
+    let mut values = Vec::new();
+    for table in tables.split_whitespace() {
+        let rows = pg
+            .psql(db, &format!("SELECT row_to_json(t)::text FROM {table} t"))
+            .unwrap();
+        for row in rows.lines() {
+            let v: serde_json::Value = serde_json::from_str(row).unwrap();
+            collect(&v, &mut values);
+        }
+    }
+    values
+}
+
+/// The scalar leaves of a JSON value (JSON columns come as text or objects).
+fn collect(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => m.values().for_each(|x| collect(x, out)),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect(x, out)),
+        serde_json::Value::String(s) => {
+            if let Ok(inner @ (serde_json::Value::Object(_) | serde_json::Value::Array(_))) =
+                serde_json::from_str::<serde_json::Value>(s)
+            {
+                collect(&inner, out);
+            }
+            out.push(s.clone());
+        }
+        other => out.push(other.to_string()),
+    }
+}
+
+/// Fails listing the personal values found in `values`.
+fn assert_no_personal_data(values: &[String], originals: &BTreeSet<String>, what: &str) {
+    let leaked: Vec<&String> = values
+        .iter()
+        .filter(|v| originals.contains(*v) || PERSONAL_MARKERS.iter().any(|m| v.contains(m)))
+        .take(10)
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "{what}: personal values survived: {leaked:#?}"
+    );
+}
+
+fn pg_originals(pg: &PgCluster, db: &str) -> BTreeSet<String> {
+    let text = pg
+        .psql(
+            db,
+            "SELECT email FROM users UNION ALL SELECT name FROM users UNION ALL SELECT phone FROM users \
+             UNION ALL SELECT address FROM users UNION ALL SELECT note FROM orders WHERE note IS NOT NULL",
+        )
+        .unwrap();
+    text.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn a_sanitised_postgres_backup_restores_without_personal_data() {
+    let host = host_with_sanitisers();
+    let pg = PgCluster::start().unwrap();
+    pg.create_database("shop").unwrap();
+    pg.load_sql_file("shop", &fixture("sanitise/postgres.sql"))
+        .unwrap();
+    let store = LocalStore::new().unwrap();
+    let files = Files::new();
+    let conn = format!(
+        "host = \"{}\"\nport = {}\nuser = \"{}\"\nname = \"shop\"",
+        pg.host(),
+        pg.port(),
+        pg.user()
+    );
+    let config = files.config(
+        &store,
+        "postgres",
+        &conn,
+        &[("shop", "rules.toml", "strict = true")],
+    );
+
+    let mut masked = Vec::new();
+    for copy in ["shop_a", "shop_b"] {
+        let out = run_task(&host, &config, "shop");
+        out.expect_ok("sanitised backup of shop");
+        assert!(out.stdout.contains("sanitised"), "{out}");
+        assert!(out.stdout.contains("residual personal data: none"), "{out}");
+        pg.step("restore", copy)
+            .opt("--store", store.path_arg())
+            .opt("--from-database", "shop")
+            .run(&host)
+            .expect_ok("restore of the sanitised backup");
+        masked.push(copy);
+    }
+    let originals = pg_originals(&pg, "shop");
+    let count = |db: &str, sql: &str| -> u64 { pg.psql(db, sql).unwrap().parse().unwrap() };
+    for db in &masked {
+        assert_no_personal_data(&pg_values(&pg, db), &originals, db);
+        // Row filters: old events dropped, sessions gone, the rest all there.
+        assert_eq!(count(db, "SELECT count(*) FROM users"), 3000);
+        assert_eq!(count(db, "SELECT count(*) FROM orders"), 5000);
+        assert_eq!(count(db, "SELECT count(*) FROM events"), 1000);
+        assert_eq!(count(db, "SELECT count(*) FROM sessions"), 0);
+        // Joins survive: the same e-mail masks the same in both tables.
+        assert_eq!(
+            count(
+                db,
+                "SELECT count(*) FROM orders o JOIN users u ON u.email = o.customer_email AND u.id = o.user_id"
+            ),
+            5000
+        );
+        assert_eq!(count(db, "SELECT count(DISTINCT email) FROM users"), 3000);
+        assert_eq!(
+            count(
+                db,
+                "SELECT count(*) FROM users WHERE profile->'phone' <> 'null'::jsonb"
+            ),
+            0
+        );
+        assert_eq!(
+            count(
+                db,
+                "SELECT count(*) FROM users WHERE (profile->>'newsletter') IS NULL"
+            ),
+            0
+        );
+        // A kept value with every COPY escape is unchanged.
+        assert_eq!(
+            pg.psql(db, "SELECT kind FROM events WHERE id = 1").unwrap(),
+            "tab\there \"quote\" back\\slash\nnew line 'single'"
+        );
+    }
+    // The same masks in both runs.
+    let digest = |db: &str| {
+        pg.psql(
+            db,
+            "SELECT md5(string_agg(u::text, ',' ORDER BY id)) FROM users u",
+        )
+        .unwrap()
+    };
+    assert_eq!(digest("shop_a"), digest("shop_b"));
+}
+
+#[test]
+fn sanitise_check_reports_a_new_column_and_strict_mode_refuses_to_dump() {
+    let host = host_with_sanitisers();
+    let pg = PgCluster::start().unwrap();
+    pg.create_database("shop").unwrap();
+    pg.load_sql_file("shop", &fixture("sanitise/postgres.sql"))
+        .unwrap();
+    let store = LocalStore::new().unwrap();
+    let files = Files::new();
+    let conn = format!(
+        "host = \"{}\"\nport = {}\nuser = \"{}\"\nname = \"shop\"",
+        pg.host(),
+        pg.port(),
+        pg.user()
+    );
+    let config = files.config(
+        &store,
+        "postgres",
+        &conn,
+        &[("shop", "rules.toml", "strict = true")],
+    );
+    let c = config.display().to_string();
+    let check = host.run(&["sanitise", "check", "--config", &c, "--task", "shop"]);
+    check.expect_ok("sanitise check with every column covered");
+    assert!(check.stdout.contains("0 of "), "{check}");
+
+    pg.psql(
+        "shop",
+        "ALTER TABLE users ADD COLUMN national_insurance text DEFAULT 'QQ123456C'",
+    )
+    .unwrap();
+    let check = host.run(&["sanitise", "check", "--config", &c, "--task", "shop"]);
+    check.expect_fail(
+        &[exit::STEP_FAILED],
+        &["not covered"],
+        "sanitise check with a new column",
+    );
+    assert!(check.stdout.contains("users.national_insurance"), "{check}");
+
+    let out = run_task(&host, &config, "shop");
+    out.expect_fail(
+        &[exit::USAGE],
+        &[
+            "strict sanitising",
+            "users.national_insurance",
+            "nothing was dumped",
+        ],
+        "a strict sanitised backup with an uncovered column",
+    );
+    assert_eq!(store.pointer(INSTANCE, "shop"), None);
+    assert!(
+        store.visible_files().is_empty(),
+        "{:#?}",
+        store.visible_files()
+    );
+}
+
+#[test]
+fn the_residual_scan_fails_a_strict_step_and_reports_otherwise() {
+    let host = host_with_sanitisers();
+    let pg = PgCluster::start().unwrap();
+    pg.create_database("shop").unwrap();
+    pg.load_sql_file("shop", &fixture("sanitise/postgres.sql"))
+        .unwrap();
+    let store = LocalStore::new().unwrap();
+    let files = Files::new();
+    // Rules that keep the e-mails.
+    let rules = std::fs::read_to_string(files.path("rules.toml"))
+        .unwrap()
+        .replacen("email = \"fake_email\"", "email = \"keep\"", 1);
+    std::fs::write(files.path("leaky.toml"), rules).unwrap();
+    let conn = format!(
+        "host = \"{}\"\nport = {}\nuser = \"{}\"\nname = \"shop\"",
+        pg.host(),
+        pg.port(),
+        pg.user()
+    );
+    let config = files.config(
+        &store,
+        "postgres",
+        &conn,
+        &[
+            ("strict", "leaky.toml", "strict = true"),
+            ("lenient", "leaky.toml", ""),
+        ],
+    );
+    let out = run_task(&host, &config, "strict");
+    out.expect_fail(
+        &[exit::STEP_FAILED],
+        &[
+            "residual-PII scan",
+            "3000 e-mail addresses",
+            "nothing was published",
+        ],
+        "a strict backup that leaks e-mails",
+    );
+    assert_eq!(store.pointer(INSTANCE, "shop"), None);
+    assert!(
+        store.visible_files().is_empty(),
+        "{:#?}",
+        store.visible_files()
+    );
+
+    let out = run_task(&host, &config, "lenient");
+    out.expect_ok("a lenient backup that leaks e-mails");
+    assert!(
+        out.stdout
+            .contains("residual personal data: 3000 e-mail addresses"),
+        "{out}"
+    );
+    assert!(store.pointer(INSTANCE, "shop").is_some());
+}
+
+#[test]
+fn a_sanitised_mariadb_backup_restores_without_personal_data() {
+    let host = host_with_sanitisers();
+    let db = MariaDb::start().unwrap();
+    db.create_database("shop").unwrap();
+    db.load_sql_file("shop", &fixture("sanitise/mysql.sql"))
+        .unwrap();
+    let store = LocalStore::new().unwrap();
+    let files = Files::new();
+    let conn = format!(
+        "host = \"{}\"\nport = {}\nuser = \"{}\"\nname = \"shop\"",
+        db.host(),
+        db.port(),
+        db.user()
+    );
+    let config = files.config(
+        &store,
+        "mysql",
+        &conn,
+        &[("shop", "rules.toml", "strict = true")],
+    );
+    let mut digests = Vec::new();
+    for copy in ["shop_a", "shop_b"] {
+        let out = run_task(&host, &config, "shop");
+        out.expect_ok("sanitised backup of shop");
+        assert!(out.stdout.contains("residual personal data: none"), "{out}");
+        db.step("restore", copy)
+            .opt("--store", store.path_arg())
+            .opt("--from-database", "shop")
+            .run(&host)
+            .expect_ok("restore of the sanitised MariaDB backup");
+        let q = |sql: &str| db.sql(Some(copy), sql).unwrap();
+        assert_eq!(q("SELECT count(*) FROM users"), "3000");
+        assert_eq!(q("SELECT count(*) FROM orders"), "5000");
+        assert_eq!(q("SELECT count(*) FROM events"), "1000");
+        assert_eq!(q("SELECT count(*) FROM sessions"), "0");
+        assert_eq!(
+            q(
+                "SELECT count(*) FROM orders o JOIN users u ON u.email = o.customer_email AND u.id = o.user_id"
+            ),
+            "5000"
+        );
+        assert_eq!(q("SELECT count(DISTINCT email) FROM users"), "3000");
+        let leaks = q(
+            "SELECT (SELECT count(*) FROM users WHERE CONCAT_WS('|', email, name, phone, address, profile) LIKE '%realmail%' \
+                 OR CONCAT_WS('|', email, name, phone, address, profile) LIKE '%High Street, Leeds%' \
+                 OR CONCAT_WS('|', phone, profile) LIKE '%7911 %' OR name LIKE '% Smith %' OR name LIKE '% Jones %') \
+             + (SELECT count(*) FROM orders WHERE CONCAT_WS('|', customer_email, note) LIKE '%realmail%' \
+                 OR note LIKE '%High Street%')",
+        );
+        assert_eq!(leaks, "0", "personal values survived in {copy}");
+        // A kept value with quotes, backslashes, tabs and newlines is unchanged
+        // (the client escapes tab, newline and backslash in its output).
+        assert_eq!(
+            q("SELECT kind FROM events WHERE id = 1"),
+            "tab\\there \"quote\" back\\\\slash\\nnew line 'single'"
+        );
+        digests.push(q("SELECT MD5(GROUP_CONCAT(CONCAT_WS('|', id, email, name, phone, address, profile) ORDER BY id SEPARATOR ',')) FROM users"));
+    }
+    assert_eq!(digests[0], digests[1], "the masks differ between runs");
+}
+
+#[test]
+fn hostile_sanitisers_are_stopped_with_a_clear_error_and_publish_nothing() {
+    let host = host_with_sanitisers();
+    let pg = PgCluster::start().unwrap();
+    pg.create_database("shop").unwrap();
+    pg.load_sql_file("shop", &fixture("sanitise/postgres.sql"))
+        .unwrap();
+    let store = LocalStore::new().unwrap();
+    let files = Files::new();
+    let modes: &[(&str, &[&str])] = &[
+        ("open-file", &["sanitiser hostile"]),
+        ("socket", &["sanitiser hostile"]),
+        ("env", &["sanitiser hostile"]),
+        ("loop", &["sanitiser hostile", "took longer than 2s"]),
+        ("alloc", &["sanitiser hostile", "memory cap"]),
+        ("reshape", &["sanitiser hostile", "never reshaped"]),
+    ];
+    let mut tasks = Vec::new();
+    for (mode, _) in modes {
+        std::fs::write(
+            files.path(&format!("hostile-{mode}.toml")),
+            format!("mode = \"{mode}\"\n"),
+        )
+        .unwrap();
+        tasks.push((format!("h-{mode}"), format!("hostile-{mode}.toml")));
+    }
+    tasks.push(("good".into(), "rules.toml".into()));
+    let conn = format!(
+        "host = \"{}\"\nport = {}\nuser = \"{}\"\nname = \"shop\"",
+        pg.host(),
+        pg.port(),
+        pg.user()
+    );
+    let task_refs: Vec<(&str, &str, &str)> = tasks
+        .iter()
+        .map(|(n, r)| {
+            (
+                n.as_str(),
+                r.as_str(),
+                "call_timeout = \"2s\"\nmemory_cap_mib = 64",
+            )
+        })
+        .collect();
+    let config = files.config(&store, "postgres", &conn, &task_refs);
+    // One host process for all of them: each hostile sanitiser is stopped
+    // and the next task runs in the same runtime.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let runtime = Runtime::new(CompileCache::new(None)).unwrap();
+        let registry = Registry::scan(&runtime, host.plugin_dir()).await.unwrap();
+        let config = config::load(&config, &CheckOptions::default()).unwrap();
+        let stop = Default::default();
+        for (task, (mode, phrases)) in config.tasks.iter().zip(modes.iter()) {
+            let report = chain::run_task(
+                &runtime,
+                &registry,
+                &config,
+                task,
+                &Default::default(),
+                &NoObserver,
+                &stop,
+            )
+            .await
+            .unwrap();
+            let error = match &report.steps[0].result {
+                StepResult::Failed { error, .. } => format!("{error:#}"),
+                other => panic!("{mode}: the step did not fail: {other:?}"),
+            };
+            for phrase in *phrases {
+                assert!(error.contains(phrase), "{mode}: {phrase:?} not in: {error}");
+            }
+            assert_eq!(
+                store.pointer(INSTANCE, "shop"),
+                None,
+                "{mode}: the pointer moved"
+            );
+            assert!(
+                store.visible_files().is_empty(),
+                "{mode}: {:#?}",
+                store.visible_files()
+            );
+        }
+        let good = config.tasks.last().unwrap();
+        let report = chain::run_task(
+            &runtime,
+            &registry,
+            &config,
+            good,
+            &Default::default(),
+            &NoObserver,
+            &stop,
+        )
+        .await
+        .unwrap();
+        assert!(report.succeeded(), "{}", report.human());
+    });
+    assert!(store.pointer(INSTANCE, "shop").is_some());
+}
