@@ -5,6 +5,7 @@ pub mod capabilities;
 pub mod cli;
 pub mod connection;
 pub mod failure;
+pub mod http_client;
 pub mod jobs;
 pub mod logging;
 pub mod metrics;

@@ -438,7 +438,7 @@ fn hostile_sanitisers_are_stopped_with_a_clear_error_and_publish_nothing() {
     let modes: &[(&str, &[&str])] = &[
         ("open-file", &["sanitiser hostile"]),
         ("socket", &["sanitiser hostile"]),
-        ("env", &["sanitiser hostile"]),
+        ("panic", &["sanitiser hostile", "crashed"]),
         ("loop", &["sanitiser hostile", "took longer than 2s"]),
         ("alloc", &["sanitiser hostile", "memory cap"]),
         ("reshape", &["sanitiser hostile", "never reshaped"]),
@@ -523,4 +523,57 @@ fn hostile_sanitisers_are_stopped_with_a_clear_error_and_publish_nothing() {
         assert!(report.succeeded(), "{}", report.human());
     });
     assert!(store.pointer(INSTANCE, "shop").is_some());
+}
+
+#[test]
+fn a_hostile_sanitiser_sees_no_environment_and_a_stopped_clock() {
+    let host = host_with_sanitisers();
+    let pg = PgCluster::start().unwrap();
+    pg.create_database("notes").unwrap();
+    pg.psql(
+        "notes",
+        "CREATE TABLE notes (t text); INSERT INTO notes VALUES ('hello'), ('world');",
+    )
+    .unwrap();
+    let store = LocalStore::new().unwrap();
+    let files = Files::new();
+    let conn = format!(
+        "host = \"{}\"\nport = {}\nuser = \"{}\"\nname = \"notes\"",
+        pg.host(),
+        pg.port(),
+        pg.user()
+    );
+    for mode in ["env", "clock"] {
+        std::fs::write(
+            files.path(&format!("hostile-{mode}.toml")),
+            format!("mode = \"{mode}\"\n"),
+        )
+        .unwrap();
+    }
+    let config = files.config(
+        &store,
+        "postgres",
+        &conn,
+        &[
+            ("env", "hostile-env.toml", ""),
+            ("clock", "hostile-clock.toml", ""),
+        ],
+    );
+    // The sanitiser writes what it saw into every value; the host (and the
+    // test process, whose environment the host inherits) has plenty.
+    assert!(std::env::var_os("PATH").is_some());
+    for (mode, expected) in [("env", ""), ("clock", "0")] {
+        run_task(&host, &config, mode)
+            .expect_ok(&format!("backup through the hostile sanitiser ({mode})"));
+        let copy = format!("notes_{mode}");
+        pg.step("restore", &copy)
+            .opt("--store", store.path_arg())
+            .opt("--from-database", "notes")
+            .run(&host)
+            .expect_ok("restore");
+        let seen = pg
+            .psql(&copy, "SELECT string_agg(DISTINCT t, ',') FROM notes")
+            .unwrap();
+        assert_eq!(seen, expected, "{mode}: the sanitiser saw {seen:?}");
+    }
 }

@@ -2,6 +2,7 @@
 //! Each module holds the host state for its interface and the trait impl the
 //! bindings call.
 
+pub mod http;
 pub mod job;
 pub mod log;
 pub mod process;

@@ -30,12 +30,16 @@ fn to_json(p: &LoadedPlugin) -> serde_json::Value {
         "description": i.description,
         "operations": i.operations.iter().map(|o| operation_name(*o)).collect::<Vec<_>>(),
         "programs": i.programs,
+        "capabilities": p.capabilities,
         "artifact": {
             "format": i.artifact.name,
             "extension": i.artifact.extension,
             "compressed": i.artifact.compressed,
             "head_size": i.artifact.head_size,
         },
+        "sanitised_artifact": i.sanitised_artifact.as_ref().map(|f| json!({
+            "format": f.name, "extension": f.extension, "compressed": f.compressed,
+        })),
         "credentials": {
             "host": i.credentials.host,
             "port": i.credentials.port,
@@ -129,6 +133,14 @@ pub fn execute(registry: &Registry, command: &PluginsCommand) -> Result<()> {
             println!("operations:  {}", ops.join(", "));
             println!("programs:    {}", i.programs.join(", "));
             println!(
+                "imports:     {}",
+                if p.capabilities.is_empty() {
+                    "job, log, streams only".to_string()
+                } else {
+                    format!("job, log, streams, {}", p.capabilities.join(", "))
+                }
+            );
+            println!(
                 "artifact:    {} (.{}, {})",
                 i.artifact.name,
                 i.artifact.extension,
@@ -138,6 +150,10 @@ pub fn execute(registry: &Registry, command: &PluginsCommand) -> Result<()> {
                     "not compressed"
                 }
             );
+            match &i.sanitised_artifact {
+                Some(f) => println!("sanitised:   {} (.{}): backups and copies can sanitise", f.name, f.extension),
+                None => println!("sanitised:   no (this plugin cannot sanitise in the stream)"),
+            }
             let c = &i.credentials;
             let vars: Vec<String> = [
                 ("host", &c.host),

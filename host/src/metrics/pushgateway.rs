@@ -17,14 +17,9 @@
 
 use super::exposition::{CONTENT_TYPE, GroupValues, Registry, SharedRegistry};
 use super::names::{DURATION, FILE_SIZE, Group, GroupingKey, STATE, STATUS_TIMESTAMP, State};
-use anyhow::{Context, Result, anyhow, bail};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, StatusCode, Uri};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use crate::http_client::HttpClient;
+use anyhow::{Context, Result, bail};
+use hyper::Method;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -60,60 +55,10 @@ impl Outcome {
     }
 }
 
-enum Transport {
-    Http(Client<HttpConnector, Full<Bytes>>),
-    Https(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
-}
-
-struct Target {
-    /// Base URL without a trailing `/`, e.g. `http://pushgateway:9091`.
-    base: String,
-    timeout: Duration,
-    transport: Transport,
-}
-
-impl Target {
-    /// One request with `timeout` over the whole exchange (connect, send,
-    /// read the body).
-    async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<String>,
-    ) -> Result<(StatusCode, Bytes)> {
-        let url = format!("{}{path}", self.base);
-        let mut builder = Request::builder().method(method.clone()).uri(&url);
-        if body.is_some() {
-            builder = builder.header(hyper::header::CONTENT_TYPE, CONTENT_TYPE);
-        }
-        let req = builder
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .with_context(|| format!("bad request URL {url}"))?;
-        let exchange = async {
-            let resp = match &self.transport {
-                Transport::Http(c) => c.request(req).await,
-                Transport::Https(c) => c.request(req).await,
-            }
-            .with_context(|| format!("{method} {url}"))?;
-            let status = resp.status();
-            let bytes = resp
-                .into_body()
-                .collect()
-                .await
-                .with_context(|| format!("{method} {url}: reading the answer"))?
-                .to_bytes();
-            Ok::<_, anyhow::Error>((status, bytes))
-        };
-        tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| anyhow!("{method} {url}: no answer within {:?}", self.timeout))?
-    }
-}
-
 /// Pushes job metrics to one Pushgateway and keeps the last values of every
 /// group in a [`Registry`] (served by the daemon as `/metrics`).
 pub struct Pusher {
-    target: Option<Target>,
+    target: Option<HttpClient>,
     registry: SharedRegistry,
     /// Groups whose earlier series were read back from the Pushgateway.
     seeded: Mutex<HashSet<GroupingKey>>,
@@ -123,41 +68,9 @@ impl Pusher {
     /// A pusher to the Pushgateway at `url` (`http://` or `https://`, an
     /// optional path prefix); every request may take at most `timeout`.
     pub fn new(url: &str, timeout: Duration) -> Result<Pusher> {
-        let base = url.trim_end_matches('/').to_string();
-        let uri: Uri = base
-            .parse()
-            .with_context(|| format!("Pushgateway URL {url:?} is not a URL"))?;
-        if uri.host().is_none() {
-            bail!("Pushgateway URL {url:?} has no host");
-        }
-        if uri.query().is_some() {
-            bail!("Pushgateway URL {url:?} must not have a query");
-        }
-        if timeout.is_zero() {
-            bail!("Pushgateway timeout must be more than zero");
-        }
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(timeout));
-        let transport = match uri.scheme_str() {
-            Some("http") => Transport::Http(Client::builder(TokioExecutor::new()).build(http)),
-            Some("https") => {
-                http.enforce_http(false);
-                let https = hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())
-                    .context("no CA certificates to check the Pushgateway's certificate with")?
-                    .https_only()
-                    .enable_http1()
-                    .wrap_connector(http);
-                Transport::Https(Client::builder(TokioExecutor::new()).build(https))
-            }
-            _ => bail!("Pushgateway URL {url:?} must start with http:// or https://"),
-        };
+        let client = HttpClient::new(url, timeout, "Pushgateway")?;
         Ok(Pusher {
-            target: Some(Target {
-                base,
-                timeout,
-                transport,
-            }),
+            target: Some(client),
             registry: SharedRegistry::default(),
             seeded: Mutex::new(HashSet::new()),
         })
@@ -175,7 +88,7 @@ impl Pusher {
 
     /// The Pushgateway's base URL, if any.
     pub fn url(&self) -> Option<&str> {
-        self.target.as_ref().map(|t| t.base.as_str())
+        self.target.as_ref().map(HttpClient::base)
     }
 
     /// The registry this pusher updates; hand it to the `/metrics` server.
@@ -265,15 +178,17 @@ impl Pusher {
             .get(key)
             .map(GroupValues::push_body)
             .unwrap_or_default();
-        let (status, answer) = target
-            .request(Method::POST, &key.push_path(), Some(body))
+        let headers = [("content-type".to_string(), CONTENT_TYPE.to_string())];
+        let answer = target
+            .request(Method::POST, &key.push_path(), &headers, body.into())
             .await?;
-        if !status.is_success() {
+        if !answer.status.is_success() {
             bail!(
-                "POST {}{} answered {status}: {}",
-                target.base,
+                "POST {}{} answered {}: {}",
+                target.base(),
                 key.push_path(),
-                String::from_utf8_lossy(&answer).trim()
+                answer.status,
+                String::from_utf8_lossy(&answer.body).trim()
             );
         }
         Ok(())
@@ -281,16 +196,23 @@ impl Pusher {
 
     /// The group's current series in the Pushgateway; `None` when it has
     /// no such group.
-    async fn read_back(&self, target: &Target, key: &GroupingKey) -> Result<Option<GroupValues>> {
-        let (status, body) = target.request(Method::GET, "/api/v1/metrics", None).await?;
-        if !status.is_success() {
+    async fn read_back(
+        &self,
+        target: &HttpClient,
+        key: &GroupingKey,
+    ) -> Result<Option<GroupValues>> {
+        let answer = target
+            .request(Method::GET, "/api/v1/metrics", &[], Default::default())
+            .await?;
+        if !answer.status.is_success() {
             bail!(
-                "GET {}/api/v1/metrics answered {status}: {}",
-                target.base,
-                String::from_utf8_lossy(&body).trim()
+                "GET {}/api/v1/metrics answered {}: {}",
+                target.base(),
+                answer.status,
+                String::from_utf8_lossy(&answer.body).trim()
             );
         }
-        let json: serde_json::Value = serde_json::from_slice(&body)
+        let json: serde_json::Value = serde_json::from_slice(&answer.body)
             .context("the Pushgateway's /api/v1/metrics is not JSON")?;
         Ok(group_from_api(&json, key))
     }

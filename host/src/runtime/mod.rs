@@ -44,6 +44,9 @@ pub struct LoadedPlugin {
     pub info: PluginInfo,
     pub file: std::path::PathBuf,
     pub from_cache: bool,
+    /// Host interfaces the component imports beyond the always-granted
+    /// ones (e.g. `http`, `sanitising`): what it can reach, for `inspect`.
+    pub capabilities: Vec<String>,
     pre: EnginePre<StepState>,
 }
 
@@ -134,6 +137,16 @@ impl Runtime {
         component: wasmtime::component::Component,
         from_cache: bool,
     ) -> Result<LoadedPlugin> {
+        let capabilities: Vec<String> = component
+            .component_type()
+            .imports(&self.engine)
+            .filter_map(|(name, _)| {
+                let interface = name.strip_prefix("envsync:plugin/")?;
+                let interface = interface.split('@').next().unwrap_or(interface);
+                (!matches!(interface, "types" | "job" | "log" | "streams"))
+                    .then(|| interface.to_string())
+            })
+            .collect();
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
             Failure::new(
                 Kind::Plugin,
@@ -164,6 +177,7 @@ impl Runtime {
             info,
             file: path.to_path_buf(),
             from_cache,
+            capabilities,
             pre,
         })
     }

@@ -72,6 +72,8 @@ pub struct StepState {
     pub(crate) guest_stderr: MemoryOutputPipe,
     /// The step's sanitiser, when it sanitises.
     pub(crate) sanitiser: Option<crate::sanitiser::SanitiserSession>,
+    /// HTTP clients of the step's connections (`capabilities::http`).
+    pub(crate) http: crate::capabilities::http::HttpClients,
 }
 
 impl StepState {
@@ -99,6 +101,7 @@ impl StepState {
             process,
             guest_stderr,
             sanitiser: None,
+            http: Default::default(),
         }
     }
 

@@ -12,9 +12,10 @@ static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)[a-z0-9._%+\-]+@([a-z0-9\-]+(?:\.[a-z0-9\-]+)+)").expect("email pattern")
 });
 /// International (`+44 20 7946 0958`) or national with a trunk 0
-/// (`020 7946 0958`, `07700-900123`): 10 to 13 digits.
+/// (`020 7946 0958`, `07700-900123`): 10 to 13 digits, not inside a longer
+/// run of letters and digits (a hex hash is not a phone number).
 static PHONE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?:^|[^\d])((?:\+\d{1,3}|0)[\s.\-]?\(?\d{2,5}\)?[\s.\-]?\d{3,4}[\s.\-]?\d{3,4})(?:$|[^\d])")
+    Regex::new(r"(?:^|[^0-9A-Za-z])((?:\+\d{1,3}|0)[\s.\-]?\(?\d{2,5}\)?[\s.\-]?\d{3,4}[\s.\-]?\d{3,4})(?:$|[^0-9A-Za-z])")
         .expect("phone pattern")
 });
 /// Two prefix letters (not D F I Q U V; second not O), six digits, suffix A-D.
@@ -113,10 +114,7 @@ impl Scanner {
         // A card number also looks like a phone number; count it once.
         if CARD.find_iter(value).any(|m| luhn(m.as_str())) {
             self.findings.card_numbers += 1;
-        } else if PHONE
-            .captures_iter(value)
-            .any(|c| !fictional_phone(&c[1]))
-        {
+        } else if PHONE.captures_iter(value).any(|c| !fictional_phone(&c[1])) {
             self.findings.phone_numbers += 1;
         }
     }
@@ -134,9 +132,9 @@ impl Scanner {
 
 /// Ofcom's ranges for drama and examples (what masks use): not personal.
 const FICTIONAL_PHONE_PREFIXES: &[&str] = &[
-    "07700900", "02079460", "01134960", "01144960", "01154960", "01164960", "01174960",
-    "01184960", "01214960", "01314960", "01414960", "01514960", "01614960", "02890180",
-    "02920180", "01632960", "03069990", "08081570", "09098790",
+    "07700900", "02079460", "01134960", "01144960", "01154960", "01164960", "01174960", "01184960",
+    "01214960", "01314960", "01414960", "01514960", "01614960", "02890180", "02920180", "01632960",
+    "03069990", "08081570", "09098790",
 ];
 
 /// Whether `number` is in a fictional range (`+44` read as the trunk `0`).
@@ -217,6 +215,8 @@ mod tests {
         let f = scan(&[
             "user-3f9a1c@example.com",
             "user-012345678901@example.com",
+            "3fa0123456789b0c4111111111111111d2e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3",
+            "0123456789abcdef0123456789abcdef",
             "+44 7700 900390",
             "020 7946 0123",
             "x@mail.example.invalid",

@@ -249,8 +249,9 @@ pub fn decode_row(line: &[u8], columns: usize) -> Result<Row, String> {
     Ok(row)
 }
 
-/// Appends `value` in text COPY escaping.
-pub fn encode_value(value: &str, out: &mut Vec<u8>) {
+/// Appends `value` in text COPY escaping. Fails on a NUL character, which
+/// PostgreSQL text cannot hold.
+pub fn encode_value(value: &str, out: &mut Vec<u8>) -> Result<(), NulError> {
     let v = value.as_bytes();
     // One branch-free pass (vectorised): any backslash or control character?
     if !v
@@ -258,7 +259,7 @@ pub fn encode_value(value: &str, out: &mut Vec<u8>) {
         .fold(false, |any, &b| any | (b < 0x20) | (b == b'\\'))
     {
         out.extend_from_slice(v);
-        return;
+        return Ok(());
     }
     let mut start = 0;
     for (i, &b) in v.iter().enumerate() {
@@ -270,6 +271,7 @@ pub fn encode_value(value: &str, out: &mut Vec<u8>) {
             0x08 => b"\\b",
             0x0c => b"\\f",
             0x0b => b"\\v",
+            0 => return Err(NulError),
             _ => continue,
         };
         out.extend_from_slice(&v[start..i]);
@@ -277,20 +279,27 @@ pub fn encode_value(value: &str, out: &mut Vec<u8>) {
         start = i + 1;
     }
     out.extend_from_slice(&v[start..]);
+    Ok(())
 }
 
-/// Appends `row` as a data line (with its newline).
-pub fn encode_row(row: &[Option<String>], out: &mut Vec<u8>) {
+/// A value held a NUL character.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NulError;
+
+/// Appends `row` as a data line (with its newline); on error `out` may
+/// hold part of it.
+pub fn encode_row(row: &[Option<String>], out: &mut Vec<u8>) -> Result<(), NulError> {
     for (i, value) in row.iter().enumerate() {
         if i > 0 {
             out.push(b'\t');
         }
         match value {
             None => out.extend_from_slice(b"\\N"),
-            Some(v) => encode_value(v, out),
+            Some(v) => encode_value(v, out)?,
         }
     }
     out.push(b'\n');
+    Ok(())
 }
 
 /// Rows collected for one call, flushed at [`BATCH_ROWS`] rows or
@@ -515,6 +524,7 @@ fn cut_off(header: &CopyHeader) -> Error {
 
 /// Copies a data block through up to and including its `\.` line, in
 /// large pieces (a data line can never be `\.`, since data escapes `\`).
+/// Long lines go through in pieces too, so no line is held whole.
 fn pass_block<R, W>(
     input: &mut Lines<R>,
     out: &mut Out<W>,
@@ -525,39 +535,46 @@ where
     R: FnMut() -> Result<Vec<u8>, Error>,
     W: FnMut(&[u8]) -> Result<(), Error>,
 {
+    let mut at_line_start = true;
     loop {
-        // Here `pos` is at the start of a line.
         let avail = &input.buf[input.pos..];
-        if avail.len() >= TERMINATOR.len() || input.eof {
+        if at_line_start {
             if avail.starts_with(TERMINATOR) || (input.eof && avail == b"\\.") {
-                out.put(&avail[..avail.len().min(TERMINATOR.len())])?;
-                input.pos += avail.len().min(TERMINATOR.len());
+                let n = avail.len().min(TERMINATOR.len());
+                out.put(&avail[..n])?;
+                input.pos += n;
                 input.scan = input.pos;
                 return Ok(());
             }
-            if let Some(i) = finder.find(avail) {
-                let end = i + 1 + TERMINATOR.len();
-                out.put(&avail[..end])?;
-                input.pos += end;
-                input.scan = input.pos;
-                return Ok(());
-            }
-            // Everything up to the last newline is data.
-            if let Some(nl) = memrchr(b'\n', avail) {
-                out.put(&avail[..nl + 1])?;
-                input.pos += nl + 1;
-                input.scan = input.pos;
+            if avail.len() < TERMINATOR.len() && !input.eof {
+                // Too short to tell whether this is the end: read more.
+                input.refill()?;
                 continue;
             }
         }
-        if !input.refill()? {
-            let avail = &input.buf[input.pos..];
-            if avail == b"\\." {
-                out.put(avail)?;
-                input.pos = input.buf.len();
-                input.scan = input.pos;
-                return Ok(());
+        if let Some(i) = finder.find(avail) {
+            let n = i + 1 + TERMINATOR.len();
+            out.put(&avail[..n])?;
+            input.pos += n;
+            input.scan = input.pos;
+            return Ok(());
+        }
+        // Everything up to the last newline is data; without a newline,
+        // all of it is (the middle of a long line).
+        let n = match memrchr(b'\n', avail) {
+            Some(nl) => {
+                at_line_start = true;
+                nl + 1
             }
+            None => {
+                at_line_start &= avail.is_empty();
+                avail.len()
+            }
+        };
+        out.put(&avail[..n])?;
+        input.pos += n;
+        input.scan = input.pos;
+        if !input.refill()? && input.pos == input.buf.len() {
             return Err(cut_off(header));
         }
     }
@@ -595,7 +612,13 @@ where
                     header.columns.len()
                 )));
             }
-            encode_row(row, &mut out.buf);
+            encode_row(row, &mut out.buf).map_err(|NulError| {
+                Error::Other(format!(
+                    "the sanitiser returned a value with a NUL character for table {}, which \
+                     PostgreSQL cannot store",
+                    header.table
+                ))
+            })?;
             out.maybe_send()?;
         }
         Ok(())
@@ -730,7 +753,11 @@ mod tests {
             Some("\u{8}\u{b}\u{c}\u{1}".into()),
         ];
         let mut line = Vec::new();
-        encode_row(&values, &mut line);
+        encode_row(&values, &mut line).unwrap();
+        assert_eq!(
+            encode_row(&[Some("a\0b".into())], &mut Vec::new()),
+            Err(NulError)
+        );
         assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
         assert!(line.ends_with(b"\n"));
         let decoded = decode_row(&line[..line.len() - 1], values.len()).unwrap();
@@ -930,6 +957,32 @@ mod tests {
         assert_eq!(out, dump.as_bytes());
         assert_eq!(sizes, [4, 4, 1]);
         assert!(writes[..writes.len() - 1].iter().all(|w| *w >= OUT_CHUNK));
+    }
+
+    #[test]
+    fn long_lines_pass_through_in_pieces() {
+        let big = "y".repeat(3 * 1024 * 1024);
+        let dump = format!("COPY public.t (a) FROM stdin;\n{big}\n\\\\.x\n{big}\n\\.\nSELECT 1;\n");
+        let wanted: Vec<String> = vec![];
+        for chunk in [1, 2, 3, 4, 100_000] {
+            let input = if chunk < 100 {
+                &dump[dump.len() - 40..]
+            } else {
+                &dump[..]
+            };
+            let input = if chunk < 100 {
+                format!("COPY public.t (a) FROM stdin;\n{input}")
+            } else {
+                input.to_string()
+            };
+            let (out, stats, writes) = run(input.as_bytes(), chunk, Some(&wanted), mask).unwrap();
+            assert_eq!(out, input.as_bytes(), "chunk {chunk}");
+            assert_eq!(stats.tables_passed, 1);
+            if chunk == 100_000 {
+                // Pieces went out before each long line was complete.
+                assert!(writes.len() > 20, "{}", writes.len());
+            }
+        }
     }
 
     #[test]

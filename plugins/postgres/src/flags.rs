@@ -84,6 +84,9 @@ pub fn restore_flags(flags: &str) -> Result<Vec<String>, String> {
     Ok(args)
 }
 
+const LARGE_OBJECTS: &str = "dump-flags: large objects cannot be sanitised (their bytes are \
+    not rows): remove -b/--blobs/--large-objects; sanitised dumps leave large objects out";
+
 /// pg_dump flags for a sanitised dump: the operator's `dump-flags`, checked
 /// as for a backup, then rewritten for plain SQL that psql loads into an
 /// empty scratch database and whose COPY blocks the plugin can rewrite:
@@ -91,6 +94,8 @@ pub fn restore_flags(flags: &str) -> Result<Vec<String>, String> {
 /// used; `-C`/`--create`, `-c`/`--clean` and `--if-exists` are dropped (the
 /// plugin creates the scratch database itself); ownership is left out
 /// (`--no-owner`, as pg_restore --no-owner does for custom archives);
+/// large objects are left out (`-B`: their bytes are not rows a sanitiser
+/// could see) and flags asking for them are refused;
 /// the dump is in UTF-8 unless `-E` says otherwise. Flags that write rows as
 /// INSERT statements are refused: those rows could not be sanitised.
 pub fn plain_dump_flags(flags: &str) -> Result<Vec<String>, String> {
@@ -124,6 +129,9 @@ pub fn plain_dump_flags(flags: &str) -> Result<Vec<String>, String> {
                          must be dumped as COPY data for the sanitiser to see them; remove it"
                     ));
                 }
+            }
+            if is("blobs") || is("large-objects") {
+                return Err(LARGE_OBJECTS.to_string());
             }
             let takes_arg = ["format", "compress", "encoding"]
                 .iter()
@@ -174,10 +182,19 @@ pub fn plain_dump_flags(flags: &str) -> Result<Vec<String>, String> {
                 }
                 break;
             }
+            if opt == 'b' {
+                return Err(LARGE_OBJECTS.to_string());
+            }
             if opt != 'C' && opt != 'c' {
                 out.push(format!("-{opt}"));
             }
         }
+    }
+    if !out
+        .iter()
+        .any(|a| a == "-B" || a.starts_with("--no-b") || a.starts_with("--no-l"))
+    {
+        out.push("-B".into());
     }
     if !out.iter().any(|a| a == "-O" || a == "--no-owner") {
         out.push("--no-owner".into());
@@ -352,11 +369,11 @@ mod tests {
     fn plain_flags_for_sanitised_dumps() {
         assert_eq!(
             plain_dump_flags("-Fc -Z1").unwrap(),
-            ["-Fp", "--no-owner", "--encoding=UTF8"]
+            ["-Fp", "-B", "--no-owner", "--encoding=UTF8"]
         );
         assert_eq!(
             plain_dump_flags("").unwrap(),
-            ["-Fp", "--no-owner", "--encoding=UTF8"]
+            ["-Fp", "-B", "--no-owner", "--encoding=UTF8"]
         );
         assert_eq!(
             plain_dump_flags("-vFc -Z 5 --compress=3 -C --clean --if-exists -t x -n s -E LATIN1")
@@ -370,13 +387,28 @@ mod tests {
                 "s",
                 "-E",
                 "LATIN1",
+                "-B",
                 "--no-owner"
             ]
         );
         assert_eq!(
             plain_dump_flags("--format custom --exclude-table-data=audit -O").unwrap(),
-            ["-Fp", "--exclude-table-data=audit", "-O", "--encoding=UTF8"]
+            [
+                "-Fp",
+                "--exclude-table-data=audit",
+                "-O",
+                "-B",
+                "--encoding=UTF8"
+            ]
         );
+        assert_eq!(
+            plain_dump_flags("--no-blobs").unwrap(),
+            ["-Fp", "--no-blobs", "--no-owner", "--encoding=UTF8"]
+        );
+        for f in ["-b", "-vb", "--blobs", "--large-objects"] {
+            let e = plain_dump_flags(f).unwrap_err();
+            assert!(e.contains("large objects cannot be sanitised"), "{f}: {e}");
+        }
         for f in [
             "--inserts",
             "--column-inserts",

@@ -4,6 +4,8 @@
 //! Sanitised backups and copies dump plain SQL and pass the rows of its
 //! COPY blocks through the step's sanitiser (`sanitised`, `copydata`).
 
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+mod alloc;
 mod backup;
 mod copy;
 mod copydata;
@@ -23,6 +25,12 @@ use envsync_plugin_sdk::bindings::envsync::plugin::types::TableInfo;
 use envsync_plugin_sdk::{
     ArtifactFormat, ByteSink, ByteSource, CredentialEnv, Engine, Error, Operation, PluginInfo,
 };
+
+/// Fast small blocks for the millions of values a sanitised dump allocates
+/// (see `alloc`); single-threaded WebAssembly only.
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOC: alloc::SmallAlloc = alloc::SmallAlloc::new();
 
 /// Standard libpq environment variables passed through from the host's
 /// environment, so operators keep their usual connection settings.

@@ -14,7 +14,8 @@ const PARAMS: &[(&str, &str, Option<&str>)] = &[
         "pg_dump flags, split on whitespace (backup, and copy with -Z0 added). Only the \
          custom format is accepted; -Fc is added when no format is given. Sanitised steps \
          dump plain SQL instead: format, compression, --create and --clean flags are dropped, \
-         --no-owner and --encoding=UTF8 added, and --inserts refused.",
+         --no-owner, --encoding=UTF8 and -B (no large objects) added, and --inserts and \
+         --blobs refused.",
         Some(DEFAULT_DUMP_FLAGS),
     ),
     (

@@ -552,6 +552,19 @@ drop_all_rows = true
     }
 
     #[test]
+    fn the_example_in_the_docs_parses() {
+        let doc = include_str!("../../../docs/sanitisers.md");
+        let section = &doc[doc.find("## The `sanitise` rules").unwrap()..];
+        let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+        let example = &section[start..start + section[start..].find("```").unwrap()];
+        let rules = Rules::parse(example).unwrap();
+        assert_eq!(
+            rules.targets(),
+            vec!["audit_log", "public.orders", "users", "customers"]
+        );
+    }
+
+    #[test]
     fn exact_keys_win_over_bare_ones() {
         let rules = Rules::parse(
             "[tables.users.columns]\na = \"keep\"\n[tables.\"crm.users\".columns]\na = \"null\"\n",

@@ -1,0 +1,172 @@
+//! `envsync:plugin/http`: requests to the step's clusters. The plugin names
+//! a connection role and a path; the host builds the URL from the operator's
+//! configuration of that connection, adds its credentials and refuses
+//! everything else before any connection is made. One client per role,
+//! made on first use.
+
+use super::HostResult;
+use crate::connection::Connection;
+use crate::http_client::HttpClient;
+use crate::runtime::bindings::WitError;
+use crate::runtime::bindings::envsync::plugin::http::{Host, Request, Response};
+use crate::runtime::sandbox::StepState;
+use base64::Engine as _;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Longest one request may take (connect, send, whole answer).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Largest request body a plugin may send.
+const MAX_BODY: usize = 64 << 20;
+const METHODS: &[&str] = &["GET", "HEAD", "PUT", "POST", "DELETE"];
+/// Headers only the host sets.
+const RESERVED_HEADERS: &[&str] = &["authorization", "host", "proxy-authorization", "cookie"];
+
+/// The clients of one step, by connection role.
+#[derive(Default)]
+pub struct HttpClients {
+    clients: BTreeMap<String, HttpClient>,
+}
+
+/// The base URL of `conn`: its host when that is a URL
+/// (`https://es.prod:9200`), else `http://HOST:PORT` (port 9200 unless set).
+pub fn base_url(conn: &Connection) -> Result<String, String> {
+    let host = conn.host.as_deref().unwrap_or("localhost");
+    if host.starts_with("http://") || host.starts_with("https://") {
+        if conn.port.is_some() {
+            return Err(format!(
+                "the connection's host {host:?} is a URL; put the port in it instead of setting port"
+            ));
+        }
+        return Ok(host.trim_end_matches('/').to_string());
+    }
+    if host.contains('/') || host.contains('@') {
+        return Err(format!("the connection's host {host:?} is not a host name or a URL"));
+    }
+    Ok(format!("http://{host}:{}", conn.port.unwrap_or(9200)))
+}
+
+/// `authorization` for `conn`: basic auth with a user, an API key without.
+fn authorization(conn: &Connection) -> Option<String> {
+    let password = conn.password.as_ref()?;
+    Some(match &conn.user {
+        Some(user) => format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", password.expose()))
+        ),
+        None => format!("ApiKey {}", password.expose()),
+    })
+}
+
+impl Host for StepState {
+    async fn send(&mut self, request: Request) -> HostResult<Response> {
+        let Request {
+            method,
+            connection,
+            path,
+            headers,
+            body,
+        } = request;
+        let method = method.to_ascii_uppercase();
+        if !METHODS.contains(&method.as_str()) {
+            return Ok(Err(WitError::Denied(format!(
+                "HTTP method {method:?} is not allowed (use {})",
+                METHODS.join(", ")
+            ))));
+        }
+        if !path.starts_with('/') || path.contains("://") || path.starts_with("//") {
+            return Ok(Err(WitError::Denied(format!(
+                "HTTP path {path:?} refused: requests go only to the task's clusters; name the connection \
+                 (source or target) and give a path starting with /"
+            ))));
+        }
+        if let Some((name, _)) = headers
+            .iter()
+            .find(|(n, _)| RESERVED_HEADERS.contains(&n.to_ascii_lowercase().as_str()))
+        {
+            return Ok(Err(WitError::Denied(format!(
+                "header {name:?} is set by the host, not by plugins"
+            ))));
+        }
+        if body.len() > MAX_BODY {
+            return Ok(Err(WitError::Denied(format!(
+                "request body of {} bytes is over the limit of {} MiB; send smaller batches",
+                body.len(),
+                MAX_BODY >> 20
+            ))));
+        }
+        let Some(conn) = self.job.connections.get(&connection).cloned() else {
+            return Ok(Err(WitError::Denied(format!(
+                "this step has no {connection:?} connection"
+            ))));
+        };
+        if !self.http.clients.contains_key(&connection) {
+            let base = match base_url(&conn) {
+                Ok(b) => b,
+                Err(e) => return Ok(Err(WitError::InvalidParam(e))),
+            };
+            match HttpClient::new(&base, REQUEST_TIMEOUT, "cluster") {
+                Ok(client) => {
+                    self.http.clients.insert(connection.clone(), client);
+                }
+                Err(e) => return Ok(Err(WitError::InvalidParam(format!("{e:#}")))),
+            }
+        }
+        let client = &self.http.clients[&connection];
+        let mut headers = headers;
+        if let Some(auth) = authorization(&conn) {
+            headers.push(("authorization".into(), auth));
+        }
+        let method = hyper::Method::from_bytes(method.as_bytes()).expect("checked above");
+        match client.request(method, &path, &headers, body.into()).await {
+            Ok(answer) => Ok(Ok(Response {
+                status: answer.status.as_u16(),
+                headers: answer
+                    .headers
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+                    .collect(),
+                body: answer.body.to_vec(),
+            })),
+            Err(e) => Ok(Err(WitError::Io(format!("{e:#}")))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::Secret;
+
+    fn conn(host: &str, port: Option<u16>) -> Connection {
+        Connection {
+            database: "logs".into(),
+            host: Some(host.into()),
+            port,
+            user: None,
+            password: None,
+        }
+    }
+
+    #[test]
+    fn base_urls_come_from_the_connection() {
+        assert_eq!(base_url(&conn("es1", None)).unwrap(), "http://es1:9200");
+        assert_eq!(base_url(&conn("es1", Some(9201))).unwrap(), "http://es1:9201");
+        assert_eq!(
+            base_url(&conn("https://es.prod:9243/", None)).unwrap(),
+            "https://es.prod:9243"
+        );
+        assert!(base_url(&conn("https://es.prod", Some(1))).is_err());
+        assert!(base_url(&conn("evil/x", None)).is_err());
+    }
+
+    #[test]
+    fn credentials_become_basic_auth_or_an_api_key() {
+        let mut c = conn("es1", None);
+        assert_eq!(authorization(&c), None);
+        c.password = Some(Secret::new("k3y".into()));
+        assert_eq!(authorization(&c).unwrap(), "ApiKey k3y");
+        c.user = Some("elastic".into());
+        assert_eq!(authorization(&c).unwrap(), "Basic ZWxhc3RpYzprM3k=");
+    }
+}
