@@ -317,3 +317,134 @@ fn broken_plugin_files_are_reported_and_do_not_hide_the_others() {
     ])
     .expect_ok("backup with the good plugin");
 }
+
+/// A one-request HTTP server on 127.0.0.1 that answers `200 hello` and
+/// records the request head it got; a double of a cluster (no search server
+/// is needed to prove what the host lets through).
+struct OneShotServer {
+    port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl OneShotServer {
+    fn start() -> OneShotServer {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut buf = [0u8; 4096];
+                let n = stream.read(&mut buf).unwrap_or(0);
+                log.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
+                );
+            }
+        });
+        OneShotServer { port, seen }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn http_request(store: &std::path::Path, port: u16, params: &[(&str, &str)]) -> StepRequest {
+    let mut request = backup_request(store, Some("http"));
+    let source = request.job.connections.get_mut("source").unwrap();
+    source.host = Some("127.0.0.1".into());
+    source.port = Some(port);
+    source.user = Some("elastic".into());
+    source.password = Some(envsync_host::connection::Secret::new("s3cret".into()));
+    for (k, v) in params {
+        request.job.params.push((k.to_string(), v.to_string()));
+    }
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_goes_only_to_the_task_connection_with_host_side_credentials() {
+    let runtime = Runtime::new(CompileCache::new(None)).unwrap();
+    let plugin = load(&runtime).await;
+    let store = tempfile::tempdir().unwrap();
+    let cluster = OneShotServer::start();
+    let elsewhere = OneShotServer::start();
+
+    // Allowed: a path on the step's own connection; the host adds the
+    // credentials (the plugin never has them).
+    let ok = step::run(
+        &runtime,
+        &plugin,
+        &http_request(
+            store.path(),
+            cluster.port,
+            &[("http-path", "/_cluster/health")],
+        ),
+    )
+    .await
+    .expect("a request to the task's cluster");
+    assert!(ok.summary.contains("backed up"), "{}", ok.summary);
+    let requests = cluster.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert!(
+        requests[0].starts_with("GET /_cluster/health "),
+        "{}",
+        requests[0]
+    );
+    // base64("elastic:s3cret")
+    assert!(
+        requests[0]
+            .to_ascii_lowercase()
+            .contains("authorization: basic zwxhc3rpyzpzm2nyzxq="),
+        "{}",
+        requests[0]
+    );
+
+    // Refused before any connection: an absolute URL to another host, a
+    // role the step does not have, a forged authorization header.
+    for (params, phrase) in [
+        (
+            vec![("http-path", format!("http://127.0.0.1:{}/", elsewhere.port))],
+            "requests go only to the task's clusters",
+        ),
+        (
+            vec![("http-path", format!("//127.0.0.1:{}/", elsewhere.port))],
+            "requests go only to the task's clusters",
+        ),
+        (
+            vec![("http-connection", "target".to_string())],
+            "no \"target\" connection",
+        ),
+        (
+            vec![("http-forge-auth", "1".to_string())],
+            "set by the host",
+        ),
+    ] {
+        let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let err = step::run(
+            &runtime,
+            &plugin,
+            &http_request(store.path(), cluster.port, &params),
+        )
+        .await
+        .expect_err("a refused request fails the step");
+        let msg = format!("{err:#}");
+        assert!(msg.contains(phrase), "{params:?}: {msg}");
+        assert_eq!(exit_code(&err), exit::SANDBOX, "{msg}");
+    }
+    assert!(
+        elsewhere.requests().is_empty(),
+        "{:?}",
+        elsewhere.requests()
+    );
+    assert_eq!(
+        cluster.requests().len(),
+        1,
+        "a refused request reached the cluster"
+    );
+}

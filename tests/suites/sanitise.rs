@@ -577,3 +577,53 @@ fn a_hostile_sanitiser_sees_no_environment_and_a_stopped_clock() {
         assert_eq!(seen, expected, "{mode}: the sanitiser saw {seen:?}");
     }
 }
+
+#[test]
+fn a_sanitised_postgres_copy_fills_the_target_without_personal_data() {
+    let host = host_with_sanitisers();
+    let pg = PgCluster::start().unwrap();
+    pg.create_database("shop").unwrap();
+    pg.load_sql_file("shop", &fixture("sanitise/postgres.sql"))
+        .unwrap();
+    let store = LocalStore::new().unwrap();
+    let files = Files::new();
+    let conn = format!(
+        "host = \"{}\"\nport = {}\nuser = \"{}\"\nname = \"shop_staging\"",
+        pg.host(),
+        pg.port(),
+        pg.user()
+    );
+    // A copy task: the source is [task.source], the step op is copy.
+    let config = files.config(
+        &store,
+        "postgres",
+        &conn,
+        &[("copy", "rules.toml", "strict = true")],
+    );
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("op = \"backup\"", "op = \"copy\"")
+        .replace(
+            "[task.sanitise]",
+            &format!("[task.source]\nname = \"shop\"\n\n[task.sanitise]"),
+        );
+    std::fs::write(&config, text).unwrap();
+    let out = run_task(&host, &config, "copy");
+    out.expect_ok("sanitised copy of shop into shop_staging");
+    assert!(out.stdout.contains("residual personal data: none"), "{out}");
+    let originals = pg_originals(&pg, "shop");
+    assert_no_personal_data(&pg_values(&pg, "shop_staging"), &originals, "shop_staging");
+    let count = |sql: &str| -> u64 { pg.psql("shop_staging", sql).unwrap().parse().unwrap() };
+    assert_eq!(count("SELECT count(*) FROM users"), 3000);
+    assert_eq!(count("SELECT count(*) FROM events"), 1000);
+    assert_eq!(
+        count("SELECT count(*) FROM orders o JOIN users u ON u.email = o.customer_email"),
+        5000
+    );
+    // Nothing was stored: a copy has no artifact.
+    assert!(
+        store.visible_files().is_empty(),
+        "{:#?}",
+        store.visible_files()
+    );
+}
