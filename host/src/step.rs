@@ -371,7 +371,7 @@ impl Step<'_> {
             .request
             .instance
             .clone()
-            .or_else(|| source.host.clone())
+            .or_else(|| source.instance())
             .unwrap_or_else(|| "localhost".to_string());
         let catalog = self.catalog().await?;
         let format = self.backup_format()?;
@@ -472,7 +472,7 @@ impl Step<'_> {
             .request
             .from_instance
             .clone()
-            .or_else(|| target.host.clone())
+            .or_else(|| target.instance())
             .unwrap_or_else(|| "localhost".to_string());
         let from_database = self
             .request

@@ -10,7 +10,9 @@
 //! in front of it ([`faulty_proxy`]). For metrics: a throwaway Prometheus
 //! Pushgateway, a reader of its text exposition and where `promtool` is
 //! ([`pushgateway`]). For Kubernetes: reading rendered manifests and the
-//! offline checkers `kubernetes-validate` and `hadolint` ([`kubernetes`]).
+//! offline checkers `kubernetes-validate` and `hadolint` ([`kubernetes`]). For search
+//! engines: a throwaway OpenSearch-compatible server (osmem-server) and JSON
+//! helpers on it ([`search`]).
 //!
 //! Every child the harness starts is waited for: in CI, PID 1 does not reap
 //! orphans, so a forgotten child stays a zombie until the machine goes.
@@ -27,4 +29,5 @@ pub mod process;
 pub mod procs;
 pub mod pushgateway;
 pub mod s3;
+pub mod search;
 pub mod store;

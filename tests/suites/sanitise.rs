@@ -605,7 +605,7 @@ fn a_sanitised_postgres_copy_fills_the_target_without_personal_data() {
         .replace("op = \"backup\"", "op = \"copy\"")
         .replace(
             "[task.sanitise]",
-            &format!("[task.source]\nname = \"shop\"\n\n[task.sanitise]"),
+            "[task.source]\nname = \"shop\"\n\n[task.sanitise]",
         );
     std::fs::write(&config, text).unwrap();
     let out = run_task(&host, &config, "copy");

@@ -41,7 +41,9 @@ pub fn base_url(conn: &Connection) -> Result<String, String> {
         return Ok(host.trim_end_matches('/').to_string());
     }
     if host.contains('/') || host.contains('@') {
-        return Err(format!("the connection's host {host:?} is not a host name or a URL"));
+        return Err(format!(
+            "the connection's host {host:?} is not a host name or a URL"
+        ));
     }
     Ok(format!("http://{host}:{}", conn.port.unwrap_or(9200)))
 }
@@ -52,7 +54,8 @@ fn authorization(conn: &Connection) -> Option<String> {
     Some(match &conn.user {
         Some(user) => format!(
             "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", password.expose()))
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("{user}:{}", password.expose()))
         ),
         None => format!("ApiKey {}", password.expose()),
     })
@@ -151,7 +154,10 @@ mod tests {
     #[test]
     fn base_urls_come_from_the_connection() {
         assert_eq!(base_url(&conn("es1", None)).unwrap(), "http://es1:9200");
-        assert_eq!(base_url(&conn("es1", Some(9201))).unwrap(), "http://es1:9201");
+        assert_eq!(
+            base_url(&conn("es1", Some(9201))).unwrap(),
+            "http://es1:9201"
+        );
         assert_eq!(
             base_url(&conn("https://es.prod:9243/", None)).unwrap(),
             "https://es.prod:9243"

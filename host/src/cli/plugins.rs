@@ -151,7 +151,10 @@ pub fn execute(registry: &Registry, command: &PluginsCommand) -> Result<()> {
                 }
             );
             match &i.sanitised_artifact {
-                Some(f) => println!("sanitised:   {} (.{}): backups and copies can sanitise", f.name, f.extension),
+                Some(f) => println!(
+                    "sanitised:   {} (.{}): backups and copies can sanitise",
+                    f.name, f.extension
+                ),
                 None => println!("sanitised:   no (this plugin cannot sanitise in the stream)"),
             }
             let c = &i.credentials;

@@ -40,7 +40,7 @@ impl StepIdentity {
         };
         let conn = request.job.connections.get(role);
         let instance = conn
-            .and_then(|c| c.host.clone())
+            .and_then(|c| c.instance())
             .unwrap_or_else(|| "localhost".into());
         let db_name = conn.map(|c| c.database.clone()).unwrap_or_default();
         let group = Group::new(GroupingKey::new(plugin, instance, db_name, op.name()))

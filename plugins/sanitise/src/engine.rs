@@ -82,8 +82,21 @@ impl Sanitiser {
                 .collect();
             self.unique.insert(table.name.clone(), unique);
             let rules = self.rules.table(&table.name);
+            // An index's fields (dotted paths) are covered by its
+            // `[documents.INDEX]` paths: the path itself or a parent of it.
+            let documents = self
+                .rules
+                .documents(&table.name)
+                .or_else(|| self.rules.documents(bare(&table.name)));
             for column in &table.columns {
-                if !rules.is_some_and(|r| r.covers(&column.name)) {
+                let by_table = rules.is_some_and(|r| r.covers(&column.name));
+                let by_documents = documents.is_some_and(|d| {
+                    d.paths.iter().any(|(path, _)| {
+                        let p = path.as_str().trim_start_matches("$.").replace("[]", "");
+                        column.name == p || column.name.starts_with(&format!("{p}."))
+                    })
+                });
+                if !by_table && !by_documents {
                     uncovered.push(format!("{}.{}", table.name, column.name));
                 }
             }
@@ -565,6 +578,16 @@ drop_all_rows = true
             )
             .unwrap();
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn document_paths_cover_index_fields() {
+        let mut s = configured();
+        let uncovered = s.uncovered(&[schema(
+            "customers",
+            &[("email", false), ("name", false), ("tier", false)],
+        )]);
+        assert_eq!(uncovered, vec!["customers.tier"], "{uncovered:?}");
     }
 
     #[test]
