@@ -2,9 +2,11 @@
 # Benchmark: envsync against the plain tools on the same data, in the same run.
 #   scripts/bench.sh [SCALE]        pgbench scale, default 50 (about 750 MB)
 #   ROUNDS=3 scripts/bench.sh       rounds per measurement (median is shown)
-#   TARGETS="local s3 mysql sanitise"  what to measure (default: all): PostgreSQL to a
-#                                   local folder and to S3, MySQL/MariaDB to a folder, and a
-#                                   sanitised PostgreSQL backup against an unsanitised one
+#   TARGETS="local s3 mysql sanitise search"  what to measure (default: all): PostgreSQL to a
+#                                   local folder and to S3, MySQL/MariaDB to a folder, a
+#                                   sanitised PostgreSQL backup against an unsanitised one, and
+#                                   an OpenSearch-API index (osmem-server) dumped and restored
+#   SEARCH_DOCS=1000000             documents of the search benchmark
 #   MYSQL_ROWS=1500000              rows of the MariaDB benchmark table (~240 MB)
 # Prints a table of times, ratios and the host's peak RSS. Quote the ratios:
 # absolute times on shared machines are noise.
@@ -12,7 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scale=${1:-50}
 rounds=${ROUNDS:-2}
-targets=${TARGETS:-local s3 mysql sanitise}
+targets=${TARGETS:-local s3 mysql sanitise search}
+search_docs=${SEARCH_DOCS:-1000000}
 mysql_rows=${MYSQL_ROWS:-1500000}
 
 scripts/setup.sh >/dev/null
@@ -28,7 +31,12 @@ work=$PWD/.envsync/bench
 rm -rf "$work"; mkdir -p "$work"
 pg_start "$work/pg"
 s3_pid=
-cleanup() { [ -n "$s3_pid" ] && kill "$s3_pid" 2>/dev/null && wait "$s3_pid" 2>/dev/null; pg_stop; mdb_stop; }
+search_pid=
+cleanup() {
+  [ -n "$s3_pid" ] && kill "$s3_pid" 2>/dev/null && wait "$s3_pid" 2>/dev/null
+  [ -n "$search_pid" ] && kill "$search_pid" 2>/dev/null && wait "$search_pid" 2>/dev/null
+  pg_stop; mdb_stop
+}
 trap cleanup EXIT
 
 echo "loading pgbench -i -s $scale ..." >&2
@@ -59,6 +67,36 @@ if [[ " $targets " == *" mysql "* ]]; then
       FROM seq_1_to_$mysql_rows;"
   mysql_size=$(mdb_sql -N -e "SELECT CONCAT(ROUND(SUM(data_length + index_length) / 1048576), ' MiB') FROM information_schema.tables WHERE table_schema = 'bench'")
   mysql_conn=(--db-host 127.0.0.1 --db-port "$MDB_PORT" --db-user root)
+fi
+
+if [[ " $targets " == *" search "* ]]; then
+  echo "loading $search_docs documents into osmem-server ..." >&2
+  osmem=$(python3 -c 'import osmem_server, os; print(os.path.dirname(osmem_server.__file__))')/bin/osmem-server
+  search_port=$(free_port)
+  "$osmem" -addr "127.0.0.1:$search_port" -no-stdin-watch >/dev/null 2>&1 &
+  search_pid=$!
+  python3 - "$search_port" "$search_docs" <<'PY'
+import json, sys, time, urllib.request
+port, n = int(sys.argv[1]), int(sys.argv[2])
+base = f"http://127.0.0.1:{port}"
+def call(method, path, body=None, ctype="application/json"):
+    req = urllib.request.Request(base + path, data=body, method=method, headers={"content-type": ctype})
+    return json.load(urllib.request.urlopen(req, timeout=300))
+for _ in range(100):
+    try: call("GET", "/"); break
+    except Exception: time.sleep(0.1)
+call("PUT", "/events", json.dumps({"mappings": {"properties": {"user": {"type": "keyword"}, "n": {"type": "long"},
+     "at": {"type": "date"}, "msg": {"type": "text"}}}}).encode())
+batch = 10000
+for start in range(0, n, batch):
+    lines = []
+    for i in range(start, min(n, start + batch)):
+        lines.append('{"index":{"_index":"events","_id":"%d"}}' % i)
+        lines.append(json.dumps({"user": f"u{i % 5000}", "n": i, "at": "2026-11-21T10:00:00Z", "msg": f"event {i} happened"}))
+    r = call("POST", "/_bulk", ("\n".join(lines) + "\n").encode(), "application/x-ndjson")
+    assert not r.get("errors"), r
+call("POST", "/events/_refresh")
+PY
 fi
 
 now() { date +%s.%N; }
@@ -109,6 +147,17 @@ for round in $(seq 1 "$rounds"); do
         plain_restore() { aws s3 cp s3://bench/plain/bench.pgdump - --quiet | pg_restore -d plain_restore; }
         ;;
     esac
+    if [ "$target" = search ]; then
+      # No plain-tools baseline is measured for search yet: documents per second each
+      # way and the host's peak RSS.
+      read -r secs rss < <(envsync run --plugin elasticsearch --op backup --database events \
+        --db-host 127.0.0.1 --db-port "$search_port" --store "$work/search-store")
+      record search backup envsync "$secs" "$rss"
+      read -r secs rss < <(envsync run --plugin elasticsearch --op restore --database events \
+        --db-host 127.0.0.1 --db-port "$search_port" --store "$work/search-store")
+      record search restore envsync "$secs" "$rss"
+      continue
+    fi
     if [ "$target" = sanitise ]; then
       # The unsanitised backup is the baseline; both go to a local folder.
       if [ ! -f "$work/sanitise/env.toml" ]; then
@@ -188,9 +237,9 @@ TOML
   done
 done
 
-python3 - "$scale" "$size" "$rounds" "$results" "${mysql_size:-}" "$work/sanitiser-rate" <<'PY'
+python3 - "$scale" "$size" "$rounds" "$results" "${mysql_size:-}" "$work/sanitiser-rate" "$search_docs" <<'PY'
 import os, sys, statistics as st, collections
-scale, size, rounds, path, mysql_size, rates = sys.argv[1:7]
+scale, size, rounds, path, mysql_size, rates, search_docs = sys.argv[1:8]
 runs = collections.defaultdict(list)
 rss = collections.defaultdict(int)
 for line in open(path):
@@ -217,6 +266,12 @@ print("restore `gunzip < file | mariadb db`; envsync stores zstd (level 3).")
 print("envsync restores load into a scratch database and swap it in (plus checksum verification).")
 print("sanitise: plain tools = envsync's unsanitised backup (custom format) in the same run; envsync = the")
 print("sanitised backup (plain COPY rewritten through the `sanitise` sanitiser: filler → lorem, abalance → 0).")
+if ("search", "backup", "envsync") in runs:
+    print()
+    print(f"search (osmem-server, {int(search_docs):,} small documents, one index; median of {rounds}):")
+    for step in ("backup", "restore"):
+        secs = st.median(runs[("search", step, "envsync")])
+        print(f"  {step:<7} {int(search_docs) / secs:>10,.0f} documents/s   host peak RSS {rss[('search', step)] / 2**20:.1f} MiB")
 if os.path.exists(rates):
     r = [tuple(map(float, l.split())) for l in open(rates) if l.strip()]
     if r:

@@ -6,6 +6,7 @@
 use super::HostResult;
 use crate::runtime::bindings::WitError;
 use crate::runtime::bindings::envsync::plugin::sanitising::{Host, SanitisePlan};
+use crate::runtime::bindings::envsync::plugin::types::RowBatch;
 use crate::runtime::sandbox::StepState;
 
 impl Host for StepState {
@@ -19,8 +20,8 @@ impl Host for StepState {
         &mut self,
         table: String,
         columns: Vec<String>,
-        rows: Vec<Vec<Option<String>>>,
-    ) -> HostResult<Vec<Vec<Option<String>>>> {
+        rows: RowBatch,
+    ) -> HostResult<RowBatch> {
         let Some(session) = self.sanitiser.as_mut() else {
             return Ok(Err(WitError::Denied(
                 "this step has no sanitiser: call sanitising.plan() first and sanitise only when it returns a plan"

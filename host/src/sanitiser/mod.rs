@@ -5,6 +5,7 @@
 //! plugin's row batches to it (`capabilities::sanitising`), checks every
 //! answer and scans it for residual personal data (`pii`).
 
+pub mod batch;
 pub mod bindings;
 pub mod pii;
 pub mod session;

@@ -6,6 +6,7 @@
 //! called again, and the step reports it as the cause.
 
 use super::LoadedSanitiser;
+use super::batch::Packed;
 use super::bindings::envsync::plugin::types::{
     ColumnInfo as SchemaColumn, TableInfo as SchemaTable,
 };
@@ -23,8 +24,10 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use wasmtime::{Engine, Store};
 
-/// A row as the contract has it: values in column order, None for NULL.
-pub type Row = Vec<Option<String>>;
+/// A packed batch as the engine's bindings have it.
+pub type EngineBatch = crate::runtime::bindings::envsync::plugin::types::RowBatch;
+/// The same, as the sanitiser's bindings have it.
+type SanitiserBatch = super::bindings::envsync::plugin::types::RowBatch;
 
 /// How a step sanitises.
 #[derive(Clone)]
@@ -211,8 +214,8 @@ impl Instance {
         &mut self,
         table: &str,
         columns: &[String],
-        rows: &[Row],
-    ) -> Result<Result<Vec<Row>, SanitiserError>> {
+        rows: &SanitiserBatch,
+    ) -> Result<Result<SanitiserBatch, SanitiserError>> {
         let api = self.world.envsync_plugin_sanitise();
         let call = api.call_transform_rows(&mut self.store, table, columns, rows);
         let what = format!("transform-rows of table {table}");
@@ -470,40 +473,45 @@ impl SanitiserSession {
     }
 
     /// Sends a batch through the sanitiser (when it wants the table) and
-    /// scans what comes back. Errors are the message for the engine.
+    /// scans what comes back. The batch's lists move between the sandboxes
+    /// without being copied per value. Errors are the message for the engine.
     pub async fn transform_rows(
         &mut self,
         table: String,
         columns: Vec<String>,
-        rows: Vec<Row>,
-    ) -> Result<Vec<Row>, String> {
+        batch: EngineBatch,
+    ) -> Result<EngineBatch, String> {
         if let Some(f) = &self.failure {
             return Err(f.clone());
         }
-        for (i, row) in rows.iter().enumerate() {
-            if row.len() != columns.len() {
+        let (rows_in, bytes_in) = match Packed::new(
+            batch.rows,
+            &batch.data,
+            &batch.ends,
+            &batch.nulls,
+            columns.len(),
+        ) {
+            Ok(p) => (p.rows, p.bytes()),
+            Err(why) => {
                 return Err(self.fail(
                     Kind::Plugin,
-                    format!(
-                        "the engine sent row {} of table {table} with {} values for {} columns",
-                        i + 1,
-                        row.len(),
-                        columns.len()
-                    ),
+                    format!("the engine sent a bad batch of table {table}: {why}"),
                 ));
             }
-        }
+        };
         let out = if self.wants(&table) {
             let started = Instant::now();
             self.stats.tables.insert(table.clone());
-            self.stats.rows_in += rows.len() as u64;
+            self.stats.rows_in += rows_in as u64;
             self.stats.batches += 1;
-            self.stats.bytes_in += rows
-                .iter()
-                .flatten()
-                .map(|v| v.as_ref().map_or(0, |s| s.len() as u64))
-                .sum::<u64>();
-            let result = self.instance.transform_rows(&table, &columns, &rows).await;
+            self.stats.bytes_in += bytes_in as u64;
+            let sent = SanitiserBatch {
+                rows: batch.rows,
+                data: batch.data,
+                ends: batch.ends,
+                nulls: batch.nulls,
+            };
+            let result = self.instance.transform_rows(&table, &columns, &sent).await;
             self.stats.busy += started.elapsed();
             let out = match result {
                 Ok(Ok(out)) => out,
@@ -520,36 +528,43 @@ impl SanitiserSession {
                     return Err(self.fail(kind, format!("{e:#}")));
                 }
             };
-            if out.len() > rows.len() {
+            let rows_out = match Packed::new(
+                out.rows,
+                &out.data,
+                &out.ends,
+                &out.nulls,
+                columns.len(),
+            ) {
+                Ok(p) => p.rows,
+                Err(why) => {
+                    let message = format!(
+                        "sanitiser {} returned a bad batch for table {table} ({why}); rows may be dropped, never reshaped",
+                        self.name
+                    );
+                    return Err(self.fail(Kind::Sandbox, message));
+                }
+            };
+            if rows_out > rows_in {
                 let message = format!(
-                    "sanitiser {} returned {} rows for a batch of {} rows of table {table}; rows may be dropped, never added",
-                    self.name,
-                    out.len(),
-                    rows.len()
+                    "sanitiser {} returned {rows_out} rows for a batch of {rows_in} rows of table {table}; rows may be dropped, never added",
+                    self.name
                 );
                 return Err(self.fail(Kind::Sandbox, message));
             }
-            if let Some((i, bad)) = out
-                .iter()
-                .enumerate()
-                .find(|(_, r)| r.len() != columns.len())
-            {
-                let message = format!(
-                    "sanitiser {} returned row {} of table {table} with {} values for {} columns; rows may be dropped, never reshaped",
-                    self.name,
-                    i + 1,
-                    bad.len(),
-                    columns.len()
-                );
-                return Err(self.fail(Kind::Sandbox, message));
+            self.stats.rows_out += rows_out as u64;
+            EngineBatch {
+                rows: out.rows,
+                data: out.data,
+                ends: out.ends,
+                nulls: out.nulls,
             }
-            self.stats.rows_out += out.len() as u64;
-            out
         } else {
-            self.stats.rows_passed += rows.len() as u64;
-            rows
+            self.stats.rows_passed += rows_in as u64;
+            batch
         };
-        for value in out.iter().flatten().flatten() {
+        let packed = Packed::new(out.rows, &out.data, &out.ends, &out.nulls, columns.len())
+            .expect("checked above");
+        for value in packed.values().flatten() {
             self.scanner.scan(value);
         }
         self.stats.findings = self.scanner.findings.clone();

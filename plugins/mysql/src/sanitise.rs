@@ -36,7 +36,7 @@ impl Target for Host<'_> {
         columns: &[String],
         rows: &[Row],
     ) -> Result<Vec<Row>, Error> {
-        sanitising::transform_rows(table, columns, rows)
+        envsync_plugin_sdk::rows::sanitise_rows(table, columns, rows)
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {

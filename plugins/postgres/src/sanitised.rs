@@ -36,7 +36,7 @@ fn plain_dump(source: &ConnectionInfo) -> Result<Running, Error> {
 }
 
 fn transform(table: &str, columns: &[String], rows: Vec<Row>) -> Result<Vec<Row>, Error> {
-    sanitising::transform_rows(table, columns, &rows)
+    envsync_plugin_sdk::rows::sanitise_rows(table, columns, &rows)
 }
 
 fn describe(stats: &Stats, wanted: &Option<Vec<String>>) -> String {

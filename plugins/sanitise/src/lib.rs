@@ -17,8 +17,9 @@ pub mod time;
 #[cfg(target_arch = "wasm32")]
 mod component {
     use crate::engine::Sanitiser as Rules;
+    use envsync_plugin_sdk::rows::{pack, unpack};
     use envsync_plugin_sdk::{
-        Error, Row, RunContext, Sanitiser, SanitiserInfo, TableInfo, keyed_hash,
+        Error, RowBatch, RunContext, Sanitiser, SanitiserInfo, TableInfo, keyed_hash,
     };
     use std::cell::RefCell;
 
@@ -51,11 +52,13 @@ mod component {
         fn transform_rows(
             table: String,
             columns: Vec<String>,
-            rows: Vec<Row>,
-        ) -> Result<Vec<Row>, Error> {
+            batch: RowBatch,
+        ) -> Result<RowBatch, Error> {
             STATE.with_borrow_mut(|s| {
                 let s = s.as_mut().ok_or_else(not_configured)?;
-                s.transform_rows(&table, &columns, rows, &keyed_hash)
+                let rows = unpack(&batch, columns.len())?;
+                let rows = s.transform_rows(&table, &columns, rows, &keyed_hash)?;
+                Ok(pack(&rows))
             })
         }
 

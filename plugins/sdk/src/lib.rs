@@ -186,6 +186,7 @@ mod error;
 mod io;
 #[cfg(feature = "engine")]
 mod params;
+pub mod rows;
 #[cfg(feature = "sanitiser")]
 pub mod sanitiser;
 pub mod sniff;
@@ -200,7 +201,7 @@ pub use bindings::envsync::plugin::process::{self, Child, ExitStatus, Stdio};
 pub use bindings::envsync::plugin::streams::{self, ByteSink, ByteSource, splice};
 #[cfg(feature = "engine")]
 pub use bindings::envsync::plugin::types::{
-    ArtifactFormat, ColumnInfo, CredentialEnv, Error, Operation, ParamInfo, PluginInfo, Row,
+    ArtifactFormat, ColumnInfo, CredentialEnv, Error, Operation, ParamInfo, PluginInfo, RowBatch,
     TableInfo,
 };
 #[cfg(feature = "engine")]
@@ -214,10 +215,11 @@ pub use io::{CHUNK, Reader, Tail, Writer, copy_through, read_all, read_head, wri
 #[cfg(feature = "engine")]
 pub use params::{connection, param, param_bool, param_infos, param_number, param_or, param_parse};
 
+pub use rows::{Row, RowBatchBuilder};
 #[cfg(feature = "sanitiser")]
 pub use sanitiser::keyed_hash;
 #[cfg(all(feature = "sanitiser", not(feature = "engine")))]
-pub use sanitiser_bindings::envsync::plugin::types::{ColumnInfo, Error, Row, TableInfo};
+pub use sanitiser_bindings::envsync::plugin::types::{ColumnInfo, Error, RowBatch, TableInfo};
 #[cfg(feature = "sanitiser")]
 pub use sanitiser_bindings::export_sanitiser;
 #[cfg(feature = "sanitiser")]

@@ -12,7 +12,7 @@
 //! | `describe()` | once, when the host loads the file | [`SanitiserInfo`](crate::SanitiserInfo): the name tasks use (`sanitiser = "NAME"`), version, one line of description |
 //! | `configure(rules, context)` | once per step, first | the task's rules file as text (the format is the sanitiser's own) and the [`RunContext`](crate::RunContext) (`started_at`, Unix seconds: the only clock it has; `environment`). Returns the tables/indices it acts on (`None`: all). Bad rules: [`Error::InvalidParam`](crate::Error::InvalidParam), naming the table and column. |
 //! | `uncovered(schema)` | once after `configure`, before any rows (and by `sanitise check`) | the live schema ([`TableInfo`](crate::TableInfo), with per-column `unique`); returns every `table.column` the rules say nothing about. Fail closed. |
-//! | `transform_rows(table, columns, rows)` | per batch (≥ 1,000 rows or ~1 MiB) | the rows to keep; each with exactly as many values as `columns` (the host refuses reshaped rows). [`Row`](crate::Row) is `Vec<Option<String>>`, `None` for NULL, the dump's text form otherwise. |
+//! | `transform_rows(table, columns, rows)` | per batch (≥ 1,000 rows or ~1 MiB) | the rows to keep; each with exactly as many values as `columns` (the host refuses reshaped rows). Rows come packed in a [`RowBatch`](crate::RowBatch) (see [`rows`](crate::rows)): `None` for NULL, the dump's text form otherwise. |
 //! | `transform_documents(index, documents)` | per batch | JSON documents to keep. |
 //!
 //! The sandbox gives it nothing but the rows and [`keyed_hash`]: no files,
@@ -43,8 +43,9 @@
 //!
 //! ```no_run
 //! use envsync_plugin_sdk::{
-//!     Error, Row, RunContext, Sanitiser, SanitiserInfo, TableInfo, keyed_hash,
+//!     Error, RowBatch, RunContext, Sanitiser, SanitiserInfo, TableInfo, keyed_hash,
 //! };
+//! use envsync_plugin_sdk::rows::{pack, unpack};
 //!
 //! struct EmailMasker;
 //!
@@ -67,11 +68,14 @@
 //!     fn transform_rows(
 //!         table: String,
 //!         columns: Vec<String>,
-//!         mut rows: Vec<Row>,
-//!     ) -> Result<Vec<Row>, Error> {
+//!         batch: RowBatch,
+//!     ) -> Result<RowBatch, Error> {
 //!         if table == "audit_log" || table.ends_with(".audit_log") {
-//!             return Ok(Vec::new());
+//!             return Ok(pack(&[]));
 //!         }
+//!         // Rows arrive packed; unpack them (or read them in place with
+//!         // `rows::values` and build the answer with `RowBatchBuilder`).
+//!         let mut rows = unpack(&batch, columns.len())?;
 //!         if let Some(i) = columns.iter().position(|c| c == "email") {
 //!             for row in &mut rows {
 //!                 if let Some(value) = row[i].as_mut() {
@@ -81,7 +85,7 @@
 //!                 }
 //!             }
 //!         }
-//!         Ok(rows) // same number of values in every row
+//!         Ok(pack(&rows)) // same number of values in every row
 //!     }
 //!
 //!     fn transform_documents(_index: String, documents: Vec<String>) -> Result<Vec<String>, Error> {

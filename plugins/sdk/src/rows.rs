@@ -1,0 +1,201 @@
+//! Rows and packed row batches.
+//!
+//! Rows cross the host in a [`RowBatch`] (the contract's `row-batch`): one
+//! buffer of text, the end offset of every value and a NULL bitmap, so a
+//! batch of thousands of rows costs a handful of allocations instead of one
+//! per value. [`RowBatchBuilder`] packs values as you produce them (no
+//! per-value `String`), [`values`] reads them back as `&str`, and
+//! [`pack`] / [`unpack`] convert from and to plain [`Row`]s where that is
+//! simpler.
+//!
+//! ```
+//! use envsync_plugin_sdk::rows::{RowBatchBuilder, unpack, values};
+//! let mut b = RowBatchBuilder::new(2);
+//! b.push(Some("1"));
+//! b.push(None);
+//! b.push(Some("2"));
+//! b.push(Some("b@example.com"));
+//! let batch = b.finish();
+//! assert_eq!(batch.rows, 2);
+//! let v: Vec<Option<&str>> = values(&batch).collect();
+//! assert_eq!(v, [Some("1"), None, Some("2"), Some("b@example.com")]);
+//! let rows = unpack(&batch, 2).unwrap();
+//! assert_eq!(rows[1][1].as_deref(), Some("b@example.com"));
+//! ```
+
+use crate::{Error, RowBatch};
+
+/// One row: the column values in order, `None` for SQL NULL.
+pub type Row = Vec<Option<String>>;
+
+/// Packs values, row after row, column after column.
+#[derive(Debug)]
+pub struct RowBatchBuilder {
+    columns: usize,
+    values: usize,
+    data: Vec<u8>,
+    ends: Vec<u32>,
+    nulls: Vec<u8>,
+}
+
+impl RowBatchBuilder {
+    /// A builder for rows of `columns` values.
+    pub fn new(columns: usize) -> RowBatchBuilder {
+        RowBatchBuilder {
+            columns,
+            values: 0,
+            data: Vec::new(),
+            ends: Vec::new(),
+            nulls: Vec::new(),
+        }
+    }
+
+    /// Appends the next value (`None`: NULL).
+    pub fn push(&mut self, value: Option<&str>) {
+        match value {
+            Some(text) => self.push_with(|buf| buf.extend_from_slice(text.as_bytes())),
+            None => {
+                self.push_with(|_| {});
+                let i = self.values - 1;
+                self.nulls[i / 8] |= 1 << (i % 8);
+            }
+        }
+    }
+
+    /// Appends the next value by writing its UTF-8 text straight into the
+    /// batch's buffer (e.g. while decoding an escaped dump field). The
+    /// writer must append valid UTF-8 only.
+    pub fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        write(&mut self.data);
+        if self.values.is_multiple_of(8) {
+            self.nulls.push(0);
+        }
+        self.values += 1;
+        self.ends.push(self.data.len() as u32);
+    }
+
+    /// Rows complete so far.
+    pub fn rows(&self) -> usize {
+        self.values.checked_div(self.columns).unwrap_or(0)
+    }
+
+    /// Bytes of text so far.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// True when nothing was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.values == 0
+    }
+
+    /// The batch. Panics if the last row is incomplete (a plugin bug).
+    pub fn finish(self) -> RowBatch {
+        assert!(
+            self.columns == 0 || self.values.is_multiple_of(self.columns),
+            "a row batch ends inside a row: {} values for {} columns",
+            self.values,
+            self.columns
+        );
+        RowBatch {
+            rows: self.rows() as u32,
+            data: self.data,
+            ends: self.ends,
+            nulls: self.nulls,
+        }
+    }
+}
+
+/// Every value of `batch` in order (`None` for NULL). Values whose text is
+/// not UTF-8 or out of range read as empty (the host checks batches before
+/// handing them on, so that only happens with a hand-made batch).
+pub fn values(batch: &RowBatch) -> impl Iterator<Item = Option<&str>> {
+    let mut start = 0usize;
+    batch.ends.iter().enumerate().map(move |(i, &end)| {
+        let end = (end as usize).min(batch.data.len()).max(start);
+        let text = &batch.data[start..end];
+        start = end;
+        let null = batch
+            .nulls
+            .get(i / 8)
+            .is_some_and(|b| b & (1 << (i % 8)) != 0);
+        if null {
+            None
+        } else {
+            Some(std::str::from_utf8(text).unwrap_or_default())
+        }
+    })
+}
+
+/// Packs `rows` (each of the same length).
+pub fn pack(rows: &[Row]) -> RowBatch {
+    let columns = rows.first().map_or(0, Vec::len);
+    let mut b = RowBatchBuilder::new(columns);
+    for row in rows {
+        for value in row {
+            b.push(value.as_deref());
+        }
+    }
+    b.finish()
+}
+
+/// Unpacks `batch` into rows of `columns` values.
+pub fn unpack(batch: &RowBatch, columns: usize) -> Result<Vec<Row>, Error> {
+    if batch.ends.len() as u64 != batch.rows as u64 * columns as u64 {
+        return Err(Error::Other(format!(
+            "a row batch of {} values for {} rows of {columns} columns",
+            batch.ends.len(),
+            batch.rows
+        )));
+    }
+    let mut rows = Vec::with_capacity(batch.rows as usize);
+    let mut row = Vec::with_capacity(columns);
+    for value in values(batch) {
+        row.push(value.map(str::to_string));
+        if row.len() == columns {
+            rows.push(std::mem::replace(&mut row, Vec::with_capacity(columns)));
+        }
+    }
+    Ok(rows)
+}
+
+/// Engine side: passes `rows` of `table` through the step's sanitiser
+/// (packed on the way out, unpacked on the way back). Engines that decode
+/// straight into a [`RowBatchBuilder`] call
+/// `sanitising::transform_rows` with the batch instead.
+#[cfg(feature = "engine")]
+pub fn sanitise_rows(table: &str, columns: &[String], rows: &[Row]) -> Result<Vec<Row>, Error> {
+    let batch = pack(rows);
+    let out = crate::bindings::envsync::plugin::sanitising::transform_rows(table, columns, &batch)?;
+    unpack(&out, columns.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_pack_and_unpack() {
+        let rows: Vec<Row> = vec![
+            vec![Some("1".into()), None, Some(String::new())],
+            vec![Some("zoë\t\\".into()), Some("x".into()), None],
+        ];
+        let batch = pack(&rows);
+        assert_eq!(batch.rows, 2);
+        assert_eq!(unpack(&batch, 3).unwrap(), rows);
+        assert!(unpack(&batch, 2).is_err());
+        assert_eq!(pack(&[]).rows, 0);
+        assert!(unpack(&pack(&[]), 4).unwrap().is_empty());
+    }
+
+    #[test]
+    fn nine_values_need_two_bitmap_bytes() {
+        let mut b = RowBatchBuilder::new(9);
+        for i in 0..9 {
+            b.push(if i == 8 { None } else { Some("v") });
+        }
+        let batch = b.finish();
+        assert_eq!(batch.nulls, [0, 1]);
+        assert_eq!(values(&batch).last().unwrap(), None);
+    }
+}
