@@ -12,7 +12,8 @@
 //! ([`pushgateway`]). For Kubernetes: reading rendered manifests and the
 //! offline checkers `kubernetes-validate` and `hadolint` ([`kubernetes`]). For search
 //! engines: a throwaway OpenSearch-compatible server (osmem-server) and JSON
-//! helpers on it ([`search`]).
+//! helpers on it ([`search`]), and an HTTP double of the snapshot API, which
+//! no server that runs here has ([`snapshot_double`]).
 //!
 //! Every child the harness starts is waited for: in CI, PID 1 does not reap
 //! orphans, so a forgotten child stays a zombie until the machine goes.
@@ -30,4 +31,5 @@ pub mod procs;
 pub mod pushgateway;
 pub mod s3;
 pub mod search;
+pub mod snapshot_double;
 pub mod store;

@@ -9,7 +9,48 @@ const PARAMS: &[(&str, &str, Option<&str>)] = &[
         "Backup, copy, schema: the indices to read, as a comma-separated list of names, aliases \
          or wildcard patterns (e.g. `logs-*,products`); system indices (names starting with `.`) \
          are always skipped. Default: the task's database name, which must itself be a plain \
-         index or alias name (it is part of store keys).",
+         index or alias name (it is part of store keys). With mode=snapshot: what the snapshot \
+         holds (backup), and on restore the indices to restore, after deleting the target's \
+         indices they match (default: what the backup asked for; `-pattern` excludes).",
+        None,
+    ),
+    (
+        "mode",
+        "Backup and restore: `logical` (NDJSON documents through envsync) or `snapshot` \
+         (repository snapshots made by the cluster; the artifact is a small manifest naming \
+         the snapshot).",
+        Some("logical"),
+    ),
+    (
+        "repository",
+        "mode=snapshot: the snapshot repository's name (required for backup; restore defaults \
+         to the one in the artifact).",
+        None,
+    ),
+    (
+        "repository-settings",
+        "mode=snapshot: the S3 repository's settings as JSON (e.g. \
+         {\"bucket\":\"backups\",\"base_path\":\"search\"}); the repository is registered \
+         (type s3) when missing or different. Without it the repository must exist. Either way \
+         it is verified (`_verify`).",
+        None,
+    ),
+    (
+        "keep",
+        "mode=snapshot backup: how many successful envsync snapshots of this cluster to keep \
+         (the newest; older ones are deleted; others' and unsuccessful snapshots are never \
+         deleted).",
+        Some("7"),
+    ),
+    (
+        "cluster-name",
+        "mode=snapshot backup: the snapshot name's prefix (default: `cluster_name` of `GET /`).",
+        None,
+    ),
+    (
+        "snapshot",
+        "mode=snapshot restore: the snapshot to restore: a name, or `latest` for the newest \
+         successful one in the repository (default: the one the artifact names).",
         None,
     ),
     (

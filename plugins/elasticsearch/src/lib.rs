@@ -10,6 +10,9 @@
 //!   `aliases`); on failure the new indices are deleted;
 //! - copy: the same from a source cluster straight into the target;
 //! - schema: indices and their mapping fields, for `sanitise check`.
+//!
+//! With `mode=snapshot`, backup and restore use repository snapshots
+//! instead (`snapshot_mode`).
 
 mod aliases;
 mod backoff;
@@ -21,6 +24,8 @@ mod format;
 mod load;
 mod schema;
 mod settings;
+mod snapshot;
+mod snapshot_mode;
 
 use client::Cluster;
 use dump::{Consumer, Options};
@@ -85,6 +90,9 @@ impl Consumer for ArtifactWriter<'_> {
 }
 
 fn backup(artifact: &ByteSink) -> Result<(), Error> {
+    if snapshot_mode::enabled()? {
+        return snapshot_mode::backup(artifact);
+    }
     let patterns = config::read_patterns("source")?;
     let options = options()?;
     let mut writer = ArtifactWriter {
@@ -110,6 +118,9 @@ fn backup(artifact: &ByteSink) -> Result<(), Error> {
 }
 
 fn restore(artifact: &ByteSource) -> Result<(), Error> {
+    if snapshot_mode::enabled()? {
+        return snapshot_mode::restore(artifact);
+    }
     let mut loader = load::Loader::new(Cluster::TARGET);
     match read_artifact(artifact, &mut loader) {
         Ok(()) => loader.finish(|| artifact.verify()),
@@ -210,6 +221,11 @@ fn read_artifact(artifact: &ByteSource, loader: &mut load::Loader) -> Result<(),
 }
 
 fn copy() -> Result<(), Error> {
+    if snapshot_mode::enabled()? {
+        return Err(Error::InvalidParam(
+            "mode=snapshot is for backup and restore; copy streams documents (mode=logical)".into(),
+        ));
+    }
     let patterns = config::read_patterns("source")?;
     envsync_plugin_sdk::connection("target")?;
     let options = options()?;
@@ -234,7 +250,7 @@ impl Engine for Search {
             description:
                 "Elasticsearch and OpenSearch over HTTP: NDJSON backups (settings, mappings, \
                           aliases, documents), restores and copies into new indices made live by \
-                          one atomic alias swap"
+                          one atomic alias swap; or repository snapshots (mode=snapshot)"
                     .into(),
             operations: vec![Operation::Backup, Operation::Restore, Operation::Copy],
             programs: vec![],
@@ -252,6 +268,9 @@ impl Engine for Search {
     }
 
     fn check(head: Vec<u8>) -> Result<(), Error> {
+        if snapshot::is_manifest(&head) {
+            return Ok(());
+        }
         format::check_head(&head).map_err(Error::BadArtifact)
     }
 
@@ -274,6 +293,10 @@ impl Engine for Search {
     }
 
     fn schema() -> Result<Vec<TableInfo>, Error> {
+        // The schema only serves sanitising, which snapshot mode cannot do.
+        if snapshot_mode::enabled()? {
+            return Err(snapshot_mode::cannot_sanitise());
+        }
         schema::schema()
     }
 }
