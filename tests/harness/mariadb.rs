@@ -202,7 +202,7 @@ impl MariaDb {
                 server.arg("--user=root");
             }
             let mut child = server.spawn().context("could not start mariadbd")?;
-            match wait_ready(&mut child, port, Duration::from_secs(60)) {
+            match wait_ready(&mut child, port, &data, Duration::from_secs(60)) {
                 Ok(()) => {
                     return Ok(MariaDb {
                         port,
@@ -216,7 +216,8 @@ impl MariaDb {
                     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                     let new_lines = log.get(log_start..).unwrap_or(&log).to_string();
                     let port_taken = new_lines.contains("Address already in use")
-                        || new_lines.contains("Can't start server: Bind");
+                        || new_lines.contains("Can't start server: Bind")
+                        || e.to_string().contains(OTHER_SERVER);
                     last_error = format!("{e}\n--- server log ---\n{new_lines}");
                     if !port_taken {
                         bail!("MariaDB did not start: {last_error}");
@@ -576,16 +577,30 @@ fn client_for(port: u16) -> Command {
 
 /// Polls a connection until the server on `port` answers, or fails if it
 /// exits or takes too long.
-fn wait_ready(child: &mut Child, port: u16, timeout: Duration) -> Result<()> {
+/// Said by [`wait_ready`] when the port answers but the server behind it is
+/// another one (two starts drew the same free port at once).
+const OTHER_SERVER: &str = "the port is answered by another MariaDB server";
+
+/// Waits until the server started as `child` answers on `port`, and checks
+/// that the answer comes from it (its data directory is `datadir`), not from
+/// another test's server that drew the same port.
+fn wait_ready(child: &mut Child, port: u16, datadir: &Path, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
+    let ours = datadir.display().to_string();
     loop {
         if let Some(status) = child.try_wait()? {
             bail!("the server exited during start-up ({status})");
         }
         let mut ping = client_for(port);
-        ping.args(["-e", "SELECT 1"]);
-        if process::run(ping, None, Duration::from_secs(10)).is_ok_and(|o| o.success()) {
-            return Ok(());
+        ping.args(["--skip-column-names", "-e", "SELECT @@datadir"]);
+        if let Ok(out) = process::run(ping, None, Duration::from_secs(10))
+            && out.success()
+        {
+            let theirs = out.stdout.trim().trim_end_matches('/');
+            if theirs == ours.trim_end_matches('/') {
+                return Ok(());
+            }
+            bail!("{OTHER_SERVER} ({theirs})");
         }
         if Instant::now() >= deadline {
             bail!("the server was not ready after {timeout:?}");
