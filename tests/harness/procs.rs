@@ -136,3 +136,37 @@ pub fn reap(pid: i32, timeout: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A child program stopped with SIGSTOP (to catch a step half-way).
+/// Dropping it kills it, so a failing test leaves no stopped process behind;
+/// it only ever signals a process that still runs `program`.
+pub struct Frozen {
+    pid: i32,
+    program: &'static str,
+}
+
+impl Frozen {
+    /// Stops `pid`, which runs `program`.
+    pub fn freeze(pid: i32, program: &'static str) -> Frozen {
+        signal(pid, libc::SIGSTOP);
+        Frozen { pid, program }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// SIGKILL (and SIGCONT, for a stopped process), if it is still ours.
+    pub fn kill(&self) {
+        if is_alive(self.pid) && comm_of(self.pid).as_deref() == Some(self.program) {
+            signal(self.pid, libc::SIGKILL);
+            signal(self.pid, libc::SIGCONT);
+        }
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -12,7 +12,7 @@ use envsync_tests::paths::workspace_root;
 use envsync_tests::ports::free_port;
 use envsync_tests::postgres::PgCluster;
 use envsync_tests::process::Running;
-use envsync_tests::procs;
+use envsync_tests::procs::{self, Frozen};
 use envsync_tests::pushgateway::{Pushgateway, Sample};
 use envsync_tests::store::LocalStore;
 use serde_json::Value;
@@ -117,19 +117,6 @@ impl Env {
     }
 }
 
-/// A `pg_dump` stopped with SIGSTOP; dropping it kills it, so a failing test
-/// leaves no stopped process behind.
-struct Frozen(i32);
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        if procs::is_alive(self.0) && procs::comm_of(self.0).as_deref() == Some("pg_dump") {
-            procs::signal(self.0, libc::SIGKILL);
-            procs::signal(self.0, libc::SIGCONT);
-        }
-    }
-}
-
 /// Waits for the `pg_dump` under `host_pid` and freezes it.
 fn freeze_pg_dump(running: &mut Running) -> Frozen {
     let host_pid = running.pid() as i32;
@@ -140,8 +127,7 @@ fn freeze_pg_dump(running: &mut Running) -> Frozen {
         let out = running.wait_timeout(Duration::from_secs(10));
         panic!("the task never started pg_dump\n{out}");
     };
-    procs::signal(dump, libc::SIGSTOP);
-    Frozen(dump)
+    Frozen::freeze(dump, "pg_dump")
 }
 
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
@@ -185,7 +171,7 @@ fn a_second_run_of_a_running_task_is_refused_and_sigterm_stops_the_first_cleanly
         &["asked to stop"],
         "the run stopped by SIGTERM",
     );
-    assert!(!procs::is_alive(dump.0), "pg_dump survived the stop");
+    assert!(!procs::is_alive(dump.pid()), "pg_dump survived the stop");
     assert_eq!(
         env.store.pointer(INSTANCE, "big_lock"),
         None,
@@ -229,7 +215,10 @@ fn a_step_past_its_deadline_is_stopped_with_its_programs() {
         &["exceeded the step's maximum runtime of 4s"],
         "a backup past its deadline",
     );
-    assert!(!procs::is_alive(dump.0), "pg_dump outlived the deadline");
+    assert!(
+        !procs::is_alive(dump.pid()),
+        "pg_dump outlived the deadline"
+    );
     assert_eq!(env.store.pointer(INSTANCE, "big_deadline"), None);
     let status = env.host.run(&[
         "status",
@@ -388,7 +377,7 @@ fn sigterm_during_a_scheduled_backup_fails_the_step_and_leaves_the_pointer() {
         &["stopped part-way", "nightly"],
         "the daemon stopped during a backup",
     );
-    assert!(!procs::is_alive(dump.0), "pg_dump survived the stop");
+    assert!(!procs::is_alive(dump.pid()), "pg_dump survived the stop");
     assert_eq!(env.store.pointer(INSTANCE, "big_daemon"), None);
     assert!(
         env.store.visible_files().is_empty(),

@@ -11,7 +11,7 @@ use envsync_tests::host_cli::{Expect, Host, Step, exit, objects_with};
 use envsync_tests::paths::fixture;
 use envsync_tests::postgres::{HoldMode, PgCluster};
 use envsync_tests::process::{Output, Running};
-use envsync_tests::procs;
+use envsync_tests::procs::{self, Frozen};
 use envsync_tests::store::{self, LocalStore};
 
 /// The instance (key folder) of backups: the default is the `--db-host` value.
@@ -568,36 +568,12 @@ fn create_big_database(pg: &PgCluster, name: &str) {
     .unwrap();
 }
 
-/// The `pg_dump` of a backup, frozen half-way. Dropping it kills it, so that
-/// a failing test leaves no stopped process behind.
-struct FrozenDump(i32);
-
-impl FrozenDump {
-    fn pid(&self) -> i32 {
-        self.0
-    }
-
-    /// SIGKILL (and SIGCONT, for a stopped process), if it is still our pg_dump.
-    fn kill(&self) {
-        if procs::is_alive(self.0) && procs::comm_of(self.0).as_deref() == Some("pg_dump") {
-            procs::signal(self.0, libc::SIGKILL);
-            procs::signal(self.0, libc::SIGCONT);
-        }
-    }
-}
-
-impl Drop for FrozenDump {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// Starts a backup of `db` in the background and returns once its `pg_dump`
 /// is frozen (SIGSTOP) half-way: a new file has appeared in the store and
 /// grown past 256 KiB. The dump is let run in short bursts so it cannot finish
 /// before the test sees the partial upload, however fast the machine is.
 /// Returns the running host, the frozen pg_dump and the partial file.
-fn backup_frozen_half_way(env: &Env, db: &str) -> (Running, FrozenDump, String) {
+fn backup_frozen_half_way(env: &Env, db: &str) -> (Running, Frozen, String) {
     let before: BTreeSet<String> = env.store.files().into_iter().collect();
     let mut running = env.backup_step(db).spawn(&env.host).unwrap();
     let host_pid = running.pid() as i32;
@@ -608,8 +584,7 @@ fn backup_frozen_half_way(env: &Env, db: &str) -> (Running, FrozenDump, String) 
         let out = running.wait_timeout(Duration::from_secs(10));
         panic!("the backup never started pg_dump\n{out}");
     };
-    procs::signal(dump, libc::SIGSTOP);
-    let frozen = FrozenDump(dump);
+    let frozen = Frozen::freeze(dump, "pg_dump");
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut first_seen: Option<u64> = None;

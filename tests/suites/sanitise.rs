@@ -79,6 +79,20 @@ impl Files {
     }
 }
 
+/// A throwaway PostgreSQL with the fixture loaded into `shop`.
+fn pg_shop() -> PgCluster {
+    let pg = PgCluster::start().unwrap();
+    pg.create_database("shop").unwrap();
+    pg.load_sql_file("shop", &fixture("sanitise/postgres.sql"))
+        .unwrap();
+    pg
+}
+
+/// The `[task.database]` lines of database `name` on a server.
+fn database_lines(host: &str, port: u16, user: &str, name: &str) -> String {
+    format!("host = \"{host}\"\nport = {port}\nuser = \"{user}\"\nname = \"{name}\"")
+}
+
 fn host_with_sanitisers() -> Host {
     let host = Host::built();
     // The plugin folder: the built plugins plus the hostile test sanitiser.
@@ -170,18 +184,10 @@ fn pg_originals(pg: &PgCluster, db: &str) -> BTreeSet<String> {
 #[test]
 fn a_sanitised_postgres_backup_restores_without_personal_data() {
     let host = host_with_sanitisers();
-    let pg = PgCluster::start().unwrap();
-    pg.create_database("shop").unwrap();
-    pg.load_sql_file("shop", &fixture("sanitise/postgres.sql"))
-        .unwrap();
+    let pg = pg_shop();
     let store = LocalStore::new().unwrap();
     let files = Files::new();
-    let conn = format!(
-        "host = \"{}\"\nport = {}\nuser = \"{}\"\nname = \"shop\"",
-        pg.host(),
-        pg.port(),
-        pg.user()
-    );
+    let conn = database_lines(pg.host(), pg.port(), pg.user(), "shop");
     let config = files.config(
         &store,
         "postgres",
@@ -254,18 +260,10 @@ fn a_sanitised_postgres_backup_restores_without_personal_data() {
 #[test]
 fn sanitise_check_reports_a_new_column_and_strict_mode_refuses_to_dump() {
     let host = host_with_sanitisers();
-    let pg = PgCluster::start().unwrap();
-    pg.create_database("shop").unwrap();
-    pg.load_sql_file("shop", &fixture("sanitise/postgres.sql"))
-        .unwrap();
+    let pg = pg_shop();
     let store = LocalStore::new().unwrap();
     let files = Files::new();
-    let conn = format!(
-        "host = \"{}\"\nport = {}\nuser = \"{}\"\nname = \"shop\"",
-        pg.host(),
-        pg.port(),
-        pg.user()
-    );
+    let conn = database_lines(pg.host(), pg.port(), pg.user(), "shop");
     let config = files.config(
         &store,
         "postgres",
@@ -311,10 +309,7 @@ fn sanitise_check_reports_a_new_column_and_strict_mode_refuses_to_dump() {
 #[test]
 fn the_residual_scan_fails_a_strict_step_and_reports_otherwise() {
     let host = host_with_sanitisers();
-    let pg = PgCluster::start().unwrap();
-    pg.create_database("shop").unwrap();
-    pg.load_sql_file("shop", &fixture("sanitise/postgres.sql"))
-        .unwrap();
+    let pg = pg_shop();
     let store = LocalStore::new().unwrap();
     let files = Files::new();
     // Rules that keep the e-mails.
@@ -322,12 +317,7 @@ fn the_residual_scan_fails_a_strict_step_and_reports_otherwise() {
         .unwrap()
         .replacen("email = \"fake_email\"", "email = \"keep\"", 1);
     std::fs::write(files.path("leaky.toml"), rules).unwrap();
-    let conn = format!(
-        "host = \"{}\"\nport = {}\nuser = \"{}\"\nname = \"shop\"",
-        pg.host(),
-        pg.port(),
-        pg.user()
-    );
+    let conn = database_lines(pg.host(), pg.port(), pg.user(), "shop");
     let config = files.config(
         &store,
         "postgres",
@@ -373,12 +363,7 @@ fn a_sanitised_mariadb_backup_restores_without_personal_data() {
         .unwrap();
     let store = LocalStore::new().unwrap();
     let files = Files::new();
-    let conn = format!(
-        "host = \"{}\"\nport = {}\nuser = \"{}\"\nname = \"shop\"",
-        db.host(),
-        db.port(),
-        db.user()
-    );
+    let conn = database_lines(db.host(), db.port(), db.user(), "shop");
     let config = files.config(
         &store,
         "mysql",
@@ -429,10 +414,7 @@ fn a_sanitised_mariadb_backup_restores_without_personal_data() {
 #[test]
 fn hostile_sanitisers_are_stopped_with_a_clear_error_and_publish_nothing() {
     let host = host_with_sanitisers();
-    let pg = PgCluster::start().unwrap();
-    pg.create_database("shop").unwrap();
-    pg.load_sql_file("shop", &fixture("sanitise/postgres.sql"))
-        .unwrap();
+    let pg = pg_shop();
     let store = LocalStore::new().unwrap();
     let files = Files::new();
     let modes: &[(&str, &[&str])] = &[
@@ -453,12 +435,7 @@ fn hostile_sanitisers_are_stopped_with_a_clear_error_and_publish_nothing() {
         tasks.push((format!("h-{mode}"), format!("hostile-{mode}.toml")));
     }
     tasks.push(("good".into(), "rules.toml".into()));
-    let conn = format!(
-        "host = \"{}\"\nport = {}\nuser = \"{}\"\nname = \"shop\"",
-        pg.host(),
-        pg.port(),
-        pg.user()
-    );
+    let conn = database_lines(pg.host(), pg.port(), pg.user(), "shop");
     let task_refs: Vec<(&str, &str, &str)> = tasks
         .iter()
         .map(|(n, r)| {
@@ -537,12 +514,7 @@ fn a_hostile_sanitiser_sees_no_environment_and_a_stopped_clock() {
     .unwrap();
     let store = LocalStore::new().unwrap();
     let files = Files::new();
-    let conn = format!(
-        "host = \"{}\"\nport = {}\nuser = \"{}\"\nname = \"notes\"",
-        pg.host(),
-        pg.port(),
-        pg.user()
-    );
+    let conn = database_lines(pg.host(), pg.port(), pg.user(), "notes");
     for mode in ["env", "clock"] {
         std::fs::write(
             files.path(&format!("hostile-{mode}.toml")),
@@ -581,18 +553,10 @@ fn a_hostile_sanitiser_sees_no_environment_and_a_stopped_clock() {
 #[test]
 fn a_sanitised_postgres_copy_fills_the_target_without_personal_data() {
     let host = host_with_sanitisers();
-    let pg = PgCluster::start().unwrap();
-    pg.create_database("shop").unwrap();
-    pg.load_sql_file("shop", &fixture("sanitise/postgres.sql"))
-        .unwrap();
+    let pg = pg_shop();
     let store = LocalStore::new().unwrap();
     let files = Files::new();
-    let conn = format!(
-        "host = \"{}\"\nport = {}\nuser = \"{}\"\nname = \"shop_staging\"",
-        pg.host(),
-        pg.port(),
-        pg.user()
-    );
+    let conn = database_lines(pg.host(), pg.port(), pg.user(), "shop_staging");
     // A copy task: the source is [task.source], the step op is copy.
     let config = files.config(
         &store,

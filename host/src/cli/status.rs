@@ -8,7 +8,6 @@ use anyhow::{Context, Result};
 use clap::Args;
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
-use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
@@ -61,7 +60,7 @@ fn table(rows: &[Row], colour: bool) -> String {
                 l.time.format("%Y-%m-%d %H:%M").to_string(),
                 format!("{:.1}s", l.duration_seconds),
                 l.size.map(human_size).unwrap_or_else(|| "-".into()),
-                age(r.age_seconds),
+                history::short_age(r.age_seconds),
             ]
         })
         .collect();
@@ -93,17 +92,6 @@ fn table(rows: &[Row], colour: bool) -> String {
         }
     }
     out
-}
-
-/// A short age: `42s`, `5m`, `3h`, `9d`.
-fn age(seconds: f64) -> String {
-    let d = Duration::from_secs_f64(seconds.max(0.0)).as_secs();
-    match d {
-        0..60 => format!("{d}s"),
-        60..3600 => format!("{}m", d / 60),
-        3600..86400 => format!("{}h", d / 3600),
-        _ => format!("{}d", d / 86400),
-    }
 }
 
 #[cfg(test)]

@@ -123,6 +123,17 @@ fn parse_lines(text: &str, path: &Path) -> Vec<Record> {
         .collect()
 }
 
+/// A short age for tables: `42s`, `5m`, `3h`, `9d`.
+pub fn short_age(seconds: f64) -> String {
+    let d = Duration::from_secs_f64(seconds.max(0.0)).as_secs();
+    match d {
+        0..60 => format!("{d}s"),
+        60..3600 => format!("{}m", d / 60),
+        3600..86400 => format!("{}h", d / 3600),
+        _ => format!("{}d", d / 86400),
+    }
+}
+
 /// The latest run of one database and operation, as `status` shows it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Row {

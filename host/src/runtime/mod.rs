@@ -473,16 +473,35 @@ async fn guard<T>(
             ),
         )
         .into()),
-        Ok(Err(trap)) if limits.memory_cap_hit.load(Ordering::SeqCst) => Err(Failure::new(
-            Kind::Sandbox,
-            format!("plugin {plugin} was stopped during {op}: {}", root_message(&trap)),
+        Ok(Err(trap)) => Err(trap_failure(
+            &format!("plugin {plugin}"),
+            op,
+            &trap,
+            &limits.memory_cap_hit,
         )
         .into()),
-        Ok(Err(trap)) => Err(Failure::new(
+    }
+}
+
+/// A guest call that trapped, for engines and sanitisers alike: stopped by
+/// the memory cap (its limiter set `memory_cap_hit`) or crashed.
+pub(crate) fn trap_failure(
+    who: &str,
+    what: &str,
+    trap: &wasmtime::Error,
+    memory_cap_hit: &AtomicBool,
+) -> Failure {
+    let cause = root_message(trap);
+    if memory_cap_hit.load(Ordering::SeqCst) {
+        Failure::new(
             Kind::Sandbox,
-            format!("plugin {plugin} crashed (trapped) during {op}: {}", root_message(&trap)),
+            format!("{who} was stopped during {what}: {cause}"),
         )
-        .into()),
+    } else {
+        Failure::new(
+            Kind::Sandbox,
+            format!("{who} crashed (trapped) during {what}: {cause}"),
+        )
     }
 }
 

@@ -44,6 +44,11 @@ pub fn default_plugin_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("plugins"))
 }
 
+/// Why a second component with an already loaded name is refused.
+fn name_taken(what: &str, name: &str, other: Option<&Path>) -> Option<String> {
+    other.map(|o| format!("{what} name {name:?} is already taken by {}", o.display()))
+}
+
 impl Registry {
     /// Loads every plugin in `dir`.
     pub async fn scan(runtime: &Runtime, dir: &Path) -> Result<Registry> {
@@ -71,40 +76,28 @@ impl Registry {
         for file in files {
             match runtime.load_any(&file).await {
                 Ok(Loaded::Sanitiser(sanitiser)) => {
-                    if let Some(other) = registry
+                    let other = registry
                         .sanitisers
                         .iter()
                         .find(|s| s.info.name == sanitiser.info.name)
-                    {
-                        registry.broken.push(BrokenPlugin {
-                            reason: format!(
-                                "sanitiser name {:?} is already taken by {}",
-                                sanitiser.info.name,
-                                other.file.display()
-                            ),
-                            file,
-                        });
-                    } else {
-                        registry.sanitisers.push(*sanitiser);
+                        .map(|s| s.file.as_path());
+                    match name_taken("sanitiser", &sanitiser.info.name, other) {
+                        Some(reason) => registry.broken.push(BrokenPlugin { file, reason }),
+                        None => registry.sanitisers.push(*sanitiser),
                     }
                 }
                 Ok(Loaded::Engine(plugin)) => {
-                    if let Some(other) = registry
+                    let other = registry
                         .plugins
                         .iter()
                         .find(|p| p.info.name == plugin.info.name)
-                    {
-                        registry.broken.push(BrokenPlugin {
-                            reason: format!(
-                                "plugin name {:?} is already taken by {}",
-                                plugin.info.name,
-                                other.file.display()
-                            ),
-                            file,
-                        });
-                    } else {
-                        tracing::debug!(plugin = plugin.info.name, file = %file.display(), from_cache = plugin.from_cache, "loaded plugin");
-                        registry.plugins.push(*plugin);
+                        .map(|p| p.file.as_path());
+                    match name_taken("plugin", &plugin.info.name, other) {
+                        Some(reason) => registry.broken.push(BrokenPlugin { file, reason }),
+                        None => {
+                            tracing::debug!(plugin = plugin.info.name, file = %file.display(), from_cache = plugin.from_cache, "loaded plugin");
+                            registry.plugins.push(*plugin);
+                        }
                     }
                 }
                 Err(e) => {
@@ -119,42 +112,33 @@ impl Registry {
 
     /// The sanitiser called `name`, or an error listing what there is.
     pub fn sanitiser(&self, name: &str) -> Result<&LoadedSanitiser> {
-        if let Some(s) = self.sanitisers.iter().find(|s| s.info.name == name) {
-            return Ok(s);
+        let known = self.sanitisers.iter().map(|s| s.info.name.as_str());
+        match self.sanitisers.iter().find(|s| s.info.name == name) {
+            Some(s) => Ok(s),
+            None => Err(self.not_found("sanitiser", name, known)),
         }
-        let known: Vec<&str> = self
-            .sanitisers
-            .iter()
-            .map(|s| s.info.name.as_str())
-            .collect();
-        let mut message = format!(
-            "no sanitiser named {name:?} in {} (found: {})",
-            self.dir.display(),
-            if known.is_empty() {
-                "none".to_string()
-            } else {
-                known.join(", ")
-            }
-        );
-        for broken in &self.broken {
-            message.push_str(&format!(
-                "; {} could not be loaded: {}",
-                broken.file.display(),
-                broken.reason
-            ));
-        }
-        message.push_str("; put the sanitiser's .wasm file there or pass --plugin-dir");
-        Err(Failure::new(Kind::Plugin, message).into())
     }
 
     /// The plugin called `name`, or an error listing what there is.
     pub fn get(&self, name: &str) -> Result<&LoadedPlugin> {
-        if let Some(p) = self.plugins.iter().find(|p| p.info.name == name) {
-            return Ok(p);
+        let known = self.plugins.iter().map(|p| p.info.name.as_str());
+        match self.plugins.iter().find(|p| p.info.name == name) {
+            Some(p) => Ok(p),
+            None => Err(self.not_found("plugin", name, known)),
         }
-        let known: Vec<&str> = self.plugins.iter().map(|p| p.info.name.as_str()).collect();
+    }
+
+    /// "No `what` named `name`": what there is, what could not be loaded
+    /// and why, and where to put the file.
+    fn not_found<'a>(
+        &self,
+        what: &str,
+        name: &str,
+        known: impl Iterator<Item = &'a str>,
+    ) -> anyhow::Error {
+        let known: Vec<&str> = known.collect();
         let mut message = format!(
-            "no plugin named {name:?} in {} (found: {})",
+            "no {what} named {name:?} in {} (found: {})",
             self.dir.display(),
             if known.is_empty() {
                 "none".to_string()
@@ -169,7 +153,9 @@ impl Registry {
                 broken.reason
             ));
         }
-        message.push_str("; put the plugin's .wasm file there or pass --plugin-dir");
-        Err(Failure::new(Kind::Plugin, message).into())
+        message.push_str(&format!(
+            "; put the {what}'s .wasm file there or pass --plugin-dir"
+        ));
+        Failure::new(Kind::Plugin, message).into()
     }
 }

@@ -14,12 +14,13 @@ use super::bindings::{RunContext, Sanitiser, SanitiserError, SanitiserInfo, Sani
 use super::pii::{Findings, Scanner};
 use super::state::SanitiserState;
 use crate::failure::{Failure, Kind};
+use crate::runtime::trap_failure;
 use anyhow::Result;
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use wasmtime::{Engine, Store};
@@ -308,23 +309,9 @@ async fn guard<T>(
             ),
         )
         .into()),
-        Ok(Err(trap)) if memory_cap_hit.load(Ordering::SeqCst) => Err(Failure::new(
-            Kind::Sandbox,
-            format!("sanitiser {name} was stopped during {what}: {}", trap.root_cause()),
-        )
-        .into()),
-        Ok(Err(trap)) => Err(Failure::new(
-            Kind::Sandbox,
-            format!("sanitiser {name} crashed (trapped) during {what}: {}", trap_text(&trap)),
-        )
-        .into()),
-    }
-}
-
-fn trap_text(error: &wasmtime::Error) -> String {
-    match error.downcast_ref::<wasmtime::Trap>() {
-        Some(trap) => trap.to_string(),
-        None => error.root_cause().to_string(),
+        Ok(Err(trap)) => Err(
+            trap_failure(&format!("sanitiser {name}"), what, &trap, memory_cap_hit).into(),
+        ),
     }
 }
 
@@ -465,6 +452,26 @@ impl SanitiserSession {
         Ok(())
     }
 
+    /// The sanitiser's answer, or the failure it becomes: its typed error
+    /// (the step failed) or a trap, deadline or stop (already classified).
+    fn answer<T>(
+        &mut self,
+        result: Result<Result<T, SanitiserError>>,
+        on: &str,
+    ) -> Result<T, String> {
+        match result {
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err(e)) => {
+                let message = format!("sanitiser {} failed on {on}: {}", self.name, error_text(&e));
+                Err(self.fail(Kind::StepFailed, message))
+            }
+            Err(e) => {
+                let kind = crate::failure::kind_of(&e).unwrap_or(Kind::Sandbox);
+                Err(self.fail(kind, format!("{e:#}")))
+            }
+        }
+    }
+
     fn fail(&mut self, kind: Kind, message: String) -> String {
         tracing::error!("{message}");
         self.failure_kind = kind;
@@ -513,21 +520,7 @@ impl SanitiserSession {
             };
             let result = self.instance.transform_rows(&table, &columns, &sent).await;
             self.stats.busy += started.elapsed();
-            let out = match result {
-                Ok(Ok(out)) => out,
-                Ok(Err(e)) => {
-                    let message = format!(
-                        "sanitiser {} failed on table {table}: {}",
-                        self.name,
-                        error_text(&e)
-                    );
-                    return Err(self.fail(Kind::StepFailed, message));
-                }
-                Err(e) => {
-                    let kind = crate::failure::kind_of(&e).unwrap_or(Kind::Sandbox);
-                    return Err(self.fail(kind, format!("{e:#}")));
-                }
-            };
+            let out = self.answer(result, &format!("table {table}"))?;
             let rows_out = match Packed::new(
                 out.rows,
                 &out.data,
@@ -588,21 +581,7 @@ impl SanitiserSession {
             self.stats.bytes_in += documents.iter().map(|d| d.len() as u64).sum::<u64>();
             let result = self.instance.transform_documents(&index, &documents).await;
             self.stats.busy += started.elapsed();
-            let out = match result {
-                Ok(Ok(out)) => out,
-                Ok(Err(e)) => {
-                    let message = format!(
-                        "sanitiser {} failed on index {index}: {}",
-                        self.name,
-                        error_text(&e)
-                    );
-                    return Err(self.fail(Kind::StepFailed, message));
-                }
-                Err(e) => {
-                    let kind = crate::failure::kind_of(&e).unwrap_or(Kind::Sandbox);
-                    return Err(self.fail(kind, format!("{e:#}")));
-                }
-            };
+            let out = self.answer(result, &format!("index {index}"))?;
             if out.len() > documents.len() {
                 let message = format!(
                     "sanitiser {} returned {} documents for a batch of {} of index {index}; documents may be dropped, never added",

@@ -82,7 +82,7 @@ fn table(out: &mut String, rows: &[Row]) {
             when = l.time.format("%Y-%m-%d %H:%M"),
             dur = l.duration_seconds,
             size = l.size.map(human_size).unwrap_or_else(|| "-".into()),
-            age = short_age(row.age_seconds),
+            age = history::short_age(row.age_seconds),
         );
     }
     out.push_str("</tbody></table>\n");
@@ -229,16 +229,6 @@ fn fmt_time(t: i64) -> String {
     DateTime::from_timestamp(t, 0)
         .map(|d| d.format("%m-%d %H:%M").to_string())
         .unwrap_or_default()
-}
-
-fn short_age(seconds: f64) -> String {
-    let d = seconds.max(0.0) as u64;
-    match d {
-        0..60 => format!("{d}s"),
-        60..3600 => format!("{}m", d / 60),
-        3600..86400 => format!("{}h", d / 3600),
-        _ => format!("{}d", d / 86400),
-    }
 }
 
 /// HTML-escapes text for element content and attribute values.
