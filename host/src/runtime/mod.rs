@@ -55,6 +55,11 @@ impl Runtime {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
+        if std::env::var_os("ENVSYNC_PERFMAP").is_some() {
+            // For `perf record`: names the compiled guest functions in
+            // /tmp/perf-PID.map (docs/benchmarks.md, profiling).
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)
             .map_err(anyhow::Error::from)
             .context("creating the wasm engine")?;

@@ -5,7 +5,8 @@
 /// A validated view of a batch: `rows` rows of `columns` values.
 #[derive(Debug)]
 pub struct Packed<'a> {
-    data: &'a [u8],
+    /// The values' text (checked once as a whole).
+    text: &'a str,
     ends: &'a [u32],
     nulls: &'a [u8],
     pub columns: usize,
@@ -32,7 +33,7 @@ impl<'a> Packed<'a> {
         if columns == 0 {
             return if ends.is_empty() {
                 Ok(Packed {
-                    data,
+                    text: "",
                     ends,
                     nulls,
                     columns,
@@ -49,6 +50,8 @@ impl<'a> Packed<'a> {
                 ends.len()
             ));
         }
+        // One UTF-8 check over all the text, then every value must start
+        // and end on a character boundary.
         let mut start = 0u32;
         for (i, &end) in ends.iter().enumerate() {
             if end < start || end as usize > data.len() {
@@ -57,13 +60,17 @@ impl<'a> Packed<'a> {
                     data.len()
                 ));
             }
-            if std::str::from_utf8(&data[start as usize..end as usize]).is_err() {
+            if !is_boundary(data, end as usize) {
                 return Err(format!("value {i} is not UTF-8 text"));
             }
             start = end;
         }
+        let text = std::str::from_utf8(&data[..start as usize]).map_err(|e| {
+            let i = ends.partition_point(|&end| (end as usize) <= e.valid_up_to());
+            format!("value {i} is not UTF-8 text")
+        })?;
         Ok(Packed {
-            data,
+            text,
             ends,
             nulls,
             columns,
@@ -75,21 +82,28 @@ impl<'a> Packed<'a> {
     pub fn values(&self) -> impl Iterator<Item = Option<&'a str>> + '_ {
         let mut start = 0usize;
         self.ends.iter().enumerate().map(move |(i, &end)| {
-            let text = &self.data[start..end as usize];
+            // In range and on character boundaries: checked in `new`.
+            let value = &self.text[start..end as usize];
             start = end as usize;
-            if self.nulls[i / 8] & (1 << (i % 8)) != 0 {
-                None
-            } else {
-                // Checked in `new`.
-                Some(std::str::from_utf8(text).unwrap_or_default())
-            }
+            (self.nulls[i / 8] & (1 << (i % 8)) == 0).then_some(value)
         })
+    }
+
+    /// The text of all values together.
+    pub fn text(&self) -> &'a str {
+        self.text
     }
 
     /// Bytes of text in the batch.
     pub fn bytes(&self) -> usize {
         self.ends.last().map_or(0, |&e| e as usize)
     }
+}
+
+/// Whether `at` is a character boundary of UTF-8 text `data` (the end, or
+/// not a continuation byte).
+fn is_boundary(data: &[u8], at: usize) -> bool {
+    data.get(at).is_none_or(|&b| (b as i8) >= -0x40)
 }
 
 #[cfg(test)]
@@ -134,6 +148,11 @@ mod tests {
                 .unwrap_err()
                 .contains("UTF-8")
         );
+        // Valid text as a whole, but a value ends inside a character.
+        let e = Packed::new(1, "aé".as_bytes(), &[2, 3], &[0], 2).unwrap_err();
+        assert!(e.contains("value 0 is not UTF-8"), "{e}");
+        let e = Packed::new(1, b"ab\xffc", &[2, 4], &[0], 2).unwrap_err();
+        assert!(e.contains("value 1 is not UTF-8"), "{e}");
         assert_eq!(Packed::new(0, b"", &[], &[], 0).unwrap().rows, 0);
     }
 }

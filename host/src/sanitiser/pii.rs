@@ -91,21 +91,48 @@ impl Scanner {
 
     /// Counts what `value` holds (each kind at most once per value).
     pub fn scan(&mut self, value: &str) {
-        // Cheap filters first: most values have no '@' and few digits.
+        self.scan_value(value, true);
+    }
+
+    /// Scans the values of a batch whose text, all values together, is
+    /// `text` (one search for '@' serves them all).
+    pub fn scan_batch<'a>(&mut self, text: &str, values: impl Iterator<Item = &'a str>) {
+        let any_at = text.contains('@');
+        for value in values {
+            self.scan_value(value, any_at);
+        }
+    }
+
+    fn scan_value(&mut self, value: &str, may_have_at: bool) {
+        // Cheap filters first. Nothing the patterns find is shorter than 5
+        // bytes (a@b.c) or, without an '@', 9 bytes (an NI number; phone
+        // and card numbers need 10 digits).
+        if value.len() < 5 {
+            return;
+        }
         // Digits inside an e-mail address (a hash in a mask) are not a phone
         // or card number: look at the rest of the value for those.
         let blanked;
-        let value = if value.contains('@') {
+        let value = if may_have_at && value.contains('@') {
             if self.has_foreign_email(value) {
                 self.findings.emails += 1;
             }
             blanked = EMAIL.replace_all(value, " ");
             blanked.as_ref()
+        } else if value.len() < 9 {
+            return;
         } else {
             value
         };
-        let digits = value.bytes().filter(u8::is_ascii_digit).count();
-        if digits >= 6 && NI_NUMBER.is_match(value) {
+        // One pass (vectorised) counts what the patterns need: an NI number
+        // has six digits and at least two capitals, the others ten digits.
+        let (digits, capitals) = value.bytes().fold((0u32, 0u32), |(d, c), b| {
+            (
+                d + u32::from(b.is_ascii_digit()),
+                c + u32::from(b.is_ascii_uppercase()),
+            )
+        });
+        if digits >= 6 && capitals >= 2 && NI_NUMBER.is_match(value) {
             self.findings.ni_numbers += 1;
         }
         if digits < 10 {
@@ -175,11 +202,16 @@ pub fn luhn(text: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// Scans one value at a time and as one batch; both must agree.
     fn scan(values: &[&str]) -> Findings {
-        let mut s = Scanner::new(&["example.com".to_string(), "example.invalid".to_string()]);
+        let allowed = ["example.com".to_string(), "example.invalid".to_string()];
+        let mut s = Scanner::new(&allowed);
         for v in values {
             s.scan(v);
         }
+        let mut batch = Scanner::new(&allowed);
+        batch.scan_batch(&values.concat(), values.iter().copied());
+        assert_eq!(s.findings, batch.findings, "{values:?}");
         s.findings
     }
 

@@ -491,6 +491,9 @@ impl SanitiserSession {
         if let Some(f) = &self.failure {
             return Err(f.clone());
         }
+        // Every batch is checked once on its way in and once on its way
+        // back; the residual scan reads the checked batch the engine gets.
+        let wanted = self.wants(&table);
         let (rows_in, bytes_in) = match Packed::new(
             batch.rows,
             &batch.data,
@@ -498,7 +501,12 @@ impl SanitiserSession {
             &batch.nulls,
             columns.len(),
         ) {
-            Ok(p) => (p.rows, p.bytes()),
+            Ok(p) => {
+                if !wanted {
+                    self.scan(&p);
+                }
+                (p.rows, p.bytes())
+            }
             Err(why) => {
                 return Err(self.fail(
                     Kind::Plugin,
@@ -506,7 +514,7 @@ impl SanitiserSession {
                 ));
             }
         };
-        let out = if self.wants(&table) {
+        let out = if wanted {
             let started = Instant::now();
             self.stats.tables.insert(table.clone());
             self.stats.rows_in += rows_in as u64;
@@ -528,7 +536,10 @@ impl SanitiserSession {
                 &out.nulls,
                 columns.len(),
             ) {
-                Ok(p) => p.rows,
+                Ok(p) => {
+                    self.scan(&p);
+                    p.rows
+                }
                 Err(why) => {
                     let message = format!(
                         "sanitiser {} returned a bad batch for table {table} ({why}); rows may be dropped, never reshaped",
@@ -555,13 +566,14 @@ impl SanitiserSession {
             self.stats.rows_passed += rows_in as u64;
             batch
         };
-        let packed = Packed::new(out.rows, &out.data, &out.ends, &out.nulls, columns.len())
-            .expect("checked above");
-        for value in packed.values().flatten() {
-            self.scanner.scan(value);
-        }
-        self.stats.findings = self.scanner.findings.clone();
         Ok(out)
+    }
+
+    /// The residual scan over every value of a checked batch.
+    fn scan(&mut self, batch: &Packed) {
+        self.scanner
+            .scan_batch(batch.text(), batch.values().flatten());
+        self.stats.findings = self.scanner.findings.clone();
     }
 
     /// Documents: as rows, without the column check.

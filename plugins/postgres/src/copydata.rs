@@ -17,14 +17,14 @@
 //! sent in batches, and the rows that come back are encoded again; other
 //! tables' blocks are copied through by the chunk without looking at rows.
 
-use envsync_plugin_sdk::Error;
+use envsync_plugin_sdk::rows::RowBatchBuilder;
+use envsync_plugin_sdk::{Error, RowBatch};
 use memchr::{memchr, memchr_iter, memmem, memrchr};
+use std::borrow::Cow;
 
-/// One row: values in column order, `None` for NULL.
-pub type Row = Vec<Option<String>>;
-
-/// A batch goes to the sanitiser once it holds this many rows…
-pub const BATCH_ROWS: usize = 1000;
+/// A batch goes to the sanitiser once it holds this many rows… (more than
+/// the contract's minimum of 1,000: each call has a fixed cost)
+pub const BATCH_ROWS: usize = 8192;
 /// …or this many bytes of row text, whichever comes first (and at the end
 /// of each table).
 pub const BATCH_BYTES: usize = 1 << 20;
@@ -145,18 +145,18 @@ impl Parser<'_> {
     }
 }
 
-/// Decodes one value of a text COPY line. `\N` (the whole value) is NULL.
-pub fn decode_value(raw: &[u8]) -> Result<Option<String>, String> {
+/// Decodes one value of a text COPY line. `\N` (the whole value) is NULL;
+/// a value without escapes is borrowed.
+pub fn decode_value(raw: &[u8]) -> Result<Option<Cow<'_, str>>, String> {
     if raw == b"\\N" {
         return Ok(None);
     }
-    let bytes = match memchr(b'\\', raw) {
-        None => raw.to_vec(),
-        Some(first) => unescape(raw, first),
+    let text = match memchr(b'\\', raw) {
+        None => std::str::from_utf8(raw).ok().map(Cow::Borrowed),
+        Some(first) => String::from_utf8(unescape(raw, first)).ok().map(Cow::Owned),
     };
-    String::from_utf8(bytes)
-        .map(Some)
-        .map_err(|_| "a value is not valid UTF-8".to_string())
+    text.map(Some)
+        .ok_or_else(|| "a value is not valid UTF-8".to_string())
 }
 
 /// PostgreSQL's text COPY de-escaping (CopyReadAttributesText), from the
@@ -217,42 +217,46 @@ fn unescape(raw: &[u8], first: usize) -> Vec<u8> {
     out
 }
 
-/// Decodes a data line (without its newline) into a row of `columns`
-/// values.
-pub fn decode_row(line: &[u8], columns: usize) -> Result<Row, String> {
-    let mut row = Vec::with_capacity(columns);
-    if memchr(b'\\', line).is_none() {
-        // The common case: no escapes and no NULLs anywhere in the line, so
-        // every value is a plain slice; UTF-8 is checked once per line.
-        let text =
-            std::str::from_utf8(line).map_err(|_| "a value is not valid UTF-8".to_string())?;
-        let mut start = 0;
-        for tab in memchr_iter(b'\t', line) {
-            row.push(Some(text[start..tab].to_string()));
-            start = tab + 1;
+/// Decodes a data line (without its newline) into the next row of
+/// `batch`, which has `columns` values per row. Values go straight into the
+/// batch's buffer (no allocation per value); on error the batch may hold
+/// part of the row and must be dropped. Lines without escapes are not
+/// checked for UTF-8 here: [`Batch::take`] checks a whole batch at once.
+pub fn decode_row_into(
+    line: &[u8],
+    columns: usize,
+    batch: &mut RowBatchBuilder,
+) -> Result<(), String> {
+    let wrong_count = || {
+        let found = memchr_iter(b'\t', line).count() + 1;
+        format!("a row has {found} values for {columns} columns")
+    };
+    let escaped = memchr(b'\\', line).is_some();
+    let mut start = 0;
+    let mut pushed = 0;
+    for tab in memchr_iter(b'\t', line).chain([line.len()]) {
+        if pushed == columns {
+            return Err(wrong_count());
         }
-        row.push(Some(text[start..].to_string()));
-    } else {
-        let mut start = 0;
-        for tab in memchr_iter(b'\t', line) {
-            row.push(decode_value(&line[start..tab])?);
-            start = tab + 1;
+        let raw = &line[start..tab];
+        start = tab + 1;
+        pushed += 1;
+        if !escaped {
+            // The common case: no escapes and no NULLs in the line.
+            batch.push_with(|buf| buf.extend_from_slice(raw));
+            continue;
         }
-        row.push(decode_value(&line[start..])?);
+        batch.push(decode_value(raw)?.as_deref());
     }
-    if row.len() != columns {
-        return Err(format!(
-            "a row has {} values for {columns} columns",
-            row.len()
-        ));
+    if pushed != columns {
+        return Err(wrong_count());
     }
-    Ok(row)
+    Ok(())
 }
 
-/// Appends `value` in text COPY escaping. Fails on a NUL character, which
-/// PostgreSQL text cannot hold.
-pub fn encode_value(value: &str, out: &mut Vec<u8>) -> Result<(), NulError> {
-    let v = value.as_bytes();
+/// Appends one value (the bytes of UTF-8 text) in text COPY escaping.
+/// Fails on a NUL character, which PostgreSQL text cannot hold.
+fn encode_bytes(v: &[u8], out: &mut Vec<u8>) -> Result<(), NulError> {
     // One branch-free pass (vectorised): any backslash or control character?
     if !v
         .iter()
@@ -286,43 +290,117 @@ pub fn encode_value(value: &str, out: &mut Vec<u8>) -> Result<(), NulError> {
 #[derive(Debug, PartialEq, Eq)]
 pub struct NulError;
 
-/// Appends `row` as a data line (with its newline); on error `out` may
-/// hold part of it.
-pub fn encode_row(row: &[Option<String>], out: &mut Vec<u8>) -> Result<(), NulError> {
-    for (i, value) in row.iter().enumerate() {
-        if i > 0 {
-            out.push(b'\t');
-        }
-        match value {
-            None => out.extend_from_slice(b"\\N"),
-            Some(v) => encode_value(v, out)?,
-        }
-    }
-    out.push(b'\n');
-    Ok(())
-}
-
-/// Rows collected for one call, flushed at [`BATCH_ROWS`] rows or
-/// [`BATCH_BYTES`] bytes.
-#[derive(Debug, Default)]
+/// Rows collected for one call, packed as they are decoded; flushed at
+/// [`BATCH_ROWS`] rows or [`BATCH_BYTES`] bytes.
+#[derive(Debug)]
 pub struct Batch {
-    pub rows: Vec<Row>,
-    pub bytes: usize,
+    columns: usize,
+    rows: RowBatchBuilder,
+    /// Lines of the block before this batch's first row.
+    lines_before: u64,
 }
 
 impl Batch {
-    /// Adds a row of `bytes` bytes of text; true when the batch is full.
-    pub fn push(&mut self, row: Row, bytes: usize) -> bool {
-        self.rows.push(row);
-        self.bytes += bytes;
-        self.rows.len() >= BATCH_ROWS || self.bytes >= BATCH_BYTES
+    pub fn new(columns: usize) -> Batch {
+        Batch {
+            columns,
+            rows: RowBatchBuilder::new(columns),
+            lines_before: 0,
+        }
     }
 
-    /// The rows, leaving the batch empty.
-    pub fn take(&mut self) -> Vec<Row> {
-        self.bytes = 0;
-        std::mem::replace(&mut self.rows, Vec::with_capacity(BATCH_ROWS))
+    /// Decodes `line` as the next row; `Ok(true)` when the batch is full.
+    pub fn push_line(&mut self, line: &[u8]) -> Result<bool, RowError> {
+        let row = self.lines_before + self.rows.rows() as u64 + 1;
+        decode_row_into(line, self.columns, &mut self.rows).map_err(|why| RowError { row, why })?;
+        Ok(self.rows.rows() >= BATCH_ROWS || self.rows.bytes() >= BATCH_BYTES)
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The packed rows, leaving the batch empty; fails naming the first
+    /// row whose text is not UTF-8.
+    pub fn take(&mut self) -> Result<RowBatch, RowError> {
+        let batch = std::mem::replace(&mut self.rows, RowBatchBuilder::new(self.columns)).finish();
+        let first = self.lines_before + 1;
+        self.lines_before += u64::from(batch.rows);
+        if let Err(e) = std::str::from_utf8(&batch.data) {
+            let value = batch
+                .ends
+                .partition_point(|&end| end as usize <= e.valid_up_to());
+            return Err(RowError {
+                row: first + (value / self.columns.max(1)) as u64,
+                why: "a value is not valid UTF-8".into(),
+            });
+        }
+        Ok(batch)
+    }
+}
+
+/// A row of a data block that cannot be read: its number (1-based, within
+/// the block) and why.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RowError {
+    pub row: u64,
+    pub why: String,
+}
+
+impl RowError {
+    fn into_error(self, header: &CopyHeader) -> Error {
+        Error::Other(format!(
+            "row {} of table {} in the dump: {}",
+            self.row, header.table, self.why
+        ))
+    }
+}
+
+/// Appends the rows of `batch` (`columns` values each) as data lines.
+/// Values are copied as they are when no byte of the batch needs escaping.
+fn encode_batch(batch: &RowBatch, columns: usize, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let data = &batch.data;
+    let plain = !data
+        .iter()
+        .fold(false, |any, &b| any | (b < 0x20) | (b == b'\\'));
+    let mut start = 0usize;
+    let mut column = 0usize;
+    for (i, &end) in batch.ends.iter().enumerate() {
+        let end = end as usize;
+        if end < start || end > data.len() {
+            return Err(EncodeError::Shape);
+        }
+        if column > 0 {
+            out.push(b'\t');
+        }
+        let null = batch
+            .nulls
+            .get(i / 8)
+            .is_some_and(|b| b & (1 << (i % 8)) != 0);
+        if null {
+            out.extend_from_slice(b"\\N");
+        } else if plain {
+            out.extend_from_slice(&data[start..end]);
+        } else {
+            encode_bytes(&data[start..end], out).map_err(|NulError| EncodeError::Nul)?;
+        }
+        start = end;
+        column += 1;
+        if column == columns {
+            out.push(b'\n');
+            column = 0;
+        }
+    }
+    Ok(())
+}
+
+/// Why a batch could not be written as COPY text.
+#[derive(Debug, PartialEq, Eq)]
+enum EncodeError {
+    /// A value holds a NUL character.
+    Nul,
+    /// The offsets run backwards or past the text.
+    Shape,
 }
 
 /// What a rewrite did, for the log.
@@ -451,7 +529,7 @@ pub fn rewrite<R, W, T>(
 where
     R: FnMut() -> Result<Vec<u8>, Error>,
     W: FnMut(&[u8]) -> Result<(), Error>,
-    T: FnMut(&str, &[String], Vec<Row>) -> Result<Vec<Row>, Error>,
+    T: FnMut(&str, &[String], RowBatch) -> Result<RowBatch, Error>,
 {
     rewrite_filtered(read, write, wanted, transform, |_| true)
 }
@@ -468,7 +546,7 @@ pub fn rewrite_filtered<R, W, T, K>(
 where
     R: FnMut() -> Result<Vec<u8>, Error>,
     W: FnMut(&[u8]) -> Result<(), Error>,
-    T: FnMut(&str, &[String], Vec<Row>) -> Result<Vec<Row>, Error>,
+    T: FnMut(&str, &[String], RowBatch) -> Result<RowBatch, Error>,
     K: FnMut(&[u8]) -> bool,
 {
     let mut input = Lines {
@@ -591,39 +669,44 @@ fn sanitise_block<R, W, T>(
 where
     R: FnMut() -> Result<Vec<u8>, Error>,
     W: FnMut(&[u8]) -> Result<(), Error>,
-    T: FnMut(&str, &[String], Vec<Row>) -> Result<Vec<Row>, Error>,
+    T: FnMut(&str, &[String], RowBatch) -> Result<RowBatch, Error>,
 {
-    let mut batch = Batch::default();
+    let columns = header.columns.len();
+    let mut batch = Batch::new(columns);
     let mut flush = |batch: &mut Batch, out: &mut Out<W>, stats: &mut Stats| {
-        if batch.rows.is_empty() {
+        if batch.is_empty() {
             return Ok(());
         }
-        let rows = batch.take();
-        stats.rows_in += rows.len() as u64;
+        let rows = batch.take().map_err(|e| e.into_error(header))?;
+        stats.rows_in += u64::from(rows.rows);
         stats.batches += 1;
         let kept = transform(&header.table, &header.columns, rows)?;
-        stats.rows_out += kept.len() as u64;
-        for row in &kept {
-            if row.len() != header.columns.len() {
-                return Err(Error::Other(format!(
-                    "the sanitiser returned a row of table {} with {} values for {} columns",
-                    header.table,
-                    row.len(),
-                    header.columns.len()
-                )));
-            }
-            encode_row(row, &mut out.buf).map_err(|NulError| {
-                Error::Other(format!(
+        if kept.ends.len() as u64 != u64::from(kept.rows) * columns as u64 {
+            return Err(Error::Other(format!(
+                "the sanitiser returned {} values for {} rows of table {} with {columns} \
+                 columns",
+                kept.ends.len(),
+                kept.rows,
+                header.table,
+            )));
+        }
+        stats.rows_out += u64::from(kept.rows);
+        encode_batch(&kept, columns, &mut out.buf).map_err(|e| {
+            Error::Other(match e {
+                EncodeError::Nul => format!(
                     "the sanitiser returned a value with a NUL character for table {}, which \
                      PostgreSQL cannot store",
                     header.table
-                ))
-            })?;
-            out.maybe_send()?;
-        }
-        Ok(())
+                ),
+                EncodeError::Shape => format!(
+                    "the sanitiser returned a damaged batch for table {} (value offsets out of \
+                     order)",
+                    header.table
+                ),
+            })
+        })?;
+        out.maybe_send()
     };
-    let mut line_no = 0u64;
     loop {
         let Some(range) = input.next_line()? else {
             return Err(cut_off(header));
@@ -634,17 +717,10 @@ where
             out.put(line)?;
             return Ok(());
         }
-        line_no += 1;
         let Some(text) = line.strip_suffix(b"\n") else {
             return Err(cut_off(header));
         };
-        let row = decode_row(text, header.columns.len()).map_err(|e| {
-            Error::Other(format!(
-                "row {line_no} of table {} in the dump: {e}",
-                header.table
-            ))
-        })?;
-        if batch.push(row, text.len()) {
+        if batch.push_line(text).map_err(|e| e.into_error(header))? {
             flush(&mut batch, out, stats)?;
         }
     }
@@ -653,6 +729,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use envsync_plugin_sdk::rows::{Row, unpack};
 
     fn header(table: &str, bare: &str, columns: &[&str]) -> CopyHeader {
         CopyHeader {
@@ -752,20 +829,61 @@ mod tests {
             Some("ünïcødé ✓ 𝄞".into()),
             Some("\u{8}\u{b}\u{c}\u{1}".into()),
         ];
+        let pack = |rows: &[Vec<Option<String>>]| {
+            let mut b = RowBatchBuilder::new(rows[0].len());
+            for v in rows.iter().flatten() {
+                b.push(v.as_deref());
+            }
+            b.finish()
+        };
         let mut line = Vec::new();
-        encode_row(&values, &mut line).unwrap();
-        assert_eq!(
-            encode_row(&[Some("a\0b".into())], &mut Vec::new()),
-            Err(NulError)
-        );
+        encode_batch(&pack(&[values.to_vec()]), values.len(), &mut line).unwrap();
         assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
         assert!(line.ends_with(b"\n"));
-        let decoded = decode_row(&line[..line.len() - 1], values.len()).unwrap();
-        assert_eq!(decoded, values);
+        // Plain batches are copied as they are, NULLs still written as \N.
+        let mut plain = Vec::new();
+        let rows = [
+            vec![Some("a b".to_string()), None],
+            vec![Some("ü".into()), Some("".into())],
+        ];
+        encode_batch(&pack(&rows), 2, &mut plain).unwrap();
+        assert_eq!(plain, "a b\t\\N\nü\t\n".as_bytes());
+        let nul = pack(&[vec![Some("a\0b".to_string())]]);
+        assert_eq!(
+            encode_batch(&nul, 1, &mut Vec::new()),
+            Err(EncodeError::Nul)
+        );
+        let mut backwards = pack(&[vec![Some("ab".to_string()), Some("c".into())]]);
+        backwards.ends = vec![2, 1];
+        assert_eq!(
+            encode_batch(&backwards, 2, &mut Vec::new()),
+            Err(EncodeError::Shape)
+        );
+        let mut batch = RowBatchBuilder::new(values.len());
+        decode_row_into(&line[..line.len() - 1], values.len(), &mut batch).unwrap();
+        assert_eq!(unpack(&batch.finish(), values.len()).unwrap(), [values]);
+        let mut batch = RowBatchBuilder::new(3);
         assert!(
-            decode_row(b"a\tb", 3)
+            decode_row_into(b"a\tb", 3, &mut batch)
                 .unwrap_err()
                 .contains("2 values for 3")
+        );
+        assert!(
+            decode_row_into(b"a\tb\tc\td", 3, &mut batch)
+                .unwrap_err()
+                .contains("4 values for 3")
+        );
+        assert!(
+            decode_row_into(b"a\t\\xff", 2, &mut batch)
+                .unwrap_err()
+                .contains("UTF-8")
+        );
+        // An escaped line is checked value by value (its unescaped bytes
+        // are new); a plain one when its batch is taken (Batch::take).
+        assert!(
+            decode_row_into(b"\\N\t\xff", 2, &mut batch)
+                .unwrap_err()
+                .contains("UTF-8")
         );
     }
 
@@ -774,8 +892,18 @@ mod tests {
         input: &[u8],
         chunk: usize,
         wanted: Option<&[String]>,
-        transform: impl FnMut(&str, &[String], Vec<Row>) -> Result<Vec<Row>, Error>,
+        mut transform: impl FnMut(&str, &[String], Vec<Row>) -> Result<Vec<Row>, Error>,
     ) -> Result<(Vec<u8>, Stats, Vec<usize>), Error> {
+        // The tests speak rows; the rewrite speaks packed batches.
+        let transform = |table: &str, columns: &[String], batch: RowBatch| {
+            let rows = unpack(&batch, columns.len())?;
+            let out = transform(table, columns, rows)?;
+            let mut packed = RowBatchBuilder::new(out.first().map_or(columns.len(), Vec::len));
+            for value in out.iter().flatten() {
+                packed.push(value.as_deref());
+            }
+            Ok(packed.finish())
+        };
         let mut chunks = input.chunks(chunk).map(<[u8]>::to_vec);
         let mut out = Vec::new();
         let mut writes = Vec::new();
@@ -894,7 +1022,12 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.message(), "rules broke");
         let e = run(DUMP.as_bytes(), 16, None, |_, _, _| Ok(vec![vec![None]])).unwrap_err();
-        assert!(e.message().contains("1 values for 2 columns"));
+        assert!(
+            e.message()
+                .contains("1 values for 1 rows of table public.users with 2 columns"),
+            "{}",
+            e.message()
+        );
     }
 
     #[test]
@@ -987,13 +1120,26 @@ mod tests {
 
     #[test]
     fn batch_push_reports_full() {
-        let mut b = Batch::default();
+        let mut b = Batch::new(1);
         for _ in 0..BATCH_ROWS - 1 {
-            assert!(!b.push(vec![], 1));
+            assert!(!b.push_line(b"1").unwrap());
         }
-        assert!(b.push(vec![], 1));
-        assert_eq!(b.take().len(), BATCH_ROWS);
-        assert_eq!(b.bytes, 0);
-        assert!(b.push(vec![], BATCH_BYTES));
+        assert!(b.push_line(b"1").unwrap());
+        assert_eq!(b.take().unwrap().rows as usize, BATCH_ROWS);
+        assert!(b.is_empty());
+        assert!(b.push_line(&vec![b'x'; BATCH_BYTES]).unwrap());
+        b.take().unwrap();
+        // Rows are numbered across batches of the block; bad UTF-8 without
+        // escapes is found when the batch is taken.
+        assert!(!b.push_line(b"ok").unwrap());
+        assert!(!b.push_line(b"\xff").unwrap());
+        assert_eq!(
+            b.take().unwrap_err(),
+            (RowError {
+                row: BATCH_ROWS as u64 + 3,
+                why: "a value is not valid UTF-8".into()
+            })
+        );
+        assert_eq!(b.push_line(b"a\tb").unwrap_err().row, BATCH_ROWS as u64 + 4);
     }
 }

@@ -4,12 +4,13 @@
 //! or loaded with psql into the scratch database (copy). Plain artifacts
 //! are restored with psql (`load_plain`).
 
-use crate::copydata::{self, Row, Stats};
+use crate::copydata::{self, Stats};
 use crate::swap::Replacement;
 use crate::{settings, sql};
 use envsync_plugin_sdk::bindings::envsync::plugin::sanitising;
 use envsync_plugin_sdk::{
-    ByteSink, ByteSource, CHUNK, Command, ConnectionInfo, Error, Running, connection, debug, info,
+    ByteSink, ByteSource, CHUNK, Command, ConnectionInfo, Error, RowBatch, Running, connection,
+    debug, info,
 };
 
 /// The tables to sanitise when the step sanitises: `Some(None)` for every
@@ -35,8 +36,8 @@ fn plain_dump(source: &ConnectionInfo) -> Result<Running, Error> {
         .spawn()
 }
 
-fn transform(table: &str, columns: &[String], rows: Vec<Row>) -> Result<Vec<Row>, Error> {
-    envsync_plugin_sdk::rows::sanitise_rows(table, columns, &rows)
+fn transform(table: &str, columns: &[String], batch: RowBatch) -> Result<RowBatch, Error> {
+    sanitising::transform_rows(table, columns, &batch)
 }
 
 fn describe(stats: &Stats, wanted: &Option<Vec<String>>) -> String {

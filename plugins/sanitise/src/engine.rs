@@ -6,7 +6,8 @@ use crate::json::apply_paths;
 use crate::mask::{Keyed, apply};
 use crate::rules::{Action, Rules, TableRules, TemplatePart, bare};
 use crate::time::parse_timestamp;
-use envsync_plugin_sdk::{Error, Row, TableInfo};
+use envsync_plugin_sdk::rows::{RowBatchBuilder, unpack, values};
+use envsync_plugin_sdk::{Error, Row, RowBatch, TableInfo};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 use std::rc::Rc;
@@ -32,6 +33,9 @@ struct Plan {
     ops: Vec<Op>,
     templates: Vec<(usize, Vec<Piece>)>,
     json_columns: Vec<(usize, Rc<Action>)>,
+    /// Per column: whether a rule reads or writes it (the others pass as
+    /// they are).
+    touched: Vec<bool>,
     table: String,
     columns: Vec<String>,
 }
@@ -135,23 +139,70 @@ impl Sanitiser {
         Ok(plan)
     }
 
-    /// Sanitises one batch of `table`'s rows: drops the rows the row rules
-    /// reject, masks the rest in place. Every row keeps its number of
-    /// values.
+    /// Sanitises one packed batch of `table`'s rows: drops the rows the row
+    /// rules reject and masks the rest. Every row keeps its number of
+    /// values. Columns no rule reads or writes are copied as they are; the
+    /// others go through one reused row, so a batch costs no allocation per
+    /// value.
+    pub fn transform_batch<K: Keyed + ?Sized>(
+        &mut self,
+        table: &str,
+        columns: &[String],
+        batch: RowBatch,
+        keyed: &K,
+    ) -> Result<RowBatch, Error> {
+        let Some(plan) = self.plan(table, columns)? else {
+            return Ok(batch);
+        };
+        let width = columns.len();
+        if batch.ends.len() as u64 != u64::from(batch.rows) * width as u64 {
+            return Err(Error::Other(format!(
+                "table {table:?}: a batch of {} values for {} rows of {width} columns",
+                batch.ends.len(),
+                batch.rows
+            )));
+        }
+        if plan.drop_all {
+            return Ok(RowBatchBuilder::new(width).finish());
+        }
+        if plan.touched.iter().all(|t| !t) {
+            return Ok(batch); // every column kept
+        }
+        let mut out = RowBatchBuilder::with_capacity(width, batch.ends.len(), batch.data.len());
+        let mut row: Row = vec![None; width];
+        let mut current: Vec<Option<&str>> = Vec::with_capacity(width);
+        let mut values = values(&batch);
+        for _ in 0..batch.rows {
+            current.clear();
+            current.extend(values.by_ref().take(width));
+            for (i, slot) in row.iter_mut().enumerate() {
+                if plan.touched[i] {
+                    refill(slot, current[i]);
+                }
+            }
+            if !plan.keeps(&row)? {
+                continue;
+            }
+            plan.mask(&mut row, keyed)?;
+            for (i, value) in current.iter().enumerate() {
+                out.push(if plan.touched[i] {
+                    row[i].as_deref()
+                } else {
+                    *value
+                });
+            }
+        }
+        Ok(out.finish())
+    }
+
+    /// [`Self::transform_batch`] over unpacked rows.
     pub fn transform_rows<K: Keyed + ?Sized>(
         &mut self,
         table: &str,
         columns: &[String],
-        mut rows: Vec<Row>,
+        rows: Vec<Row>,
         keyed: &K,
     ) -> Result<Vec<Row>, Error> {
-        let Some(plan) = self.plan(table, columns)? else {
-            return Ok(rows);
-        };
-        if plan.drop_all {
-            rows.clear();
-            return Ok(rows);
-        }
         if let Some(bad) = rows.iter().position(|r| r.len() != columns.len()) {
             return Err(Error::Other(format!(
                 "table {table:?}: row {bad} of the batch has {} values for {} columns",
@@ -159,31 +210,8 @@ impl Sanitiser {
                 columns.len()
             )));
         }
-        if plan.older.is_none()
-            && plan.keep_where.is_none()
-            && plan.ops.is_empty()
-            && plan.json_columns.is_empty()
-            && plan.templates.is_empty()
-        {
-            return Ok(rows); // every column kept
-        }
-        if plan.older.is_some() || plan.keep_where.is_some() {
-            let mut failure = None;
-            rows.retain(|row| match plan.keeps(row) {
-                Ok(keep) => keep,
-                Err(e) => {
-                    failure.get_or_insert(e);
-                    true
-                }
-            });
-            if let Some(e) = failure {
-                return Err(e);
-            }
-        }
-        for row in &mut rows {
-            plan.mask(row, keyed)?;
-        }
-        Ok(rows)
+        let batch = self.transform_batch(table, columns, pack_rows(columns.len(), &rows), keyed)?;
+        unpack(&batch, columns.len())
     }
 
     /// Sanitises a batch of `index`'s JSON documents; an index without
@@ -277,8 +305,26 @@ fn make_plan(
             }),
         }
     }
+    let mut touched = vec![false; columns.len()];
+    let read = older.iter().map(|(i, _)| *i);
+    let read = read.chain(keep_where.iter().map(|(i, _)| *i));
+    let written = ops.iter().map(|op| op.index);
+    let written = written.chain(json_columns.iter().map(|(i, _)| *i));
+    let templated = templates.iter().flat_map(|(i, pieces)| {
+        pieces
+            .iter()
+            .filter_map(|p| match p {
+                Piece::Column(c) => Some(*c),
+                Piece::Text(_) => None,
+            })
+            .chain([*i])
+    });
+    for i in read.chain(written).chain(templated) {
+        touched[i] = true;
+    }
     Ok(Plan {
         drop_all: rules.drop_all_rows,
+        touched,
         older,
         keep_where,
         ops,
@@ -358,6 +404,26 @@ impl Plan {
         }
         Ok(())
     }
+}
+
+/// Sets `slot` to `value`, reusing the string it holds.
+fn refill(slot: &mut Option<String>, value: Option<&str>) {
+    match (slot.as_mut(), value) {
+        (Some(held), Some(v)) => {
+            held.clear();
+            held.push_str(v);
+        }
+        (_, v) => *slot = v.map(str::to_owned),
+    }
+}
+
+/// `rows` packed as a batch of `width` columns.
+fn pack_rows(width: usize, rows: &[Row]) -> RowBatch {
+    let mut b = RowBatchBuilder::new(width);
+    for value in rows.iter().flatten() {
+        b.push(value.as_deref());
+    }
+    b.finish()
 }
 
 #[cfg(test)]

@@ -17,7 +17,6 @@ pub mod time;
 #[cfg(target_arch = "wasm32")]
 mod component {
     use crate::engine::Sanitiser as Rules;
-    use envsync_plugin_sdk::rows::{pack, unpack};
     use envsync_plugin_sdk::{
         Error, RowBatch, RunContext, Sanitiser, SanitiserInfo, TableInfo, keyed_hash,
     };
@@ -56,9 +55,7 @@ mod component {
         ) -> Result<RowBatch, Error> {
             STATE.with_borrow_mut(|s| {
                 let s = s.as_mut().ok_or_else(not_configured)?;
-                let rows = unpack(&batch, columns.len())?;
-                let rows = s.transform_rows(&table, &columns, rows, &keyed_hash)?;
-                Ok(pack(&rows))
+                s.transform_batch(&table, &columns, batch, &keyed_hash)
             })
         }
 

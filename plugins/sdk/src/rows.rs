@@ -50,6 +50,18 @@ impl RowBatchBuilder {
         }
     }
 
+    /// A builder with room for `values` values of `bytes` bytes of text in
+    /// all (e.g. those of the batch being rewritten).
+    pub fn with_capacity(columns: usize, values: usize, bytes: usize) -> RowBatchBuilder {
+        RowBatchBuilder {
+            columns,
+            values: 0,
+            data: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(values),
+            nulls: Vec::with_capacity(values.div_ceil(8)),
+        }
+    }
+
     /// Appends the next value (`None`: NULL).
     pub fn push(&mut self, value: Option<&str>) {
         match value {
@@ -110,20 +122,24 @@ impl RowBatchBuilder {
 /// not UTF-8 or out of range read as empty (the host checks batches before
 /// handing them on, so that only happens with a hand-made batch).
 pub fn values(batch: &RowBatch) -> impl Iterator<Item = Option<&str>> {
+    // One UTF-8 check for the whole text (per value only if that fails).
+    let whole = std::str::from_utf8(&batch.data).ok();
     let mut start = 0usize;
     batch.ends.iter().enumerate().map(move |(i, &end)| {
         let end = (end as usize).min(batch.data.len()).max(start);
-        let text = &batch.data[start..end];
+        let range = start..end;
         start = end;
         let null = batch
             .nulls
             .get(i / 8)
             .is_some_and(|b| b & (1 << (i % 8)) != 0);
         if null {
-            None
-        } else {
-            Some(std::str::from_utf8(text).unwrap_or_default())
+            return None;
         }
+        Some(match whole {
+            Some(text) => text.get(range).unwrap_or_default(),
+            None => std::str::from_utf8(&batch.data[range]).unwrap_or_default(),
+        })
     })
 }
 
@@ -197,5 +213,26 @@ mod tests {
         let batch = b.finish();
         assert_eq!(batch.nulls, [0, 1]);
         assert_eq!(values(&batch).last().unwrap(), None);
+    }
+
+    #[test]
+    fn values_of_damaged_batches_read_as_empty() {
+        // "é" split in two values, then a valid one.
+        let batch = RowBatch {
+            rows: 3,
+            data: "éok".as_bytes().to_vec(),
+            ends: vec![1, 2, 4],
+            nulls: vec![0],
+        };
+        let v: Vec<_> = values(&batch).collect();
+        assert_eq!(v, [Some(""), Some(""), Some("ok")]);
+        let batch = RowBatch {
+            rows: 2,
+            data: b"a\xffb".to_vec(),
+            ends: vec![1, 3],
+            nulls: vec![0],
+        };
+        let v: Vec<_> = values(&batch).collect();
+        assert_eq!(v, [Some("a"), Some("")]);
     }
 }
