@@ -6,7 +6,7 @@ use crate::json::apply_paths;
 use crate::mask::{Keyed, apply};
 use crate::rules::{Action, Rules, TableRules, TemplatePart, bare};
 use crate::time::parse_timestamp;
-use envsync_plugin_sdk::rows::{RowBatchBuilder, unpack, values};
+use envsync_plugin_sdk::rows::{RowBatchBuilder, check, unpack, values};
 use envsync_plugin_sdk::{Error, Row, RowBatch, TableInfo};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
@@ -173,19 +173,32 @@ impl Sanitiser {
         }
         let mut out = RowBatchBuilder::with_capacity(width, batch.ends.len(), batch.data.len());
         if let Some(ops) = &plan.column_ops {
-            // No rule needs the whole row: each value on its own.
+            // No rule needs the whole row: masked values one by one, and
+            // each run of kept values in between copied in one piece.
+            let text = check(&batch, width)?;
             let mut scratch = String::new();
-            for (i, value) in values(&batch).enumerate() {
-                match (ops[i % width].map(|o| &plan.ops[o]), value) {
-                    (Some(op), Some(v)) => {
-                        scratch.clear();
-                        scratch.push_str(v);
-                        let kept = apply(&op.action, op.unique, &mut scratch, keyed);
-                        out.push(kept.then_some(scratch.as_str()));
-                    }
-                    (_, v) => out.push(v),
+            let mut run = 0; // first value of the pending run of kept values
+            for i in 0..batch.ends.len() {
+                let Some(op) = ops[i % width].map(|o| &plan.ops[o]) else {
+                    continue;
+                };
+                out.push_run(&batch, run, i - run);
+                run = i + 1;
+                if batch.nulls[i / 8] & (1 << (i % 8)) != 0 {
+                    out.push(None);
+                    continue;
                 }
+                let start = if i == 0 {
+                    0
+                } else {
+                    batch.ends[i - 1] as usize
+                };
+                scratch.clear();
+                scratch.push_str(&text[start..batch.ends[i] as usize]);
+                let kept = apply(&op.action, op.unique, &mut scratch, keyed);
+                out.push(kept.then_some(scratch.as_str()));
             }
+            out.push_run(&batch, run, batch.ends.len() - run);
             return Ok(out.finish());
         }
         let mut row: Row = vec![None; width];

@@ -86,6 +86,35 @@ impl RowBatchBuilder {
         self.ends.push(self.data.len() as u32);
     }
 
+    /// Appends `count` values of `batch`, from value `first` on, as they
+    /// are: their text in one copy, their offsets and NULL bits adjusted.
+    /// Panics if the range or the batch's offsets are out of bounds (check
+    /// a batch from elsewhere before, e.g. with [`check`]).
+    pub fn push_run(&mut self, batch: &RowBatch, first: usize, count: usize) {
+        if count == 0 {
+            return;
+        }
+        let start = if first == 0 {
+            0
+        } else {
+            batch.ends[first - 1] as usize
+        };
+        let end = batch.ends[first + count - 1] as usize;
+        let base = self.data.len() as u32;
+        self.data.extend_from_slice(&batch.data[start..end]);
+        for (k, &e) in batch.ends[first..first + count].iter().enumerate() {
+            let i = first + k;
+            if self.values.is_multiple_of(8) {
+                self.nulls.push(0);
+            }
+            if batch.nulls[i / 8] & (1 << (i % 8)) != 0 {
+                self.nulls[self.values / 8] |= 1 << (self.values % 8);
+            }
+            self.values += 1;
+            self.ends.push(base + (e - start as u32));
+        }
+    }
+
     /// Rows complete so far.
     pub fn rows(&self) -> usize {
         self.values.checked_div(self.columns).unwrap_or(0)
@@ -141,6 +170,34 @@ pub fn values(batch: &RowBatch) -> impl Iterator<Item = Option<&str>> {
             None => std::str::from_utf8(&batch.data[range]).unwrap_or_default(),
         })
     })
+}
+
+/// Checks that `batch` holds whole rows of `columns` values: offsets in
+/// order and inside the text, a NULL bit for every value, and UTF-8 text
+/// split only at character boundaries. Returns the text.
+pub fn check(batch: &RowBatch, columns: usize) -> Result<&str, Error> {
+    let bad = |why: String| Err(Error::Other(format!("a damaged row batch: {why}")));
+    if batch.ends.len() as u64 != u64::from(batch.rows) * columns as u64 {
+        return bad(format!(
+            "{} values for {} rows of {columns} columns",
+            batch.ends.len(),
+            batch.rows
+        ));
+    }
+    if batch.nulls.len() < batch.ends.len().div_ceil(8) {
+        return bad("the NULL bitmap is too short".into());
+    }
+    let Ok(text) = std::str::from_utf8(&batch.data) else {
+        return bad("the text is not UTF-8".into());
+    };
+    let mut start = 0u32;
+    for &end in &batch.ends {
+        if end < start || !text.is_char_boundary(end as usize) {
+            return bad(format!("a value ends at {end}, after {start}"));
+        }
+        start = end;
+    }
+    Ok(text)
 }
 
 /// Packs `rows` (each of the same length).
@@ -213,6 +270,46 @@ mod tests {
         let batch = b.finish();
         assert_eq!(batch.nulls, [0, 1]);
         assert_eq!(values(&batch).last().unwrap(), None);
+    }
+
+    #[test]
+    fn runs_are_copied_with_their_offsets_and_nulls() {
+        let rows: Vec<Row> = (0..5)
+            .map(|i| vec![Some(format!("v{i}")), None, Some("ü".repeat(i))])
+            .collect();
+        let batch = pack(&rows);
+        check(&batch, 3).unwrap();
+        let mut b = RowBatchBuilder::new(3);
+        b.push(Some("x"));
+        b.push_run(&batch, 4, 5); // rest of row 1, then row 2
+        b.push_run(&batch, 9, 0);
+        let out = b.finish();
+        check(&out, 3).unwrap();
+        let got = unpack(&out, 3).unwrap();
+        assert_eq!(got[0], [Some("x".to_string()), None, Some("ü".into())]);
+        assert_eq!(got[1], rows[2]);
+    }
+
+    #[test]
+    fn damaged_batches_are_refused_by_check() {
+        let good = pack(&[vec![Some("aé".to_string()), None]]);
+        assert_eq!(check(&good, 2).unwrap(), "aé");
+        assert!(check(&good, 3).is_err());
+        let mut split = good.clone();
+        split.ends = vec![2, 3];
+        assert!(check(&split, 2).is_err(), "inside é");
+        let mut backwards = good.clone();
+        backwards.ends = vec![3, 1];
+        assert!(check(&backwards, 2).is_err());
+        let mut past = good.clone();
+        past.ends = vec![1, 9];
+        assert!(check(&past, 2).is_err());
+        let mut no_bits = good.clone();
+        no_bits.nulls.clear();
+        assert!(check(&no_bits, 2).is_err());
+        let mut latin1 = good;
+        latin1.data = vec![b'a', 0xe9, b'b'];
+        assert!(check(&latin1, 2).is_err());
     }
 
     #[test]
