@@ -72,13 +72,14 @@ impl ByteSource {
 
     async fn read(&mut self, max: u32) -> Result<Vec<u8>, WitError> {
         let label = self.label.clone();
-        let mut buf = vec![0u8; max.clamp(1, MAX_READ) as usize];
+        // Read into spare capacity: zeroing a buffer the read overwrites
+        // costs as much as a copy of the stream.
+        let mut buf = Vec::with_capacity(max.clamp(1, MAX_READ) as usize);
         let n = self
             .reader()?
-            .read(&mut buf)
+            .read_buf(&mut buf)
             .await
             .map_err(|e| WitError::Io(format!("reading {label} failed: {e}")))?;
-        buf.truncate(n);
         if n == 0 {
             self.eof = true;
         }

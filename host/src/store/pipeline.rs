@@ -111,11 +111,10 @@ impl ReadAhead {
         let (tx, rx) = mpsc::channel(DEPTH);
         let task = tokio::spawn(async move {
             loop {
-                let mut buf = vec![0u8; CHUNK];
-                match inner.read(&mut buf).await {
+                let mut buf = Vec::with_capacity(CHUNK);
+                match inner.read_buf(&mut buf).await {
                     Ok(0) => return,
-                    Ok(n) => {
-                        buf.truncate(n);
+                    Ok(_) => {
                         if tx.send(Ok(buf)).await.is_err() {
                             return;
                         }
