@@ -26,7 +26,8 @@
 //! INSERT's column list, else from the `CREATE TABLE` the dump wrote just
 //! before the table's data.
 
-use envsync_plugin_sdk::Error;
+use envsync_plugin_sdk::rows::{check, values};
+use envsync_plugin_sdk::{Error, RowBatch};
 
 /// One row of values, `None` for SQL NULL (the contract's `row`).
 pub type Row = Vec<Option<String>>;
@@ -52,13 +53,14 @@ const HEX: u8 = 2;
 
 /// Where rows go to be sanitised and where the rewritten dump goes.
 pub trait Target {
-    /// Passes a batch of `table`'s rows through the sanitiser.
+    /// Passes a batch of `table`'s rows through the sanitiser; the rows
+    /// come back packed.
     fn transform(
         &mut self,
         table: &str,
         columns: &[String],
         rows: &[Row],
-    ) -> Result<Vec<Row>, Error>;
+    ) -> Result<RowBatch, Error>;
     /// Writes rewritten bytes.
     fn write(&mut self, bytes: &[u8]) -> Result<(), Error>;
 }
@@ -710,24 +712,37 @@ impl Rewriter {
         let rows = t
             .transform(&insert.table, &insert.columns, &self.batch)
             .map_err(|e| e.context(format!("sanitising table {:?}", insert.table)))?;
+        let width = insert.columns.len();
+        check(&rows, width).map_err(|e| {
+            e.context(format!(
+                "the sanitiser's answer for table {:?} ({width} columns)",
+                insert.table
+            ))
+        })?;
         self.stats.batches += 1;
-        self.stats.rows_out += rows.len() as u64;
-        if !rows.is_empty() {
+        self.stats.rows_out += u64::from(rows.rows);
+        if rows.rows > 0 {
             self.out.extend_from_slice(&insert.header);
-            for (i, row) in rows.iter().enumerate() {
-                self.out
-                    .extend_from_slice(if i == 0 { b"\n(" } else { b",\n(" });
-                for (c, value) in row.iter().enumerate() {
-                    if c > 0 {
-                        self.out.push(b',');
-                    }
-                    let kind = insert.kinds.get(c).copied().unwrap_or(0);
-                    encode_value(value.as_deref(), kind, &mut self.out);
+            let mut column = 0;
+            let mut row = 0;
+            for value in values(&rows) {
+                if column == 0 {
+                    self.out
+                        .extend_from_slice(if row == 0 { b"\n(" } else { b",\n(" });
+                } else {
+                    self.out.push(b',');
                 }
-                self.out.push(b')');
-                if self.out.len() >= OUT_CHUNK {
-                    t.write(&self.out)?;
-                    self.out.clear();
+                let kind = insert.kinds.get(column).copied().unwrap_or(0);
+                encode_value(value, kind, &mut self.out);
+                column += 1;
+                if column == width {
+                    self.out.push(b')');
+                    column = 0;
+                    row += 1;
+                    if self.out.len() >= OUT_CHUNK {
+                        t.write(&self.out)?;
+                        self.out.clear();
+                    }
                 }
             }
             self.out.extend_from_slice(b";\n");
@@ -1081,6 +1096,8 @@ mod tests {
         batches: Vec<(String, Vec<String>, Vec<Row>)>,
         f: Option<fn(&str, &mut Row) -> bool>,
         fail: bool,
+        /// Answer with one value too few.
+        damaged: bool,
     }
 
     impl Target for Mock {
@@ -1089,7 +1106,7 @@ mod tests {
             table: &str,
             columns: &[String],
             rows: &[Row],
-        ) -> Result<Vec<Row>, Error> {
+        ) -> Result<RowBatch, Error> {
             if self.fail {
                 return Err(Error::Other("rule broke".into()));
             }
@@ -1099,7 +1116,11 @@ mod tests {
             if let Some(f) = self.f {
                 out.retain_mut(|r| f(table, r));
             }
-            Ok(out)
+            let mut batch = packed(columns.len(), &out);
+            if self.damaged {
+                batch.ends.pop();
+            }
+            Ok(batch)
         }
 
         fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
@@ -1121,6 +1142,15 @@ mod tests {
             rw.feed(piece, mock)?;
         }
         rw.finish(mock)
+    }
+
+    /// `rows` packed as a batch of `width` columns.
+    pub(super) fn packed(width: usize, rows: &[Row]) -> RowBatch {
+        let mut b = envsync_plugin_sdk::rows::RowBatchBuilder::new(width);
+        for value in rows.iter().flatten() {
+            b.push(value.as_deref());
+        }
+        b.finish()
     }
 
     fn rows_of(dump: &[u8]) -> Vec<Row> {
@@ -1251,6 +1281,19 @@ mod tests {
         );
         assert!(!out.contains("alice") && !out.contains("bob"), "{out}");
         assert_eq!(mock.batches[0].1, ["id", "we`ird", "b", "n"]);
+
+        // An answer with a value missing is refused, naming the table.
+        let mut mock = Mock {
+            damaged: true,
+            ..Mock::default()
+        };
+        let e = run(dump.as_bytes(), None, 1 << 20, &mut mock).unwrap_err();
+        assert!(
+            e.message().contains("7 values for 2 rows of 4 columns")
+                && e.message().contains("table \"c\""),
+            "{}",
+            e.message()
+        );
 
         // All rows dropped: no INSERT at all.
         let mut mock = Mock {
@@ -1430,8 +1473,8 @@ mod bench {
     struct Null(u64);
 
     impl Target for Null {
-        fn transform(&mut self, _: &str, _: &[String], rows: &[Row]) -> Result<Vec<Row>, Error> {
-            Ok(rows.to_vec())
+        fn transform(&mut self, _: &str, c: &[String], rows: &[Row]) -> Result<RowBatch, Error> {
+            Ok(super::tests::packed(c.len(), rows))
         }
         fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
             self.0 += bytes.len() as u64;
@@ -1484,8 +1527,8 @@ mod real_dump {
     struct Identity(Vec<u8>);
 
     impl Target for Identity {
-        fn transform(&mut self, _: &str, _: &[String], rows: &[Row]) -> Result<Vec<Row>, Error> {
-            Ok(rows.to_vec())
+        fn transform(&mut self, _: &str, c: &[String], rows: &[Row]) -> Result<RowBatch, Error> {
+            Ok(super::tests::packed(c.len(), rows))
         }
         fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
             self.0.extend_from_slice(bytes);

@@ -5,7 +5,7 @@
 
 use crate::rows::{Rewriter, Row, Stats, Target};
 use envsync_plugin_sdk::bindings::envsync::plugin::sanitising;
-use envsync_plugin_sdk::{ByteSink, ByteSource, CHUNK, Error, info, log};
+use envsync_plugin_sdk::{ByteSink, ByteSource, CHUNK, Error, RowBatch, info, log};
 
 /// Flags added after the operator's `dump-flags` when sanitising, so the
 /// dump is in the form the rewriter reads: quoted names, extended INSERTs
@@ -35,8 +35,9 @@ impl Target for Host<'_> {
         table: &str,
         columns: &[String],
         rows: &[Row],
-    ) -> Result<Vec<Row>, Error> {
-        envsync_plugin_sdk::rows::sanitise_rows(table, columns, rows)
+    ) -> Result<RowBatch, Error> {
+        let batch = envsync_plugin_sdk::rows::pack(rows);
+        sanitising::transform_rows(table, columns, &batch)
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
