@@ -3,7 +3,7 @@
 //! row).
 
 use crate::json::apply_paths;
-use crate::mask::{Keyed, apply};
+use crate::mask::{Keyed, apply, apply_to};
 use crate::rules::{Action, Rules, TableRules, TemplatePart, bare};
 use crate::time::parse_timestamp;
 use envsync_plugin_sdk::rows::{RowBatchBuilder, check, unpack, values};
@@ -194,8 +194,8 @@ impl Sanitiser {
                     batch.ends[i - 1] as usize
                 };
                 scratch.clear();
-                scratch.push_str(&text[start..batch.ends[i] as usize]);
-                let kept = apply(&op.action, op.unique, &mut scratch, keyed);
+                let value = &text[start..batch.ends[i] as usize];
+                let kept = apply_to(&op.action, op.unique, value, &mut scratch, keyed);
                 out.push(kept.then_some(scratch.as_str()));
             }
             out.push_run(&batch, run, batch.ends.len() - run);

@@ -169,6 +169,33 @@ fn hash_lowercase<K: Keyed + ?Sized>(keyed: &K, value: &str) -> [u8; 32] {
     }
 }
 
+/// What [`apply`] makes of `input`, appended to `out` (empty on entry).
+/// The actions that need only the value's length or nothing of it (`null`,
+/// `fixed`, `lorem`, not unique) skip copying the value first.
+pub fn apply_to<K: Keyed + ?Sized>(
+    action: &Action,
+    unique: bool,
+    input: &str,
+    out: &mut String,
+    keyed: &K,
+) -> bool {
+    match action {
+        Action::Null => false,
+        Action::Fixed(text) if !unique => {
+            out.push_str(text);
+            true
+        }
+        Action::Lorem if !unique => {
+            push_lorem(out, char_len(input));
+            true
+        }
+        _ => {
+            out.push_str(input);
+            apply(action, unique, out, keyed)
+        }
+    }
+}
+
 /// Applies a scalar action to a non-NULL value in place. Returns false when
 /// the value must become NULL (`null`). `template` and `json` are applied by
 /// the caller and leave the value unchanged here.
@@ -294,9 +321,14 @@ pub(crate) mod tests {
         mac.finalize().into_bytes().into()
     }
 
+    /// `apply`, checked against `apply_to` on every call.
     fn masked(action: &Action, unique: bool, value: &str) -> Option<String> {
         let mut v = value.to_string();
-        apply(action, unique, &mut v, &test_keyed).then_some(v)
+        let in_place = apply(action, unique, &mut v, &test_keyed).then_some(v);
+        let mut out = String::new();
+        let copied = apply_to(action, unique, value, &mut out, &test_keyed).then_some(out);
+        assert_eq!(in_place, copied, "{action:?} unique={unique} on {value:?}");
+        in_place
     }
 
     fn hex(bytes: &[u8]) -> String {
