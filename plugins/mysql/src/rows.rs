@@ -1087,6 +1087,7 @@ fn excerpt(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use envsync_plugin_sdk::rows::pack;
 
     /// Records batches; transforms rows with `f` (None: unchanged).
     #[derive(Default)]
@@ -1116,7 +1117,7 @@ mod tests {
             if let Some(f) = self.f {
                 out.retain_mut(|r| f(table, r));
             }
-            let mut batch = packed(columns.len(), &out);
+            let mut batch = pack(columns.len(), &out);
             if self.damaged {
                 batch.ends.pop();
             }
@@ -1142,15 +1143,6 @@ mod tests {
             rw.feed(piece, mock)?;
         }
         rw.finish(mock)
-    }
-
-    /// `rows` packed as a batch of `width` columns.
-    pub(super) fn packed(width: usize, rows: &[Row]) -> RowBatch {
-        let mut b = envsync_plugin_sdk::rows::RowBatchBuilder::new(width);
-        for value in rows.iter().flatten() {
-            b.push(value.as_deref());
-        }
-        b.finish()
     }
 
     fn rows_of(dump: &[u8]) -> Vec<Row> {
@@ -1474,7 +1466,7 @@ mod bench {
 
     impl Target for Null {
         fn transform(&mut self, _: &str, c: &[String], rows: &[Row]) -> Result<RowBatch, Error> {
-            Ok(super::tests::packed(c.len(), rows))
+            Ok(envsync_plugin_sdk::rows::pack(c.len(), rows))
         }
         fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
             self.0 += bytes.len() as u64;
@@ -1528,7 +1520,7 @@ mod real_dump {
 
     impl Target for Identity {
         fn transform(&mut self, _: &str, c: &[String], rows: &[Row]) -> Result<RowBatch, Error> {
-            Ok(super::tests::packed(c.len(), rows))
+            Ok(envsync_plugin_sdk::rows::pack(c.len(), rows))
         }
         fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
             self.0.extend_from_slice(bytes);

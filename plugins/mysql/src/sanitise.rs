@@ -36,8 +36,7 @@ impl Target for Host<'_> {
         columns: &[String],
         rows: &[Row],
     ) -> Result<RowBatch, Error> {
-        let batch = envsync_plugin_sdk::rows::pack(rows);
-        sanitising::transform_rows(table, columns, &batch)
+        envsync_plugin_sdk::rows::sanitise_rows(table, columns, rows)
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {

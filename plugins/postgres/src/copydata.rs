@@ -729,7 +729,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use envsync_plugin_sdk::rows::{Row, unpack};
+    use envsync_plugin_sdk::rows::{Row, pack, unpack};
 
     fn header(table: &str, bare: &str, columns: &[&str]) -> CopyHeader {
         CopyHeader {
@@ -829,15 +829,13 @@ mod tests {
             Some("ünïcødé ✓ 𝄞".into()),
             Some("\u{8}\u{b}\u{c}\u{1}".into()),
         ];
-        let pack = |rows: &[Vec<Option<String>>]| {
-            let mut b = RowBatchBuilder::new(rows[0].len());
-            for v in rows.iter().flatten() {
-                b.push(v.as_deref());
-            }
-            b.finish()
-        };
         let mut line = Vec::new();
-        encode_batch(&pack(&[values.to_vec()]), values.len(), &mut line).unwrap();
+        encode_batch(
+            &pack(values.len(), &[values.to_vec()]),
+            values.len(),
+            &mut line,
+        )
+        .unwrap();
         assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
         assert!(line.ends_with(b"\n"));
         // Plain batches are copied as they are, NULLs still written as \N.
@@ -846,14 +844,14 @@ mod tests {
             vec![Some("a b".to_string()), None],
             vec![Some("ü".into()), Some("".into())],
         ];
-        encode_batch(&pack(&rows), 2, &mut plain).unwrap();
+        encode_batch(&pack(2, &rows), 2, &mut plain).unwrap();
         assert_eq!(plain, "a b\t\\N\nü\t\n".as_bytes());
-        let nul = pack(&[vec![Some("a\0b".to_string())]]);
+        let nul = pack(1, &[vec![Some("a\0b".to_string())]]);
         assert_eq!(
             encode_batch(&nul, 1, &mut Vec::new()),
             Err(EncodeError::Nul)
         );
-        let mut backwards = pack(&[vec![Some("ab".to_string()), Some("c".into())]]);
+        let mut backwards = pack(2, &[vec![Some("ab".to_string()), Some("c".into())]]);
         backwards.ends = vec![2, 1];
         assert_eq!(
             encode_batch(&backwards, 2, &mut Vec::new()),
@@ -898,6 +896,8 @@ mod tests {
         let transform = |table: &str, columns: &[String], batch: RowBatch| {
             let rows = unpack(&batch, columns.len())?;
             let out = transform(table, columns, rows)?;
+            // Packed at the rows' own width, so a reshaped answer reaches
+            // the rewrite as the damaged batch it would be.
             let mut packed = RowBatchBuilder::new(out.first().map_or(columns.len(), Vec::len));
             for value in out.iter().flatten() {
                 packed.push(value.as_deref());

@@ -6,7 +6,7 @@ use crate::json::apply_paths;
 use crate::mask::{Keyed, apply, apply_to};
 use crate::rules::{Action, Rules, TableRules, TemplatePart, bare};
 use crate::time::parse_timestamp;
-use envsync_plugin_sdk::rows::{RowBatchBuilder, check, unpack, values};
+use envsync_plugin_sdk::rows::{RowBatchBuilder, check, pack, unpack, values};
 use envsync_plugin_sdk::{Error, Row, RowBatch, TableInfo};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
@@ -242,7 +242,7 @@ impl Sanitiser {
                 columns.len()
             )));
         }
-        let batch = self.transform_batch(table, columns, pack_rows(columns.len(), &rows), keyed)?;
+        let batch = self.transform_batch(table, columns, pack(columns.len(), &rows), keyed)?;
         unpack(&batch, columns.len())
     }
 
@@ -459,15 +459,6 @@ fn refill(slot: &mut Option<String>, value: Option<&str>) {
         }
         (_, v) => *slot = v.map(str::to_owned),
     }
-}
-
-/// `rows` packed as a batch of `width` columns.
-fn pack_rows(width: usize, rows: &[Row]) -> RowBatch {
-    let mut b = RowBatchBuilder::new(width);
-    for value in rows.iter().flatten() {
-        b.push(value.as_deref());
-    }
-    b.finish()
 }
 
 #[cfg(test)]

@@ -200,11 +200,17 @@ pub fn check(batch: &RowBatch, columns: usize) -> Result<&str, Error> {
     Ok(text)
 }
 
-/// Packs `rows` (each of the same length).
-pub fn pack(rows: &[Row]) -> RowBatch {
-    let columns = rows.first().map_or(0, Vec::len);
+/// Packs `rows` of `columns` values each (the width is given, so an empty
+/// batch has it too). Panics if a row has another length (a plugin bug).
+pub fn pack(columns: usize, rows: &[Row]) -> RowBatch {
     let mut b = RowBatchBuilder::new(columns);
     for row in rows {
+        assert_eq!(
+            row.len(),
+            columns,
+            "a row of {} values for {columns} columns",
+            row.len()
+        );
         for value in row {
             b.push(value.as_deref());
         }
@@ -232,15 +238,15 @@ pub fn unpack(batch: &RowBatch, columns: usize) -> Result<Vec<Row>, Error> {
     Ok(rows)
 }
 
-/// Engine side: passes `rows` of `table` through the step's sanitiser
-/// (packed on the way out, unpacked on the way back). Engines that decode
-/// straight into a [`RowBatchBuilder`] call
-/// `sanitising::transform_rows` with the batch instead.
+/// Engine side: passes `rows` of `table` through the step's sanitiser,
+/// packed on the way out; the answer stays packed (read it with
+/// [`values`] after [`check`], or [`unpack`] it). Engines that decode
+/// straight into a [`RowBatchBuilder`] call `sanitising::transform_rows`
+/// with the batch instead.
 #[cfg(feature = "engine")]
-pub fn sanitise_rows(table: &str, columns: &[String], rows: &[Row]) -> Result<Vec<Row>, Error> {
-    let batch = pack(rows);
-    let out = crate::bindings::envsync::plugin::sanitising::transform_rows(table, columns, &batch)?;
-    unpack(&out, columns.len())
+pub fn sanitise_rows(table: &str, columns: &[String], rows: &[Row]) -> Result<RowBatch, Error> {
+    let batch = pack(columns.len(), rows);
+    crate::bindings::envsync::plugin::sanitising::transform_rows(table, columns, &batch)
 }
 
 #[cfg(test)]
@@ -253,12 +259,13 @@ mod tests {
             vec![Some("1".into()), None, Some(String::new())],
             vec![Some("zoë\t\\".into()), Some("x".into()), None],
         ];
-        let batch = pack(&rows);
+        let batch = pack(3, &rows);
         assert_eq!(batch.rows, 2);
         assert_eq!(unpack(&batch, 3).unwrap(), rows);
         assert!(unpack(&batch, 2).is_err());
-        assert_eq!(pack(&[]).rows, 0);
-        assert!(unpack(&pack(&[]), 4).unwrap().is_empty());
+        assert_eq!(pack(4, &[]).rows, 0);
+        assert_eq!(pack(4, &[]).ends.len(), 0);
+        assert!(unpack(&pack(4, &[]), 4).unwrap().is_empty());
     }
 
     #[test]
@@ -277,7 +284,7 @@ mod tests {
         let rows: Vec<Row> = (0..5)
             .map(|i| vec![Some(format!("v{i}")), None, Some("ü".repeat(i))])
             .collect();
-        let batch = pack(&rows);
+        let batch = pack(3, &rows);
         check(&batch, 3).unwrap();
         let mut b = RowBatchBuilder::new(3);
         b.push(Some("x"));
@@ -292,7 +299,7 @@ mod tests {
 
     #[test]
     fn damaged_batches_are_refused_by_check() {
-        let good = pack(&[vec![Some("aé".to_string()), None]]);
+        let good = pack(2, &[vec![Some("aé".to_string()), None]]);
         assert_eq!(check(&good, 2).unwrap(), "aé");
         assert!(check(&good, 3).is_err());
         let mut split = good.clone();

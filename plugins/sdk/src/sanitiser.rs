@@ -71,7 +71,7 @@
 //!         batch: RowBatch,
 //!     ) -> Result<RowBatch, Error> {
 //!         if table == "audit_log" || table.ends_with(".audit_log") {
-//!             return Ok(pack(&[]));
+//!             return Ok(pack(columns.len(), &[]));
 //!         }
 //!         // Rows arrive packed; unpack them (or read them in place with
 //!         // `rows::values` and build the answer with `RowBatchBuilder`).
@@ -85,7 +85,7 @@
 //!                 }
 //!             }
 //!         }
-//!         Ok(pack(&rows)) // same number of values in every row
+//!         Ok(pack(columns.len(), &rows)) // same number of values in every row
 //!     }
 //!
 //!     fn transform_documents(_index: String, documents: Vec<String>) -> Result<Vec<String>, Error> {
