@@ -274,19 +274,25 @@ fn component_kind(
     Ok(kind)
 }
 
-fn validate_info(info: &PluginInfo) -> Result<()> {
-    let name_ok = !info.name.is_empty()
-        && info
-            .name
+/// A plugin's or sanitiser's own name must be usable as `--plugin NAME` and
+/// in keys and labels.
+pub(crate) fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if !name_ok {
+    if !ok {
         return Err(Failure::new(
             Kind::Plugin,
-            format!("its name {:?} is not a lowercase identifier", info.name),
+            format!("its name {name:?} is not usable: use lower-case letters, digits, - and _"),
         )
         .into());
     }
+    Ok(())
+}
+
+fn validate_info(info: &PluginInfo) -> Result<()> {
+    check_name(&info.name)?;
     let ext = &info.artifact.extension;
     if ext.is_empty() || !ext.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') {
         return Err(Failure::new(

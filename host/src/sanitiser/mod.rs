@@ -77,21 +77,7 @@ pub async fn load(
     )
     .await?;
     let info = instance.describe().await?;
-    let name_ok = !info.name.is_empty()
-        && info
-            .name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if !name_ok {
-        return Err(Failure::new(
-            Kind::Plugin,
-            format!(
-                "its name {:?} is not usable: use lower-case letters, digits, - and _",
-                info.name
-            ),
-        )
-        .into());
-    }
+    crate::runtime::check_name(&info.name)?;
     Ok(LoadedSanitiser {
         info,
         file: path.to_path_buf(),
