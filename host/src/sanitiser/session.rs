@@ -127,8 +127,14 @@ impl SanitiseStats {
 pub(crate) struct Instance {
     store: Store<SanitiserState>,
     world: Sanitiser,
+    limits: CallLimits,
+}
+
+/// What stops one call into a sanitiser: its deadline, the memory cap (seen
+/// as a trap) and an operator's stop request.
+struct CallLimits {
     name: String,
-    call_timeout: Duration,
+    timeout: Duration,
     memory_cap_hit: Arc<AtomicBool>,
     stop: CancellationToken,
 }
@@ -170,26 +176,22 @@ impl Instance {
         Ok(Instance {
             store,
             world,
-            name: name.to_string(),
-            call_timeout,
-            memory_cap_hit,
-            stop,
+            limits: CallLimits {
+                name: name.to_string(),
+                timeout: call_timeout,
+                memory_cap_hit,
+                stop,
+            },
         })
     }
 
     pub(crate) async fn describe(&mut self) -> Result<SanitiserInfo> {
         let api = self.world.envsync_plugin_sanitise();
         let call = api.call_describe(&mut self.store);
-        guard(
-            call,
-            &self.name,
-            "describe",
-            self.call_timeout,
-            &self.memory_cap_hit,
-            &self.stop,
-        )
-        .await
-        .map_err(|e| self.with_stderr(e))
+        self.limits
+            .guard("describe", call)
+            .await
+            .map_err(|e| self.with_stderr(e))
     }
 
     async fn configure(
@@ -199,16 +201,10 @@ impl Instance {
     ) -> Result<Result<Option<Vec<String>>, SanitiserError>> {
         let api = self.world.envsync_plugin_sanitise();
         let call = api.call_configure(&mut self.store, rules, context);
-        guard(
-            call,
-            &self.name,
-            "configure",
-            self.call_timeout,
-            &self.memory_cap_hit,
-            &self.stop,
-        )
-        .await
-        .map_err(|e| self.with_stderr(e))
+        self.limits
+            .guard("configure", call)
+            .await
+            .map_err(|e| self.with_stderr(e))
     }
 
     async fn transform_rows(
@@ -220,16 +216,10 @@ impl Instance {
         let api = self.world.envsync_plugin_sanitise();
         let call = api.call_transform_rows(&mut self.store, table, columns, rows);
         let what = format!("transform-rows of table {table}");
-        guard(
-            call,
-            &self.name,
-            &what,
-            self.call_timeout,
-            &self.memory_cap_hit,
-            &self.stop,
-        )
-        .await
-        .map_err(|e| self.with_stderr(e))
+        self.limits
+            .guard(&what, call)
+            .await
+            .map_err(|e| self.with_stderr(e))
     }
 
     async fn transform_documents(
@@ -240,31 +230,19 @@ impl Instance {
         let api = self.world.envsync_plugin_sanitise();
         let call = api.call_transform_documents(&mut self.store, index, documents);
         let what = format!("transform-documents of index {index}");
-        guard(
-            call,
-            &self.name,
-            &what,
-            self.call_timeout,
-            &self.memory_cap_hit,
-            &self.stop,
-        )
-        .await
-        .map_err(|e| self.with_stderr(e))
+        self.limits
+            .guard(&what, call)
+            .await
+            .map_err(|e| self.with_stderr(e))
     }
 
     async fn uncovered(&mut self, schema: &[SchemaTable]) -> Result<Vec<String>> {
         let api = self.world.envsync_plugin_sanitise();
         let call = api.call_uncovered(&mut self.store, schema);
-        guard(
-            call,
-            &self.name,
-            "uncovered",
-            self.call_timeout,
-            &self.memory_cap_hit,
-            &self.stop,
-        )
-        .await
-        .map_err(|e| self.with_stderr(e))
+        self.limits
+            .guard("uncovered", call)
+            .await
+            .map_err(|e| self.with_stderr(e))
     }
 
     /// Adds what the sanitiser printed to stderr (a panic message).
@@ -280,38 +258,44 @@ impl Instance {
     }
 }
 
-/// One call under the per-call deadline, the memory cap and the stop request.
-async fn guard<T>(
-    call: impl Future<Output = wasmtime::Result<T>>,
-    name: &str,
-    what: &str,
-    timeout: Duration,
-    memory_cap_hit: &AtomicBool,
-    stop: &CancellationToken,
-) -> Result<T> {
-    let result = tokio::select! {
-        r = tokio::time::timeout(timeout, call) => r,
-        () = stop.cancelled() => {
-            return Err(Failure::new(
-                Kind::Stopped,
-                format!("sanitiser {name} was stopped during {what} because envsync-host was asked to stop"),
+impl CallLimits {
+    /// One call under the per-call deadline, the memory cap and the stop request.
+    async fn guard<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = wasmtime::Result<T>>,
+    ) -> Result<T> {
+        let CallLimits {
+            name,
+            timeout,
+            memory_cap_hit,
+            stop,
+        } = self;
+        let timeout = *timeout;
+        let result = tokio::select! {
+            r = tokio::time::timeout(timeout, call) => r,
+            () = stop.cancelled() => {
+                return Err(Failure::new(
+                    Kind::Stopped,
+                    format!("sanitiser {name} was stopped during {what} because envsync-host was asked to stop"),
+                )
+                .into());
+            }
+        };
+        match result {
+            Ok(Ok(v)) => Ok(v),
+            Err(_) => Err(Failure::new(
+                Kind::Sandbox,
+                format!(
+                    "sanitiser {name} took longer than {} for {what} and was stopped (a loop, or far too much work per call)",
+                    humantime::format_duration(timeout)
+                ),
             )
-            .into());
-        }
-    };
-    match result {
-        Ok(Ok(v)) => Ok(v),
-        Err(_) => Err(Failure::new(
-            Kind::Sandbox,
-            format!(
-                "sanitiser {name} took longer than {} for {what} and was stopped (a loop, or far too much work per call)",
-                humantime::format_duration(timeout)
+            .into()),
+            Ok(Err(trap)) => Err(
+                trap_failure(&format!("sanitiser {name}"), what, &trap, memory_cap_hit).into(),
             ),
-        )
-        .into()),
-        Ok(Err(trap)) => Err(
-            trap_failure(&format!("sanitiser {name}"), what, &trap, memory_cap_hit).into(),
-        ),
+        }
     }
 }
 
