@@ -132,7 +132,7 @@ pub struct RunArgs {
     /// Backup: compression of the stored artifact [default: zstd, or none for formats that are already compressed].
     #[arg(long, value_enum)]
     pub compression: Option<CompressionArg>,
-    /// Backup: compression level [default: zstd 3, gzip 6].
+    /// Backup: compression level [default: zstd 1, gzip 6].
     #[arg(long)]
     pub compression_level: Option<i32>,
     /// Backup: encrypt to this age recipient (age1…; repeatable).

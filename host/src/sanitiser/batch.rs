@@ -78,14 +78,18 @@ impl<'a> Packed<'a> {
         })
     }
 
-    /// Every value in order (None for NULL).
-    pub fn values(&self) -> impl Iterator<Item = Option<&'a str>> + '_ {
-        let mut start = 0usize;
-        self.ends.iter().enumerate().map(move |(i, &end)| {
+    /// The non-NULL values of at least `min_len` bytes, in order; the
+    /// others are passed over by their length alone (a NULL has none).
+    pub fn values_of_at_least(&self, min_len: usize) -> impl Iterator<Item = &'a str> + '_ {
+        let min_len = min_len.max(1) as u32;
+        let mut start = 0u32;
+        self.ends.iter().enumerate().filter_map(move |(i, &end)| {
+            let from = std::mem::replace(&mut start, end);
+            if end - from < min_len || self.nulls[i / 8] & (1 << (i % 8)) != 0 {
+                return None;
+            }
             // In range and on character boundaries: checked in `new`.
-            let value = &self.text[start..end as usize];
-            start = end as usize;
-            (self.nulls[i / 8] & (1 << (i % 8)) == 0).then_some(value)
+            Some(&self.text[from as usize..end as usize])
         })
     }
 
@@ -118,8 +122,10 @@ mod tests {
         let nulls = [0b0000_0010];
         let p = Packed::new(2, data, &ends, &nulls, 2).unwrap();
         assert_eq!(p.rows, 2);
-        let values: Vec<_> = p.values().collect();
-        assert_eq!(values, [Some("1"), None, Some("22"), Some("a@b")]);
+        let long: Vec<_> = p.values_of_at_least(2).collect();
+        assert_eq!(long, ["22", "a@b"]);
+        let all: Vec<_> = p.values_of_at_least(0).collect();
+        assert_eq!(all, ["1", "22", "a@b"]);
         assert_eq!(p.bytes(), 6);
 
         assert!(

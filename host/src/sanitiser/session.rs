@@ -556,7 +556,7 @@ impl SanitiserSession {
     /// The residual scan over every value of a checked batch.
     fn scan(&mut self, batch: &Packed) {
         self.scanner
-            .scan_batch(batch.text(), batch.values().flatten());
+            .scan_batch(batch.text(), |min_len| batch.values_of_at_least(min_len));
         self.stats.findings = self.scanner.findings.clone();
     }
 

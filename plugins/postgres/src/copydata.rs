@@ -433,31 +433,44 @@ struct Lines<R> {
     pos: usize,
     /// Where the newline search resumes (everything in pos..scan has none).
     scan: usize,
+    /// A chunk read but not yet in `buf`, and where its unread part starts.
+    next: Option<(Vec<u8>, usize)>,
     eof: bool,
     bytes_in: u64,
 }
 
 impl<R: FnMut() -> Result<Vec<u8>, Error>> Lines<R> {
-    /// Reads another chunk; false at end of input.
+    /// Brings more input into `buf`; false at end of input.
     fn refill(&mut self) -> Result<bool, Error> {
-        if self.eof {
-            return Ok(false);
-        }
-        let chunk = (self.read)()?;
-        if chunk.is_empty() {
-            self.eof = true;
-            return Ok(false);
-        }
-        self.bytes_in += chunk.len() as u64;
+        let (chunk, from) = match self.next.take() {
+            Some(next) => next,
+            None if self.eof => return Ok(false),
+            None => {
+                let chunk = (self.read)()?;
+                if chunk.is_empty() {
+                    self.eof = true;
+                    return Ok(false);
+                }
+                self.bytes_in += chunk.len() as u64;
+                (chunk, 0)
+            }
+        };
         if self.pos == self.buf.len() {
             self.buf = chunk;
-            self.pos = 0;
-            self.scan = 0;
-        } else {
-            self.buf.drain(..self.pos);
-            self.scan -= self.pos;
-            self.pos = 0;
-            self.buf.extend_from_slice(&chunk);
+            self.pos = from;
+            self.scan = from;
+            return Ok(true);
+        }
+        // A line runs on into the chunk: only its end joins the rest of it
+        // in `buf`; the chunk waits to become `buf` itself, uncopied.
+        let rest = &chunk[from..];
+        let cut = memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+        self.buf.drain(..self.pos);
+        self.scan -= self.pos;
+        self.pos = 0;
+        self.buf.extend_from_slice(&rest[..cut]);
+        if cut < rest.len() {
+            self.next = Some((chunk, from + cut));
         }
         Ok(true)
     }
@@ -554,6 +567,7 @@ where
         buf: Vec::new(),
         pos: 0,
         scan: 0,
+        next: None,
         eof: false,
         bytes_in: 0,
     };

@@ -3,7 +3,7 @@
 //! row).
 
 use crate::json::apply_paths;
-use crate::mask::{Keyed, apply, apply_to};
+use crate::mask::{Keyed, apply, mask_into};
 use crate::rules::{Action, Rules, TableRules, TemplatePart, bare};
 use crate::time::parse_timestamp;
 use envsync_plugin_sdk::rows::{RowBatchBuilder, check, pack, unpack, values};
@@ -193,10 +193,8 @@ impl Sanitiser {
                 } else {
                     batch.ends[i - 1] as usize
                 };
-                scratch.clear();
                 let value = &text[start..batch.ends[i] as usize];
-                let kept = apply_to(&op.action, op.unique, value, &mut scratch, keyed);
-                out.push(kept.then_some(scratch.as_str()));
+                mask_into(&op.action, op.unique, value, &mut out, &mut scratch, keyed);
             }
             out.push_run(&batch, run, batch.ends.len() - run);
             return Ok(out.finish());

@@ -10,6 +10,7 @@
 //! (256 bits) are unique with high probability as they are.
 
 use crate::rules::Action;
+use envsync_plugin_sdk::rows::RowBatchBuilder;
 use std::fmt::Write;
 
 /// The keyed hash: HMAC-SHA-256 under the task's salt in the host
@@ -130,14 +131,19 @@ exercitation ullamco laboris nisi ut aliquip ex ea commodo consequat. Duis aute 
 reprehenderit in voluptate velit esse cillum dolore eu fugiat nulla pariatur. Excepteur sint \
 occaecat cupidatat non proident, sunt in culpa qui officia deserunt mollit anim id est laborum. ";
 
-/// Appends `n` characters of lorem ipsum.
-pub fn push_lorem(out: &mut String, mut n: usize) {
-    out.reserve(n);
-    while n > 0 {
+/// `n` characters of lorem ipsum, in pieces.
+fn lorem(mut n: usize) -> impl Iterator<Item = &'static str> {
+    std::iter::from_fn(move || {
         let take = n.min(LOREM.len());
-        out.push_str(&LOREM[..take]);
         n -= take;
-    }
+        (take > 0).then(|| &LOREM[..take])
+    })
+}
+
+/// Appends `n` characters of lorem ipsum.
+pub fn push_lorem(out: &mut String, n: usize) {
+    out.reserve(n);
+    lorem(n).for_each(|piece| out.push_str(piece));
 }
 
 fn char_len(s: &str) -> usize {
@@ -169,29 +175,31 @@ fn hash_lowercase<K: Keyed + ?Sized>(keyed: &K, value: &str) -> [u8; 32] {
     }
 }
 
-/// What [`apply`] makes of `input`, appended to `out` (empty on entry).
+/// Appends what [`apply`] makes of `input` to `out` as its next value.
 /// The actions that need only the value's length or nothing of it (`null`,
-/// `fixed`, `lorem`, not unique) skip copying the value first.
-pub fn apply_to<K: Keyed + ?Sized>(
+/// `fixed`, `lorem`, not unique) write straight into the batch; the others
+/// work on a copy in `scratch`.
+pub fn mask_into<K: Keyed + ?Sized>(
     action: &Action,
     unique: bool,
     input: &str,
-    out: &mut String,
+    out: &mut RowBatchBuilder,
+    scratch: &mut String,
     keyed: &K,
-) -> bool {
+) {
     match action {
-        Action::Null => false,
-        Action::Fixed(text) if !unique => {
-            out.push_str(text);
-            true
-        }
-        Action::Lorem if !unique => {
-            push_lorem(out, char_len(input));
-            true
-        }
+        Action::Null => out.push(None),
+        Action::Fixed(text) if !unique => out.push(Some(text)),
+        Action::Lorem if !unique => out.push_with(|buf| {
+            let n = char_len(input);
+            buf.reserve(n);
+            lorem(n).for_each(|piece| buf.extend_from_slice(piece.as_bytes()));
+        }),
         _ => {
-            out.push_str(input);
-            apply(action, unique, out, keyed)
+            scratch.clear();
+            scratch.push_str(input);
+            let kept = apply(action, unique, scratch, keyed);
+            out.push(kept.then_some(scratch.as_str()));
         }
     }
 }
@@ -311,6 +319,7 @@ pub fn apply<K: Keyed + ?Sized>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use envsync_plugin_sdk::rows::unpack;
     use hmac::{Hmac, Mac};
     use sha2::Sha256;
 
@@ -321,12 +330,13 @@ pub(crate) mod tests {
         mac.finalize().into_bytes().into()
     }
 
-    /// `apply`, checked against `apply_to` on every call.
+    /// `apply`, checked against `mask_into` on every call.
     fn masked(action: &Action, unique: bool, value: &str) -> Option<String> {
         let mut v = value.to_string();
         let in_place = apply(action, unique, &mut v, &test_keyed).then_some(v);
-        let mut out = String::new();
-        let copied = apply_to(action, unique, value, &mut out, &test_keyed).then_some(out);
+        let mut out = RowBatchBuilder::new(1);
+        mask_into(action, unique, value, &mut out, &mut String::new(), &test_keyed);
+        let copied = unpack(&out.finish(), 1).unwrap().remove(0).remove(0);
         assert_eq!(in_place, copied, "{action:?} unique={unique} on {value:?}");
         in_place
     }
