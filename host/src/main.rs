@@ -23,6 +23,8 @@ fn bound_allocator() {
 
 fn main() {
     bound_allocator();
+    // Before the runtime's threads start, so they inherit it.
+    let _ = envsync_host::capabilities::process::lower_priority();
     let cli = Cli::parse();
     logging::init(cli.log_format, cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

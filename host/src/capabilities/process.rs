@@ -242,20 +242,30 @@ fn stdin_label(program: &str, pid: Option<u32>) -> String {
     format!("{program} stdin (pid {})", pid.unwrap_or(0))
 }
 
-/// Runs in the child between fork and exec: best-effort I/O class, level 6,
-/// and nice 10, so a dump does not starve the database it reads.
-fn lower_priority() -> std::io::Result<()> {
+/// Nice 10 (or lower still, if already) and best-effort I/O class level 6
+/// for the calling thread and what it starts later, so a dump does not
+/// starve the database it reads. `main` calls it before any thread starts,
+/// so the host runs at the priority of its programs: a pipeline whose
+/// stages run at different priorities waits on its lowest one (at nice 0
+/// the host kept preempting its own pg_dump; docs/benchmarks.md). Children
+/// call it between fork and exec too, for hosts embedded as a library.
+/// Only system calls: safe to run in a forked child.
+pub fn lower_priority() -> std::io::Result<()> {
     const IOPRIO_WHO_PROCESS: libc::c_int = 1;
     const IOPRIO_CLASS_BE: libc::c_int = 2;
     const IOPRIO_CLASS_SHIFT: libc::c_int = 13;
+    const NICE: libc::c_int = 10;
     unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
-        libc::syscall(
-            libc::SYS_ioprio_set,
-            IOPRIO_WHO_PROCESS,
-            0,
-            (IOPRIO_CLASS_BE << IOPRIO_CLASS_SHIFT) | 6,
-        );
+        if libc::getpriority(libc::PRIO_PROCESS, 0) < NICE {
+            libc::setpriority(libc::PRIO_PROCESS, 0, NICE);
+        }
+        // Lowered only: an idle class, or a lower best-effort level, stays.
+        let wanted = (IOPRIO_CLASS_BE << IOPRIO_CLASS_SHIFT) | 6;
+        let current = libc::syscall(libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, 0) as libc::c_int;
+        let class = current >> IOPRIO_CLASS_SHIFT;
+        if class == 0 || (class == IOPRIO_CLASS_BE && current < wanted) {
+            libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, wanted);
+        }
     }
     Ok(())
 }

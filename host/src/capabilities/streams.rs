@@ -153,12 +153,15 @@ impl ByteSink {
         }
     }
 
-    async fn write(&mut self, bytes: &[u8]) -> Result<(), WitError> {
-        let label = self.label.clone();
-        self.writer()?
-            .write_all(bytes)
-            .await
-            .map_err(|e| WitError::Io(format!("writing to {label} failed: {e}")))
+    async fn write(&mut self, bytes: Vec<u8>) -> Result<(), WitError> {
+        self.writer()?; // refuses a closed or busy sink
+        let written = match &mut self.kind {
+            // The artifact's codec task takes the buffer itself, uncopied.
+            SinkKind::Artifact(w) => w.write_owned(bytes).await,
+            SinkKind::Pipe(w) => w.write_all(&bytes).await,
+            SinkKind::Closed | SinkKind::Busy => unreachable!("refused by writer()"),
+        };
+        written.map_err(|e| WitError::Io(format!("writing to {} failed: {e}", self.label)))
     }
 
     /// Flushes and closes; a pipe is dropped so its reader sees end of input.
@@ -247,7 +250,7 @@ impl HostByteSource for StepState {
 
 impl HostByteSink for StepState {
     async fn write(&mut self, this: Resource<ByteSink>, bytes: Vec<u8>) -> HostResult<()> {
-        Ok(self.table.get_mut(&this)?.write(&bytes).await)
+        Ok(self.table.get_mut(&this)?.write(bytes).await)
     }
 
     async fn close(&mut self, this: Resource<ByteSink>) -> HostResult<()> {

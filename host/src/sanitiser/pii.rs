@@ -110,7 +110,11 @@ impl Scanner {
         values: impl FnOnce(usize) -> I,
     ) {
         let any_at = text.contains('@');
-        let min_len = if any_at { SHORTEST_EMAIL } else { SHORTEST_NUMBER };
+        let min_len = if any_at {
+            SHORTEST_EMAIL
+        } else {
+            SHORTEST_NUMBER
+        };
         for value in values(min_len) {
             self.scan_value(value, any_at);
         }

@@ -175,6 +175,11 @@ impl ArtifactWriter {
         Ok(digest.snapshot())
     }
 
+    /// Writes `chunk`, handing the buffer itself to the codec task.
+    pub async fn write_owned(&mut self, chunk: Vec<u8>) -> io::Result<()> {
+        self.encoder.send(chunk).await
+    }
+
     /// Abandons the upload; nothing becomes visible in the store.
     pub async fn abort(self) {
         let object = self.object.lock().expect("upload").take();

@@ -47,6 +47,25 @@ impl<W: AsyncWrite + Send + Unpin + 'static> WriteBehind<W> {
         }
     }
 
+    /// Queues `chunk` as it is (`poll_write` must copy what it is lent).
+    pub async fn send(&mut self, chunk: Vec<u8>) -> io::Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let Some(queue) = self.queue.as_mut() else {
+            return Err(io::Error::other("write after finish"));
+        };
+        let sent = match std::future::poll_fn(|cx| queue.poll_reserve(cx)).await {
+            Ok(()) => queue.send_item(chunk).is_ok(),
+            Err(_) => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err(stopped(&self.failed))
+        }
+    }
+
     /// Waits until every queued byte is written and gives `W` back.
     pub async fn finish(mut self) -> io::Result<W> {
         self.queue.take();
@@ -178,6 +197,17 @@ mod tests {
         }
         let written = writer.finish().await.unwrap();
         assert_eq!(written, data);
+
+        // Owned chunks and lent ones interleave in order.
+        let mut writer = WriteBehind::new(Vec::new());
+        for (i, chunk) in data.chunks(77_777).enumerate() {
+            if i % 2 == 0 {
+                writer.send(chunk.to_vec()).await.unwrap();
+            } else {
+                writer.write_all(chunk).await.unwrap();
+            }
+        }
+        assert_eq!(writer.finish().await.unwrap(), data);
 
         let mut reader = ReadAhead::new(std::io::Cursor::new(written));
         let mut back = Vec::new();

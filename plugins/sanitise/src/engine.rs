@@ -178,8 +178,12 @@ impl Sanitiser {
             let text = check(&batch, width)?;
             let mut scratch = String::new();
             let mut run = 0; // first value of the pending run of kept values
+            // The column of value i, counted (a division per value costs
+            // more than the copy it decides).
+            let mut column = width - 1;
             for i in 0..batch.ends.len() {
-                let Some(op) = ops[i % width].map(|o| &plan.ops[o]) else {
+                column = if column + 1 == width { 0 } else { column + 1 };
+                let Some(op) = ops[column].map(|o| &plan.ops[o]) else {
                     continue;
                 };
                 out.push_run(&batch, run, i - run);

@@ -335,7 +335,14 @@ pub(crate) mod tests {
         let mut v = value.to_string();
         let in_place = apply(action, unique, &mut v, &test_keyed).then_some(v);
         let mut out = RowBatchBuilder::new(1);
-        mask_into(action, unique, value, &mut out, &mut String::new(), &test_keyed);
+        mask_into(
+            action,
+            unique,
+            value,
+            &mut out,
+            &mut String::new(),
+            &test_keyed,
+        );
         let copied = unpack(&out.finish(), 1).unwrap().remove(0).remove(0);
         assert_eq!(in_place, copied, "{action:?} unique={unique} on {value:?}");
         in_place
