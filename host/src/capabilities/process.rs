@@ -453,3 +453,30 @@ impl HostChild for StepState {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nice() -> libc::c_int {
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+    }
+
+    /// Linux keeps a nice level per thread: a thread of its own keeps the
+    /// test runner's priority as it was.
+    #[test]
+    fn priority_is_lowered_and_never_raised() {
+        std::thread::spawn(|| {
+            lower_priority().unwrap();
+            assert!(nice() >= 10, "nice {}", nice());
+            let io = unsafe { libc::syscall(libc::SYS_ioprio_get, 1, 0) };
+            assert_eq!(io >> 13, 2, "best-effort I/O class, got {io:#x}");
+            assert!((io & 7) >= 6, "I/O level 6 or lower, got {io:#x}");
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 15) };
+            lower_priority().unwrap();
+            assert_eq!(nice(), 15, "an operator's lower priority stays");
+        })
+        .join()
+        .unwrap();
+    }
+}
