@@ -464,19 +464,16 @@ async fn guard<T>(
     op: &str,
     limits: &Limits,
 ) -> Result<T> {
-    let result = tokio::select! {
-        result = tokio::time::timeout_at(limits.deadline, call) => result,
-        () = limits.stop.cancelled() => {
-            return Err(Failure::new(
-                Kind::Stopped,
-                format!("plugin {plugin} was stopped during {op} because envsync-host was asked to stop (SIGTERM or SIGINT); its programs were killed"),
-            )
-            .into());
-        }
-    };
-    match result {
-        Ok(Ok(value)) => Ok(value),
-        Err(_) => Err(Failure::new(
+    match bounded(call, limits.deadline, &limits.stop).await {
+        Bounded::Returned(Ok(value)) => Ok(value),
+        Bounded::Returned(Err(trap)) => Err(trap_failure(
+            &format!("plugin {plugin}"),
+            op,
+            &trap,
+            &limits.memory_cap_hit,
+        )
+        .into()),
+        Bounded::Overran => Err(Failure::new(
             Kind::Sandbox,
             format!(
                 "plugin {plugin} exceeded the step's maximum runtime of {} during {op}; it was stopped and its programs killed",
@@ -484,13 +481,37 @@ async fn guard<T>(
             ),
         )
         .into()),
-        Ok(Err(trap)) => Err(trap_failure(
-            &format!("plugin {plugin}"),
-            op,
-            &trap,
-            &limits.memory_cap_hit,
+        Bounded::Stopped => Err(Failure::new(
+            Kind::Stopped,
+            format!("plugin {plugin} was stopped during {op} because envsync-host was asked to stop (SIGTERM or SIGINT); its programs were killed"),
         )
         .into()),
+    }
+}
+
+/// How a guest call raced against its deadline and a stop request ended.
+pub(crate) enum Bounded<T> {
+    /// The call returned or trapped.
+    Returned(wasmtime::Result<T>),
+    /// The deadline passed first; the call was dropped.
+    Overran,
+    /// The operator asked envsync-host to stop; the call was dropped.
+    Stopped,
+}
+
+/// Runs a guest call (engine or sanitiser) until it returns, `deadline`
+/// passes or `stop` is requested; the caller words what each means.
+pub(crate) async fn bounded<T>(
+    call: impl Future<Output = wasmtime::Result<T>>,
+    deadline: Instant,
+    stop: &CancellationToken,
+) -> Bounded<T> {
+    tokio::select! {
+        result = tokio::time::timeout_at(deadline, call) => match result {
+            Ok(returned) => Bounded::Returned(returned),
+            Err(_) => Bounded::Overran,
+        },
+        () = stop.cancelled() => Bounded::Stopped,
     }
 }
 

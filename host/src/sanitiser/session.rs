@@ -14,7 +14,7 @@ use super::bindings::{RunContext, Sanitiser, SanitiserError, SanitiserInfo, Sani
 use super::pii::{Findings, Scanner};
 use super::state::SanitiserState;
 use crate::failure::{Failure, Kind};
-use crate::runtime::trap_failure;
+use crate::runtime::{Bounded, bounded, trap_failure};
 use anyhow::Result;
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -271,30 +271,29 @@ impl CallLimits {
             memory_cap_hit,
             stop,
         } = self;
-        let timeout = *timeout;
-        let result = tokio::select! {
-            r = tokio::time::timeout(timeout, call) => r,
-            () = stop.cancelled() => {
-                return Err(Failure::new(
-                    Kind::Stopped,
-                    format!("sanitiser {name} was stopped during {what} because envsync-host was asked to stop"),
-                )
-                .into());
-            }
-        };
-        match result {
-            Ok(Ok(v)) => Ok(v),
-            Err(_) => Err(Failure::new(
+        let deadline = tokio::time::Instant::now() + *timeout;
+        match bounded(call, deadline, stop).await {
+            Bounded::Returned(Ok(v)) => Ok(v),
+            Bounded::Returned(Err(trap)) => Err(trap_failure(
+                &format!("sanitiser {name}"),
+                what,
+                &trap,
+                memory_cap_hit,
+            )
+            .into()),
+            Bounded::Overran => Err(Failure::new(
                 Kind::Sandbox,
                 format!(
                     "sanitiser {name} took longer than {} for {what} and was stopped (a loop, or far too much work per call)",
-                    humantime::format_duration(timeout)
+                    humantime::format_duration(*timeout)
                 ),
             )
             .into()),
-            Ok(Err(trap)) => Err(
-                trap_failure(&format!("sanitiser {name}"), what, &trap, memory_cap_hit).into(),
-            ),
+            Bounded::Stopped => Err(Failure::new(
+                Kind::Stopped,
+                format!("sanitiser {name} was stopped during {what} because envsync-host was asked to stop"),
+            )
+            .into()),
         }
     }
 }

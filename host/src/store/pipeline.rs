@@ -52,18 +52,8 @@ impl<W: AsyncWrite + Send + Unpin + 'static> WriteBehind<W> {
         if chunk.is_empty() {
             return Ok(());
         }
-        let Some(queue) = self.queue.as_mut() else {
-            return Err(io::Error::other("write after finish"));
-        };
-        let sent = match std::future::poll_fn(|cx| queue.poll_reserve(cx)).await {
-            Ok(()) => queue.send_item(chunk).is_ok(),
-            Err(_) => false,
-        };
-        if sent {
-            Ok(())
-        } else {
-            Err(stopped(&self.failed))
-        }
+        std::future::poll_fn(|cx| self.poll_room(cx)).await?;
+        self.queue_item(chunk)
     }
 
     /// Waits until every queued byte is written and gives `W` back.
@@ -72,6 +62,27 @@ impl<W: AsyncWrite + Send + Unpin + 'static> WriteBehind<W> {
         let task = self.task.take().expect("finish runs once");
         task.await
             .map_err(|e| io::Error::other(format!("the write task failed: {e}")))?
+    }
+}
+
+impl<W> WriteBehind<W> {
+    /// Waits for room in the queue; fails once the write task stopped.
+    fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(queue) = self.queue.as_mut() else {
+            return Poll::Ready(Err(io::Error::other("write after finish")));
+        };
+        match ready!(queue.poll_reserve(cx)) {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(_) => Poll::Ready(Err(stopped(&self.failed))),
+        }
+    }
+
+    /// Queues `chunk` in the room `poll_room` reserved.
+    fn queue_item(&mut self, chunk: Vec<u8>) -> io::Result<()> {
+        match self.queue.as_mut().map(|q| q.send_item(chunk)) {
+            Some(Ok(())) => Ok(()),
+            _ => Err(stopped(&self.failed)),
+        }
     }
 }
 
@@ -89,17 +100,8 @@ impl<W> AsyncWrite for WriteBehind<W> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        let Some(queue) = this.queue.as_mut() else {
-            return Poll::Ready(Err(io::Error::other("write after finish")));
-        };
-        match ready!(queue.poll_reserve(cx)) {
-            Ok(()) => match queue.send_item(buf.to_vec()) {
-                Ok(()) => Poll::Ready(Ok(buf.len())),
-                Err(_) => Poll::Ready(Err(stopped(&this.failed))),
-            },
-            Err(_) => Poll::Ready(Err(stopped(&this.failed))),
-        }
+        ready!(self.poll_room(cx))?;
+        Poll::Ready(self.queue_item(buf.to_vec()).map(|()| buf.len()))
     }
 
     /// Bytes are flushed by `finish`; the queue itself holds nothing back.
