@@ -17,7 +17,7 @@ for dir in plugins/*/; do
   [ "$name" = sdk ] && continue
   plugins+=("$name")
 done
-fixtures=(sandbox-probe future-contract hostile-sanitiser)
+fixtures=(sandbox-probe future-contract hostile-sanitiser hostile-engine)
 
 pkg_args=()
 for p in "${plugins[@]}"; do pkg_args+=(-p "envsync-$p"); done

@@ -21,7 +21,18 @@ fn bound_allocator() {
     }
 }
 
+/// The host holds passwords, keys and the salt: its memory and environment
+/// (`/proc/PID/mem`, `environ`) are closed to other processes of the same
+/// user, its children included (they are also in a Landlock domain that
+/// cannot trace it; docs/security.md).
+fn not_dumpable() {
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0);
+    }
+}
+
 fn main() {
+    not_dumpable();
     bound_allocator();
     // Before the runtime's threads start, so they inherit it.
     let _ = envsync_host::capabilities::process::lower_priority();

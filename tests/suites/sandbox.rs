@@ -29,6 +29,9 @@ fn probe_file() -> PathBuf {
     path
 }
 
+/// What the probe declares, named by the operator.
+const PROBE_PROGRAMS: &[&str] = &["true", "sleep", "nice", "ionice"];
+
 fn backup_request(store: &std::path::Path, misbehave: Option<&str>) -> StepRequest {
     let mut job = JobContext::default();
     job.connections.insert(
@@ -59,7 +62,9 @@ fn backup_request(store: &std::path::Path, misbehave: Option<&str>) -> StepReque
         script: None,
         max_runtime: Duration::from_secs(3),
         memory_cap_mib: 64,
-        allow_programs: None,
+        // The probe's programs have no host policy: they run only because
+        // the operator names them (docs/security.md).
+        allow_programs: Some(PROBE_PROGRAMS.iter().map(|p| p.to_string()).collect()),
         stop: Default::default(),
         sanitise: None,
     }

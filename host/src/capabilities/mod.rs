@@ -2,10 +2,12 @@
 //! Each module holds the host state for its interface and the trait impl the
 //! bindings call.
 
+pub mod confine;
 pub mod http;
 pub mod job;
 pub mod log;
 pub mod process;
+pub mod program_policy;
 pub mod sanitising;
 pub mod streams;
 

@@ -1,8 +1,13 @@
 //! `envsync:plugin/process`: spawning the programs a plugin declared and the
-//! operator allowed. No shell; credentials injected host-side; children run
-//! at low priority and die with the step.
+//! operator allowed. No shell; each child gets an environment built from
+//! nothing, credentials only for its own connection, arguments checked
+//! against the host's policy for the program (`program_policy`), and OS
+//! confinement (`confine`); children run at low priority and die with the
+//! step and with the host.
 
 use super::HostResult;
+use super::confine::{Confinement, Grant};
+use super::program_policy::{self, Granted, Prelude, ProgramPolicy};
 use super::streams::{ByteSink, ByteSource, SinkKind, SourceKind};
 use crate::runtime::bindings::WitError;
 use crate::runtime::bindings::envsync::plugin::process::{
@@ -13,26 +18,27 @@ use crate::runtime::sandbox::StepState;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::Stdio as StdStdio;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 use wasmtime::component::Resource;
 
 /// How much of a child's stderr is kept for error messages.
 const STDERR_TAIL: usize = 4096;
-/// Host variables every child gets, so programs find their libraries,
-/// locale and `~/.pgpass`-style files.
-const BASE_ENV: &[&str] = &[
-    "PATH",
-    "HOME",
-    "LANG",
-    "LC_ALL",
-    "LC_CTYPE",
-    "LC_MESSAGES",
-    "TZ",
-    "TMPDIR",
-];
+/// Host variables every child gets: where programs are, and the locale.
+/// Nothing else of the host's environment reaches a child; `HOME` and
+/// `TMPDIR` are the step's empty scratch folder.
+const BASE_ENV: &[&str] = &["PATH", "LANG", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ"];
+/// Variables the host sets itself.
+const HOST_ENV: &[&str] = &["HOME", "TMPDIR"];
+/// The operator's list of host variables a plugin's declared `passthrough`
+/// may hand to children (comma-separated, e.g. `PGSSLMODE,PGSSLROOTCERT`).
+/// Unset: none — a plugin never chooses which host variables it sees.
+pub const PASS_ENV: &str = "ENVSYNC_CHILD_ENV";
+/// How many bytes of one stderr line reach the debug log.
+const STDERR_LOG_LINE: usize = 1024;
 
 /// Which programs this step may run, and how credentials reach them.
 #[derive(Debug)]
@@ -43,7 +49,15 @@ pub struct ProcessPolicy {
     refused: BTreeSet<String>,
     /// Allowed programs with their resolved paths (None: not installed).
     allowed: BTreeMap<String, Option<PathBuf>>,
+    /// Programs the operator named (`--allow-program`): the only ones that
+    /// may run without a host policy.
+    named_by_operator: BTreeSet<String>,
     credentials: CredentialEnv,
+    /// The step's scratch folder (children's HOME and TMPDIR), made at the
+    /// first spawn and removed with the step.
+    scratch: OnceLock<tempfile::TempDir>,
+    /// Children started and not yet waited for or dropped.
+    live: Arc<AtomicUsize>,
 }
 
 impl ProcessPolicy {
@@ -69,7 +83,36 @@ impl ProcessPolicy {
             declared: declared.iter().cloned().collect(),
             refused,
             allowed,
+            named_by_operator: operator_allows.unwrap_or_default().iter().cloned().collect(),
             credentials,
+            scratch: OnceLock::new(),
+            live: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// The step's scratch folder, made on first use (mode 0700).
+    fn scratch(&self) -> Result<&Path, WitError> {
+        if let Some(dir) = self.scratch.get() {
+            return Ok(dir.path());
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("envsync-step-")
+            .tempdir()
+            .map_err(|e| WitError::Io(format!("cannot create the step's scratch folder: {e}")))?;
+        Ok(self.scratch.get_or_init(|| dir).path())
+    }
+
+    /// The host's policy for `program`, or why it may not run without one.
+    fn program_policy(&self, program: &str) -> Result<Option<ProgramPolicy>, WitError> {
+        match program_policy::policies().get(program) {
+            Some(policy) => Ok(Some(policy)),
+            None if self.named_by_operator.contains(program) => Ok(None),
+            None => Err(WitError::Denied(format!(
+                "plugin {} may not run {program}: envsync-host has no confinement policy for it, \
+                 so it runs only when the operator names it (--allow-program {program}, or \
+                 allow_programs in the task); see docs/security.md",
+                self.plugin
+            ))),
         }
     }
 
@@ -121,6 +164,7 @@ impl ProcessPolicy {
             || c.passthrough.iter().any(|v| v == name)
             || name.starts_with("LD_")
             || BASE_ENV.contains(&name)
+            || HOST_ENV.contains(&name)
     }
 }
 
@@ -157,12 +201,11 @@ fn is_executable(path: &Path) -> bool {
 struct Tail(VecDeque<u8>);
 
 impl Tail {
-    fn push_line(&mut self, line: &str) {
-        self.0.extend(line.as_bytes());
-        self.0.push_back(b'\n');
-        while self.0.len() > STDERR_TAIL {
-            self.0.pop_front();
-        }
+    fn push(&mut self, bytes: &[u8]) {
+        let keep = &bytes[bytes.len().saturating_sub(STDERR_TAIL)..];
+        self.0.extend(keep);
+        let excess = self.0.len().saturating_sub(STDERR_TAIL);
+        self.0.drain(..excess);
     }
     fn text(&self) -> String {
         let bytes: Vec<u8> = self.0.iter().copied().collect();
@@ -183,9 +226,17 @@ pub struct ChildProcess {
     stderr: Arc<Mutex<Tail>>,
     stderr_reader: Option<JoinHandle<()>>,
     status: Option<ExitStatus>,
+    /// The step's count of running children, released once.
+    live: Option<Arc<AtomicUsize>>,
 }
 
 impl ChildProcess {
+    fn release(&mut self) {
+        if let Some(live) = self.live.take() {
+            live.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
     fn kill_group(&mut self) {
         if self.status.is_none()
             && let Some(pid) = self.pid
@@ -220,6 +271,7 @@ impl ChildProcess {
         };
         tracing::debug!(program = self.program, ?status.code, ?status.signal, "child exited");
         self.status = Some(status.clone());
+        self.release();
         Ok(status)
     }
 }
@@ -227,6 +279,7 @@ impl ChildProcess {
 impl Drop for ChildProcess {
     fn drop(&mut self) {
         self.kill_group();
+        self.release();
     }
 }
 
@@ -270,40 +323,72 @@ pub fn lower_priority() -> std::io::Result<()> {
     Ok(())
 }
 
+/// A command checked and ready to start, with what to do right after.
+struct Prepared {
+    command: tokio::process::Command,
+    prelude: Option<Prelude>,
+}
+
 impl StepState {
-    fn build_command(&self, command: &Command) -> Result<tokio::process::Command, WitError> {
-        let path = self.process.resolve(&command.program)?;
-        let mut cmd = tokio::process::Command::new(path);
-        cmd.args(&command.args).env_clear();
-        for name in BASE_ENV.iter().copied().chain(
-            self.process
-                .credentials
-                .passthrough
-                .iter()
-                .map(String::as_str),
-        ) {
-            if let Some(value) = std::env::var_os(name) {
-                cmd.env(name, value);
-            }
-        }
-        for (name, value) in &command.env {
-            if self.process.reserved_env(name) {
-                return Err(WitError::Denied(format!(
-                    "plugin {} may not set environment variable {name} for {}: it is reserved \
-                     for credentials and the host",
-                    self.plugin_name, command.program
-                )));
-            }
-            cmd.env(name, value);
-        }
-        if let Some(role) = &command.connection {
-            let conn = self.job.connections.get(role).ok_or_else(|| {
+    fn build_command(&self, command: &Command) -> Result<Prepared, WitError> {
+        let process = &self.process;
+        let path = process.resolve(&command.program)?;
+        let policy = process.program_policy(&command.program)?;
+        let connection = match &command.connection {
+            Some(role) => Some(self.job.connections.get(role).ok_or_else(|| {
                 WitError::Denied(format!(
                     "this step has no {role} connection (it has: {})",
                     join(self.job.connections.keys())
                 ))
-            })?;
-            let c = &self.process.credentials;
+            })?),
+            None => None,
+        };
+        let granted = Granted {
+            host: connection.and_then(|c| c.host.as_deref()),
+            port: connection.and_then(|c| c.port),
+            user: connection.and_then(|c| c.user.as_deref()),
+        };
+        let args = match &policy {
+            Some(policy) => policy.arguments(&command.args, &granted).map_err(|why| {
+                WitError::Denied(format!(
+                    "plugin {} may not run {} this way: {why} (envsync-host's policy for {}; \
+                     see docs/security.md)",
+                    self.plugin_name, command.program, command.program
+                ))
+            })?,
+            None => command.args.clone(),
+        };
+        let scratch = process.scratch()?;
+        let mut cmd = tokio::process::Command::new(&path);
+        cmd.args(&args).env_clear();
+        for name in BASE_ENV {
+            if let Some(value) = std::env::var_os(name) {
+                cmd.env(name, value);
+            }
+        }
+        cmd.env("HOME", scratch).env("TMPDIR", scratch);
+        for name in passed_through(&process.credentials.passthrough) {
+            if let Some(value) = std::env::var_os(&name) {
+                cmd.env(name, value);
+            }
+        }
+        for (name, value) in &command.env {
+            let allowed = match &policy {
+                Some(policy) => policy.env_allowed(name),
+                None => true,
+            };
+            if process.reserved_env(name) || !allowed {
+                return Err(WitError::Denied(format!(
+                    "plugin {} may not set environment variable {name} for {}: it is reserved \
+                     for credentials and the host, or not among the variables the host lets \
+                     plugins set for {}",
+                    self.plugin_name, command.program, command.program
+                )));
+            }
+            cmd.env(name, value);
+        }
+        if let Some(conn) = connection {
+            let c = &process.credentials;
             let pairs = [
                 (&c.host, conn.host.clone()),
                 (&c.port, conn.port.map(|p| p.to_string())),
@@ -319,6 +404,24 @@ impl StepState {
                 }
             }
         }
+        let ports: BTreeSet<u16> = connection
+            .and_then(|c| c.port.or(policy.as_ref().and_then(|p| p.default_port)))
+            .into_iter()
+            .collect();
+        let database_folder = policy
+            .as_ref()
+            .and_then(|p| p.database_folder.as_deref())
+            .and_then(|param| self.database_folder(connection, param));
+        let system = &program_policy::policies().system;
+        let mut confinement = Confinement::build(&Grant {
+            program: &path,
+            policy: policy.as_ref(),
+            system,
+            scratch,
+            database_folder: database_folder.as_deref(),
+            ports: &ports,
+        })
+        .map_err(|e| WitError::Other(format!("cannot confine {}: {e}", command.program)))?;
         let stdio = |s: Stdio| match s {
             Stdio::Null => StdStdio::null(),
             Stdio::Piped => StdStdio::piped(),
@@ -328,17 +431,142 @@ impl StepState {
             .stderr(StdStdio::piped())
             .kill_on_drop(true)
             .process_group(0);
+        let host_pid = std::process::id() as libc::pid_t;
         unsafe {
-            cmd.pre_exec(lower_priority);
+            cmd.pre_exec(move || {
+                die_with_host(host_pid)?;
+                lower_priority()?;
+                confinement.apply()
+            });
         }
-        Ok(cmd)
+        let prelude = policy
+            .and_then(|p| p.prelude)
+            .filter(|_| matches!(command.stdin, Stdio::Piped));
+        Ok(Prepared {
+            command: cmd,
+            prelude,
+        })
+    }
+
+    /// The folder of the database file of `connection` (or of each of the
+    /// step's connections), a relative path resolving under job parameter
+    /// `param`, else under the host's working directory.
+    fn database_folder(
+        &self,
+        connection: Option<&crate::connection::Connection>,
+        param: &str,
+    ) -> Option<PathBuf> {
+        let conn = connection.or_else(|| {
+            // Without a role, the one connection the step has (a copy
+            // names one per command).
+            let mut all = self.job.connections.values();
+            match (all.next(), all.next()) {
+                (Some(only), None) => Some(only),
+                _ => None,
+            }
+        })?;
+        let base = self
+            .job
+            .params
+            .iter()
+            .rev()
+            .find(|(k, _)| k == param)
+            .map(|(_, v)| PathBuf::from(v))
+            .or_else(|| std::env::current_dir().ok())?;
+        let file = base.join(&conn.database);
+        file.parent().map(Path::to_path_buf)
+    }
+}
+
+/// Host variables the plugin declared as passthrough and the operator lets
+/// through (`ENVSYNC_CHILD_ENV`).
+fn passed_through(declared: &[String]) -> Vec<String> {
+    let Some(list) = std::env::var_os(PASS_ENV) else {
+        return Vec::new();
+    };
+    let list = list.to_string_lossy().to_string();
+    list.split(',')
+        .map(str::trim)
+        .filter(|name| declared.iter().any(|d| d == name))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Between fork and exec: the child gets SIGKILL when the host dies, and
+/// exits if the host already has.
+fn die_with_host(host_pid: libc::pid_t) -> std::io::Result<()> {
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::getppid() != host_pid {
+            libc::_exit(1);
+        }
+    }
+    Ok(())
+}
+
+/// A random key for psql's `\restrict`: the plugin never sees it, so it
+/// cannot `\unrestrict`.
+fn restrict_key() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(format!("envsync{}", hex::encode(bytes)))
+}
+
+/// Reads a child's stderr in bounded pieces: the last `STDERR_TAIL` bytes
+/// are kept, and at most `STDERR_LOG_LINE` bytes of each line are logged,
+/// however long a line the child writes.
+async fn read_stderr(
+    mut pipe: tokio::process::ChildStderr,
+    tail: Arc<Mutex<Tail>>,
+    program: String,
+) {
+    let mut buf = vec![0u8; 8192];
+    let mut line: Vec<u8> = Vec::new();
+    let mut dropped = false;
+    loop {
+        let n = match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        tail.lock().expect("stderr tail").push(&buf[..n]);
+        for &b in &buf[..n] {
+            if b == b'\n' {
+                let cut = if dropped { " …" } else { "" };
+                tracing::debug!(program, "{}{cut}", String::from_utf8_lossy(&line));
+                line.clear();
+                dropped = false;
+            } else if line.len() < STDERR_LOG_LINE {
+                line.push(b);
+            } else {
+                dropped = true;
+            }
+        }
+    }
+    if !line.is_empty() {
+        tracing::debug!(program, "{}", String::from_utf8_lossy(&line));
     }
 }
 
 impl Host for StepState {
     async fn spawn(&mut self, command: Command) -> HostResult<Resource<ChildProcess>> {
-        let mut cmd = match self.build_command(&command) {
-            Ok(cmd) => cmd,
+        let max = program_policy::policies().system.max_children;
+        if self.process.live.load(Ordering::SeqCst) >= max {
+            let message = format!(
+                "plugin {} may not start {}: it already runs {max} programs, the most one \
+                 step may run at once; wait for one first",
+                self.plugin_name, command.program
+            );
+            tracing::warn!(plugin = self.plugin_name, "{message}");
+            return Ok(Err(WitError::Denied(message)));
+        }
+        let Prepared {
+            command: mut cmd,
+            prelude,
+        } = match self.build_command(&command) {
+            Ok(prepared) => prepared,
             Err(e) => {
                 // A refusal is worth a warning; a missing program is often a
                 // plugin probing for alternatives (mariadb vs mysql).
@@ -361,25 +589,30 @@ impl Host for StepState {
         };
         tracing::debug!(plugin = self.plugin_name, program, args = ?command.args, "spawned");
         let stderr = Arc::new(Mutex::new(Tail::default()));
-        let stderr_reader = child.stderr.take().map(|pipe| {
-            let tail = stderr.clone();
-            let program = program.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(pipe).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    tracing::debug!(program, "{line}");
-                    tail.lock().expect("stderr tail").push_line(&line);
-                }
-            })
-        });
+        let stderr_reader = child
+            .stderr
+            .take()
+            .map(|pipe| tokio::spawn(read_stderr(pipe, stderr.clone(), program.clone())));
         // Bigger pipes: the child keeps writing (or reading) while the host
         // is busy with the previous megabyte.
         if let Some(pipe) = &child.stdout {
             grow_pipe(pipe);
         }
-        if let Some(pipe) = &child.stdin {
+        if let Some(pipe) = &mut child.stdin {
             grow_pipe(pipe);
+            if prelude == Some(Prelude::PsqlRestrict) {
+                let written = match restrict_key() {
+                    Ok(key) => pipe.write_all(format!("\\restrict {key}\n").as_bytes()).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = written {
+                    return Ok(Err(WitError::Io(format!(
+                        "could not put {program} in restricted mode: {e}"
+                    ))));
+                }
+            }
         }
+        self.process.live.fetch_add(1, Ordering::SeqCst);
         let resource = self.table.push(ChildProcess {
             program,
             pid: child.id(),
@@ -390,6 +623,7 @@ impl Host for StepState {
             stderr,
             stderr_reader,
             status: None,
+            live: Some(self.process.live.clone()),
         })?;
         Ok(Ok(resource))
     }

@@ -557,22 +557,7 @@ impl<W: FnMut(&[u8]) -> Result<(), Error>> Out<W> {
 /// `transform(table, columns, rows)` in batches. Fails on a damaged COPY
 /// block (so nothing unsanitised slips through) and on any error of
 /// `transform` or `write`.
-pub fn rewrite<R, W, T>(
-    read: R,
-    write: W,
-    wanted: Option<&[String]>,
-    transform: T,
-) -> Result<Stats, Error>
-where
-    R: FnMut() -> Result<Vec<u8>, Error>,
-    W: FnMut(&[u8]) -> Result<(), Error>,
-    T: FnMut(&str, &[String], RowBatch) -> Result<RowBatch, Error>,
-{
-    rewrite_filtered(read, write, wanted, transform, |_| true)
-}
-
-/// [`rewrite`], also dropping the lines outside COPY data for which `keep`
-/// is false.
+/// Lines outside COPY data for which `keep` is false are dropped.
 pub fn rewrite_filtered<R, W, T, K>(
     read: R,
     write: W,
@@ -945,7 +930,7 @@ mod tests {
         let mut chunks = input.chunks(chunk).map(<[u8]>::to_vec);
         let mut out = Vec::new();
         let mut writes = Vec::new();
-        let stats = rewrite(
+        let stats = rewrite_filtered(
             || Ok(chunks.next().unwrap_or_default()),
             |b| {
                 writes.push(b.len());
@@ -954,6 +939,7 @@ mod tests {
             },
             wanted,
             transform,
+            |_| true,
         )?;
         Ok((out, stats, writes))
     }

@@ -59,19 +59,23 @@ fn describe(stats: &Stats, wanted: &Option<Vec<String>>) -> String {
 }
 
 /// Runs pg_dump's output through the sanitiser into `write`. On any error
-/// pg_dump is stopped; its own failure wins when it failed first.
+/// pg_dump is stopped; its own failure wins when it failed first. For psql
+/// (`for_psql`), pg_dump's `\restrict` lines are dropped: the host already
+/// started psql restricted, and a second `\restrict` is an error.
 fn dump_through(
     wanted: &Option<Vec<String>>,
+    for_psql: bool,
     write: impl FnMut(&[u8]) -> Result<(), Error>,
 ) -> Result<(Running, Result<Stats, Error>), Error> {
     let source = connection("source")?;
     let mut dump = plain_dump(&source)?;
     let out = dump.take_stdout()?;
-    let result = copydata::rewrite(
+    let result = copydata::rewrite_filtered(
         || out.read(CHUNK as u32),
         write,
         wanted.as_deref(),
         transform,
+        |line| !(for_psql && is_restrict_line(line)),
     );
     drop(out);
     Ok((dump, result))
@@ -79,7 +83,7 @@ fn dump_through(
 
 /// Sanitised backup: the rewritten plain dump goes into `artifact`.
 pub fn backup(artifact: &ByteSink, wanted: Option<Vec<String>>) -> Result<(), Error> {
-    let (dump, result) = dump_through(&wanted, |bytes| artifact.write(bytes))?;
+    let (dump, result) = dump_through(&wanted, false, |bytes| artifact.write(bytes))?;
     let stats = match result {
         Ok(stats) => stats,
         Err(e) => return Err(dump.abort_upstream(e)),
@@ -101,7 +105,7 @@ pub fn copy_into(job: &Replacement, wanted: Option<Vec<String>>) -> Result<(), E
         drop(stdin);
         return Err(load_failed(&load, e));
     }
-    let (dump, result) = match dump_through(&wanted, |bytes| stdin.write(bytes)) {
+    let (dump, result) = match dump_through(&wanted, true, |bytes| stdin.write(bytes)) {
         Ok(r) => r,
         Err(e) => {
             drop(stdin);
@@ -147,15 +151,15 @@ fn load_failed(load: &Running, e: Error) -> Error {
 /// input.
 ///
 /// A plain dump is a psql script, and psql meta-commands (`\!` runs a shell
-/// command) in a tampered artifact must not run: psql is put in restricted
-/// mode (`\restrict`, psql 15.14/16.10/17.6 and later) with a random key
-/// the artifact cannot know, so it refuses every meta-command; the dump's
-/// own `\restrict`/`\unrestrict` lines are dropped on the way (which is why
-/// the artifact passes through the plugin rather than being spliced).
+/// command) in a tampered artifact must not run: the host starts every psql
+/// in restricted mode (`\restrict`, psql 15.14/16.10/17.6 and later) with a
+/// key neither the plugin nor the artifact knows, so it refuses every
+/// meta-command; the dump's own `\restrict`/`\unrestrict` lines are dropped
+/// on the way (which is why the artifact passes through the plugin rather
+/// than being spliced).
 pub fn load_plain(job: &Replacement, head: &[u8], artifact: &ByteSource) -> Result<(), Error> {
     info("loading the plain SQL artifact with psql");
     let (cmd, preamble) = job.psql_load();
-    let preamble = format!("{preamble}\\restrict {}\n", restrict_key());
     let mut load = cmd.stdin_piped().spawn()?;
     let stdin = load.take_stdin()?;
     let mut head = Some(head.to_vec());
@@ -217,27 +221,17 @@ fn is_restrict_line(line: &[u8]) -> bool {
     key.is_some_and(|k| !k.is_empty() && k.iter().all(u8::is_ascii_alphanumeric))
 }
 
-/// A random alphanumeric key (the sandbox keeps WASI randomness).
-fn restrict_key() -> String {
-    use std::hash::{BuildHasher, RandomState};
-    let a = RandomState::new().hash_one(0x5eed_u64);
-    let b = RandomState::new().hash_one(0xfeed_u64);
-    format!("envsync{a:016x}{b:016x}")
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn restrict_lines_and_keys() {
+    fn restrict_lines() {
         assert!(is_restrict_line(b"\\restrict abcXYZ09\n"));
         assert!(is_restrict_line(b"\\unrestrict abc"));
         assert!(!is_restrict_line(b"\\restrict \n"));
         assert!(!is_restrict_line(b"\\restrict a b\n"));
         assert!(!is_restrict_line(b"\\! rm -rf /\n"));
-        let (a, b) = (restrict_key(), restrict_key());
-        assert_ne!(a, b);
-        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric()) && a.len() == 39);
     }
 }
