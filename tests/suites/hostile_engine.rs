@@ -1,0 +1,291 @@
+//! A hostile engine plugin (tests/fixtures/hostile-engine) tries to turn the
+//! programs it declares into a shell, a file reader or writer, a password
+//! leak, or processes that outlive the step. Canaries are planted where an
+//! attacker would look — the host's environment (an AWS key, another task's
+//! password), a file in the host's HOME, the task's own password — and none
+//! may appear in the artifact, the store, the host's output or a file the
+//! plugin names. Every attack ends with a clear error naming the plugin,
+//! nothing published, and the next step works. The host runs as a separate
+//! process (`envsync-host run`), against a real PostgreSQL that asks for a
+//! password.
+
+use envsync_tests::host_cli::{Host, Step, exit};
+use envsync_tests::paths;
+use envsync_tests::postgres::PgCluster;
+use envsync_tests::process::Output;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const CANARY_ENV: &str = "canary-env-5f1c0e";
+const CANARY_AWS: &str = "canary-aws-9a7e21";
+const CANARY_FILE: &str = "canary-file-31d4b8";
+const CANARY_PASSWORD: &str = "canaryPw7c02aa";
+const USER: &str = "backup_user";
+
+struct World {
+    pg: PgCluster,
+    host: Host,
+    home: tempfile::TempDir,
+    store: tempfile::TempDir,
+    _plugins: tempfile::TempDir,
+}
+
+impl World {
+    fn start() -> World {
+        let pg = PgCluster::start().expect("PostgreSQL starts");
+        pg.require_password(USER, CANARY_PASSWORD).unwrap();
+        pg.create_database("shop").unwrap();
+        // The host's HOME holds the secrets a shell user would find there.
+        let home = tempfile::tempdir().unwrap();
+        std::fs::write(home.path().join("canary.txt"), CANARY_FILE).unwrap();
+        std::fs::write(
+            home.path().join(".pgpass"),
+            format!("*:*:*:*:{CANARY_FILE}\n"),
+        )
+        .unwrap();
+        let plugins = tempfile::tempdir().unwrap();
+        let fixture = paths::target_dir()
+            .join("test-plugins")
+            .join("hostile-engine.wasm");
+        assert!(fixture.is_file(), "{} missing: run ./scripts/build.sh", fixture.display());
+        std::fs::copy(&fixture, plugins.path().join("hostile-engine.wasm")).unwrap();
+        World {
+            host: Host::built().with_plugin_dir(plugins.path()),
+            pg,
+            home,
+            store: tempfile::tempdir().unwrap(),
+            _plugins: plugins,
+        }
+    }
+
+    fn canary_file(&self) -> PathBuf {
+        self.home.path().join("canary.txt")
+    }
+
+    /// A backup by the hostile plugin with `attack`, the task's password in
+    /// ENVSYNC_DB_PASSWORD and canaries in the host's environment.
+    fn backup(&self, attack: &str, extra: &[(&str, String)], allow: &[&str]) -> Output {
+        let mut step = Step::new("hostile-engine", "backup")
+            .opt("--database", "shop")
+            .opt("--db-host", self.pg.host())
+            .opt("--db-port", self.pg.port())
+            .opt("--db-user", USER)
+            .opt("--store", self.store.path().display())
+            .opt("--compression", "none")
+            .param("attack", attack)
+            .param("canary-file", self.canary_file().display());
+        for (k, v) in extra {
+            step = step.param(k, v);
+        }
+        for program in allow {
+            step = step.opt("--allow-program", program);
+        }
+        let mut cmd = self.host.command(step.args());
+        cmd.env("HOME", self.home.path())
+            .env("ENVSYNC_DB_PASSWORD", CANARY_PASSWORD)
+            .env("ENVSYNC_CANARY", CANARY_ENV)
+            .env("AWS_SECRET_ACCESS_KEY", CANARY_AWS)
+            .env(
+                "ENVSYNC_LOG",
+                "debug,wasmtime=warn,cranelift=warn,cranelift_codegen=warn,wasmtime_cranelift=warn",
+            );
+        self.host.run_command(cmd)
+    }
+
+    /// Every byte the store holds.
+    fn store_bytes(&self) -> Vec<u8> {
+        let mut all = Vec::new();
+        for entry in walk(self.store.path()) {
+            all.extend(std::fs::read(entry).unwrap_or_default());
+        }
+        all
+    }
+
+    fn store_files(&self) -> Vec<PathBuf> {
+        walk(self.store.path())
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn assert_no_canary(what: &str, text: &[u8]) {
+    let text = String::from_utf8_lossy(text);
+    for canary in [CANARY_ENV, CANARY_AWS, CANARY_FILE, CANARY_PASSWORD] {
+        assert!(!text.contains(canary), "{canary} leaked into {what}:\n{text}");
+    }
+}
+
+/// The attack failed: the step failed naming the plugin, the host printed
+/// no canary, nothing was published.
+#[track_caller]
+fn assert_stopped(world: &World, attack: &str, out: &Output, why: &str) -> String {
+    let all = format!("{}\n{}", out.stdout, out.stderr);
+    assert_ne!(out.code(), Some(exit::OK), "attack {attack} succeeded:\n{all}");
+    assert!(all.contains("hostile-engine"), "{attack}: the error names the plugin:\n{all}");
+    assert!(
+        all.to_lowercase().contains(&why.to_lowercase()),
+        "{attack}: expected {why:?} in:\n{all}"
+    );
+    assert_no_canary(&format!("the host's output for {attack}"), all.as_bytes());
+    assert_no_canary(&format!("the store after {attack}"), &world.store_bytes());
+    assert!(
+        world.store_files().iter().all(|f| !f.to_string_lossy().contains("latest")),
+        "{attack}: a pointer was published: {:?}",
+        world.store_files()
+    );
+    all
+}
+
+#[test]
+fn declared_programs_cannot_be_used_as_shells_file_tools_or_leaks() {
+    let world = World::start();
+    let target = world.home.path().join("written-by-plugin");
+    let target_param = [("target-file", target.display().to_string())];
+    let cases: &[(&str, &[(&str, String)], &str)] = &[
+        ("psql-shell-c", &[], "backslash command"),
+        ("psql-shell-stdin", &[], "restricted"),
+        ("psql-getenv", &[], "restricted"),
+        ("psql-read-file", &[], "standard input"),
+        ("psql-copy-file", &[], "restricted"),
+        ("pg-dump-file", &target_param, "--file"),
+        ("psql-write-file", &target_param, "restricted"),
+        ("sqlite-shell", &[], "got nothing"),
+        ("sqlite-readfile", &[], "got nothing"),
+        ("sqlite-writefile", &target_param, "got nothing"),
+        ("declared-sh", &[], "no confinement policy"),
+    ];
+    for (attack, extra, why) in cases {
+        let out = world.backup(attack, extra, &[]);
+        assert_stopped(&world, attack, &out, why);
+        assert!(!target.exists(), "{attack} wrote {}", target.display());
+    }
+    // /proc is closed to children altogether (the host's pid is not known
+    // before it starts; Landlock's ptrace scoping and the host being
+    // non-dumpable close /proc/HOST/environ on top).
+    let out = world.backup("proc-environ", &[("host-pid", "self".into())], &[]);
+    assert_stopped(&world, "proc-environ", &out, "got nothing");
+}
+
+#[test]
+fn credentials_go_only_to_the_task_connection() {
+    let world = World::start();
+    // A listener that would receive the password if a child came here.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    listener.set_nonblocking(true).unwrap();
+    for (attack, why) in [
+        ("pg-dump-elsewhere", "not allowed"),
+        ("psql-conninfo-elsewhere", "host's to set"),
+        ("mariadb-elsewhere", "not the step's connection"),
+        ("mariadb-option-file", "not allowed"),
+    ] {
+        let out = world.backup(attack, &[("port", port.clone())], &[]);
+        assert_stopped(&world, attack, &out, why);
+        assert!(
+            listener.accept().is_err(),
+            "{attack}: a child connected to the other server"
+        );
+    }
+    // A shell the operator allowed by name still reaches only the task's
+    // port, runs no other program and reads no file outside its grant.
+    for (attack, why) in [
+        ("bash-connect", "permission denied"),
+        ("bash-cat", "permission denied"),
+        ("bash-read", "permission denied"),
+    ] {
+        let out = world.backup(attack, &[("port", port.clone())], &["bash"]);
+        assert_stopped(&world, attack, &out, why);
+        assert!(listener.accept().is_err(), "{attack}: bash connected");
+    }
+    // What an allowed program sees of its environment: no host variable
+    // but PATH and the locale, HOME an empty folder of the step's, the
+    // task's own credentials only.
+    let out = world.backup("printenv", &[], &["printenv"]);
+    assert_eq!(out.code(), Some(exit::OK), "{}\n{}", out.stdout, out.stderr);
+    let artifact = world
+        .store_files()
+        .into_iter()
+        .find(|f| f.extension().is_some_and(|e| e == "hostile"))
+        .expect("the printenv artifact");
+    let env = std::fs::read_to_string(&artifact).unwrap();
+    for line in env.lines().skip(1) {
+        let name = line.split('=').next().unwrap();
+        assert!(
+            [
+                "PATH", "LANG", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "HOME", "TMPDIR",
+                "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD"
+            ]
+            .contains(&name),
+            "the child saw {line}"
+        );
+    }
+    let home = env
+        .lines()
+        .find_map(|l| l.strip_prefix("HOME="))
+        .expect("HOME is set");
+    assert_ne!(Path::new(home), world.home.path());
+    assert!(!Path::new(home).exists(), "the step's HOME is removed with the step");
+    assert!(env.contains(&format!("PGPASSWORD={CANARY_PASSWORD}")), "its own credentials: {env}");
+    for canary in [CANARY_ENV, CANARY_AWS, CANARY_FILE] {
+        assert!(!env.contains(canary), "{canary} reached the child: {env}");
+    }
+    std::fs::remove_file(&artifact).unwrap();
+}
+
+/// Processes whose command line ends with `words`.
+fn running(words: &[&str]) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.len() >= words.len()
+            && args[args.len() - words.len()..]
+                .iter()
+                .zip(words)
+                .all(|(a, w)| a.ends_with(w))
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[test]
+fn children_cannot_outlive_or_outnumber_the_step() {
+    let world = World::start();
+    // setsid: the allowed program may run, but it cannot start another.
+    let out = world.backup("setsid", &[], &["setsid", "sleep"]);
+    assert_stopped(&world, "setsid", &out, "got nothing");
+    assert!(running(&["sleep", "876.5"]).is_empty(), "setsid's sleep runs");
+    // Hundreds at once: refused past the cap, and all gone after the step.
+    let out = world.backup("many-children", &[], &["sleep"]);
+    assert_stopped(&world, "many-children", &out, "most one step may run at once");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !running(&["sleep", "5"]).is_empty() {
+        assert!(Instant::now() < deadline, "the step's children outlived it");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The next step of the same plugin works.
+    let out = world.backup("none", &[], &[]);
+    assert_eq!(out.code(), Some(exit::OK), "{}\n{}", out.stdout, out.stderr);
+}
