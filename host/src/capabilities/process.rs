@@ -14,6 +14,7 @@ use crate::runtime::bindings::envsync::plugin::process::{
     Command, ExitStatus, Host, HostChild, Stdio,
 };
 use crate::runtime::bindings::envsync::plugin::types::CredentialEnv;
+use crate::connection::{Connection, Secret};
 use crate::runtime::sandbox::StepState;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -100,6 +101,29 @@ impl ProcessPolicy {
             .tempdir()
             .map_err(|e| WitError::Io(format!("cannot create the step's scratch folder: {e}")))?;
         Ok(self.scratch.get_or_init(|| dir).path())
+    }
+
+    /// `conn` with what the operator left out taken from the host's own
+    /// environment, under the names the plugin's credentials declare, when
+    /// they are a database client's standard variables (`PGPASSWORD`,
+    /// `MYSQL_PWD`; `programs.toml`): an operator's usual variables keep
+    /// working and still travel only with this connection, and a plugin
+    /// cannot name `AWS_SECRET_ACCESS_KEY` as its "password".
+    fn with_host_credentials(&self, conn: &Connection) -> Connection {
+        let standard = &program_policy::policies().system.credential_variables;
+        let from_env = |var: &Option<String>| {
+            var.as_deref()
+                .filter(|v| standard.iter().any(|s| s == v))
+                .and_then(|v| std::env::var(v).ok())
+                .filter(|v| !v.is_empty())
+        };
+        let c = &self.credentials;
+        let mut conn = conn.clone();
+        conn.host = conn.host.or_else(|| from_env(&c.host));
+        conn.port = conn.port.or_else(|| from_env(&c.port).and_then(|p| p.parse().ok()));
+        conn.user = conn.user.or_else(|| from_env(&c.user));
+        conn.password = conn.password.or_else(|| from_env(&c.password).map(Secret::new));
+        conn
     }
 
     /// The host's policy for `program`, or why it may not run without one.
@@ -343,6 +367,8 @@ impl StepState {
             })?),
             None => None,
         };
+        let connection = connection.map(|c| self.process.with_host_credentials(c));
+        let connection = connection.as_ref();
         let granted = Granted {
             host: connection.and_then(|c| c.host.as_deref()),
             port: connection.and_then(|c| c.port),
@@ -453,7 +479,7 @@ impl StepState {
     /// `param`, else under the host's working directory.
     fn database_folder(
         &self,
-        connection: Option<&crate::connection::Connection>,
+        connection: Option<&Connection>,
         param: &str,
     ) -> Option<PathBuf> {
         let conn = connection.or_else(|| {

@@ -25,6 +25,9 @@ pub struct System {
     pub read: Vec<String>,
     pub devices: Vec<String>,
     pub max_children: usize,
+    /// Host variables that may stand in for a connection's host, port, user
+    /// or password the operator did not configure.
+    pub credential_variables: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
