@@ -289,3 +289,40 @@ fn children_cannot_outlive_or_outnumber_the_step() {
     let out = world.backup("none", &[], &[]);
     assert_eq!(out.code(), Some(exit::OK), "{}\n{}", out.stdout, out.stderr);
 }
+
+#[test]
+fn children_die_with_a_killed_host() {
+    let world = World::start();
+    let step = Step::new("hostile-engine", "backup")
+        .opt("--database", "shop")
+        .opt("--db-host", world.pg.host())
+        .opt("--db-port", world.pg.port())
+        .opt("--db-user", USER)
+        .opt("--store", world.store.path().display())
+        .param("attack", "hang");
+    let mut cmd = world.host.command(step.args());
+    cmd.env("ENVSYNC_DB_PASSWORD", CANARY_PASSWORD);
+    let mut host = cmd.spawn().expect("envsync-host starts");
+    let marker = ["select pg_sleep(765.4)"];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while running(&marker).is_empty() {
+        assert!(Instant::now() < deadline, "psql never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SIGKILL: the host gets no chance to clean up; its children die with it.
+    host.kill().unwrap();
+    host.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !running(&marker).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "psql outlived the killed host: {:?}",
+            running(&marker)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        world.store_files().iter().all(|f| !f.to_string_lossy().contains("latest")),
+        "nothing is published"
+    );
+}
