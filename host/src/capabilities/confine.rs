@@ -32,7 +32,7 @@ pub struct Grant<'a> {
     pub policy: Option<&'a ProgramPolicy>,
     pub system: &'a System,
     pub scratch: &'a Path,
-    pub database_folder: Option<&'a Path>,
+    pub database_folders: &'a [PathBuf],
     pub ports: &'a BTreeSet<u16>,
 }
 
@@ -89,8 +89,8 @@ fn rules(grant: &Grant) -> Result<RulesetCreated, landlock::RulesetError> {
     }
     paths.extend(executables(grant.program).into_iter().map(|p| (p, run)));
     paths.push((grant.scratch.to_path_buf(), write | read));
-    if let Some(folder) = grant.database_folder {
-        paths.push((folder.to_path_buf(), write | read));
+    for folder in grant.database_folders {
+        paths.push((folder.clone(), write | read));
     }
     // Paths missing on this machine are skipped.
     let path_rules = paths.into_iter().filter_map(|(path, access)| {

@@ -434,17 +434,17 @@ impl StepState {
             .and_then(|c| c.port.or(policy.as_ref().and_then(|p| p.default_port)))
             .into_iter()
             .collect();
-        let database_folder = policy
-            .as_ref()
-            .and_then(|p| p.database_folder.as_deref())
-            .and_then(|param| self.database_folder(connection, param));
+        let database_folders = match policy.as_ref().and_then(|p| p.database_folder.as_deref()) {
+            Some(param) => self.database_folders(connection, param),
+            None => Vec::new(),
+        };
         let system = &program_policy::policies().system;
         let mut confinement = Confinement::build(&Grant {
             program: &path,
             policy: policy.as_ref(),
             system,
             scratch,
-            database_folder: database_folder.as_deref(),
+            database_folders: &database_folders,
             ports: &ports,
         })
         .map_err(|e| WitError::Other(format!("cannot confine {}: {e}", command.program)))?;
@@ -474,23 +474,11 @@ impl StepState {
         })
     }
 
-    /// The folder of the database file of `connection` (or of each of the
-    /// step's connections), a relative path resolving under job parameter
-    /// `param`, else under the host's working directory.
-    fn database_folder(
-        &self,
-        connection: Option<&Connection>,
-        param: &str,
-    ) -> Option<PathBuf> {
-        let conn = connection.or_else(|| {
-            // Without a role, the one connection the step has (a copy
-            // names one per command).
-            let mut all = self.job.connections.values();
-            match (all.next(), all.next()) {
-                (Some(only), None) => Some(only),
-                _ => None,
-            }
-        })?;
+    /// The folders of the database files of `connection`, or of each of the
+    /// step's connections when the command names none (a copy moves files
+    /// of both): a relative path resolves under job parameter `param`, else
+    /// under the host's working directory.
+    fn database_folders(&self, connection: Option<&Connection>, param: &str) -> Vec<PathBuf> {
         let base = self
             .job
             .params
@@ -498,9 +486,18 @@ impl StepState {
             .rev()
             .find(|(k, _)| k == param)
             .map(|(_, v)| PathBuf::from(v))
-            .or_else(|| std::env::current_dir().ok())?;
-        let file = base.join(&conn.database);
-        file.parent().map(Path::to_path_buf)
+            .or_else(|| std::env::current_dir().ok());
+        let Some(base) = base else {
+            return Vec::new();
+        };
+        let connections: Vec<&Connection> = match connection {
+            Some(c) => vec![c],
+            None => self.job.connections.values().collect(),
+        };
+        connections
+            .into_iter()
+            .filter_map(|c| base.join(&c.database).parent().map(Path::to_path_buf))
+            .collect()
     }
 }
 
