@@ -239,7 +239,7 @@ fn a_plugin_answers_to_its_file_name_and_a_contested_name_refuses_every_claimant
         let (role, reason) = refusal(&listed, file);
         assert_eq!(role, "engine");
         assert!(
-            reason.contains("00-x.wasm, sandbox-probe.wasm all describe themselves as the engine plugin \"sandbox-probe\""),
+            reason.contains("00-x.wasm and sandbox-probe.wasm both describe themselves as the engine plugin \"sandbox-probe\""),
             "{} : {reason}",
             file.display()
         );

@@ -73,11 +73,14 @@ pub(crate) fn naming_refusals(role: Role, claims: &[(&str, &Path)]) -> Vec<Optio
                 .map(|(_, f)| file_name(f))
                 .collect();
             if claimants.len() > 1 {
+                let (listed, all) = match claimants.as_slice() {
+                    [a, b] => (format!("{a} and {b}"), "both"),
+                    more => (more.join(", "), "all"),
+                };
                 return Some(format!(
-                    "{} all describe themselves as the {} {name:?}; a name belongs to one file, so all of \
-                     them are refused: remove the ones you do not trust (a plugin answers to its file \
-                     name, {name}.wasm)",
-                    claimants.join(", "),
+                    "{listed} {all} describe themselves as the {} {name:?}; a name belongs to one file, \
+                     so {all} are refused: remove the ones you do not trust (a plugin answers to its \
+                     file name, {name}.wasm)",
                     role.noun()
                 ));
             }
