@@ -24,8 +24,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
     scripts/build.sh --release \
     && install -D -m 0755 target/release/envsync-host /out/bin/envsync-host \
-    && install -d /out/plugins \
-    && install -m 0644 target/plugins/*.wasm /out/plugins/
+    && install -d /out/plugins/sanitisers \
+    && install -m 0644 target/plugins/*.wasm /out/plugins/ \
+    && install -m 0644 target/plugins/sanitisers/*.wasm /out/plugins/sanitisers/
 
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 # Client programs the plugins start (pg_dump, pg_restore, psql; mariadb,
@@ -48,6 +49,8 @@ RUN groupadd --system --gid 10001 envsync \
         --create-home --shell /usr/sbin/nologin envsync \
     && install -d -o envsync -g envsync /var/lib/envsync /var/cache/envsync /etc/envsync
 COPY --from=build /out/bin/envsync-host /usr/local/bin/envsync-host
+# Engine plugins in the plugin folder, sanitisers in its sanitisers/
+# subfolder: the folder decides the role (docs/plugins.md).
 COPY --from=build /out/plugins/ /usr/lib/envsync/plugins/
 ENV ENVSYNC_PLUGIN_DIR=/usr/lib/envsync/plugins \
     ENVSYNC_STATE_DIR=/var/lib/envsync \

@@ -1,7 +1,8 @@
 //! Test harness of envsync's end-to-end suites.
 //!
 //! One module per real server the suites start ([`postgres`], [`mariadb`], [`s3`]), plus the
-//! pieces every suite shares: where the built binaries are ([`paths`]), free
+//! pieces every suite shares: where the built binaries are ([`paths`]), plugin
+//! folders laid out as an operator does ([`plugin_folder`]), free
 //! ports ([`ports`]), running child programs with a deadline ([`process`]),
 //! looking at other processes through `/proc` ([`procs`]), running the
 //! `envsync-host` CLI ([`host_cli`]) and inspecting a local folder store
@@ -24,6 +25,7 @@ pub mod http;
 pub mod kubernetes;
 pub mod mariadb;
 pub mod paths;
+pub mod plugin_folder;
 pub mod ports;
 pub mod postgres;
 pub mod process;

@@ -276,7 +276,7 @@ async fn compiled_plugins_are_cached_between_starts() {
 #[test]
 fn broken_plugin_files_are_reported_and_do_not_hide_the_others() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(probe_file(), dir.path().join("probe.wasm")).unwrap();
+    std::fs::copy(probe_file(), dir.path().join("sandbox-probe.wasm")).unwrap();
     std::fs::write(dir.path().join("garbage.wasm"), b"\0asm but not really").unwrap();
     std::fs::write(dir.path().join("notes.txt"), b"ignored").unwrap();
     let host = Host::built().with_plugin_dir(dir.path());

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use envsync_host::jobs::chain::{self, NoObserver, StepResult};
 use envsync_host::jobs::config::{self, CheckOptions};
@@ -17,6 +18,7 @@ use envsync_host::runtime::registry::Registry;
 use envsync_tests::host_cli::{Expect, Host, exit};
 use envsync_tests::mariadb::MariaDb;
 use envsync_tests::paths::{fixture, workspace_root};
+use envsync_tests::plugin_folder::{SANITISERS, copy_plugins, test_plugin};
 use envsync_tests::postgres::PgCluster;
 use envsync_tests::store::LocalStore;
 
@@ -95,21 +97,19 @@ fn database_lines(host: &str, port: u16, user: &str, name: &str) -> String {
 
 fn host_with_sanitisers() -> Host {
     let host = Host::built();
-    // The plugin folder: the built plugins plus the hostile test sanitiser.
-    let dir = workspace_root().join("target/test-plugin-dir-sanitise");
-    let _ = std::fs::create_dir_all(&dir);
-    for entry in std::fs::read_dir(host.plugin_dir()).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-    }
-    let hostile = workspace_root().join("target/test-plugins/hostile-sanitiser.wasm");
-    assert!(
-        hostile.exists(),
-        "{} is not built: run scripts/build.sh",
-        hostile.display()
-    );
-    std::fs::copy(&hostile, dir.join("hostile-sanitiser.wasm")).unwrap();
-    host.with_plugin_dir(&dir)
+    // The plugin folder: the built plugins plus the hostile test sanitiser in
+    // `sanitisers/`, as `hostile.wasm` (the name it describes itself by).
+    // Laid out once per test process; the tests then only read it.
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = workspace_root().join("target/test-plugin-dir-sanitise");
+        let _ = std::fs::remove_dir_all(&dir);
+        copy_plugins(host.plugin_dir(), &dir).unwrap();
+        let hostile = test_plugin("hostile-sanitiser");
+        std::fs::copy(&hostile, dir.join(SANITISERS).join("hostile.wasm")).unwrap();
+        dir
+    });
+    host.with_plugin_dir(dir)
 }
 
 fn run_task(host: &Host, config: &Path, task: &str) -> envsync_tests::process::Output {

@@ -1,7 +1,7 @@
 //! `envsync-host plugins list|inspect`.
 
-use crate::runtime::LoadedPlugin;
 use crate::runtime::registry::Registry;
+use crate::runtime::{LoadedPlugin, Role};
 use crate::step::operation_name;
 use anyhow::Result;
 use clap::Subcommand;
@@ -9,7 +9,7 @@ use serde_json::json;
 
 #[derive(Subcommand, Debug)]
 pub enum PluginsCommand {
-    /// Name, version, operations, programs and file of every plugin.
+    /// Name, role, version, operations, programs and file of every plugin and sanitiser, and every refused file.
     List {
         #[arg(long)]
         json: bool,
@@ -26,6 +26,7 @@ fn to_json(p: &LoadedPlugin) -> serde_json::Value {
     let i = &p.info;
     json!({
         "name": i.name,
+        "role": Role::Engine.as_str(),
         "version": i.version,
         "description": i.description,
         "operations": i.operations.iter().map(|o| operation_name(*o)).collect::<Vec<_>>(),
@@ -59,14 +60,16 @@ pub fn execute(registry: &Registry, command: &PluginsCommand) -> Result<()> {
                 let broken: Vec<_> = registry
                     .broken
                     .iter()
-                    .map(|b| json!({"file": b.file.display().to_string(), "error": b.reason}))
+                    .map(|b| {
+                        json!({"file": b.file.display().to_string(), "role": b.role.as_str(), "error": b.reason})
+                    })
                     .collect();
                 let plugins: Vec<_> = registry.plugins.iter().map(to_json).collect();
                 let sanitisers: Vec<_> = registry
                     .sanitisers
                     .iter()
                     .map(|s| {
-                        json!({"name": s.info.name, "version": s.info.version,
+                        json!({"name": s.info.name, "role": Role::Sanitiser.as_str(), "version": s.info.version,
                                "description": s.info.description, "file": s.file.display().to_string()})
                     })
                     .collect();
@@ -74,6 +77,7 @@ pub fn execute(registry: &Registry, command: &PluginsCommand) -> Result<()> {
                     "{}",
                     serde_json::to_string_pretty(&json!({
                         "dir": registry.dir.display().to_string(),
+                        "sanitiser_dir": registry.sanitiser_dir().display().to_string(),
                         "plugins": plugins,
                         "sanitisers": sanitisers,
                         "broken": broken
@@ -81,10 +85,14 @@ pub fn execute(registry: &Registry, command: &PluginsCommand) -> Result<()> {
                 );
                 return Ok(());
             }
-            println!("plugins in {}", registry.dir.display());
             println!(
-                "{:<14} {:<9} {:<34} {:<28} FILE",
-                "NAME", "VERSION", "OPERATIONS", "PROGRAMS"
+                "engine plugins in {}, sanitisers in {}",
+                registry.dir.display(),
+                registry.sanitiser_dir().display()
+            );
+            println!(
+                "{:<14} {:<10} {:<9} {:<34} {:<28} FILE",
+                "NAME", "ROLE", "VERSION", "OPERATIONS", "PROGRAMS"
             );
             for p in &registry.plugins {
                 let ops: Vec<_> = p
@@ -94,8 +102,9 @@ pub fn execute(registry: &Registry, command: &PluginsCommand) -> Result<()> {
                     .map(|o| operation_name(*o))
                     .collect();
                 println!(
-                    "{:<14} {:<9} {:<34} {:<28} {}",
+                    "{:<14} {:<10} {:<9} {:<34} {:<28} {}",
                     p.info.name,
+                    Role::Engine.as_str(),
                     p.info.version,
                     ops.join(","),
                     p.info.programs.join(","),
@@ -104,19 +113,32 @@ pub fn execute(registry: &Registry, command: &PluginsCommand) -> Result<()> {
             }
             for s in &registry.sanitisers {
                 println!(
-                    "{:<14} {:<9} {:<34} {:<28} {}",
+                    "{:<14} {:<10} {:<9} {:<34} {:<28} {}",
                     s.info.name,
+                    Role::Sanitiser.as_str(),
                     s.info.version,
-                    "sanitiser",
+                    "sanitise",
                     "-",
                     s.file.display()
                 );
             }
             for b in &registry.broken {
-                println!("BROKEN {}: {}", b.file.display(), b.reason);
+                println!(
+                    "REFUSED {} {}: {}",
+                    b.role.as_str(),
+                    b.file.display(),
+                    b.reason
+                );
             }
-            if registry.plugins.is_empty() && registry.broken.is_empty() {
-                println!("(none: put plugin .wasm files in this folder or pass --plugin-dir)");
+            if registry.plugins.is_empty()
+                && registry.sanitisers.is_empty()
+                && registry.broken.is_empty()
+            {
+                println!(
+                    "(none: put engine plugins in {} as NAME.wasm and sanitisers in {}, or pass --plugin-dir)",
+                    registry.dir.display(),
+                    registry.sanitiser_dir().display()
+                );
             }
             Ok(())
         }
@@ -129,6 +151,7 @@ pub fn execute(registry: &Registry, command: &PluginsCommand) -> Result<()> {
             let i = &p.info;
             let ops: Vec<_> = i.operations.iter().map(|o| operation_name(*o)).collect();
             println!("{} {} — {}", i.name, i.version, i.description);
+            println!("role:        engine plugin");
             println!("file:        {}", p.file.display());
             println!("operations:  {}", ops.join(", "));
             println!("programs:    {}", i.programs.join(", "));

@@ -95,41 +95,37 @@ impl Runtime {
         })
     }
 
-    /// Compiles (or loads from cache) the component in `path` and loads it as
-    /// what it is: an engine plugin or a sanitiser.
-    pub async fn load_any(&self, path: &Path) -> Result<Loaded> {
+    /// Compiles (or loads from cache) the engine plugin in `path`: the
+    /// operator put it in the engine folder, so it must export the engine
+    /// world (a sanitiser there is refused, see [`Role`]).
+    pub async fn load_engine_file(&self, path: &Path) -> Result<LoadedPlugin> {
         let (component, from_cache) = self.cache.load(&self.engine, path)?;
-        match component_kind(&self.engine, &component)? {
-            ComponentKind::Engine => Ok(Loaded::Engine(Box::new(
-                self.load_engine(path, component, from_cache).await?,
-            ))),
-            ComponentKind::Sanitiser => Ok(Loaded::Sanitiser(Box::new(
-                crate::sanitiser::load(
-                    &self.engine,
-                    &self.sanitiser_linker,
-                    path,
-                    component,
-                    from_cache,
-                )
-                .await?,
-            ))),
-        }
+        check_exports(&self.engine, &component, Role::Engine, path)?;
+        self.load_engine(path, component, from_cache).await
+    }
+
+    /// Compiles (or loads from cache) the sanitiser in `path`: the operator
+    /// put it in the sanitiser folder, so it may export nothing of the
+    /// engine world (which would give it processes and credentials).
+    pub async fn load_sanitiser_file(
+        &self,
+        path: &Path,
+    ) -> Result<crate::sanitiser::LoadedSanitiser> {
+        let (component, from_cache) = self.cache.load(&self.engine, path)?;
+        check_exports(&self.engine, &component, Role::Sanitiser, path)?;
+        crate::sanitiser::load(
+            &self.engine,
+            &self.sanitiser_linker,
+            path,
+            component,
+            from_cache,
+        )
+        .await
     }
 
     /// Loads the engine plugin in `path` (an error if it is something else).
     pub async fn load(&self, path: &Path) -> Result<LoadedPlugin> {
-        match self.load_any(path).await? {
-            Loaded::Engine(p) => Ok(*p),
-            Loaded::Sanitiser(s) => Err(Failure::new(
-                Kind::Plugin,
-                format!(
-                    "{} is the sanitiser {:?}, not an engine plugin",
-                    path.display(),
-                    s.info.name
-                ),
-            )
-            .into()),
-        }
+        self.load_engine_file(path).await
     }
 
     pub(crate) fn engine(&self) -> &Engine {
@@ -213,65 +209,98 @@ impl Drop for Runtime {
     }
 }
 
-/// What a component is, by the contract interface it exports.
-enum ComponentKind {
+/// The role the operator gave a file by where they put it: engine plugins
+/// in the plugin folder, sanitisers in its `sanitisers/` subfolder. What a
+/// component exports never decides its role; it can only disqualify it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
     Engine,
     Sanitiser,
 }
 
-/// A loaded component of either kind.
-pub enum Loaded {
-    Engine(Box<LoadedPlugin>),
-    Sanitiser(Box<crate::sanitiser::LoadedSanitiser>),
+impl Role {
+    /// How `plugins list` and messages name the role.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Engine => "engine",
+            Role::Sanitiser => "sanitiser",
+        }
+    }
+
+    /// What a file of this role is, in a sentence.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Role::Engine => "engine plugin",
+            Role::Sanitiser => "sanitiser",
+        }
+    }
 }
 
-/// Tells engine plugins from sanitisers, and refuses components built
-/// against a contract version this host does not know, with a message naming
-/// the versions it does.
-fn component_kind(
+const ENGINE_EXPORT: &str = "envsync:plugin/operations";
+const SANITISER_EXPORT: &str = "envsync:plugin/sanitise";
+
+/// Refuses a component whose exports do not fit the `role` the operator
+/// gave `path` (a sanitiser exporting the engine world, a sanitiser in the
+/// engine folder, something that is no envsync plugin), and one built
+/// against a contract version this host does not know, with a message
+/// naming the versions it does. Runs before anything is instantiated.
+fn check_exports(
     engine: &Engine,
     component: &wasmtime::component::Component,
-) -> Result<ComponentKind> {
+    role: Role,
+    path: &Path,
+) -> Result<()> {
     let ty = component.component_type();
     let exports: Vec<String> = ty
         .exports(engine)
         .map(|(name, _)| name.to_string())
         .collect();
-    let found = exports.iter().find_map(|n| {
-        if n.starts_with("envsync:plugin/operations") {
-            Some((ComponentKind::Engine, n))
-        } else if n.starts_with("envsync:plugin/sanitise") {
-            Some((ComponentKind::Sanitiser, n))
-        } else {
-            None
+    let find = |prefix: &str| exports.iter().find(|n| n.starts_with(prefix));
+    let refuse =
+        |message: String| -> Result<()> { Err(Failure::new(Kind::Plugin, message).into()) };
+    let export = match (role, find(ENGINE_EXPORT), find(SANITISER_EXPORT)) {
+        (Role::Sanitiser, Some(_), _) => {
+            return refuse(format!(
+                "it is in the sanitiser folder but exports the engine world ({ENGINE_EXPORT}); sanitisers may \
+                 only export {SANITISER_EXPORT}, so it is refused (an engine plugin belongs in the plugin \
+                 folder itself, if you trust it as one)"
+            ));
         }
-    });
-    let Some((kind, export)) = found else {
-        return Err(Failure::new(
-            Kind::Plugin,
-            format!(
-                "it is not an envsync plugin: it exports neither envsync:plugin/operations (an engine) nor \
-                 envsync:plugin/sanitise (a sanitiser) (exports: {})",
-                if exports.is_empty() { "none".to_string() } else { exports.join(", ") }
-            ),
-        )
-        .into());
+        (Role::Engine, None, Some(_)) => {
+            let folder = path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(registry::SANITISER_FOLDER);
+            return refuse(format!(
+                "it is a sanitiser ({SANITISER_EXPORT}) in the engine plugin folder, so it is refused: \
+                 move it into {} if you trust it as a sanitiser",
+                folder.display()
+            ));
+        }
+        (Role::Engine, Some(export), _) | (Role::Sanitiser, None, Some(export)) => export,
+        (_, None, None) => {
+            return refuse(format!(
+                "it is not an envsync plugin: it exports neither {ENGINE_EXPORT} (an engine) nor \
+                 {SANITISER_EXPORT} (a sanitiser) (exports: {})",
+                if exports.is_empty() {
+                    "none".to_string()
+                } else {
+                    exports.join(", ")
+                }
+            ));
+        }
     };
     let version = export
         .rsplit_once('@')
         .map(|(_, v)| v)
         .unwrap_or("unversioned");
     if !SUPPORTED_CONTRACTS.contains(&version) {
-        return Err(Failure::new(
-            Kind::Plugin,
-            format!(
-                "it was built against contract envsync:plugin@{version}; this host supports envsync:plugin@{}",
-                SUPPORTED_CONTRACTS.join(", @")
-            ),
-        )
-        .into());
+        return refuse(format!(
+            "it was built against contract envsync:plugin@{version}; this host supports envsync:plugin@{}",
+            SUPPORTED_CONTRACTS.join(", @")
+        ));
     }
-    Ok(kind)
+    Ok(())
 }
 
 /// A plugin's or sanitiser's own name must be usable as `--plugin NAME` and

@@ -1,16 +1,24 @@
-//! Finding plugins: every `.wasm` file in the plugin folder is loaded and
-//! described; a broken one is reported and does not hide the others.
+//! Finding plugins. The operator decides what each file is and which name
+//! it answers to, never the file: engine plugins are the `.wasm` files of the
+//! plugin folder, sanitisers those of its `sanitisers/` subfolder, and a
+//! file's stem is its name. A refused or broken file is reported and does
+//! not hide the others.
 
-use super::{Loaded, LoadedPlugin, Runtime};
+use super::{LoadedPlugin, Role, Runtime};
 use crate::failure::{Failure, Kind};
 use crate::sanitiser::LoadedSanitiser;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 
+/// The subfolder of the plugin folder that holds sanitisers.
+pub const SANITISER_FOLDER: &str = "sanitisers";
+
 /// A file in the plugin folder that could not be used, and why.
 #[derive(Debug)]
 pub struct BrokenPlugin {
     pub file: PathBuf,
+    /// The role its folder gives it.
+    pub role: Role,
     pub reason: String,
 }
 
@@ -44,70 +52,131 @@ pub fn default_plugin_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("plugins"))
 }
 
-/// Why a second component with an already loaded name is refused.
-fn name_taken(what: &str, name: &str, other: Option<&Path>) -> Option<String> {
-    other.map(|o| format!("{what} name {name:?} is already taken by {}", o.display()))
+/// Whatever a file exports or describes, it answers only to the name and
+/// role the operator gave it: each file that claims a name also claimed by
+/// another file of the same role is refused (naming every file involved: the
+/// operator resolves the ambiguity), and so is a file whose stem is not the
+/// name it claims. Returns, for each `(claimed name, file)`, why it is
+/// refused, if it is.
+pub(crate) fn naming_refusals(role: Role, claims: &[(&str, &Path)]) -> Vec<Option<String>> {
+    let file_name = |file: &Path| {
+        file.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| file.display().to_string())
+    };
+    claims
+        .iter()
+        .map(|&(name, file)| {
+            let claimants: Vec<String> = claims
+                .iter()
+                .filter(|(other, _)| *other == name)
+                .map(|(_, f)| file_name(f))
+                .collect();
+            if claimants.len() > 1 {
+                let (listed, all) = match claimants.as_slice() {
+                    [a, b] => (format!("{a} and {b}"), "both"),
+                    more => (more.join(", "), "all"),
+                };
+                return Some(format!(
+                    "{listed} {all} describe themselves as the {} {name:?}; a name belongs to one file, \
+                     so {all} are refused: remove the ones you do not trust (a plugin answers to its \
+                     file name, {name}.wasm)",
+                    role.noun()
+                ));
+            }
+            let stem = file.file_stem().map(|s| s.to_string_lossy());
+            (stem.as_deref() != Some(name)).then(|| {
+                format!(
+                    "{} describes itself as {name:?}; a plugin answers to its file name: rename the file \
+                     to {name}.wasm if you trust it as {name}",
+                    file_name(file)
+                )
+            })
+        })
+        .collect()
+}
+
+/// The `.wasm` files in `dir`, sorted; none if `dir` does not exist.
+fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "wasm") && p.is_file())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            return Err(Failure::new(
+                Kind::Plugin,
+                format!("cannot read plugin folder {}: {e}", dir.display()),
+            )
+            .into());
+        }
+    };
+    files.sort();
+    Ok(files)
 }
 
 impl Registry {
-    /// Loads every plugin in `dir`.
+    /// Loads the engine plugins in `dir` and the sanitisers in
+    /// `dir/sanitisers/`.
     pub async fn scan(runtime: &Runtime, dir: &Path) -> Result<Registry> {
-        let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-            Ok(entries) => entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "wasm") && p.is_file())
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => {
-                return Err(Failure::new(
-                    Kind::Plugin,
-                    format!("cannot read plugin folder {}: {e}", dir.display()),
-                )
-                .into());
-            }
-        };
-        files.sort();
         let mut registry = Registry {
             dir: dir.to_path_buf(),
             plugins: Vec::new(),
             sanitisers: Vec::new(),
             broken: Vec::new(),
         };
-        for file in files {
-            match runtime.load_any(&file).await {
-                Ok(Loaded::Sanitiser(sanitiser)) => {
-                    let other = registry
-                        .sanitisers
-                        .iter()
-                        .find(|s| s.info.name == sanitiser.info.name)
-                        .map(|s| s.file.as_path());
-                    match name_taken("sanitiser", &sanitiser.info.name, other) {
-                        Some(reason) => registry.broken.push(BrokenPlugin { file, reason }),
-                        None => registry.sanitisers.push(*sanitiser),
-                    }
-                }
-                Ok(Loaded::Engine(plugin)) => {
-                    let other = registry
-                        .plugins
-                        .iter()
-                        .find(|p| p.info.name == plugin.info.name)
-                        .map(|p| p.file.as_path());
-                    match name_taken("plugin", &plugin.info.name, other) {
-                        Some(reason) => registry.broken.push(BrokenPlugin { file, reason }),
-                        None => {
-                            tracing::debug!(plugin = plugin.info.name, file = %file.display(), from_cache = plugin.from_cache, "loaded plugin");
-                            registry.plugins.push(*plugin);
-                        }
-                    }
-                }
-                Err(e) => {
-                    let reason = format!("{e:#}");
-                    tracing::warn!("skipping plugin {}: {reason}", file.display());
-                    registry.broken.push(BrokenPlugin { file, reason });
+        let mut engines = Vec::new();
+        for file in wasm_files(dir)? {
+            match runtime.load_engine_file(&file).await {
+                Ok(plugin) => engines.push(plugin),
+                Err(e) => registry.refuse(file, Role::Engine, format!("{e:#}")),
+            }
+        }
+        let claims: Vec<_> = engines
+            .iter()
+            .map(|p| (p.info.name.as_str(), p.file.as_path()))
+            .collect();
+        let refusals = naming_refusals(Role::Engine, &claims);
+        for (plugin, refusal) in engines.into_iter().zip(refusals) {
+            match refusal {
+                Some(reason) => registry.refuse(plugin.file, Role::Engine, reason),
+                None => {
+                    tracing::debug!(plugin = plugin.info.name, file = %plugin.file.display(), from_cache = plugin.from_cache, "loaded plugin");
+                    registry.plugins.push(plugin);
                 }
             }
         }
+
+        let mut sanitisers = Vec::new();
+        for file in wasm_files(&registry.sanitiser_dir())? {
+            match runtime.load_sanitiser_file(&file).await {
+                Ok(sanitiser) => sanitisers.push(sanitiser),
+                Err(e) => registry.refuse(file, Role::Sanitiser, format!("{e:#}")),
+            }
+        }
+        let claims: Vec<_> = sanitisers
+            .iter()
+            .map(|s| (s.info.name.as_str(), s.file.as_path()))
+            .collect();
+        let refusals = naming_refusals(Role::Sanitiser, &claims);
+        for (sanitiser, refusal) in sanitisers.into_iter().zip(refusals) {
+            match refusal {
+                Some(reason) => registry.refuse(sanitiser.file, Role::Sanitiser, reason),
+                None => registry.sanitisers.push(sanitiser),
+            }
+        }
         Ok(registry)
+    }
+
+    /// Where the operator puts sanitisers: `sanitisers/` in the plugin folder.
+    pub fn sanitiser_dir(&self) -> PathBuf {
+        self.dir.join(SANITISER_FOLDER)
+    }
+
+    fn refuse(&mut self, file: PathBuf, role: Role, reason: String) {
+        tracing::warn!("refusing {} {}: {reason}", role.as_str(), file.display());
+        self.broken.push(BrokenPlugin { file, role, reason });
     }
 
     /// The sanitiser called `name`, or an error listing what there is.
@@ -115,7 +184,7 @@ impl Registry {
         let known = self.sanitisers.iter().map(|s| s.info.name.as_str());
         match self.sanitisers.iter().find(|s| s.info.name == name) {
             Some(s) => Ok(s),
-            None => Err(self.not_found("sanitiser", name, known)),
+            None => Err(self.not_found(Role::Sanitiser, name, known)),
         }
     }
 
@@ -124,22 +193,26 @@ impl Registry {
         let known = self.plugins.iter().map(|p| p.info.name.as_str());
         match self.plugins.iter().find(|p| p.info.name == name) {
             Some(p) => Ok(p),
-            None => Err(self.not_found("plugin", name, known)),
+            None => Err(self.not_found(Role::Engine, name, known)),
         }
     }
 
-    /// "No `what` named `name`": what there is, what could not be loaded
+    /// "No `role` named `name`": what there is, what could not be loaded
     /// and why, and where to put the file.
     fn not_found<'a>(
         &self,
-        what: &str,
+        role: Role,
         name: &str,
         known: impl Iterator<Item = &'a str>,
     ) -> anyhow::Error {
+        let (what, folder) = match role {
+            Role::Engine => ("plugin", self.dir.clone()),
+            Role::Sanitiser => ("sanitiser", self.sanitiser_dir()),
+        };
         let known: Vec<&str> = known.collect();
         let mut message = format!(
             "no {what} named {name:?} in {} (found: {})",
-            self.dir.display(),
+            folder.display(),
             if known.is_empty() {
                 "none".to_string()
             } else {
@@ -148,14 +221,66 @@ impl Registry {
         );
         for broken in &self.broken {
             message.push_str(&format!(
-                "; {} could not be loaded: {}",
+                "; {} ({}) could not be loaded: {}",
                 broken.file.display(),
+                broken.role.as_str(),
                 broken.reason
             ));
         }
         message.push_str(&format!(
-            "; put the {what}'s .wasm file there or pass --plugin-dir"
+            "; put the {what} there as {name}.wasm or pass --plugin-dir"
         ));
         Failure::new(Kind::Plugin, message).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusals(claims: &[(&str, &str)]) -> Vec<Option<String>> {
+        let claims: Vec<(&str, &Path)> = claims.iter().map(|(n, f)| (*n, Path::new(*f))).collect();
+        naming_refusals(Role::Engine, &claims)
+    }
+
+    #[test]
+    fn a_file_named_after_its_own_name_is_accepted() {
+        assert_eq!(
+            refusals(&[("postgres", "/p/postgres.wasm"), ("mysql", "/p/mysql.wasm")]),
+            [None, None]
+        );
+    }
+
+    #[test]
+    fn a_file_claiming_another_name_is_refused_naming_both() {
+        let out = refusals(&[("postgres", "/p/00-x.wasm"), ("mysql", "/p/mysql.wasm")]);
+        let reason = out[0].as_deref().expect("00-x.wasm is refused");
+        assert!(
+            reason.contains("00-x.wasm describes itself as \"postgres\""),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("rename the file to postgres.wasm"),
+            "{reason}"
+        );
+        assert_eq!(out[1], None);
+    }
+
+    #[test]
+    fn every_file_claiming_one_name_is_refused_naming_all_of_them() {
+        let out = refusals(&[
+            ("postgres", "/p/00-x.wasm"),
+            ("postgres", "/p/postgres.wasm"),
+            ("mysql", "/p/mysql.wasm"),
+            ("postgres", "/p/zz.wasm"),
+        ]);
+        for i in [0, 1, 3] {
+            let reason = out[i].as_deref().expect("every claimant is refused");
+            for file in ["00-x.wasm", "postgres.wasm", "zz.wasm"] {
+                assert!(reason.contains(file), "{reason}");
+            }
+            assert!(reason.contains("engine plugin \"postgres\""), "{reason}");
+        }
+        assert_eq!(out[2], None, "other names are untouched");
     }
 }
