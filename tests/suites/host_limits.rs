@@ -201,15 +201,15 @@ fn hostile_sanitisers_cannot_make_the_host_hold_much_memory() {
             &["run", "--config", &config, "--task", mode],
             dir.path(),
         );
-        run.output.expect_fail(
-            &[exit::SANDBOX, exit::STEP_FAILED],
-            phrases,
-            &format!("a backup through the hostile sanitiser ({mode})"),
-        );
         println!(
             "host peak RSS under {mode}: {} MiB (wait4 bound, pg_dump included: {} MiB)",
             run.host_peak >> 20,
             run.bound >> 20
+        );
+        run.output.expect_fail(
+            &[exit::SANDBOX, exit::STEP_FAILED],
+            phrases,
+            &format!("a backup through the hostile sanitiser ({mode})"),
         );
         assert!(run.host_peak > 0, "{mode}: VmHWM was never read");
         let peak = run.host_peak.max(run.bound);
