@@ -26,6 +26,20 @@ pub struct HttpClient {
     transport: Transport,
 }
 
+/// An answer longer than the caller's limit (it was not read further).
+#[derive(Debug)]
+pub struct BodyTooLarge {
+    pub limit: usize,
+}
+
+impl std::fmt::Display for BodyTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the answer is longer than {} bytes", self.limit)
+    }
+}
+
+impl std::error::Error for BodyTooLarge {}
+
 /// A whole response.
 pub struct HttpResponse {
     pub status: StatusCode,
@@ -87,6 +101,21 @@ impl HttpClient {
         headers: &[(String, String)],
         body: Bytes,
     ) -> Result<HttpResponse> {
+        self.request_limited(method, path, headers, body, usize::MAX)
+            .await
+    }
+
+    /// [`HttpClient::request`], reading at most `max_body` bytes of the
+    /// answer: a longer one fails with [`BodyTooLarge`] as soon as it is
+    /// known (its `content-length`, or the bytes read so far).
+    pub async fn request_limited(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(String, String)],
+        body: Bytes,
+        max_body: usize,
+    ) -> Result<HttpResponse> {
         let url = format!("{}{path}", self.base);
         let mut builder = Request::builder().method(method.clone()).uri(&url);
         for (name, value) in headers {
@@ -103,12 +132,24 @@ impl HttpClient {
             .with_context(|| format!("{method} {url}"))?;
             let status = resp.status();
             let headers = resp.headers().clone();
-            let body = resp
-                .into_body()
+            let declared = headers
+                .get(hyper::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > max_body as u64) {
+                return Err(BodyTooLarge { limit: max_body }.into());
+            }
+            let body = match http_body_util::Limited::new(resp.into_body(), max_body)
                 .collect()
                 .await
-                .with_context(|| format!("{method} {url}: reading the answer"))?
-                .to_bytes();
+            {
+                Ok(collected) => collected.to_bytes(),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                    return Err(BodyTooLarge { limit: max_body }.into());
+                }
+                Err(e) => {
+                    return Err(anyhow!(e).context(format!("{method} {url}: reading the answer")));
+                }
+            };
             Ok::<_, anyhow::Error>(HttpResponse {
                 status,
                 headers,

@@ -18,6 +18,13 @@ use std::time::Duration;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// Largest request body a plugin may send.
 const MAX_BODY: usize = 64 << 20;
+/// Largest answer the host reads for a plugin. The answer is copied whole
+/// into the plugin's memory, so it must fit there with room to parse it;
+/// the Elasticsearch plugin's largest answers are search pages
+/// (`page_size` documents, 2,000 by default) and bulk results for 5 MiB
+/// requests, a few MiB each. 64 MiB keeps the host's copy small next to a
+/// plugin's memory cap while leaving pages of large documents room.
+pub const MAX_RESPONSE: usize = 64 << 20;
 const METHODS: &[&str] = &["GET", "HEAD", "PUT", "POST", "DELETE"];
 /// Headers only the host sets.
 const RESERVED_HEADERS: &[&str] = &["authorization", "host", "proxy-authorization", "cookie"];
@@ -121,7 +128,10 @@ impl Host for StepState {
             headers.push(("authorization".into(), auth));
         }
         let method = hyper::Method::from_bytes(method.as_bytes()).expect("checked above");
-        match client.request(method, &path, &headers, body.into()).await {
+        match client
+            .request_limited(method, &path, &headers, body.into(), MAX_RESPONSE)
+            .await
+        {
             Ok(answer) => Ok(Ok(Response {
                 status: answer.status.as_u16(),
                 headers: answer
@@ -131,6 +141,13 @@ impl Host for StepState {
                     .collect(),
                 body: answer.body.to_vec(),
             })),
+            Err(e) if e.is::<crate::http_client::BodyTooLarge>() => {
+                Ok(Err(WitError::Denied(format!(
+                    "the answer to {path} is over the host's limit of {} MiB on HTTP answers and was not \
+                     read; ask for less per request (a smaller page size)",
+                    MAX_RESPONSE >> 20
+                ))))
+            }
             Err(e) => Ok(Err(WitError::Io(format!("{e:#}")))),
         }
     }
@@ -174,5 +191,68 @@ mod tests {
         assert_eq!(authorization(&c).unwrap(), "ApiKey k3y");
         c.user = Some("elastic".into());
         assert_eq!(authorization(&c).unwrap(), "Basic ZWxhc3RpYzprM3k=");
+    }
+
+    /// A server that answers every request with `len` bytes, announced by
+    /// `content-length` or chunked (unannounced).
+    async fn server(len: usize, chunked: bool) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = sock.read(&mut buf).await;
+                    let head = if chunked {
+                        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_string()
+                    } else {
+                        format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n")
+                    };
+                    sock.write_all(head.as_bytes()).await?;
+                    let piece = vec![b'x'; 64 << 10];
+                    let mut left = len;
+                    while left > 0 {
+                        let n = left.min(piece.len());
+                        if chunked {
+                            sock.write_all(format!("{n:x}\r\n").as_bytes()).await?;
+                        }
+                        sock.write_all(&piece[..n]).await?;
+                        if chunked {
+                            sock.write_all(b"\r\n").await?;
+                        }
+                        left -= n;
+                    }
+                    if chunked {
+                        sock.write_all(b"0\r\n\r\n").await?;
+                    }
+                    Ok::<_, std::io::Error>(())
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn answers_over_the_limit_are_not_read() {
+        for chunked in [false, true] {
+            let client =
+                HttpClient::new(&server(3 << 20, chunked).await, REQUEST_TIMEOUT, "cluster")
+                    .unwrap();
+            let e = client
+                .request_limited(hyper::Method::GET, "/", &[], Default::default(), 1 << 20)
+                .await
+                .err()
+                .unwrap();
+            assert!(
+                e.is::<crate::http_client::BodyTooLarge>(),
+                "chunked {chunked}: {e:#}"
+            );
+            let ok = client
+                .request_limited(hyper::Method::GET, "/", &[], Default::default(), 3 << 20)
+                .await
+                .unwrap();
+            assert_eq!(ok.body.len(), 3 << 20);
+        }
     }
 }

@@ -1,12 +1,25 @@
 //! Compiled components kept on disk, so a second start loads native code
-//! instead of compiling the plugin again.
+//! instead of compiling the plugin again. Compiling is bounded: a file over
+//! [`MAX_WASM_BYTES`] is refused unread, and compiling runs on its own
+//! thread raced against [`COMPILE_DEADLINE`].
 
+use crate::failure::{Failure, Kind};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use wasmtime::Engine;
 use wasmtime::component::Component;
+
+/// Largest plugin file the host compiles. First-party plugins are under
+/// 0.5 MiB; compiling takes memory and time that grow with the size, so a
+/// far larger file is refused before any of it is read into memory.
+pub const MAX_WASM_BYTES: u64 = 64 << 20;
+/// Longest compiling one plugin may take (first-party plugins take a few
+/// seconds on one core in a debug host).
+pub const COMPILE_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Where compiled plugins are cached.
 pub struct CompileCache {
@@ -30,10 +43,12 @@ impl CompileCache {
     /// Loads `wasm` compiled for `engine`, from the cache when this host has
     /// compiled the same bytes before. Returns whether it was a cache hit.
     pub fn load(&self, engine: &Engine, wasm_path: &Path) -> Result<(Component, bool)> {
-        let bytes =
-            std::fs::read(wasm_path).with_context(|| format!("reading {}", wasm_path.display()))?;
+        let bytes = read_bounded(wasm_path, MAX_WASM_BYTES)?;
         let Some(dir) = &self.dir else {
-            return Ok((Component::new(engine, &bytes)?, false));
+            let compiled = compile(engine, bytes, wasm_path, COMPILE_DEADLINE)?;
+            // SAFETY: these bytes were produced by `precompile_component` just now.
+            let component = unsafe { Component::deserialize(engine, &compiled)? };
+            return Ok((component, false));
         };
         let cached = dir.join(format!("{}.cwasm", cache_key(engine, &bytes)));
         if cached.is_file() {
@@ -48,15 +63,7 @@ impl CompileCache {
                 ),
             }
         }
-        let compiled = engine
-            .precompile_component(&bytes)
-            .map_err(anyhow::Error::from)
-            .with_context(|| {
-                format!(
-                    "{} is not a valid WebAssembly component",
-                    wasm_path.display()
-                )
-            })?;
+        let compiled = compile(engine, bytes, wasm_path, COMPILE_DEADLINE)?;
         if let Err(e) = write_atomically(dir, &cached, &compiled) {
             tracing::warn!(
                 "could not cache compiled plugin in {}: {e:#}",
@@ -66,6 +73,84 @@ impl CompileCache {
         // SAFETY: these bytes were produced by `precompile_component` just now.
         let component = unsafe { Component::deserialize(engine, &compiled)? };
         Ok((component, false))
+    }
+}
+
+/// The bytes of `path`, refused unread when the file is over `limit`.
+fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let refuse = |size: u64| {
+        Failure::new(
+            Kind::Plugin,
+            format!(
+                "{} is {} MiB, over the {} MiB limit on plugin files; it was not loaded",
+                path.display(),
+                size.div_ceil(1 << 20),
+                limit >> 20
+            ),
+        )
+    };
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let size = file
+        .metadata()
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
+    if size > limit {
+        return Err(refuse(size).into());
+    }
+    // The file may grow between the check and the read: read one byte past
+    // the limit at most.
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if bytes.len() as u64 > limit {
+        return Err(refuse(bytes.len() as u64).into());
+    }
+    Ok(bytes)
+}
+
+/// Compiles `wasm` to native code on its own thread, raced against
+/// `deadline`.
+fn compile(engine: &Engine, wasm: Vec<u8>, path: &Path, deadline: Duration) -> Result<Vec<u8>> {
+    let engine = engine.clone();
+    match within(deadline, move || engine.precompile_component(&wasm))? {
+        Some(compiled) => compiled.map_err(anyhow::Error::from).with_context(|| {
+            format!("{} is not a valid WebAssembly component", path.display())
+        }),
+        None => Err(Failure::new(
+            Kind::Plugin,
+            format!(
+                "compiling {} took longer than {}; it was not loaded (a plugin this slow to compile is \
+                 far larger or more complex than any envsync plugin)",
+                path.display(),
+                humantime::format_duration(deadline)
+            ),
+        )
+        .into()),
+    }
+}
+
+/// Runs `work` on its own thread and waits at most `deadline` for it (None
+/// past it). Cranelift cannot be interrupted: a late thread is left to
+/// finish and its work is thrown away.
+fn within<T: Send + 'static>(
+    deadline: Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<Option<T>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("envsync-compile".into())
+        .spawn(move || {
+            // The receiver is gone when the deadline passed: nothing to do.
+            let _ = tx.send(work());
+        })
+        .context("starting a thread to compile a plugin")?;
+    match rx.recv_timeout(deadline) {
+        Ok(done) => Ok(Some(done)),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Ok(None),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            anyhow::bail!("compiling a plugin stopped without an answer (the compiler panicked)")
+        }
     }
 }
 
@@ -91,4 +176,42 @@ fn write_atomically(dir: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, dest)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_over_the_limit_are_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.wasm");
+        std::fs::write(&path, vec![0u8; (2 << 20) + 1]).unwrap();
+        let e = read_bounded(&path, 2 << 20).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("is 3 MiB, over the 2 MiB limit on plugin files"),
+            "{e}"
+        );
+        assert_eq!(read_bounded(&path, 3 << 20).unwrap().len(), (2 << 20) + 1);
+    }
+
+    #[test]
+    fn compiling_is_raced_against_its_deadline() {
+        let engine = Engine::default();
+        // An empty component: "\0asm", version 0x0d, layer 1.
+        let empty = b"\0asm\x0d\0\x01\0".to_vec();
+        let path = Path::new("empty.wasm");
+        let compiled = compile(&engine, empty, path, Duration::from_secs(60)).unwrap();
+        // SAFETY: produced by `precompile_component` just now.
+        assert!(unsafe { Component::deserialize(&engine, &compiled) }.is_ok());
+        let e = compile(&engine, b"junk".to_vec(), path, Duration::from_secs(60)).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("is not a valid WebAssembly component"),
+            "{e:#}"
+        );
+        let slow = || std::thread::sleep(Duration::from_secs(2));
+        assert!(within(Duration::from_millis(50), slow).unwrap().is_none());
+        assert_eq!(within(Duration::from_secs(10), || 7).unwrap(), Some(7));
+    }
 }

@@ -364,6 +364,7 @@ impl Sandbox {
         let memory_cap_hit = state.memory.hit_flag();
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.memory);
+        store.set_hostcall_fuel(sandbox::ENGINE_HOSTCALL_FUEL);
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
         let deadline = Instant::now() + max_runtime;

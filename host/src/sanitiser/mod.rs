@@ -3,10 +3,12 @@
 //! folder like engines, runs one per sanitised step in its own Store (memory
 //! cap, deadline per call, nothing but `keyed.hash`), forwards the engine
 //! plugin's row batches to it (`capabilities::sanitising`), checks every
-//! answer and scans it for residual personal data (`pii`).
+//! answer (no larger than its input allows, `bound`) and scans it for
+//! residual personal data (`pii`).
 
 pub mod batch;
 pub mod bindings;
+pub mod bound;
 pub mod pii;
 pub mod session;
 pub mod state;

@@ -1,7 +1,8 @@
 //! One sanitised step: a fresh instance of the sanitiser, configured with
 //! the task's rules, called for each batch of rows or documents. Every call
-//! is bounded (memory cap, a deadline per call, the step's stop request);
-//! every answer is checked (no reshaped or invented rows) and scanned for
+//! is bounded (memory cap, a deadline per call, the step's stop request,
+//! hostcall fuel); every answer is checked (no reshaped or invented rows, no
+//! more than its input allows, see `bound`) and scanned for
 //! residual personal data. The first failure is kept: the instance cannot be
 //! called again, and the step reports it as the cause.
 
@@ -11,6 +12,7 @@ use super::bindings::envsync::plugin::types::{
     ColumnInfo as SchemaColumn, TableInfo as SchemaTable,
 };
 use super::bindings::{RunContext, Sanitiser, SanitiserError, SanitiserInfo, SanitiserPre};
+use super::bound::{AnswerBound, OTHER_CALLS_FUEL, fuel_exhausted};
 use super::pii::{Findings, Scanner};
 use super::state::SanitiserState;
 use crate::failure::{Failure, Kind};
@@ -153,6 +155,7 @@ impl Instance {
         let memory_cap_hit = state.memory.hit_flag();
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.memory);
+        store.set_hostcall_fuel(OTHER_CALLS_FUEL);
         store.set_epoch_deadline(1);
         store.epoch_deadline_async_yield_and_update(1);
         let world =
@@ -186,10 +189,11 @@ impl Instance {
     }
 
     pub(crate) async fn describe(&mut self) -> Result<SanitiserInfo> {
+        self.store.set_hostcall_fuel(OTHER_CALLS_FUEL);
         let api = self.world.envsync_plugin_sanitise();
         let call = api.call_describe(&mut self.store);
         self.limits
-            .guard("describe", call)
+            .guard("describe", None, call)
             .await
             .map_err(|e| self.with_stderr(e))
     }
@@ -199,10 +203,11 @@ impl Instance {
         rules: &str,
         context: &RunContext,
     ) -> Result<Result<Option<Vec<String>>, SanitiserError>> {
+        self.store.set_hostcall_fuel(OTHER_CALLS_FUEL);
         let api = self.world.envsync_plugin_sanitise();
         let call = api.call_configure(&mut self.store, rules, context);
         self.limits
-            .guard("configure", call)
+            .guard("configure", None, call)
             .await
             .map_err(|e| self.with_stderr(e))
     }
@@ -212,12 +217,21 @@ impl Instance {
         table: &str,
         columns: &[String],
         rows: &SanitiserBatch,
+        bound: &AnswerBound,
     ) -> Result<Result<SanitiserBatch, SanitiserError>> {
+        // An answer over the bound fails while wasmtime lifts it, before
+        // the host holds a copy.
+        self.store.set_hostcall_fuel(bound.rows_fuel(columns.len()));
         let api = self.world.envsync_plugin_sanitise();
         let call = api.call_transform_rows(&mut self.store, table, columns, rows);
         let what = format!("transform-rows of table {table}");
+        let limit = format!(
+            "{} for a batch of {} rows",
+            bound.describe("rows", "values"),
+            bound.items
+        );
         self.limits
-            .guard(&what, call)
+            .guard(&what, Some(&limit), call)
             .await
             .map_err(|e| self.with_stderr(e))
     }
@@ -226,21 +240,29 @@ impl Instance {
         &mut self,
         index: &str,
         documents: &[String],
+        bound: &AnswerBound,
     ) -> Result<Result<Vec<String>, SanitiserError>> {
+        self.store.set_hostcall_fuel(bound.documents_fuel());
         let api = self.world.envsync_plugin_sanitise();
         let call = api.call_transform_documents(&mut self.store, index, documents);
         let what = format!("transform-documents of index {index}");
+        let limit = format!(
+            "{} for a batch of {} documents",
+            bound.describe("documents", "text"),
+            bound.items
+        );
         self.limits
-            .guard(&what, call)
+            .guard(&what, Some(&limit), call)
             .await
             .map_err(|e| self.with_stderr(e))
     }
 
     async fn uncovered(&mut self, schema: &[SchemaTable]) -> Result<Vec<String>> {
+        self.store.set_hostcall_fuel(OTHER_CALLS_FUEL);
         let api = self.world.envsync_plugin_sanitise();
         let call = api.call_uncovered(&mut self.store, schema);
         self.limits
-            .guard("uncovered", call)
+            .guard("uncovered", None, call)
             .await
             .map_err(|e| self.with_stderr(e))
     }
@@ -259,10 +281,13 @@ impl Instance {
 }
 
 impl CallLimits {
-    /// One call under the per-call deadline, the memory cap and the stop request.
+    /// One call under the per-call deadline, the memory cap, the stop
+    /// request and its hostcall fuel; `limit` says what the answer may hold
+    /// (for the message when it holds more).
     async fn guard<T>(
         &self,
         what: &str,
+        limit: Option<&str>,
         call: impl Future<Output = wasmtime::Result<T>>,
     ) -> Result<T> {
         let CallLimits {
@@ -274,6 +299,15 @@ impl CallLimits {
         let deadline = tokio::time::Instant::now() + *timeout;
         match bounded(call, deadline, stop).await {
             Bounded::Returned(Ok(v)) => Ok(v),
+            Bounded::Returned(Err(trap)) if fuel_exhausted(&trap) => Err(Failure::new(
+                Kind::Sandbox,
+                format!(
+                    "sanitiser {name} answered {what} with more than the host accepts ({}); \
+                     the answer was refused before the host copied it",
+                    limit.unwrap_or("a few MiB")
+                ),
+            )
+            .into()),
             Bounded::Returned(Err(trap)) => Err(trap_failure(
                 &format!("sanitiser {name}"),
                 what,
@@ -509,9 +543,24 @@ impl SanitiserSession {
                 ends: batch.ends,
                 nulls: batch.nulls,
             };
-            let result = self.instance.transform_rows(&table, &columns, &sent).await;
+            let bound = AnswerBound::for_input(rows_in, bytes_in);
+            let result = self
+                .instance
+                .transform_rows(&table, &columns, &sent, &bound)
+                .await;
             self.stats.busy += started.elapsed();
             let out = self.answer(result, &format!("table {table}"))?;
+            if out.data.len() > bound.bytes {
+                let message = format!(
+                    "sanitiser {} returned {} of values for a batch of {rows_in} rows ({}) of table {table}; \
+                     an answer may hold {}",
+                    self.name,
+                    crate::step::human_size(out.data.len() as u64),
+                    crate::step::human_size(bytes_in as u64),
+                    bound.describe("rows", "values"),
+                );
+                return Err(self.fail(Kind::Sandbox, message));
+            }
             let rows_out = match Packed::new(
                 out.rows,
                 &out.data,
@@ -573,10 +622,28 @@ impl SanitiserSession {
             self.stats.tables.insert(index.clone());
             self.stats.documents_in += documents.len() as u64;
             self.stats.batches += 1;
-            self.stats.bytes_in += documents.iter().map(|d| d.len() as u64).sum::<u64>();
-            let result = self.instance.transform_documents(&index, &documents).await;
+            let bytes_in: usize = documents.iter().map(String::len).sum();
+            self.stats.bytes_in += bytes_in as u64;
+            let bound = AnswerBound::for_input(documents.len(), bytes_in);
+            let result = self
+                .instance
+                .transform_documents(&index, &documents, &bound)
+                .await;
             self.stats.busy += started.elapsed();
             let out = self.answer(result, &format!("index {index}"))?;
+            let bytes_out: usize = out.iter().map(String::len).sum();
+            if bytes_out > bound.bytes {
+                let message = format!(
+                    "sanitiser {} returned {} of documents for a batch of {} ({}) of index {index}; \
+                     an answer may hold {}",
+                    self.name,
+                    crate::step::human_size(bytes_out as u64),
+                    documents.len(),
+                    crate::step::human_size(bytes_in as u64),
+                    bound.describe("documents", "text"),
+                );
+                return Err(self.fail(Kind::Sandbox, message));
+            }
             if out.len() > documents.len() {
                 let message = format!(
                     "sanitiser {} returned {} documents for a batch of {} of index {index}; documents may be dropped, never added",
