@@ -128,6 +128,9 @@ pub(crate) struct Instance {
     store: Store<SanitiserState>,
     world: Sanitiser,
     limits: CallLimits,
+    /// Rows or documents were handed to it: from now on its messages and
+    /// stderr are withheld (see `redact`).
+    seen_rows: bool,
 }
 
 /// What stops one call into a sanitiser: its deadline, the memory cap (seen
@@ -182,6 +185,7 @@ impl Instance {
                 memory_cap_hit,
                 stop,
             },
+            seen_rows: false,
         })
     }
 
@@ -213,6 +217,7 @@ impl Instance {
         columns: &[String],
         rows: &SanitiserBatch,
     ) -> Result<Result<SanitiserBatch, SanitiserError>> {
+        self.seen_rows = true;
         let api = self.world.envsync_plugin_sanitise();
         let call = api.call_transform_rows(&mut self.store, table, columns, rows);
         let what = format!("transform-rows of table {table}");
@@ -227,6 +232,7 @@ impl Instance {
         index: &str,
         documents: &[String],
     ) -> Result<Result<Vec<String>, SanitiserError>> {
+        self.seen_rows = true;
         let api = self.world.envsync_plugin_sanitise();
         let call = api.call_transform_documents(&mut self.store, index, documents);
         let what = format!("transform-documents of index {index}");
@@ -251,8 +257,13 @@ impl Instance {
         if stderr.is_empty() {
             return error;
         }
+        let printed = if self.seen_rows {
+            super::redact::stderr(&stderr)
+        } else {
+            format!("it printed: {stderr}")
+        };
         match error.downcast::<Failure>() {
-            Ok(f) => Failure::new(f.kind, format!("{}; it printed: {stderr}", f.message)).into(),
+            Ok(f) => Failure::new(f.kind, format!("{}; {printed}", f.message)).into(),
             Err(e) => e,
         }
     }
@@ -445,7 +456,9 @@ impl SanitiserSession {
         match result {
             Ok(Ok(out)) => Ok(out),
             Ok(Err(e)) => {
-                let message = format!("sanitiser {} failed on {on}: {}", self.name, error_text(&e));
+                // Only transform calls answer here: the sanitiser has rows.
+                let said = super::redact::error(&e);
+                let message = format!("sanitiser {} failed on {on}: {said}", self.name);
                 Err(self.fail(Kind::StepFailed, message))
             }
             Err(e) => {
