@@ -168,7 +168,8 @@ mod tests {
         // Flip one bit of the compiled code: the seal no longer verifies.
         let file = cached_file(&cache_dir);
         let mut bytes = std::fs::read(&file).unwrap();
-        bytes[bytes.len() / 2] ^= 1;
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 1;
         std::fs::write(&file, &bytes).unwrap();
         assert!(!cache.load(&engine, &wasm).unwrap().1, "tampered: recompiled");
         assert_ne!(std::fs::read(&file).unwrap(), bytes, "rewritten sealed");

@@ -281,3 +281,38 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> Res
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn existing_objects_are_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path()).unwrap();
+        store.put_new("i/a.manifest.json", b"first").await.unwrap();
+        let refused = store.put_new("i/a.manifest.json", b"second").await;
+        let message = format!("{:#}", refused.unwrap_err());
+        assert!(message.contains("refusing to overwrite"), "{message}");
+        assert_eq!(store.get("i/a.manifest.json").await.unwrap().unwrap(), b"first");
+
+        // An upload finishing onto an existing artifact.
+        store.put_new("i/a.dump", b"original").await.unwrap();
+        let mut upload = store.create("i/a.dump").await.unwrap();
+        upload.write_all(b"replacement").await.unwrap();
+        let refused = upload.finish().await;
+        assert!(format!("{:#}", refused.unwrap_err()).contains("refusing to overwrite"));
+        assert_eq!(store.get("i/a.dump").await.unwrap().unwrap(), b"original");
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("i"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "no partial file is left: {names:?}");
+
+        // The pointer is the one object that is replaced.
+        store.put("i/latest-a.txt", b"one").await.unwrap();
+        store.put("i/latest-a.txt", b"two").await.unwrap();
+        assert_eq!(store.get("i/latest-a.txt").await.unwrap().unwrap(), b"two");
+    }
+}
