@@ -95,9 +95,14 @@ async fn garbage_is_not_published(encrypt_to: &[String]) {
     let plugin = probe(&runtime).await;
     let store = LocalStore::new().unwrap();
     let good = backup_request(&store.path_arg(), None, encrypt_to);
-    let first = step::run(&runtime, &plugin, &good).await.expect("good backup");
+    let first = step::run(&runtime, &plugin, &good)
+        .await
+        .expect("good backup");
     let first_key = first.manifest.unwrap().key;
-    assert_eq!(store.pointer(INSTANCE, DB).as_deref(), Some(first_key.as_str()));
+    assert_eq!(
+        store.pointer(INSTANCE, DB).as_deref(),
+        Some(first_key.as_str())
+    );
     let before = store.files();
 
     envsync_tests::store::wait_for_next_second();
@@ -118,13 +123,21 @@ async fn garbage_is_not_published(encrypt_to: &[String]) {
         exit::PLUGIN,
         "{message}"
     );
-    assert_eq!(store.pointer(INSTANCE, DB).as_deref(), Some(first_key.as_str()));
+    assert_eq!(
+        store.pointer(INSTANCE, DB).as_deref(),
+        Some(first_key.as_str())
+    );
     assert_eq!(store.files(), before, "the store changed");
 
-    let next = step::run(&runtime, &plugin, &good).await.expect("next backup");
+    let next = step::run(&runtime, &plugin, &good)
+        .await
+        .expect("next backup");
     let next_key = next.manifest.unwrap().key;
     assert_ne!(next_key, first_key);
-    assert_eq!(store.pointer(INSTANCE, DB).as_deref(), Some(next_key.as_str()));
+    assert_eq!(
+        store.pointer(INSTANCE, DB).as_deref(),
+        Some(next_key.as_str())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,15 +169,16 @@ fn a_backup_its_own_check_refuses_is_not_published_in_s3() {
     let before = store.keys();
 
     envsync_tests::store::wait_for_next_second();
-    s3.run(&host, &backup().param("misbehave", "garbage")).expect_fail(
-        &[exit::PLUGIN],
-        &[
-            REFUSED,
-            "nothing was published",
-            &format!("latest still points at {good}"),
-        ],
-        "garbage backup",
-    );
+    s3.run(&host, &backup().param("misbehave", "garbage"))
+        .expect_fail(
+            &[exit::PLUGIN],
+            &[
+                REFUSED,
+                "nothing was published",
+                &format!("latest still points at {good}"),
+            ],
+            "garbage backup",
+        );
     assert_eq!(store.pointer(INSTANCE, DB).as_deref(), Some(good.as_str()));
     assert_eq!(store.keys(), before, "objects changed");
     assert!(s3.open_multipart_uploads("backups").unwrap().is_empty());
@@ -208,7 +222,11 @@ fn an_s3_object_at_the_key_is_never_overwritten() {
             !running.has_exited().unwrap(),
             "the host finished before the test saw its upload"
         );
-        assert!(Instant::now() < deadline, "no open upload in {}", journal.display());
+        assert!(
+            Instant::now() < deadline,
+            "no open upload in {}",
+            journal.display()
+        );
         std::thread::sleep(Duration::from_millis(5));
     };
     let planted = b"an object someone else put here first".to_vec();
@@ -262,7 +280,11 @@ fn hostile_config(dir: &Path, store: &LocalStore, pg: &PgCluster, modes: &[&str]
         store.path_arg()
     );
     for mode in modes {
-        std::fs::write(dir.join(format!("{mode}.toml")), format!("mode = \"{mode}\"\n")).unwrap();
+        std::fs::write(
+            dir.join(format!("{mode}.toml")),
+            format!("mode = \"{mode}\"\n"),
+        )
+        .unwrap();
         text.push_str(&format!(
             "\n[[task]]\nname = \"{mode}\"\nplugin = \"postgres\"\n[task.database]\n\
              host = \"{}\"\nport = {}\nuser = \"{}\"\nname = \"notes\"\n\
@@ -323,9 +345,19 @@ fn a_sanitisers_row_values_never_reach_the_hosts_output() {
             &["sanitiser hostile", "withheld"],
             mode,
         );
-        assert!(!out.stdout.contains(CANARY), "{mode}: canary on stdout\n{out}");
-        assert!(!out.stderr.contains(CANARY), "{mode}: canary on stderr\n{out}");
-        assert_eq!(store.pointer("127.0.0.1", "notes"), None, "{mode}: published");
+        assert!(
+            !out.stdout.contains(CANARY),
+            "{mode}: canary on stdout\n{out}"
+        );
+        assert!(
+            !out.stderr.contains(CANARY),
+            "{mode}: canary on stderr\n{out}"
+        );
+        assert_eq!(
+            store.pointer("127.0.0.1", "notes"),
+            None,
+            "{mode}: published"
+        );
     }
     let state = files.path().join("state");
     for args in [vec!["status"], vec!["status", "--json"]] {
@@ -369,7 +401,10 @@ fn a_sanitisers_clocks_do_not_move_and_its_timers_do_not_wait() {
         .run(&host)
         .expect_ok("restore");
     let seen = pg
-        .psql("notes_copy", "SELECT string_agg(DISTINCT t, ',') FROM notes")
+        .psql(
+            "notes_copy",
+            "SELECT string_agg(DISTINCT t, ',') FROM notes",
+        )
         .unwrap();
     assert_eq!(seen, "stopped", "the sanitiser measured: {seen}");
 }

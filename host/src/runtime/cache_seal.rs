@@ -80,7 +80,8 @@ fn cache_key(dir: &Path) -> Result<[u8; KEY_LEN]> {
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut key = [0u8; KEY_LEN];
-    getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no random bytes for the cache key: {e}"))?;
+    getrandom::fill(&mut key)
+        .map_err(|e| anyhow::anyhow!("no random bytes for the cache key: {e}"))?;
     let tmp = dir.join(format!(".key-{}", std::process::id()));
     let written = std::fs::OpenOptions::new()
         .write(true)
@@ -126,7 +127,10 @@ fn read_key(path: &Path) -> Result<Option<[u8; KEY_LEN]>> {
         .and_then(|()| file.read_to_end(&mut rest))
         .with_context(|| format!("reading {}", path.display()))?;
     if !rest.is_empty() {
-        bail!("{} is not a cache key (wrong length); delete it", path.display());
+        bail!(
+            "{} is not a cache key (wrong length); delete it",
+            path.display()
+        );
     }
     Ok(Some(key))
 }
@@ -140,7 +144,12 @@ mod tests {
     /// The smallest component: preamble only (magic, version 0x0d, layer 1).
     const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\x00\x01\x00";
 
-    fn setup() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf, Engine) {
+    fn setup() -> (
+        tempfile::TempDir,
+        std::path::PathBuf,
+        std::path::PathBuf,
+        Engine,
+    ) {
         let tmp = tempfile::tempdir().unwrap();
         let wasm = tmp.path().join("empty.wasm");
         std::fs::write(&wasm, EMPTY_COMPONENT).unwrap();
@@ -160,8 +169,14 @@ mod tests {
     fn a_tampered_entry_is_recompiled_not_loaded() {
         let (_tmp, wasm, cache_dir, engine) = setup();
         let cache = CompileCache::new(Some(cache_dir.clone()));
-        assert!(!cache.load(&engine, &wasm).unwrap().1, "first load compiles");
-        assert!(cache.load(&engine, &wasm).unwrap().1, "second load is a hit");
+        assert!(
+            !cache.load(&engine, &wasm).unwrap().1,
+            "first load compiles"
+        );
+        assert!(
+            cache.load(&engine, &wasm).unwrap().1,
+            "second load is a hit"
+        );
         let key = std::fs::metadata(cache_dir.join(KEY_FILE)).unwrap();
         assert_eq!(key.mode() & 0o777, 0o600);
 
@@ -171,7 +186,10 @@ mod tests {
         let middle = bytes.len() / 2;
         bytes[middle] ^= 1;
         std::fs::write(&file, &bytes).unwrap();
-        assert!(!cache.load(&engine, &wasm).unwrap().1, "tampered: recompiled");
+        assert!(
+            !cache.load(&engine, &wasm).unwrap().1,
+            "tampered: recompiled"
+        );
         assert_ne!(std::fs::read(&file).unwrap(), bytes, "rewritten sealed");
         assert!(cache.load(&engine, &wasm).unwrap().1);
     }

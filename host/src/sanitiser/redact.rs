@@ -43,7 +43,10 @@ mod tests {
         let said = error(&SanitiserError::Other(message.clone()));
         assert!(!said.contains(canary), "{said}");
         let length = format!("{}-byte", message.len());
-        assert!(said.contains("error other") && said.contains(&length), "{said}");
+        assert!(
+            said.contains("error other") && said.contains(&length),
+            "{said}"
+        );
         let said = stderr(&format!("panicked at src/lib.rs: {canary}"));
         assert!(!said.contains(canary), "{said}");
     }

@@ -295,7 +295,10 @@ mod tests {
         let refused = store.put_new("i/a.manifest.json", b"second").await;
         let message = format!("{:#}", refused.unwrap_err());
         assert!(message.contains("refusing to overwrite"), "{message}");
-        assert_eq!(store.get("i/a.manifest.json").await.unwrap().unwrap(), b"first");
+        assert_eq!(
+            store.get("i/a.manifest.json").await.unwrap().unwrap(),
+            b"first"
+        );
 
         // An upload finishing onto an existing artifact.
         store.put_new("i/a.dump", b"original").await.unwrap();

@@ -462,10 +462,8 @@ impl S3Writer {
             .send()
             .await
             .map_err(|e| {
-                write_error(&e, &up.bucket, &up.key).context(format!(
-                    "completing the multipart upload of {}",
-                    up.key
-                ))
+                write_error(&e, &up.bucket, &up.key)
+                    .context(format!("completing the multipart upload of {}", up.key))
             })?;
         up.completed();
         tracing::debug!(key = up.key, parts = count, "multipart upload complete");
