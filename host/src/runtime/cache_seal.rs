@@ -75,8 +75,16 @@ fn mac(key: &[u8; KEY_LEN], bytes: &[u8]) -> Hmac<Sha256> {
 /// place whole, so concurrent first runs agree on one key.
 fn cache_key(dir: &Path) -> Result<[u8; KEY_LEN]> {
     let path = dir.join(KEY_FILE);
-    if let Some(key) = read_key(&path)? {
-        return Ok(key);
+    match read_key(&path) {
+        Ok(Some(key)) => return Ok(key),
+        Ok(None) => {}
+        // A new random key is always safe: entries sealed under the old one
+        // stop verifying and are compiled again.
+        Err(e) => {
+            tracing::warn!("replacing the compile cache key: {e:#}");
+            std::fs::remove_file(&path)
+                .with_context(|| format!("removing the unusable {}", path.display()))?;
+        }
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut key = [0u8; KEY_LEN];
@@ -105,19 +113,24 @@ fn cache_key(dir: &Path) -> Result<[u8; KEY_LEN]> {
     }
 }
 
-/// Reads the key file (None: there is none), refusing one that others can
-/// read or write.
+/// Reads the key file (None: there is none), refusing a symlink, one
+/// another user owns, or one that others can read or write.
 fn read_key(path: &Path) -> Result<Option<[u8; KEY_LEN]>> {
-    let mut file = match std::fs::File::open(path) {
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path);
+    let mut file = match opened {
         Ok(file) => file,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
     };
     let meta = file.metadata()?;
-    if !meta.is_file() || meta.mode() & 0o077 != 0 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_file() || meta.uid() != me || meta.mode() & 0o077 != 0 {
         bail!(
-            "{} must be a file only its owner can read and write (mode 0600); delete it and the \
-             cache is rebuilt",
+            "{} must be a file of this user that only it can read and write (mode 0600)",
             path.display()
         );
     }
@@ -127,10 +140,7 @@ fn read_key(path: &Path) -> Result<Option<[u8; KEY_LEN]>> {
         .and_then(|()| file.read_to_end(&mut rest))
         .with_context(|| format!("reading {}", path.display()))?;
     if !rest.is_empty() {
-        bail!(
-            "{} is not a cache key (wrong length); delete it",
-            path.display()
-        );
+        bail!("{} is not a cache key (wrong length)", path.display());
     }
     Ok(Some(key))
 }
@@ -212,12 +222,19 @@ mod tests {
     }
 
     #[test]
-    fn a_key_others_can_read_is_refused() {
+    fn a_key_others_can_read_is_replaced() {
         let dir = tempfile::tempdir().unwrap();
-        seal(dir.path(), b"x").unwrap();
+        let sealed = seal(dir.path(), b"x").unwrap();
+        let entry = dir.path().join("entry.cwasm");
+        std::fs::write(&entry, &sealed).unwrap();
         let key = dir.path().join(KEY_FILE);
         std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .unwrap();
-        assert!(seal(dir.path(), b"x").is_err());
+        // Whoever could read the old key could forge entries: a new key
+        // makes every old entry fail to verify.
+        assert!(open(dir.path(), &entry).is_none());
+        let mode = std::fs::metadata(&key).unwrap().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_ne!(seal(dir.path(), b"x").unwrap(), sealed);
     }
 }
