@@ -376,9 +376,13 @@ impl Step<'_> {
         let catalog = self.catalog().await?;
         let format = self.backup_format()?;
         let codec = self.backup_codec()?;
-        let writer = catalog
+        let head_size = head_size(format);
+        let mut writer = catalog
             .begin(&instance, &source.database, &format.extension, &codec)
             .await?;
+        if codec.encryption.is_some() {
+            writer.keep_head(head_size);
+        }
         let key = writer.key().to_string();
         tracing::info!(
             plugin = self.name(),
@@ -429,7 +433,9 @@ impl Step<'_> {
                 return Err(e);
             }
         };
-        let manifest = Manifest {
+        let captured_head = writer.head().to_vec();
+        let uploaded = catalog.upload(writer).await?;
+        let manifest = uploaded.describe(Manifest {
             key: String::new(),
             size: 0,
             sha256: String::new(),
@@ -449,8 +455,17 @@ impl Step<'_> {
                 database: source.database.clone(),
             },
             envsync_version: env!("CARGO_PKG_VERSION").to_string(),
-        };
-        let manifest = catalog.publish(writer, manifest).await?;
+        });
+        let checked = self
+            .check_backup(&catalog, &manifest, captured_head, head_size)
+            .await;
+        if let Err(e) = checked {
+            if let Err(removal) = catalog.discard(uploaded).await {
+                tracing::warn!(plugin = self.name(), "{removal:#}");
+            }
+            return Err(e);
+        }
+        let manifest = catalog.publish(uploaded, manifest).await?;
         let mut summary = format!(
             "backed up {} to {} in {} ({}, sha256 {})",
             source.database,
@@ -464,6 +479,53 @@ impl Step<'_> {
             summary.push_str(&s);
         }
         Ok((summary, Some(manifest)))
+    }
+
+    /// Runs the engine's own `check`, in a fresh sandbox, on the head of
+    /// the backup it just wrote, before anything is published: a plugin
+    /// that reports success after writing something it could not restore
+    /// fails the step instead of becoming "latest". The head is read back
+    /// from the store and decoded as a restore would; an encrypted artifact
+    /// cannot be decoded here (the host holds only recipients), so its check
+    /// sees the plaintext head captured as the plugin wrote it, and the
+    /// stored bytes are covered by the checksum re-read.
+    async fn check_backup(
+        &self,
+        catalog: &Catalog,
+        manifest: &Manifest,
+        captured_head: Vec<u8>,
+        head_size: usize,
+    ) -> Result<()> {
+        let head = if manifest.encryption.is_some() {
+            captured_head
+        } else {
+            let none = codec::load_identities(&[])?;
+            read_head(catalog, manifest, &none, head_size).await?
+        };
+        let mut sandbox = self.sandbox().await?;
+        let refused = match sandbox.check(head).await? {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        let latest = match catalog
+            .latest(&manifest.source.instance, &manifest.source.database)
+            .await
+        {
+            Ok(Some(key)) => format!("latest still points at {key}"),
+            Ok(None) => "there is still no latest backup".to_string(),
+            Err(e) => format!("the pointer was not moved ({e:#})"),
+        };
+        Err(Failure::new(
+            Kind::Plugin,
+            format!(
+                "plugin {}'s backup wrote an artifact its own check refuses: {}; nothing was published \
+                 ({} was removed), {latest}. The plugin is faulty: report this to its author",
+                self.name(),
+                crate::failure::wit_message(&refused),
+                manifest.key
+            ),
+        )
+        .into())
     }
 
     async fn restore(&self) -> Result<(String, Option<Manifest>)> {
@@ -516,7 +578,7 @@ impl Step<'_> {
             catalog.location(),
             target.database
         );
-        let head = read_head(&catalog, &manifest, &identities, format.head_size as usize).await?;
+        let head = read_head(&catalog, &manifest, &identities, head_size(format)).await?;
         let mut sandbox = self.sandbox().await?;
         let checked = sandbox.check(head).await?;
         checked.map_err(|e| {
@@ -633,6 +695,18 @@ impl Failure {
         self.message.push_str(&suffix);
         self.into()
     }
+}
+
+/// Largest artifact head the host reads for a plugin's `check`, whatever
+/// the plugin's `describe` declares: the head is held in host memory (and
+/// copied into the sandbox), and a format needs a few KiB to recognise itself.
+/// Clamped here, where heads are read; refusing such a plugin at load time
+/// would be the loader's decision.
+pub const MAX_HEAD_SIZE: usize = 1 << 20;
+
+/// The head size of `format`, clamped to [`MAX_HEAD_SIZE`].
+fn head_size(format: &ArtifactFormat) -> usize {
+    (format.head_size as usize).min(MAX_HEAD_SIZE)
 }
 
 /// The first `size` bytes of the artifact, read separately so the restore

@@ -51,11 +51,12 @@ impl CompileCache {
             return Ok((component, false));
         };
         let cached = dir.join(format!("{}.cwasm", cache_key(engine, &bytes)));
-        if cached.is_file() {
-            // SAFETY: files in this folder are written only by `precompile`
-            // below, by this same host build (the key includes the engine's
-            // compatibility hash and the host version), never taken from a user.
-            match unsafe { Component::deserialize_file(engine, &cached) } {
+        if let Some(verified) = super::cache_seal::open(dir, &cached) {
+            // SAFETY: `verified` is bytes whose HMAC under this cache's
+            // secret key checks out: only this host's `precompile` below
+            // sealed them, for this host build (the file name includes the
+            // engine's compatibility hash and the host version).
+            match unsafe { Component::deserialize(engine, &verified) } {
                 Ok(component) => return Ok((component, true)),
                 Err(e) => tracing::warn!(
                     "ignoring unusable compiled cache {}: {e:#}",
@@ -64,7 +65,8 @@ impl CompileCache {
             }
         }
         let compiled = compile(engine, bytes, wasm_path, COMPILE_DEADLINE)?;
-        if let Err(e) = write_atomically(dir, &cached, &compiled) {
+        let sealed = super::cache_seal::seal(dir, &compiled);
+        if let Err(e) = sealed.and_then(|sealed| write_atomically(dir, &cached, &sealed)) {
             tracing::warn!(
                 "could not cache compiled plugin in {}: {e:#}",
                 dir.display()

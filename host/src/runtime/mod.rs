@@ -2,6 +2,7 @@
 //! pre-linked once, and a fresh sandboxed Store for every step.
 
 pub mod bindings;
+mod cache_seal;
 pub mod compile_cache;
 pub mod registry;
 pub mod sandbox;

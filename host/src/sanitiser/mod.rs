@@ -10,6 +10,7 @@ pub mod batch;
 pub mod bindings;
 pub mod bound;
 pub mod pii;
+mod redact;
 pub mod session;
 pub mod state;
 
@@ -41,6 +42,7 @@ pub fn linker(engine: &Engine) -> Result<Linker<SanitiserState>> {
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)
         .map_err(anyhow::Error::from)
         .context("linking WASI for sanitisers")?;
+    state::link_stopped_clock(&mut linker).context("linking the stopped clock for sanitisers")?;
     Sanitiser::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
         .map_err(anyhow::Error::from)
         .context("linking the sanitiser imports")?;

@@ -130,6 +130,9 @@ pub(crate) struct Instance {
     store: Store<SanitiserState>,
     world: Sanitiser,
     limits: CallLimits,
+    /// Rows or documents were handed to it: from now on its messages and
+    /// stderr are withheld (see `redact`).
+    seen_rows: bool,
 }
 
 /// What stops one call into a sanitiser: its deadline, the memory cap (seen
@@ -185,6 +188,7 @@ impl Instance {
                 memory_cap_hit,
                 stop,
             },
+            seen_rows: false,
         })
     }
 
@@ -222,6 +226,7 @@ impl Instance {
         // An answer over the bound fails while wasmtime lifts it, before
         // the host holds a copy.
         self.store.set_hostcall_fuel(bound.rows_fuel(columns.len()));
+        self.seen_rows = true;
         let api = self.world.envsync_plugin_sanitise();
         let call = api.call_transform_rows(&mut self.store, table, columns, rows);
         let what = format!("transform-rows of table {table}");
@@ -243,6 +248,7 @@ impl Instance {
         bound: &AnswerBound,
     ) -> Result<Result<Vec<String>, SanitiserError>> {
         self.store.set_hostcall_fuel(bound.documents_fuel());
+        self.seen_rows = true;
         let api = self.world.envsync_plugin_sanitise();
         let call = api.call_transform_documents(&mut self.store, index, documents);
         let what = format!("transform-documents of index {index}");
@@ -273,8 +279,13 @@ impl Instance {
         if stderr.is_empty() {
             return error;
         }
+        let printed = if self.seen_rows {
+            super::redact::stderr(&stderr)
+        } else {
+            format!("it printed: {stderr}")
+        };
         match error.downcast::<Failure>() {
-            Ok(f) => Failure::new(f.kind, format!("{}; it printed: {stderr}", f.message)).into(),
+            Ok(f) => Failure::new(f.kind, format!("{}; {printed}", f.message)).into(),
             Err(e) => e,
         }
     }
@@ -479,7 +490,9 @@ impl SanitiserSession {
         match result {
             Ok(Ok(out)) => Ok(out),
             Ok(Err(e)) => {
-                let message = format!("sanitiser {} failed on {on}: {}", self.name, error_text(&e));
+                // Only transform calls answer here: the sanitiser has rows.
+                let said = super::redact::error(&e);
+                let message = format!("sanitiser {} failed on {on}: {said}", self.name);
                 Err(self.fail(Kind::StepFailed, message))
             }
             Err(e) => {

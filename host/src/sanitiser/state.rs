@@ -1,7 +1,7 @@
 //! What a sanitiser's Store holds: WASI with nothing in it (no directories,
-//! environment, arguments or network; a clock stopped at the epoch and a
-//! constant random source, so the output cannot depend on when or where it
-//! ran), a memory cap, and the salt behind `keyed.hash`, which the sanitiser
+//! environment, arguments or network; a clock stopped at the epoch, whose
+//! timers never wait, and a constant random source, so the output cannot
+//! depend on when or where it ran), a memory cap, and the salt behind `keyed.hash`, which the sanitiser
 //! can use but never read.
 
 use super::bindings::envsync::plugin::keyed;
@@ -10,7 +10,9 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::sync::Arc;
 use std::time::Duration;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
+use wasmtime_wasi::p2::DynPollable;
+use wasmtime_wasi::p2::bindings::clocks::monotonic_clock;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -44,6 +46,53 @@ impl wasmtime_wasi::HostMonotonicClock for StoppedClock {
     fn now(&self) -> u64 {
         0
     }
+}
+
+/// The pollable of a stopped clock's `subscribe-duration` and
+/// `subscribe-instant`: ready at once, whatever was asked. WASI's own
+/// pollables wait in real time even when its clock is replaced, so a
+/// sanitiser could time its work by asking whether 1 ms has passed; with
+/// these, sleeping returns at once and polling tells nothing.
+struct NoWait;
+
+#[async_trait::async_trait]
+impl wasmtime_wasi::p2::Pollable for NoWait {
+    async fn ready(&mut self) {}
+}
+
+impl monotonic_clock::Host for SanitiserState {
+    fn now(&mut self) -> wasmtime::Result<monotonic_clock::Instant> {
+        Ok(wasmtime_wasi::HostMonotonicClock::now(&StoppedClock))
+    }
+
+    fn resolution(&mut self) -> wasmtime::Result<monotonic_clock::Duration> {
+        Ok(wasmtime_wasi::HostMonotonicClock::resolution(&StoppedClock))
+    }
+
+    fn subscribe_instant(
+        &mut self,
+        _when: monotonic_clock::Instant,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        let ready = self.table.push(NoWait)?;
+        wasmtime_wasi::p2::subscribe(&mut self.table, ready)
+    }
+
+    fn subscribe_duration(
+        &mut self,
+        _duration: monotonic_clock::Duration,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        let ready = self.table.push(NoWait)?;
+        wasmtime_wasi::p2::subscribe(&mut self.table, ready)
+    }
+}
+
+/// Replaces WASI's `monotonic-clock` in the sanitiser linker (after
+/// `add_to_linker_async`) with the stopped one above, pollables included.
+pub fn link_stopped_clock(linker: &mut Linker<SanitiserState>) -> anyhow::Result<()> {
+    linker.allow_shadowing(true);
+    let linked = monotonic_clock::add_to_linker::<_, HasSelf<SanitiserState>>(linker, |s| s);
+    linker.allow_shadowing(false);
+    linked.map_err(anyhow::Error::from)
 }
 
 impl SanitiserState {

@@ -1,6 +1,6 @@
 //! Artifacts on any `ObjectStore`: choosing a key, publishing a finished
-//! upload (verify → manifest → pointer, in that order), choosing what to
-//! restore, listing.
+//! upload (verify → the caller's check → manifest → pointer, in that order),
+//! choosing what to restore, listing.
 
 use super::checksum::{self, ArtifactReader, ArtifactWriter, Digested};
 use super::codec::{Codec, Identities};
@@ -14,6 +14,26 @@ use std::sync::Arc;
 
 pub struct Catalog {
     store: Arc<dyn ObjectStore>,
+}
+
+/// An artifact stored and verified but not published (see [`Catalog::upload`]).
+pub struct Uploaded {
+    key: String,
+    written: Digested,
+}
+
+impl Uploaded {
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// `manifest` completed with the artifact's key, size and checksum.
+    pub fn describe(&self, mut manifest: Manifest) -> Manifest {
+        manifest.key = self.key.clone();
+        manifest.size = self.written.size;
+        manifest.sha256 = self.written.sha256.clone();
+        manifest
+    }
 }
 
 /// A listed backup.
@@ -62,13 +82,10 @@ impl Catalog {
         ArtifactWriter::new(key, writer, codec)
     }
 
-    /// Finishes the upload, re-reads it to verify the checksum, writes the
-    /// manifest and only then moves the pointer.
-    pub async fn publish(
-        &self,
-        writer: ArtifactWriter,
-        mut manifest: Manifest,
-    ) -> Result<Manifest> {
+    /// Finishes the upload and re-reads it to verify the checksum. The
+    /// artifact is then stored but not published: it has no manifest (so
+    /// restores and listings take it for unfinished) and no pointer names it.
+    pub async fn upload(&self, writer: ArtifactWriter) -> Result<Uploaded> {
         let key = writer.key().to_string();
         let written = writer
             .finish()
@@ -88,16 +105,36 @@ impl Catalog {
                 stored.sha256
             );
         }
-        manifest.key = key.clone();
-        manifest.size = written.size;
-        manifest.sha256 = written.sha256;
+        Ok(Uploaded { key, written })
+    }
+
+    /// Publishes an uploaded artifact: writes its manifest (never replacing
+    /// one) and only then moves the pointer.
+    pub async fn publish(&self, uploaded: Uploaded, manifest: Manifest) -> Result<Manifest> {
+        let manifest = uploaded.describe(manifest);
         let json = serde_json::to_vec_pretty(&manifest)?;
-        self.store.put(&manifest_key(&key), &json).await?;
+        self.store
+            .put_new(&manifest_key(&uploaded.key), &json)
+            .await?;
         let pointer = pointer_key(&manifest.source.instance, &manifest.source.database);
         self.store
-            .put(&pointer, format!("{key}\n").as_bytes())
+            .put(&pointer, format!("{}\n", uploaded.key).as_bytes())
             .await?;
         Ok(manifest)
+    }
+
+    /// Removes an uploaded artifact that will not be published.
+    pub async fn discard(&self, uploaded: Uploaded) -> Result<()> {
+        self.store
+            .delete(&uploaded.key)
+            .await
+            .with_context(|| format!("removing the unpublished {}", uploaded.key))
+    }
+
+    /// The key the pointer of `database` from `instance` names, if any.
+    pub async fn latest(&self, instance: &str, database: &str) -> Result<Option<String>> {
+        let pointer = self.store.get(&pointer_key(instance, database)).await?;
+        Ok(pointer.map(|p| String::from_utf8_lossy(&p).trim().to_string()))
     }
 
     /// The manifest of `key`.

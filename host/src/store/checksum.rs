@@ -120,6 +120,11 @@ pub struct ArtifactWriter {
     encoder: WriteBehind<EncodeWriter<UploadTap>>,
     object: SharedObject,
     digest: Digest,
+    /// The first plaintext bytes the plugin wrote, up to `head_limit`: what
+    /// the engine's `check` is run on when the host cannot decode the
+    /// stored artifact (encrypted to recipients only).
+    head: Vec<u8>,
+    head_limit: usize,
 }
 
 impl ArtifactWriter {
@@ -136,7 +141,24 @@ impl ArtifactWriter {
             encoder,
             object,
             digest,
+            head: Vec::new(),
+            head_limit: 0,
         })
+    }
+
+    /// Keeps the first `limit` plaintext bytes written (see [`Self::head`]).
+    pub fn keep_head(&mut self, limit: usize) {
+        self.head_limit = limit;
+    }
+
+    /// The first plaintext bytes written, up to the `keep_head` limit.
+    pub fn head(&self) -> &[u8] {
+        &self.head
+    }
+
+    fn note_head(&mut self, bytes: &[u8]) {
+        let room = self.head_limit.saturating_sub(self.head.len());
+        self.head.extend_from_slice(&bytes[..room.min(bytes.len())]);
     }
 
     /// Stored bytes written so far, readable while the upload runs.
@@ -156,6 +178,7 @@ impl ArtifactWriter {
             encoder,
             object,
             digest,
+            ..
         } = self;
         let encoder = encoder
             .finish()
@@ -177,6 +200,7 @@ impl ArtifactWriter {
 
     /// Writes `chunk`, handing the buffer itself to the codec task.
     pub async fn write_owned(&mut self, chunk: Vec<u8>) -> io::Result<()> {
+        self.note_head(&chunk);
         self.encoder.send(chunk).await
     }
 
@@ -196,7 +220,9 @@ impl AsyncWrite for ArtifactWriter {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.encoder).poll_write(cx, buf)
+        let n = ready!(Pin::new(&mut self.encoder).poll_write(cx, buf))?;
+        self.note_head(&buf[..n]);
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -1,5 +1,8 @@
 //! The local folder store, the embedded default. Uploads go to a hidden
-//! partial file that is synced and renamed into place only on `finish`.
+//! partial file that is synced and linked into place only on `finish`.
+//! Artifacts and manifests are placed with `link(2)`, which fails when the
+//! name exists, so an existing object is never replaced (a rename would
+//! replace it silently, and a check before the rename would race).
 
 use super::{ObjectMeta, ObjectStore, ObjectWriter};
 use crate::failure::{Failure, Kind};
@@ -25,6 +28,37 @@ impl LocalStore {
         Ok(LocalStore { root })
     }
 
+    /// Writes `bytes` to a temporary file and moves it to `key`: replacing
+    /// what is there, or (`new`) only when nothing is.
+    async fn write_small(&self, key: &str, bytes: &[u8], new: bool) -> Result<()> {
+        let path = self.path(key)?;
+        let dir = path.parent().context("key has no folder")?.to_path_buf();
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}",
+            path.file_name().unwrap().to_string_lossy(),
+            std::process::id()
+        ));
+        let bytes = bytes.to_vec();
+        let result = tokio::task::spawn_blocking(move || -> Result<()> {
+            std::fs::create_dir_all(&dir)?;
+            let mut file = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut file, &bytes)?;
+            file.sync_all()?;
+            if new {
+                return place_new(&tmp, &path);
+            }
+            std::fs::rename(&tmp, &path)?;
+            sync_dir(&dir)?;
+            Ok(())
+        })
+        .await?;
+        match result {
+            // Already says what and where.
+            Err(e) if crate::failure::kind_of(&e).is_some() => Err(e),
+            other => other.with_context(|| format!("writing {key} in {}", self.root.display())),
+        }
+    }
+
     fn path(&self, key: &str) -> Result<PathBuf> {
         if key.is_empty()
             || key.starts_with('/')
@@ -40,6 +74,30 @@ impl LocalStore {
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// Gives the finished file `from` the name `to` unless `to` exists, then
+/// drops the name `from` and syncs the folder.
+fn place_new(from: &Path, to: &Path) -> Result<()> {
+    match std::fs::hard_link(from, to) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let _ = std::fs::remove_file(from);
+            let dir = to.parent().unwrap_or(Path::new("."));
+            let key = to.file_name().unwrap_or_default().to_string_lossy();
+            return Err(super::already_exists(&dir.display().to_string(), &key));
+        }
+        Err(e) => {
+            return Err(e).context(
+                "linking the finished file into place (the store's file system must support hard links)",
+            );
+        }
+    }
+    std::fs::remove_file(from)?;
+    if let Some(dir) = to.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 struct LocalWriter {
@@ -66,18 +124,10 @@ impl ObjectWriter for LocalWriter {
             .await
             .context("syncing the artifact to disk")?;
         drop(file);
-        if tokio::fs::try_exists(&self.dest).await? {
-            bail!(
-                "{} already exists; refusing to overwrite it",
-                self.dest.display()
-            );
-        }
-        tokio::fs::rename(&self.partial, &self.dest)
-            .await
+        let (partial, dest) = (self.partial.clone(), self.dest.clone());
+        tokio::task::spawn_blocking(move || place_new(&partial, &dest))
+            .await?
             .with_context(|| format!("moving the finished artifact to {}", self.dest.display()))?;
-        if let Some(dir) = self.dest.parent() {
-            sync_dir(dir)?;
-        }
         Ok(())
     }
 
@@ -169,25 +219,11 @@ impl ObjectStore for LocalStore {
     }
 
     async fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
-        let path = self.path(key)?;
-        let dir = path.parent().context("key has no folder")?.to_path_buf();
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}",
-            path.file_name().unwrap().to_string_lossy(),
-            std::process::id()
-        ));
-        let bytes = bytes.to_vec();
-        tokio::task::spawn_blocking(move || -> Result<()> {
-            std::fs::create_dir_all(&dir)?;
-            let mut file = std::fs::File::create(&tmp)?;
-            std::io::Write::write_all(&mut file, &bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            sync_dir(&dir)?;
-            Ok(())
-        })
-        .await?
-        .with_context(|| format!("writing {key} in {}", self.root.display()))
+        self.write_small(key, bytes, false).await
+    }
+
+    async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        self.write_small(key, bytes, true).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
@@ -244,4 +280,42 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> Res
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn existing_objects_are_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path()).unwrap();
+        store.put_new("i/a.manifest.json", b"first").await.unwrap();
+        let refused = store.put_new("i/a.manifest.json", b"second").await;
+        let message = format!("{:#}", refused.unwrap_err());
+        assert!(message.contains("refusing to overwrite"), "{message}");
+        assert_eq!(
+            store.get("i/a.manifest.json").await.unwrap().unwrap(),
+            b"first"
+        );
+
+        // An upload finishing onto an existing artifact.
+        store.put_new("i/a.dump", b"original").await.unwrap();
+        let mut upload = store.create("i/a.dump").await.unwrap();
+        upload.write_all(b"replacement").await.unwrap();
+        let refused = upload.finish().await;
+        assert!(format!("{:#}", refused.unwrap_err()).contains("refusing to overwrite"));
+        assert_eq!(store.get("i/a.dump").await.unwrap().unwrap(), b"original");
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("i"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "no partial file is left: {names:?}");
+
+        // The pointer is the one object that is replaced.
+        store.put("i/latest-a.txt", b"one").await.unwrap();
+        store.put("i/latest-a.txt", b"two").await.unwrap();
+        assert_eq!(store.get("i/latest-a.txt").await.unwrap().unwrap(), b"two");
+    }
 }

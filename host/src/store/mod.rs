@@ -47,12 +47,28 @@ pub trait ObjectStore: Send + Sync {
     async fn open(&self, key: &str) -> Result<Box<dyn AsyncRead + Send + Unpin>>;
     /// Reads a small object whole; None when it does not exist.
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;
-    /// Writes a small object atomically, replacing any previous one.
+    /// Writes a small object atomically, replacing any previous one (only
+    /// the "latest" pointer is ever replaced).
     async fn put(&self, key: &str, bytes: &[u8]) -> Result<()>;
+    /// Writes a small object atomically that must not exist yet: fails,
+    /// changing nothing, when something is already stored under `key`.
+    async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<()>;
     /// Lists finished objects whose key starts with `prefix`.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
     /// Deletes the object at `key` (no error if it is already gone).
     async fn delete(&self, key: &str) -> Result<()>;
+}
+
+/// The failure of a write that would have replaced an existing object.
+pub fn already_exists(location: &str, key: &str) -> anyhow::Error {
+    Failure::new(
+        Kind::StepFailed,
+        format!(
+            "refusing to overwrite {key} in {location}: an object is already stored there \
+             (envsync never replaces an artifact or a manifest); nothing was changed"
+        ),
+    )
+    .into()
 }
 
 /// How to reach stores that need settings (S3 today).

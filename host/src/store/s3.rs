@@ -7,6 +7,13 @@
 //! or abandoned upload is aborted so no parts linger in the bucket. Objects
 //! smaller than one part go up with a single PUT. Downloads stream, and a
 //! dropped connection resumes with a ranged GET from the last byte read.
+//!
+//! Artifacts and manifests are written with `If-None-Match: *` (the single
+//! PUT, CompleteMultipartUpload, the manifest's PUT): the server refuses to
+//! replace an object that exists, atomically, where a HEAD before the write
+//! would race. Only the "latest" pointer is overwritten, by design. A server
+//! that ignores the header still meets `Catalog::begin`'s check that the key
+//! is unused before the upload starts.
 
 use super::upload_journal::{OpenUpload, UploadJournal};
 use super::{ObjectMeta, ObjectStore, ObjectWriter};
@@ -164,6 +171,25 @@ impl S3Store {
         format!("{}{key}", self.prefix)
     }
 
+    /// One small object, replacing what is there or (`new`) only if nothing is.
+    async fn put_object(&self, key: &str, bytes: &[u8], new: bool) -> Result<()> {
+        let full = self.key(key);
+        let data = Bytes::copy_from_slice(bytes);
+        with_retries(&format!("writing {full}"), || async {
+            let mut request = self.client.put_object().bucket(&self.bucket).key(&full);
+            if new {
+                request = request.if_none_match("*");
+            }
+            request
+                .body(ByteStream::from(data.clone()))
+                .send()
+                .await
+                .map_err(|e| write_error(&e, &self.bucket, &full))
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Aborts uploads an earlier run on this machine left open (killed, or
     /// the server was unreachable when it tried to abort).
     async fn abort_abandoned_uploads(&self) {
@@ -203,6 +229,23 @@ impl S3Store {
     }
 }
 
+/// The error of a write refused because an object is already at `key`
+/// (HTTP 412 to `If-None-Match: *`), as a `Failure`; other errors described.
+fn write_error<E>(
+    e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    bucket: &str,
+    key: &str,
+) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    if e.code() == Some("PreconditionFailed") || status == Some(412) {
+        return super::already_exists(&format!("bucket {bucket}"), key);
+    }
+    anyhow!("{}", describe(e))
+}
+
 /// Retries `op` with exponential backoff (0.2 s, 0.4 s, … up to 5 tries).
 async fn with_retries<T, F, Fut>(what: &str, mut op: F) -> Result<T>
 where
@@ -213,7 +256,9 @@ where
     for attempt in 1..=ATTEMPTS {
         match op().await {
             Ok(v) => return Ok(v),
-            Err(e) if attempt < ATTEMPTS => {
+            // A `Failure` is a definite answer (the object exists): retrying
+            // cannot change it.
+            Err(e) if attempt < ATTEMPTS && crate::failure::kind_of(&e).is_none() => {
                 tracing::warn!(
                     "{what} failed (attempt {attempt} of {ATTEMPTS}), retrying in {delay:?}: {e:#}"
                 );
@@ -381,10 +426,11 @@ impl S3Writer {
                 .put_object()
                 .bucket(&up.bucket)
                 .key(&up.key)
+                .if_none_match("*")
                 .body(ByteStream::from(data.clone()))
                 .send()
                 .await
-                .map_err(|e| anyhow!("{}", describe(&e)))
+                .map_err(|e| write_error(&e, &up.bucket, &up.key))
         })
         .await?;
         Ok(())
@@ -407,6 +453,7 @@ impl S3Writer {
             .bucket(&up.bucket)
             .key(&up.key)
             .upload_id(&id)
+            .if_none_match("*")
             .multipart_upload(
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(parts))
@@ -415,11 +462,8 @@ impl S3Writer {
             .send()
             .await
             .map_err(|e| {
-                anyhow!(
-                    "completing the multipart upload of {}: {}",
-                    up.key,
-                    describe(&e)
-                )
+                write_error(&e, &up.bucket, &up.key)
+                    .context(format!("completing the multipart upload of {}", up.key))
             })?;
         up.completed();
         tracing::debug!(key = up.key, parts = count, "multipart upload complete");
@@ -689,20 +733,11 @@ impl ObjectStore for S3Store {
     }
 
     async fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
-        let full = self.key(key);
-        let data = Bytes::copy_from_slice(bytes);
-        with_retries(&format!("writing {full}"), || async {
-            self.client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(&full)
-                .body(ByteStream::from(data.clone()))
-                .send()
-                .await
-                .map_err(|e| anyhow!("{}", describe(&e)))
-        })
-        .await?;
-        Ok(())
+        self.put_object(key, bytes, false).await
+    }
+
+    async fn put_new(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        self.put_object(key, bytes, true).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
