@@ -47,7 +47,11 @@ impl World {
         let fixture = paths::target_dir()
             .join("test-plugins")
             .join("hostile-engine.wasm");
-        assert!(fixture.is_file(), "{} missing: run ./scripts/build.sh", fixture.display());
+        assert!(
+            fixture.is_file(),
+            "{} missing: run ./scripts/build.sh",
+            fixture.display()
+        );
         std::fs::copy(&fixture, plugins.path().join("hostile-engine.wasm")).unwrap();
         World {
             host: Host::built().with_plugin_dir(plugins.path()),
@@ -122,7 +126,10 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 fn assert_no_canary(what: &str, text: &[u8]) {
     let text = String::from_utf8_lossy(text);
     for canary in [CANARY_ENV, CANARY_AWS, CANARY_FILE, CANARY_PASSWORD] {
-        assert!(!text.contains(canary), "{canary} leaked into {what}:\n{text}");
+        assert!(
+            !text.contains(canary),
+            "{canary} leaked into {what}:\n{text}"
+        );
     }
 }
 
@@ -131,8 +138,15 @@ fn assert_no_canary(what: &str, text: &[u8]) {
 #[track_caller]
 fn assert_stopped(world: &World, attack: &str, out: &Output, why: &str) -> String {
     let all = format!("{}\n{}", out.stdout, out.stderr);
-    assert_ne!(out.code(), Some(exit::OK), "attack {attack} succeeded:\n{all}");
-    assert!(all.contains("hostile-engine"), "{attack}: the error names the plugin:\n{all}");
+    assert_ne!(
+        out.code(),
+        Some(exit::OK),
+        "attack {attack} succeeded:\n{all}"
+    );
+    assert!(
+        all.contains("hostile-engine"),
+        "{attack}: the error names the plugin:\n{all}"
+    );
     assert!(
         all.to_lowercase().contains(&why.to_lowercase()),
         "{attack}: expected {why:?} in:\n{all}"
@@ -140,19 +154,25 @@ fn assert_stopped(world: &World, attack: &str, out: &Output, why: &str) -> Strin
     assert_no_canary(&format!("the host's output for {attack}"), all.as_bytes());
     assert_no_canary(&format!("the store after {attack}"), &world.store_bytes());
     assert!(
-        world.store_files().iter().all(|f| !f.to_string_lossy().contains("latest")),
+        world
+            .store_files()
+            .iter()
+            .all(|f| !f.to_string_lossy().contains("latest")),
         "{attack}: a pointer was published: {:?}",
         world.store_files()
     );
     all
 }
 
+/// Extra job parameters of an attack.
+type Params = [(&'static str, String)];
+
 #[test]
 fn declared_programs_cannot_be_used_as_shells_file_tools_or_leaks() {
     let world = World::start();
     let target = world.home.path().join("written-by-plugin");
     let target_param = [("target-file", target.display().to_string())];
-    let cases: &[(&str, &[(&str, String)], &str)] = &[
+    let cases: &[(&str, &Params, &str)] = &[
         ("psql-shell-c", &[], "backslash command"),
         ("psql-shell-stdin", &[], "restricted"),
         ("psql-getenv", &[], "restricted"),
@@ -223,8 +243,18 @@ fn credentials_go_only_to_the_task_connection() {
         let name = line.split('=').next().unwrap();
         assert!(
             [
-                "PATH", "LANG", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "HOME", "TMPDIR",
-                "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD"
+                "PATH",
+                "LANG",
+                "LC_ALL",
+                "LC_CTYPE",
+                "LC_MESSAGES",
+                "TZ",
+                "HOME",
+                "TMPDIR",
+                "PGHOST",
+                "PGPORT",
+                "PGUSER",
+                "PGPASSWORD"
             ]
             .contains(&name),
             "the child saw {line}"
@@ -235,8 +265,14 @@ fn credentials_go_only_to_the_task_connection() {
         .find_map(|l| l.strip_prefix("HOME="))
         .expect("HOME is set");
     assert_ne!(Path::new(home), world.home.path());
-    assert!(!Path::new(home).exists(), "the step's HOME is removed with the step");
-    assert!(env.contains(&format!("PGPASSWORD={CANARY_PASSWORD}")), "its own credentials: {env}");
+    assert!(
+        !Path::new(home).exists(),
+        "the step's HOME is removed with the step"
+    );
+    assert!(
+        env.contains(&format!("PGPASSWORD={CANARY_PASSWORD}")),
+        "its own credentials: {env}"
+    );
     for canary in [CANARY_ENV, CANARY_AWS, CANARY_FILE] {
         assert!(!env.contains(canary), "{canary} reached the child: {env}");
     }
@@ -276,10 +312,18 @@ fn children_cannot_outlive_or_outnumber_the_step() {
     // setsid: the allowed program may run, but it cannot start another.
     let out = world.backup("setsid", &[], &["setsid", "sleep"]);
     assert_stopped(&world, "setsid", &out, "got nothing");
-    assert!(running(&["sleep", "876.5"]).is_empty(), "setsid's sleep runs");
+    assert!(
+        running(&["sleep", "876.5"]).is_empty(),
+        "setsid's sleep runs"
+    );
     // Hundreds at once: refused past the cap, and all gone after the step.
     let out = world.backup("many-children", &[], &["sleep"]);
-    assert_stopped(&world, "many-children", &out, "most one step may run at once");
+    assert_stopped(
+        &world,
+        "many-children",
+        &out,
+        "most one step may run at once",
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while !running(&["sleep", "5"]).is_empty() {
         assert!(Instant::now() < deadline, "the step's children outlived it");
@@ -322,7 +366,10 @@ fn children_die_with_a_killed_host() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(
-        world.store_files().iter().all(|f| !f.to_string_lossy().contains("latest")),
+        world
+            .store_files()
+            .iter()
+            .all(|f| !f.to_string_lossy().contains("latest")),
         "nothing is published"
     );
 }

@@ -10,8 +10,8 @@
 
 use super::program_policy::{ProgramPolicy, System};
 use landlock::{
-    ABI, Access, AccessFs, AccessNet, BitFlags, NetPort, PathBeneath, PathFd, Ruleset,
-    RulesetAttr, RulesetCreated, RulesetCreatedAttr, RulesetStatus, Scope,
+    ABI, Access, AccessFs, AccessNet, BitFlags, NetPort, PathBeneath, PathFd, Ruleset, RulesetAttr,
+    RulesetCreated, RulesetCreatedAttr, RulesetStatus, Scope,
 };
 use std::collections::BTreeSet;
 use std::io;
@@ -190,7 +190,9 @@ mod tests {
         let found = executables(sh);
         assert!(!found.is_empty());
         assert!(
-            found.iter().any(|p| p.to_string_lossy().contains("ld-linux")),
+            found
+                .iter()
+                .any(|p| p.to_string_lossy().contains("ld-linux")),
             "{found:?}"
         );
     }

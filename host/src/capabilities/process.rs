@@ -9,12 +9,12 @@ use super::HostResult;
 use super::confine::{Confinement, Grant};
 use super::program_policy::{self, Granted, Prelude, ProgramPolicy};
 use super::streams::{ByteSink, ByteSource, SinkKind, SourceKind};
+use crate::connection::{Connection, Secret};
 use crate::runtime::bindings::WitError;
 use crate::runtime::bindings::envsync::plugin::process::{
     Command, ExitStatus, Host, HostChild, Stdio,
 };
 use crate::runtime::bindings::envsync::plugin::types::CredentialEnv;
-use crate::connection::{Connection, Secret};
 use crate::runtime::sandbox::StepState;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -84,7 +84,11 @@ impl ProcessPolicy {
             declared: declared.iter().cloned().collect(),
             refused,
             allowed,
-            named_by_operator: operator_allows.unwrap_or_default().iter().cloned().collect(),
+            named_by_operator: operator_allows
+                .unwrap_or_default()
+                .iter()
+                .cloned()
+                .collect(),
             credentials,
             scratch: OnceLock::new(),
             live: Arc::new(AtomicUsize::new(0)),
@@ -120,9 +124,13 @@ impl ProcessPolicy {
         let c = &self.credentials;
         let mut conn = conn.clone();
         conn.host = conn.host.or_else(|| from_env(&c.host));
-        conn.port = conn.port.or_else(|| from_env(&c.port).and_then(|p| p.parse().ok()));
+        conn.port = conn
+            .port
+            .or_else(|| from_env(&c.port).and_then(|p| p.parse().ok()));
         conn.user = conn.user.or_else(|| from_env(&c.user));
-        conn.password = conn.password.or_else(|| from_env(&c.password).map(Secret::new));
+        conn.password = conn
+            .password
+            .or_else(|| from_env(&c.password).map(Secret::new));
         conn
     }
 
@@ -625,7 +633,10 @@ impl Host for StepState {
             grow_pipe(pipe);
             if prelude == Some(Prelude::PsqlRestrict) {
                 let written = match restrict_key() {
-                    Ok(key) => pipe.write_all(format!("\\restrict {key}\n").as_bytes()).await,
+                    Ok(key) => {
+                        pipe.write_all(format!("\\restrict {key}\n").as_bytes())
+                            .await
+                    }
                     Err(e) => Err(e),
                 };
                 if let Err(e) = written {

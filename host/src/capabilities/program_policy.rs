@@ -155,7 +155,12 @@ impl ProgramPolicy {
             let arg = &args[i];
             i += 1;
             if options_done || arg == "-" || !arg.starts_with('-') {
-                self.check_value("argument", arg, self.raw.positional.unwrap_or(Check::None), granted)?;
+                self.check_value(
+                    "argument",
+                    arg,
+                    self.raw.positional.unwrap_or(Check::None),
+                    granted,
+                )?;
                 continue;
             }
             if arg == "--" {
@@ -171,7 +176,10 @@ impl ProgramPolicy {
                 let value = match (inline, takes_value) {
                     (Some(v), _) => Some(v),
                     (None, true) => {
-                        let v = args.get(i).cloned().ok_or(format!("--{name} needs a value"))?;
+                        let v = args
+                            .get(i)
+                            .cloned()
+                            .ok_or(format!("--{name} needs a value"))?;
                         i += 1;
                         Some(v)
                     }
@@ -191,7 +199,10 @@ impl ProgramPolicy {
                 if self.raw.short_values.contains(*letter) {
                     let rest: String = letters[n + 1..].iter().collect();
                     let value = if rest.is_empty() {
-                        let v = args.get(i).cloned().ok_or(format!("-{letter} needs a value"))?;
+                        let v = args
+                            .get(i)
+                            .cloned()
+                            .ok_or(format!("-{letter} needs a value"))?;
                         i += 1;
                         v
                     } else {
@@ -225,8 +236,13 @@ impl ProgramPolicy {
         if let Some(check) = self.raw.checks.get(key) {
             return Ok(*check);
         }
-        if self.raw.mode.unwrap_or_default() == Mode::Allow && !self.raw.allow.iter().any(|a| a == key) {
-            return Err(format!("option {} is not among those the host allows", dashed(key)));
+        if self.raw.mode.unwrap_or_default() == Mode::Allow
+            && !self.raw.allow.iter().any(|a| a == key)
+        {
+            return Err(format!(
+                "option {} is not among those the host allows",
+                dashed(key)
+            ));
         }
         Ok(Check::Any)
     }
@@ -260,14 +276,25 @@ impl ProgramPolicy {
             .chain(&self.raw.values)
             .chain(self.raw.checks.keys())
             .any(|k| k == &name);
-        let denied = self.raw.deny.iter().find(|d| {
-            d.len() > 1 && (d.as_str() == name || (!exact_known && reaches(d)))
-        });
+        let denied = self
+            .raw
+            .deny
+            .iter()
+            .find(|d| d.len() > 1 && (d.as_str() == name || (!exact_known && reaches(d))));
         if let Some(denied) = denied {
             return Err(format!("option --{given} (--{denied}) is not allowed"));
         }
-        if negated && self.raw.force.iter().any(|f| f.trim_start_matches('-').starts_with(&name)) {
-            return Err(format!("option --{given} would undo the host's {}", self.raw.force.join(" ")));
+        if negated
+            && self
+                .raw
+                .force
+                .iter()
+                .any(|f| f.trim_start_matches('-').starts_with(&name))
+        {
+            return Err(format!(
+                "option --{given} would undo the host's {}",
+                self.raw.force.join(" ")
+            ));
         }
         let checked: Vec<(&String, &Check)> = self
             .raw
@@ -290,12 +317,20 @@ impl ProgramPolicy {
             && check.is_none()
             && !self.raw.allow.iter().any(|a| a == &name)
         {
-            return Err(format!("option --{given} is not among those the host allows"));
+            return Err(format!(
+                "option --{given} is not among those the host allows"
+            ));
         }
         Ok((name, check.unwrap_or(Check::Any), takes_value))
     }
 
-    fn check_value(&self, what: &str, value: &str, check: Check, granted: &Granted) -> Result<(), String> {
+    fn check_value(
+        &self,
+        what: &str,
+        value: &str,
+        check: Check,
+        granted: &Granted,
+    ) -> Result<(), String> {
         let ok = match check {
             Check::Any => true,
             Check::None => false,
@@ -305,7 +340,9 @@ impl ProgramPolicy {
                 let name = value.split('=').next().unwrap_or("");
                 name == "ON_ERROR_STOP"
             }
-            Check::Conninfo => return conninfo(value).map_err(|why| format!("{what} {value:?}: {why}")),
+            Check::Conninfo => {
+                return conninfo(value).map_err(|why| format!("{what} {value:?}: {why}"));
+            }
             Check::Host => granted.host == Some(value),
             Check::Port => granted.port.map(|p| p.to_string()).as_deref() == Some(value),
             Check::User => granted.user == Some(value),
@@ -416,7 +453,10 @@ mod tests {
             port: Some(3306),
             user: Some("root"),
         };
-        policies().get(program).unwrap().arguments(&args(list), &granted)
+        policies()
+            .get(program)
+            .unwrap()
+            .arguments(&args(list), &granted)
     }
 
     #[test]
@@ -431,11 +471,35 @@ mod tests {
     fn first_party_psql_arguments_pass_with_the_host_flags_added() {
         let out = check(
             "psql",
-            &["-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "--dbname=dbname='shop'", "-f", "-"],
+            &[
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "--dbname=dbname='shop'",
+                "-f",
+                "-",
+            ],
         )
         .unwrap();
         assert_eq!(out[0], "--no-psqlrc");
-        assert!(check("psql", &["-X", "-A", "-t", "-F", "|", "--dbname=dbname='x'", "-c", "select 1"]).is_ok());
+        assert!(
+            check(
+                "psql",
+                &[
+                    "-X",
+                    "-A",
+                    "-t",
+                    "-F",
+                    "|",
+                    "--dbname=dbname='x'",
+                    "-c",
+                    "select 1"
+                ]
+            )
+            .is_ok()
+        );
         assert!(check("psql", &["--single-transaction", "-f", "-"]).is_ok());
     }
 
@@ -469,7 +533,18 @@ mod tests {
     #[test]
     fn pg_dump_keeps_operator_flags_but_never_a_file_or_another_server() {
         assert!(
-            check("pg_dump", &["-Fc", "-Z1", "--exclude-table-data=audit", "-t", "-h", "--dbname=dbname='x'"]).is_ok(),
+            check(
+                "pg_dump",
+                &[
+                    "-Fc",
+                    "-Z1",
+                    "--exclude-table-data=audit",
+                    "-t",
+                    "-h",
+                    "--dbname=dbname='x'"
+                ]
+            )
+            .is_ok(),
             "-t takes -h as its value"
         );
         for bad in [
@@ -490,7 +565,18 @@ mod tests {
 
     #[test]
     fn mysql_clients_connect_only_where_the_step_says() {
-        let ok = check("mariadb", &["--host=127.0.0.1", "--port=3306", "--protocol=TCP", "--user=root", "--batch", "--binary-mode"]).unwrap();
+        let ok = check(
+            "mariadb",
+            &[
+                "--host=127.0.0.1",
+                "--port=3306",
+                "--protocol=TCP",
+                "--user=root",
+                "--batch",
+                "--binary-mode",
+            ],
+        )
+        .unwrap();
         assert_eq!(&ok[..2], ["--no-defaults", "--binary-mode"]);
         for bad in [
             &["--host=evil"][..],
@@ -513,13 +599,30 @@ mod tests {
         assert!(check("mysqldump", &["--result-file=/tmp/x"]).is_err());
         assert!(check("mariadb-dump", &["-r", "/tmp/x"]).is_err());
         assert!(check("mariadb-dump", &["--tab=/tmp"]).is_err());
-        assert!(check("mariadb-dump", &["--single-transaction", "--quick", "--host=127.0.0.1", "shop"]).is_ok());
+        assert!(
+            check(
+                "mariadb-dump",
+                &[
+                    "--single-transaction",
+                    "--quick",
+                    "--host=127.0.0.1",
+                    "shop"
+                ]
+            )
+            .is_ok()
+        );
     }
 
     #[test]
     fn conninfo_parsing_finds_every_keyword() {
-        assert_eq!(conninfo_keys("dbname='a b' host = x").unwrap(), ["dbname", "host"]);
-        assert_eq!(conninfo_keys("dbname='it\\'s' port=1").unwrap(), ["dbname", "port"]);
+        assert_eq!(
+            conninfo_keys("dbname='a b' host = x").unwrap(),
+            ["dbname", "host"]
+        );
+        assert_eq!(
+            conninfo_keys("dbname='it\\'s' port=1").unwrap(),
+            ["dbname", "port"]
+        );
         assert!(conninfo("dbname='x'").is_ok());
         assert!(conninfo("shop").is_ok());
         assert!(conninfo("dbname=x sslkey=/root/k").is_err());

@@ -221,7 +221,6 @@ fn is_restrict_line(line: &[u8]) -> bool {
     key.is_some_and(|k| !k.is_empty() && k.iter().all(u8::is_ascii_alphanumeric))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
