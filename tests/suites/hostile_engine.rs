@@ -373,3 +373,56 @@ fn children_die_with_a_killed_host() {
         "nothing is published"
     );
 }
+
+#[test]
+fn a_sanitised_step_cannot_splice_the_dump_around_the_sanitiser() {
+    let world = World::start();
+    world
+        .pg
+        .psql("shop", "CREATE TABLE users (email text); INSERT INTO users VALUES ('ann@realmail.test')")
+        .unwrap();
+    // The first-party sanitiser beside the hostile engine.
+    let plugins = world.host.plugin_dir();
+    std::fs::create_dir_all(plugins.join("sanitisers")).unwrap();
+    std::fs::copy(
+        paths::target_dir().join("plugins/sanitisers/sanitise.wasm"),
+        plugins.join("sanitisers/sanitise.wasm"),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rules.toml"), "[tables.users.columns]\nemail = \"fake_email\"\n").unwrap();
+    std::fs::write(dir.path().join("salt.key"), "0123456789abcdef0123456789abcdef\n").unwrap();
+    let config = dir.path().join("env.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[environment]\nname = \"staging\"\nstore = \"{store}\"\nstate_dir = \"state\"\n\n\
+             [[task]]\nname = \"shop\"\nplugin = \"hostile-engine\"\n\
+             params = {{ attack = \"sanitised-splice\" }}\n\
+             [task.database]\nhost = \"{host}\"\nport = {port}\nuser = \"{user}\"\nname = \"shop\"\n\
+             [task.sanitise]\nsanitiser = \"sanitise\"\nrules = \"rules.toml\"\nsalt_file = \"salt.key\"\n\
+             [[task.step]]\nop = \"backup\"\n",
+            store = world.store.path().display(),
+            host = world.pg.host(),
+            port = world.pg.port(),
+            user = world.pg.user(),
+        ),
+    )
+    .unwrap();
+    let out = world
+        .host
+        .run(&["run", "--config", &config.display().to_string(), "--task", "shop"]);
+    let all = format!("{}\n{}", out.stdout, out.stderr);
+    assert_ne!(out.code(), Some(exit::OK), "the spliced dump was published:\n{all}");
+    assert!(all.contains("may not splice"), "{all}");
+    assert!(all.contains("hostile-engine"), "{all}");
+    let stored = world.store_bytes();
+    assert!(
+        !String::from_utf8_lossy(&stored).contains("realmail.test"),
+        "the unsanitised row reached the store"
+    );
+    assert!(
+        world.store_files().iter().all(|f| !f.to_string_lossy().contains("latest")),
+        "a pointer was published"
+    );
+}
