@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use envsync_tests::host_cli::{Expect, Host, exit};
 use envsync_tests::paths::{fixture, workspace_root};
+use envsync_tests::plugin_folder::copy_plugins;
 use envsync_tests::postgres::PgCluster;
 use envsync_tests::process::Output;
 use envsync_tests::store::LocalStore;
@@ -26,18 +27,16 @@ const PEAK_RSS_LIMIT_MIB: u64 = 150;
 fn host_with_hostile_sanitiser() -> Host {
     let host = Host::built();
     let dir = workspace_root().join("target/test-plugin-dir-host-limits");
-    let _ = std::fs::create_dir_all(&dir);
-    for entry in std::fs::read_dir(host.plugin_dir()).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-    }
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_plugins(host.plugin_dir(), &dir).unwrap();
     let hostile = workspace_root().join("target/test-plugins/hostile-sanitiser.wasm");
     assert!(
         hostile.exists(),
         "{} is not built: run scripts/build.sh",
         hostile.display()
     );
-    std::fs::copy(&hostile, dir.join("hostile-sanitiser.wasm")).unwrap();
+    // In the sanitiser folder, under the name it describes itself by.
+    std::fs::copy(&hostile, dir.join("sanitisers/hostile.wasm")).unwrap();
     host.with_plugin_dir(&dir)
 }
 

@@ -379,7 +379,10 @@ fn a_sanitised_step_cannot_splice_the_dump_around_the_sanitiser() {
     let world = World::start();
     world
         .pg
-        .psql("shop", "CREATE TABLE users (email text); INSERT INTO users VALUES ('ann@realmail.test')")
+        .psql(
+            "shop",
+            "CREATE TABLE users (email text); INSERT INTO users VALUES ('ann@realmail.test')",
+        )
         .unwrap();
     // The first-party sanitiser beside the hostile engine.
     let plugins = world.host.plugin_dir();
@@ -390,8 +393,16 @@ fn a_sanitised_step_cannot_splice_the_dump_around_the_sanitiser() {
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("rules.toml"), "[tables.users.columns]\nemail = \"fake_email\"\n").unwrap();
-    std::fs::write(dir.path().join("salt.key"), "0123456789abcdef0123456789abcdef\n").unwrap();
+    std::fs::write(
+        dir.path().join("rules.toml"),
+        "[tables.users.columns]\nemail = \"fake_email\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("salt.key"),
+        "0123456789abcdef0123456789abcdef\n",
+    )
+    .unwrap();
     let config = dir.path().join("env.toml");
     std::fs::write(
         &config,
@@ -409,11 +420,19 @@ fn a_sanitised_step_cannot_splice_the_dump_around_the_sanitiser() {
         ),
     )
     .unwrap();
-    let out = world
-        .host
-        .run(&["run", "--config", &config.display().to_string(), "--task", "shop"]);
+    let out = world.host.run(&[
+        "run",
+        "--config",
+        &config.display().to_string(),
+        "--task",
+        "shop",
+    ]);
     let all = format!("{}\n{}", out.stdout, out.stderr);
-    assert_ne!(out.code(), Some(exit::OK), "the spliced dump was published:\n{all}");
+    assert_ne!(
+        out.code(),
+        Some(exit::OK),
+        "the spliced dump was published:\n{all}"
+    );
     assert!(all.contains("may not splice"), "{all}");
     assert!(all.contains("hostile-engine"), "{all}");
     let stored = world.store_bytes();
@@ -422,7 +441,10 @@ fn a_sanitised_step_cannot_splice_the_dump_around_the_sanitiser() {
         "the unsanitised row reached the store"
     );
     assert!(
-        world.store_files().iter().all(|f| !f.to_string_lossy().contains("latest")),
+        world
+            .store_files()
+            .iter()
+            .all(|f| !f.to_string_lossy().contains("latest")),
         "a pointer was published"
     );
 }

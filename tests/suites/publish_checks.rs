@@ -23,6 +23,7 @@ use envsync_host::step::{self, StepRequest};
 use envsync_host::store::codec::Compression;
 use envsync_tests::host_cli::{Expect, Host, Step, exit};
 use envsync_tests::paths::{self, workspace_root};
+use envsync_tests::plugin_folder::copy_plugins;
 use envsync_tests::postgres::PgCluster;
 use envsync_tests::process::Running;
 use envsync_tests::s3::{Backend, S3Server};
@@ -214,9 +215,10 @@ fn an_s3_object_at_the_key_is_never_overwritten() {
             .flatten()
             .flatten()
             .find_map(|e| std::fs::read(e.path()).ok());
-        if let Some(bytes) = entry {
-            let open: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-            break open["key"].as_str().unwrap().to_string();
+        // The entry may be caught half-written: read it again then.
+        let open = entry.and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
+        if let Some(key) = open.as_ref().and_then(|o| o["key"].as_str()) {
+            break key.to_string();
         }
         assert!(
             !running.has_exited().unwrap(),
@@ -260,14 +262,12 @@ const CANARY: &str = "CANARY-ROW-VALUE-6f0c1d";
 fn host_with_hostile_sanitiser() -> Host {
     let host = Host::built();
     let dir = workspace_root().join("target/test-plugin-dir-publish-checks");
-    let _ = std::fs::create_dir_all(&dir);
-    for entry in std::fs::read_dir(host.plugin_dir()).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-    }
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_plugins(host.plugin_dir(), &dir).unwrap();
     let hostile = workspace_root().join("target/test-plugins/hostile-sanitiser.wasm");
     assert!(hostile.exists(), "{} is not built", hostile.display());
-    std::fs::copy(&hostile, dir.join("hostile-sanitiser.wasm")).unwrap();
+    // In the sanitiser folder, under the name it describes itself by.
+    std::fs::copy(&hostile, dir.join("sanitisers/hostile.wasm")).unwrap();
     host.with_plugin_dir(&dir)
 }
 
