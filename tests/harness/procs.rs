@@ -170,3 +170,32 @@ impl Drop for Frozen {
         self.kill();
     }
 }
+
+/// Processes whose command line ends with `words` (each word compared by
+/// its end, so `sleep` matches `/usr/bin/sleep`). Zombies have no command
+/// line and never match.
+pub fn running_with_args(words: &[&str]) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.len() >= words.len()
+            && args[args.len() - words.len()..]
+                .iter()
+                .zip(words)
+                .all(|(a, w)| a.ends_with(w))
+        {
+            found.push(pid);
+        }
+    }
+    found
+}

@@ -13,6 +13,7 @@ use envsync_tests::host_cli::{Host, Step, exit};
 use envsync_tests::paths;
 use envsync_tests::postgres::PgCluster;
 use envsync_tests::process::Output;
+use envsync_tests::procs::running_with_args;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -279,33 +280,6 @@ fn credentials_go_only_to_the_task_connection() {
     std::fs::remove_file(&artifact).unwrap();
 }
 
-/// Processes whose command line ends with `words`.
-fn running(words: &[&str]) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if args.len() >= words.len()
-            && args[args.len() - words.len()..]
-                .iter()
-                .zip(words)
-                .all(|(a, w)| a.ends_with(w))
-        {
-            found.push(pid);
-        }
-    }
-    found
-}
-
 #[test]
 fn children_cannot_outlive_or_outnumber_the_step() {
     let world = World::start();
@@ -313,7 +287,7 @@ fn children_cannot_outlive_or_outnumber_the_step() {
     let out = world.backup("setsid", &[], &["setsid", "sleep"]);
     assert_stopped(&world, "setsid", &out, "got nothing");
     assert!(
-        running(&["sleep", "876.5"]).is_empty(),
+        running_with_args(&["sleep", "876.5"]).is_empty(),
         "setsid's sleep runs"
     );
     // Hundreds at once: refused past the cap, and all gone after the step.
@@ -325,7 +299,7 @@ fn children_cannot_outlive_or_outnumber_the_step() {
         "most one step may run at once",
     );
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !running(&["sleep", "5"]).is_empty() {
+    while !running_with_args(&["sleep", "5"]).is_empty() {
         assert!(Instant::now() < deadline, "the step's children outlived it");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -349,7 +323,7 @@ fn children_die_with_a_killed_host() {
     let mut host = cmd.spawn().expect("envsync-host starts");
     let marker = ["select pg_sleep(765.4)"];
     let deadline = Instant::now() + Duration::from_secs(60);
-    while running(&marker).is_empty() {
+    while running_with_args(&marker).is_empty() {
         assert!(Instant::now() < deadline, "psql never started");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -357,11 +331,11 @@ fn children_die_with_a_killed_host() {
     host.kill().unwrap();
     host.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !running(&marker).is_empty() {
+    while !running_with_args(&marker).is_empty() {
         assert!(
             Instant::now() < deadline,
             "psql outlived the killed host: {:?}",
-            running(&marker)
+            running_with_args(&marker)
         );
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -14,6 +14,7 @@ use envsync_host::step::{self, StepRequest};
 use envsync_host::store::codec::Compression;
 use envsync_tests::host_cli::{Expect, Host, exit};
 use envsync_tests::paths;
+use envsync_tests::procs::running_with_args;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -178,28 +179,6 @@ async fn plugin_cannot_set_credential_variables() {
     );
 }
 
-/// Processes whose command line is exactly `words`.
-fn processes_running(words: &[&str]) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if args.len() == words.len() && args.iter().zip(words).all(|(a, w)| a.ends_with(w)) {
-            found.push(pid);
-        }
-    }
-    found
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn children_are_killed_at_the_deadline() {
     let runtime = Runtime::new(CompileCache::new(None)).unwrap();
@@ -217,7 +196,7 @@ async fn children_are_killed_at_the_deadline() {
     assert!(started.elapsed() < Duration::from_secs(10));
     // The child (`sleep 987.654`) is gone once the step has ended.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !processes_running(&["sleep", "987.654"]).is_empty() {
+    while !running_with_args(&["sleep", "987.654"]).is_empty() {
         assert!(
             Instant::now() < deadline,
             "sleep 987.654 still runs after the deadline"
