@@ -196,6 +196,19 @@ fn declared_programs_cannot_be_used_as_shells_file_tools_or_leaks() {
     // non-dumpable close /proc/HOST/environ on top).
     let out = world.backup("proc-environ", &[("host-pid", "self".into())], &[]);
     assert_stopped(&world, "proc-environ", &out, "got nothing");
+    // The largest of the hosts these attacks ran in; an upper bound, as it
+    // also counts their programs and the harness's own (initdb, psql).
+    let peak = children_peak_rss_mib();
+    println!("peak RSS of envsync-host under the hostile engine: at most {peak} MiB");
+    assert!(peak <= 150, "{peak} MiB");
+}
+
+/// The largest resident set of any child this test process waited for,
+/// or of their own waited-for children (getrusage's RUSAGE_CHILDREN).
+fn children_peak_rss_mib() -> u64 {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    usage.ru_maxrss as u64 / 1024
 }
 
 #[test]
