@@ -14,15 +14,20 @@ pub struct JobContext {
     pub connections: BTreeMap<String, Connection>,
 }
 
-impl Host for StepState {
-    async fn param(&mut self, name: String) -> wasmtime::Result<Option<String>> {
-        Ok(self
-            .job
-            .params
+impl JobContext {
+    /// The value of parameter `name`; the last one given wins.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
             .iter()
             .rev()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.clone()))
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Host for StepState {
+    async fn param(&mut self, name: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.job.param(&name).map(str::to_string))
     }
 
     async fn params(&mut self) -> wasmtime::Result<Vec<(String, String)>> {

@@ -489,11 +489,8 @@ impl StepState {
     fn database_folders(&self, connection: Option<&Connection>, param: &str) -> Vec<PathBuf> {
         let base = self
             .job
-            .params
-            .iter()
-            .rev()
-            .find(|(k, _)| k == param)
-            .map(|(_, v)| PathBuf::from(v))
+            .param(param)
+            .map(PathBuf::from)
             .or_else(|| std::env::current_dir().ok());
         let Some(base) = base else {
             return Vec::new();

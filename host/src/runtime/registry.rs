@@ -133,19 +133,11 @@ impl Registry {
                 Err(e) => registry.refuse(file, Role::Engine, format!("{e:#}")),
             }
         }
-        let claims: Vec<_> = engines
-            .iter()
-            .map(|p| (p.info.name.as_str(), p.file.as_path()))
-            .collect();
-        let refusals = naming_refusals(Role::Engine, &claims);
-        for (plugin, refusal) in engines.into_iter().zip(refusals) {
-            match refusal {
-                Some(reason) => registry.refuse(plugin.file, Role::Engine, reason),
-                None => {
-                    tracing::debug!(plugin = plugin.info.name, file = %plugin.file.display(), from_cache = plugin.from_cache, "loaded plugin");
-                    registry.plugins.push(plugin);
-                }
-            }
+        registry.plugins = registry.keep_named(Role::Engine, engines, |p| {
+            (p.info.name.as_str(), p.file.as_path())
+        });
+        for plugin in &registry.plugins {
+            tracing::debug!(plugin = plugin.info.name, file = %plugin.file.display(), from_cache = plugin.from_cache, "loaded plugin");
         }
 
         let mut sanitisers = Vec::new();
@@ -155,23 +147,40 @@ impl Registry {
                 Err(e) => registry.refuse(file, Role::Sanitiser, format!("{e:#}")),
             }
         }
-        let claims: Vec<_> = sanitisers
-            .iter()
-            .map(|s| (s.info.name.as_str(), s.file.as_path()))
-            .collect();
-        let refusals = naming_refusals(Role::Sanitiser, &claims);
-        for (sanitiser, refusal) in sanitisers.into_iter().zip(refusals) {
-            match refusal {
-                Some(reason) => registry.refuse(sanitiser.file, Role::Sanitiser, reason),
-                None => registry.sanitisers.push(sanitiser),
-            }
-        }
+        registry.sanitisers = registry.keep_named(Role::Sanitiser, sanitisers, |s| {
+            (s.info.name.as_str(), s.file.as_path())
+        });
         Ok(registry)
     }
 
     /// Where the operator puts sanitisers: `sanitisers/` in the plugin folder.
     pub fn sanitiser_dir(&self) -> PathBuf {
         self.dir.join(SANITISER_FOLDER)
+    }
+
+    /// The loaded files of one role whose names hold (`naming_refusals`);
+    /// the others are refused. `claim` gives a file's name and path.
+    fn keep_named<T>(
+        &mut self,
+        role: Role,
+        loaded: Vec<T>,
+        claim: impl Fn(&T) -> (&str, &Path),
+    ) -> Vec<T> {
+        let refusals = {
+            let claims: Vec<(&str, &Path)> = loaded.iter().map(&claim).collect();
+            naming_refusals(role, &claims)
+        };
+        let mut kept = Vec::new();
+        for (item, refusal) in loaded.into_iter().zip(refusals) {
+            match refusal {
+                Some(reason) => {
+                    let file = claim(&item).1.to_path_buf();
+                    self.refuse(file, role, reason);
+                }
+                None => kept.push(item),
+            }
+        }
+        kept
     }
 
     fn refuse(&mut self, file: PathBuf, role: Role, reason: String) {
