@@ -4,11 +4,12 @@
 
 use crate::capabilities::job::JobContext;
 use crate::capabilities::process::ProcessPolicy;
+use crate::capabilities::sanitised_rows::SanitisedRows;
 use crate::capabilities::streams::{ByteSink, ByteSource, SinkKind, SourceKind};
 use crate::failure::{Failure, Kind};
 use crate::progress;
-use crate::runtime::bindings::Operation;
 use crate::runtime::bindings::envsync::plugin::types::ArtifactFormat;
+use crate::runtime::bindings::{Operation, StructurePart, TableInfo};
 use crate::runtime::sandbox::StepState;
 use crate::runtime::{LoadedPlugin, Runtime, Sandbox};
 use crate::sanitiser::{LoadedSanitiser, SanitiseOptions, SanitiserSession};
@@ -63,6 +64,18 @@ pub struct StepRequest {
     pub stop: CancellationToken,
     /// Backup and copy: pass the rows through this sanitiser.
     pub sanitise: Option<SanitiseOptions>,
+}
+
+/// What a sandbox of the step's plugin holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Grant {
+    /// Everything the step grants (its connections, programs, HTTP).
+    Full,
+    /// A sanitised backup's structure call: programs only in their
+    /// schema-only form, HTTP only for metadata.
+    Structure,
+    /// Nothing at all (`encode`).
+    Nothing,
 }
 
 /// What a finished step reports.
@@ -248,14 +261,35 @@ impl Step<'_> {
         })
     }
 
+    /// Refuses a sanitised step the plugin cannot do: a backup needs its
+    /// sanitised format, a copy its import of `sanitising` (a plugin
+    /// without it would copy every row unchanged).
+    fn can_sanitise(&self) -> Result<()> {
+        if self.request.operation == Operation::Backup {
+            return self.backup_format().map(drop);
+        }
+        if self.plugin.capabilities.iter().any(|c| c == "sanitising") {
+            return Ok(());
+        }
+        Err(Failure::new(
+            Kind::Usage,
+            format!(
+                "plugin {} cannot sanitise (it does not use the sanitising interface); remove \
+                 [task.sanitise] or use a transform step after restore",
+                self.name()
+            ),
+        )
+        .into())
+    }
+
     /// Starts the step's sanitiser inside `sandbox`: the engine lists the
     /// live schema, the sanitiser gets it and says which columns its rules
     /// miss (strict: refuse before anything is dumped).
-    async fn start_sanitiser(&self, sandbox: &mut Sandbox) -> Result<()> {
+    async fn start_sanitiser(&self, sandbox: &mut Sandbox) -> Result<Vec<TableInfo>> {
         let (Some(options), Some(sanitiser)) = (&self.request.sanitise, self.sanitiser) else {
-            return Ok(());
+            return Ok(Vec::new());
         };
-        self.backup_format()?;
+        self.can_sanitise()?;
         let schema = sandbox.schema().await?;
         let schema = schema.map_err(|e| -> anyhow::Error {
             Failure::from_plugin(self.name(), "schema", e).into()
@@ -289,7 +323,7 @@ impl Step<'_> {
             );
         }
         sandbox.state().sanitiser = Some(session);
-        Ok(())
+        Ok(schema)
     }
 
     /// After the plugin returned: the sanitiser's failure (the real cause
@@ -333,26 +367,41 @@ impl Step<'_> {
     }
 
     async fn sandbox(&self) -> Result<Sandbox> {
+        self.sandbox_with(Grant::Full, self.request.max_runtime)
+            .await
+    }
+
+    /// A fresh sandbox of the step's plugin holding `grant`, stopped after
+    /// `max_runtime`.
+    async fn sandbox_with(&self, grant: Grant, max_runtime: Duration) -> Result<Sandbox> {
         let info = &self.plugin.info;
-        let policy = ProcessPolicy::new(
-            &info.name,
-            &info.programs,
-            self.request.allow_programs.as_deref(),
-            info.credentials.clone(),
-        );
-        let state = StepState::new(
-            &info.name,
-            self.job.clone(),
-            policy,
-            (self.request.memory_cap_mib << 20) as usize,
-        );
+        let memory_cap = (self.request.memory_cap_mib << 20) as usize;
+        let state = match grant {
+            // No job, connections, programs or HTTP: what it returns can
+            // depend only on what it is handed.
+            Grant::Nothing => StepState::new(
+                &info.name,
+                Arc::new(JobContext::default()),
+                ProcessPolicy::none(),
+                memory_cap,
+            ),
+            Grant::Full | Grant::Structure => {
+                let mut policy = ProcessPolicy::new(
+                    &info.name,
+                    &info.programs,
+                    self.request.allow_programs.as_deref(),
+                    info.credentials.clone(),
+                );
+                if grant == Grant::Structure {
+                    policy = policy.structure_only();
+                }
+                let mut state = StepState::new(&info.name, self.job.clone(), policy, memory_cap);
+                state.http.metadata_only = grant == Grant::Structure;
+                state
+            }
+        };
         self.runtime
-            .sandbox(
-                self.plugin,
-                state,
-                self.request.max_runtime,
-                self.request.stop.clone(),
-            )
+            .sandbox(self.plugin, state, max_runtime, self.request.stop.clone())
             .await
     }
 
@@ -390,40 +439,20 @@ impl Step<'_> {
             source.database,
             catalog.location()
         );
-        let mut sandbox = match self.sandbox().await {
-            Ok(sandbox) => sandbox,
-            Err(e) => {
-                writer.abort().await;
-                return Err(e);
-            }
-        };
-        if let Err(e) = self.start_sanitiser(&mut sandbox).await {
-            writer.abort().await;
-            return Err(e);
-        }
         let progress = progress::show(
             format!("backup of {}", source.database),
             writer.meter(),
             None,
         );
-        let sink = sandbox.push_sink(ByteSink::new(
-            format!("artifact {key}"),
-            SinkKind::Artifact(writer),
-        ))?;
-        let result = sandbox.backup(Resource::new_borrow(sink.rep())).await;
+        let sink = ByteSink::new(format!("artifact {key}"), SinkKind::Artifact(writer));
+        let (result, sink) = if self.request.sanitise.is_some() {
+            self.sanitised_backup(sink).await
+        } else {
+            self.plain_backup(sink).await
+        };
         drop(progress);
-        // Whatever happened, take the upload back from the plugin's table:
-        // to publish it, or to abort it so nothing is left in the store.
-        let writer = sandbox
-            .state()
-            .table
-            .delete(sink)
-            .ok()
-            .and_then(ByteSink::into_artifact);
-        let result = result.and_then(|r| self.plugin_result("backup", r));
-        let sanitised = self.finish_sanitiser(&mut sandbox, result);
-        drop(sandbox);
-        let (sanitise_summary, writer) = match (sanitised, writer) {
+        let writer = sink.and_then(ByteSink::into_artifact);
+        let (sanitise_summary, writer) = match (result, writer) {
             (Ok(summary), Some(writer)) => (summary, writer),
             (Ok(_), None) => anyhow::bail!("the upload of {key} was lost"),
             (Err(e), writer) => {
@@ -479,6 +508,110 @@ impl Step<'_> {
             summary.push_str(&s);
         }
         Ok((summary, Some(manifest)))
+    }
+
+    /// One `backup` call writing `artifact`. Gives the artifact back
+    /// (None if the plugin's table lost it) to publish or abort.
+    async fn plain_backup(&self, artifact: ByteSink) -> (Result<Option<String>>, Option<ByteSink>) {
+        let mut sandbox = match self.sandbox().await {
+            Ok(sandbox) => sandbox,
+            Err(e) => return (Err(e), Some(artifact)),
+        };
+        let sink = match sandbox.push_sink(artifact) {
+            Ok(sink) => sink,
+            Err(e) => return (Err(e), None),
+        };
+        let result = sandbox.backup(Resource::new_borrow(sink.rep())).await;
+        // Whatever happened, take the artifact back from the plugin's table.
+        let artifact = sandbox.state().table.delete(sink).ok();
+        let result = result.and_then(|r| self.plugin_result("backup", r));
+        (result.map(|()| None), artifact)
+    }
+
+    /// A sanitised backup, written by the host (docs/decisions/0015): the
+    /// structure from two calls that can read no rows, and between them the
+    /// rows from a call that never holds the artifact, each batch going
+    /// through the sanitiser and then the engine's `encode` in a sandbox
+    /// with nothing granted. Returns the sanitiser's summary.
+    async fn sanitised_backup(
+        &self,
+        artifact: ByteSink,
+    ) -> (Result<Option<String>>, Option<ByteSink>) {
+        let started = Instant::now();
+        let left = || self.request.max_runtime.saturating_sub(started.elapsed());
+        // The schema and the strict check come first: nothing is written
+        // when the rules miss a column.
+        let mut rows = match self.sandbox().await {
+            Ok(sandbox) => sandbox,
+            Err(e) => return (Err(e), Some(artifact)),
+        };
+        let schema = match self.start_sanitiser(&mut rows).await {
+            Ok(schema) => schema,
+            Err(e) => return (Err(e), Some(artifact)),
+        };
+        let (result, artifact) = self
+            .structure(StructurePart::BeforeRows, artifact, left())
+            .await;
+        let Some(artifact) = artifact else {
+            return (result.map(|()| None), None);
+        };
+        if let Err(e) = result {
+            return (Err(e), Some(artifact));
+        }
+        let encoder = match self.sandbox_with(Grant::Nothing, left()).await {
+            Ok(sandbox) => sandbox,
+            Err(e) => return (Err(e), Some(artifact)),
+        };
+        rows.state().sanitised_rows =
+            Some(Box::new(SanitisedRows::new(encoder, artifact, &schema)));
+        let result = rows.backup_rows().await;
+        let result = result.and_then(|r| self.plugin_result("backup-rows", r));
+        let writer = rows
+            .state()
+            .sanitised_rows
+            .take()
+            .expect("the host put it there");
+        let (result, artifact) = match writer.finish().await {
+            Ok(artifact) => (result, artifact),
+            Err((why, artifact)) => (
+                Err(Failure::new(Kind::Plugin, format!("plugin {}: {why}", self.name())).into()),
+                artifact,
+            ),
+        };
+        let summary = match self.finish_sanitiser(&mut rows, result) {
+            Ok(summary) => summary,
+            Err(e) => return (Err(e), Some(artifact)),
+        };
+        drop(rows);
+        let (result, artifact) = self
+            .structure(StructurePart::AfterRows, artifact, left())
+            .await;
+        (result.map(|()| summary), artifact)
+    }
+
+    /// One `backup-structure` call, in a sandbox that can read no rows.
+    async fn structure(
+        &self,
+        part: StructurePart,
+        artifact: ByteSink,
+        max_runtime: Duration,
+    ) -> (Result<()>, Option<ByteSink>) {
+        let mut sandbox = match self.sandbox_with(Grant::Structure, max_runtime).await {
+            Ok(sandbox) => sandbox,
+            Err(e) => return (Err(e), Some(artifact)),
+        };
+        let sink = match sandbox.push_sink(artifact) {
+            Ok(sink) => sink,
+            Err(e) => return (Err(e), None),
+        };
+        let result = sandbox
+            .backup_structure(part, Resource::new_borrow(sink.rep()))
+            .await;
+        let artifact = sandbox.state().table.delete(sink).ok();
+        (
+            result.and_then(|r| self.plugin_result("backup-structure", r)),
+            artifact,
+        )
     }
 
     /// Runs the engine's own `check`, in a fresh sandbox, on the head of

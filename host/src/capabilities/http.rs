@@ -33,6 +33,46 @@ const RESERVED_HEADERS: &[&str] = &["authorization", "host", "proxy-authorizatio
 #[derive(Default)]
 pub struct HttpClients {
     clients: BTreeMap<String, HttpClient>,
+    /// A sanitised backup's structure call: only [`metadata_read`]s.
+    pub(crate) metadata_only: bool,
+}
+
+/// Whether `method path` only reads cluster or index metadata (settings,
+/// mappings, aliases, the index list), never a document, in the REST API
+/// Elasticsearch and OpenSearch share. What a sanitised backup's structure
+/// call may ask, so it reads no rows. Segments are percent-decoded first,
+/// as the cluster decodes them.
+pub fn metadata_read(method: &str, path: &str) -> bool {
+    if !method.eq_ignore_ascii_case("GET") {
+        return false;
+    }
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let segments: Option<Vec<String>> = path
+        .split('/')
+        .skip(1)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .ok()
+                .map(|d| d.into_owned())
+        })
+        .collect();
+    let Some(segments) = segments else {
+        return false;
+    };
+    let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
+    const META: &[&str] = &["_mapping", "_mappings", "_settings", "_alias", "_aliases"];
+    let index = |s: &str| !s.starts_with('_') || s == "_all";
+    match seg.as_slice() {
+        [] => true,
+        ["_cat", "indices" | "aliases"] => true,
+        ["_resolve", "index", _] => true,
+        [m] if META.contains(m) => true,
+        [i] => index(i),
+        [i, m] => index(i) && META.contains(m),
+        _ => false,
+    }
 }
 
 /// The base URL of `conn`: its host when that is a URL
@@ -105,6 +145,12 @@ impl Host for StepState {
                 MAX_BODY >> 20
             ))));
         }
+        if self.http.metadata_only && !metadata_read(&method, &path) {
+            return Ok(Err(WitError::Denied(format!(
+                "{method} {path} refused: a sanitised backup's structure call reads only metadata \
+                 (index settings, mappings and aliases), never documents"
+            ))));
+        }
         let Some(conn) = self.job.connections.get(&connection).cloned() else {
             return Ok(Err(WitError::Denied(format!(
                 "this step has no {connection:?} connection"
@@ -157,6 +203,37 @@ impl Host for StepState {
 mod tests {
     use super::*;
     use crate::connection::Secret;
+
+    #[test]
+    fn structure_calls_read_metadata_and_never_documents() {
+        for ok in [
+            "/",
+            "/products-*,orders?expand_wildcards=open&ignore_unavailable=false",
+            "/products/_mapping",
+            "/products/_settings?flat_settings=true",
+            "/_alias",
+            "/_cat/indices?format=json",
+            "/_resolve/index/prod*",
+        ] {
+            assert!(metadata_read("GET", ok), "{ok}");
+        }
+        for refused in [
+            "/products/_search",
+            "/products/%5Fsearch",
+            "/products/_doc/1",
+            "/products/_source/1",
+            "/products/type/1",
+            "/_search/scroll",
+            "/products/_pit?keep_alive=1m",
+            "/_mget",
+            "/products/_count",
+            "/%ff",
+        ] {
+            assert!(!metadata_read("GET", refused), "{refused}");
+        }
+        assert!(!metadata_read("POST", "/products/_mapping"));
+        assert!(!metadata_read("HEAD", "/"));
+    }
 
     fn conn(host: &str, port: Option<u16>) -> Connection {
         Connection {

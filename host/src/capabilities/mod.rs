@@ -8,6 +8,7 @@ pub mod job;
 pub mod log;
 pub mod process;
 pub mod program_policy;
+pub mod sanitised_rows;
 pub mod sanitising;
 pub mod streams;
 

@@ -59,6 +59,9 @@ pub struct ProcessPolicy {
     scratch: OnceLock<tempfile::TempDir>,
     /// Children started and not yet waited for or dropped.
     live: Arc<AtomicUsize>,
+    /// A sanitised backup's structure call: only schema-only invocations
+    /// (`ProgramPolicy::for_structure`).
+    structure_only: bool,
 }
 
 impl ProcessPolicy {
@@ -92,7 +95,15 @@ impl ProcessPolicy {
             credentials,
             scratch: OnceLock::new(),
             live: Arc::new(AtomicUsize::new(0)),
+            structure_only: false,
         }
+    }
+
+    /// The same grant for a sanitised backup's structure call: programs run
+    /// only in their schema-only form, so the call reads no rows.
+    pub fn structure_only(mut self) -> Self {
+        self.structure_only = true;
+        self
     }
 
     /// The step's scratch folder, made on first use (mode 0700).
@@ -137,7 +148,20 @@ impl ProcessPolicy {
     /// The host's policy for `program`, or why it may not run without one.
     fn program_policy(&self, program: &str) -> Result<Option<ProgramPolicy>, WitError> {
         match program_policy::policies().get(program) {
+            Some(policy) if self.structure_only => {
+                policy.for_structure().map(Some).map_err(|why| {
+                    WitError::Denied(format!(
+                        "plugin {} may not run {program} in a sanitised backup's structure call: {why}",
+                        self.plugin
+                    ))
+                })
+            }
             Some(policy) => Ok(Some(policy)),
+            None if self.structure_only => Err(WitError::Denied(format!(
+                "plugin {} may not run {program} in a sanitised backup's structure call: \
+                 envsync-host has no schema-only policy for it, so it could read rows",
+                self.plugin
+            ))),
             None if self.named_by_operator.contains(program) => Ok(None),
             None => Err(WitError::Denied(format!(
                 "plugin {} may not run {program}: envsync-host has no confinement policy for it, \

@@ -90,6 +90,18 @@ struct RawPolicy {
     #[serde(default)]
     env: Vec<String>,
     database_folder: Option<String>,
+    structure: Option<StructureRule>,
+}
+
+/// How a program may run in a sanitised backup's structure call, which
+/// must read no rows: asked for the schema alone (one of `require`), and
+/// without the options in `deny` (those that add data back).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StructureRule {
+    require: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
 }
 
 /// The rules for one program.
@@ -108,6 +120,9 @@ pub struct ProgramPolicy {
     pub database_folder: Option<String>,
     raw: RawPolicy,
     mysql_style: bool,
+    /// Set by [`ProgramPolicy::for_structure`]: one of these options must
+    /// be given.
+    required: Option<Vec<String>>,
 }
 
 /// The connection values arguments are checked against.
@@ -140,17 +155,37 @@ impl Policies {
             database_folder: raw.database_folder.clone(),
             raw,
             mysql_style,
+            required: None,
         })
     }
 }
 
 impl ProgramPolicy {
+    /// The policy for a sanitised backup's structure call: the program's
+    /// `structure` rule on top of its usual one, or why it may not run
+    /// there at all.
+    pub fn for_structure(mut self) -> Result<ProgramPolicy, String> {
+        let Some(rule) = self.raw.structure.take() else {
+            return Err(format!(
+                "{} has no schema-only form in envsync-host's policy, and a structure call must \
+                 read no rows",
+                self.name
+            ));
+        };
+        self.raw.deny.extend(rule.deny);
+        self.required = Some(rule.require);
+        Ok(self)
+    }
+
     /// Checks a plugin's arguments and returns what runs: the host's own
     /// first and forced arguments around them. `Err` says which argument
     /// was refused and why.
     pub fn arguments(&self, args: &[String], granted: &Granted) -> Result<Vec<String>, String> {
         let mut i = 0;
         let mut options_done = false;
+        // Options as the program reads them (long names resolved), for
+        // `required`.
+        let mut seen: Vec<String> = Vec::new();
         while i < args.len() {
             let arg = &args[i];
             i += 1;
@@ -173,6 +208,7 @@ impl ProgramPolicy {
                     None => (long, None),
                 };
                 let (name, check, takes_value) = self.long_option(name)?;
+                seen.push(name.clone());
                 let value = match (inline, takes_value) {
                     (Some(v), _) => Some(v),
                     (None, true) => {
@@ -196,6 +232,7 @@ impl ProgramPolicy {
             for (n, letter) in letters.iter().enumerate() {
                 let key = letter.to_string();
                 let check = self.option_rule(&key)?;
+                seen.push(key);
                 if self.raw.short_values.contains(*letter) {
                     let rest: String = letters[n + 1..].iter().collect();
                     let value = if rest.is_empty() {
@@ -212,6 +249,22 @@ impl ProgramPolicy {
                     break;
                 }
             }
+        }
+        // `--help` and `--version` alone print and exit: plugins use them to
+        // tell programs apart.
+        let only_asks_about_itself = !seen.is_empty()
+            && seen
+                .iter()
+                .all(|o| matches!(o.as_str(), "help" | "version" | "V" | "?"));
+        if let Some(required) = &self.required
+            && !only_asks_about_itself
+            && !seen.iter().any(|o| required.contains(o))
+        {
+            let list: Vec<String> = required.iter().map(|r| dashed(r)).collect();
+            return Err(format!(
+                "a structure call must ask it for the schema alone ({})",
+                list.join(" or ")
+            ));
         }
         let mut out: Vec<String> = Vec::with_capacity(args.len() + 2);
         for first in &self.raw.first {
@@ -283,6 +336,11 @@ impl ProgramPolicy {
             .find(|d| d.len() > 1 && (d.as_str() == name || (!exact_known && reaches(d))));
         if let Some(denied) = denied {
             return Err(format!("option --{given} (--{denied}) is not allowed"));
+        }
+        if negated && self.required.as_ref().is_some_and(|r| r.contains(&name)) {
+            return Err(format!(
+                "option --{given} would undo the schema-only option a structure call needs"
+            ));
         }
         if negated
             && self
@@ -611,6 +669,57 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn structure_calls_run_only_schema_only_dumps() {
+        let structure = |program: &str, list: &[&str]| {
+            policies()
+                .get(program)
+                .unwrap()
+                .for_structure()
+                .and_then(|p| p.arguments(&args(list), &Granted::default()))
+        };
+        assert!(
+            structure(
+                "pg_dump",
+                &[
+                    "-Fp",
+                    "--schema-only",
+                    "--section=pre-data",
+                    "--dbname=shop"
+                ]
+            )
+            .is_ok()
+        );
+        assert!(structure("pg_dump", &["-sFp", "shop"]).is_ok());
+        for refused in [
+            &["-Fp", "--dbname=shop"][..],
+            &["--schema-only", "--data-only"],
+            &["--schema-only", "-b"],
+            &["--schema-only", "--large-obj"],
+            &["--section=pre-data"],
+            &["--", "--schema-only"],
+        ] {
+            assert!(structure("pg_dump", refused).is_err(), "{refused:?}");
+        }
+        assert!(structure("mariadb-dump", &["--no-data", "--", "shop"]).is_ok());
+        assert!(structure("mysqldump", &["--no_data", "shop"]).is_ok());
+        assert!(structure("mariadb-dump", &["--help"]).is_ok());
+        for refused in [
+            &["--", "shop"][..],
+            &["--no-data", "--skip-no-data", "shop"],
+            &["--no-data", "--system=users"],
+            &["--help", "shop", "--where=1"],
+        ] {
+            assert!(structure("mariadb-dump", refused).is_err(), "{refused:?}");
+        }
+        for program in ["psql", "mariadb", "pg_restore", "sqlite3"] {
+            assert!(
+                policies().get(program).unwrap().for_structure().is_err(),
+                "{program}"
+            );
+        }
     }
 
     #[test]

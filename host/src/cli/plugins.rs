@@ -173,12 +173,16 @@ pub fn execute(registry: &Registry, command: &PluginsCommand) -> Result<()> {
                     "not compressed"
                 }
             );
-            match &i.sanitised_artifact {
-                Some(f) => println!(
+            let copies = p.capabilities.iter().any(|c| c == "sanitising");
+            match (&i.sanitised_artifact, copies) {
+                (Some(f), _) => println!(
                     "sanitised:   {} (.{}): backups and copies can sanitise",
                     f.name, f.extension
                 ),
-                None => println!("sanitised:   no (this plugin cannot sanitise in the stream)"),
+                (None, true) => println!("sanitised:   copies only (no sanitised backups)"),
+                (None, false) => {
+                    println!("sanitised:   no (this plugin cannot sanitise in the stream)")
+                }
             }
             let c = &i.credentials;
             let vars: Vec<String> = [

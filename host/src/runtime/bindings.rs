@@ -1,7 +1,7 @@
-//! Host-side bindings of the `envsync:plugin@0.1.0` contract.
+//! Host-side bindings of the `envsync:plugin@0.2.0` contract.
 
 wasmtime::component::bindgen!({
-    path: "../wit/v0.1.0",
+    path: "../wit/v0.2.0",
     world: "engine",
     imports: { default: async | trappable },
     exports: { default: async },
@@ -13,3 +13,6 @@ wasmtime::component::bindgen!({
 });
 
 pub use envsync::plugin::types::{ColumnInfo, Error as WitError, Operation, PluginInfo, TableInfo};
+pub use exports::envsync::plugin::operations::{
+    IndexDocuments, Piece, StructurePart, TableColumns, TableRows,
+};

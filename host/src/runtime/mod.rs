@@ -10,7 +10,9 @@ pub mod sandbox;
 use crate::capabilities::streams::{ByteSink, ByteSource};
 use crate::failure::{Failure, Kind};
 use anyhow::{Context, Result};
-use bindings::{Engine as EngineWorld, EnginePre, PluginInfo, TableInfo, WitError};
+use bindings::{
+    Engine as EngineWorld, EnginePre, Piece, PluginInfo, StructurePart, TableInfo, WitError,
+};
 use compile_cache::CompileCache;
 use sandbox::StepState;
 use std::future::Future;
@@ -24,7 +26,7 @@ use wasmtime::component::{HasSelf, Linker, Resource};
 use wasmtime::{Config, Engine, Store};
 
 /// The contract versions this host can run.
-pub const SUPPORTED_CONTRACTS: &[&str] = &["0.1.0"];
+pub const SUPPORTED_CONTRACTS: &[&str] = &["0.2.0"];
 /// How often the epoch advances: guests yield this often, so a deadline is
 /// noticed within one tick even in a tight loop.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -430,6 +432,40 @@ impl Sandbox {
         let ops = self.world.envsync_plugin_operations();
         let fut = ops.call_backup(&mut self.store, artifact);
         let result = guard(fut, &self.plugin, "backup", &self.limits).await;
+        self.annotate(result)
+    }
+
+    /// A sanitised backup's structure (`operations.backup-structure`).
+    pub async fn backup_structure(
+        &mut self,
+        part: StructurePart,
+        artifact: Resource<ByteSink>,
+    ) -> Result<Result<(), WitError>> {
+        let ops = self.world.envsync_plugin_operations();
+        let fut = ops.call_backup_structure(&mut self.store, part, artifact);
+        let result = guard(fut, &self.plugin, "backup-structure", &self.limits).await;
+        self.annotate(result)
+    }
+
+    /// A sanitised backup's rows (`operations.backup-rows`).
+    pub async fn backup_rows(&mut self) -> Result<Result<(), WitError>> {
+        let ops = self.world.envsync_plugin_operations();
+        let fut = ops.call_backup_rows(&mut self.store);
+        let result = guard(fut, &self.plugin, "backup-rows", &self.limits).await;
+        self.annotate(result)
+    }
+
+    /// `operations.encode`, its answer bounded to `answer_bytes`: lifting a
+    /// longer answer fails before the host holds a copy.
+    pub async fn encode(
+        &mut self,
+        piece: &Piece,
+        answer_bytes: usize,
+    ) -> Result<Result<Vec<u8>, WitError>> {
+        self.store.set_hostcall_fuel(answer_bytes);
+        let ops = self.world.envsync_plugin_operations();
+        let fut = ops.call_encode(&mut self.store, piece);
+        let result = guard(fut, &self.plugin, "encode", &self.limits).await;
         self.annotate(result)
     }
 

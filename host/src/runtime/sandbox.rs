@@ -136,6 +136,9 @@ pub struct StepState {
     pub(crate) sanitiser: Option<crate::sanitiser::SanitiserSession>,
     /// HTTP clients of the step's connections (`capabilities::http`).
     pub(crate) http: crate::capabilities::http::HttpClients,
+    /// The artifact of a sanitised backup during `backup-rows`
+    /// (`capabilities::sanitised_rows`).
+    pub(crate) sanitised_rows: Option<Box<crate::capabilities::sanitised_rows::SanitisedRows>>,
 }
 
 impl StepState {
@@ -164,6 +167,7 @@ impl StepState {
             guest_stderr,
             sanitiser: None,
             http: Default::default(),
+            sanitised_rows: None,
         }
     }
 

@@ -20,21 +20,16 @@
 //! CREATE DATABASE or USE, so it loads into any database.
 
 //!
-//! When the step sanitises, the dump passes through the plugin instead, with
-//! the flags of `sanitise::DUMP_FLAGS` added, and the rows of the tables the
-//! sanitiser wants are rewritten on their way (see `rows.rs`).
+//! Sanitised backups are written by the host from three calls instead
+//! (`sanitised_backup.rs`).
 
 use crate::programs::Dumper;
-use crate::{sanitise, settings};
+use crate::settings;
 use envsync_plugin_sdk::{ByteSink, Error, connection, info};
 
 pub fn backup(artifact: &ByteSink) -> Result<(), Error> {
     let source = connection("source")?;
-    let mut extra = settings::dump_flags()?;
-    let plan = sanitise::plan();
-    if plan.is_some() {
-        extra.extend(sanitise::DUMP_FLAGS.iter().map(|f| f.to_string()));
-    }
+    let extra = settings::dump_flags()?;
     let dumper = Dumper::detect()?;
     info(format!(
         "dumping {:?} on {} with {} {}",
@@ -43,19 +38,7 @@ pub fn backup(artifact: &ByteSink) -> Result<(), Error> {
         dumper.program,
         dumper.describe_flags(&extra)
     ));
-    let mut dump = dumper.command("source", &source, &extra).spawn()?;
-    if let Some(tables) = plan {
-        let out = dump.take_stdout()?;
-        let rewritten = sanitise::rewrite(&out, artifact, &source.database, tables);
-        drop(out);
-        return match rewritten {
-            // Ok only when the dump also exited 0 (a dump that failed
-            // part-way may end between two statements).
-            Ok(_) => dump.finish(),
-            // The dump is killed; its own failure, if it had one, is the cause.
-            Err(e) => Err(dump.abort_upstream(e)),
-        };
-    }
+    let dump = dumper.command("source", &source, &extra).spawn()?;
     // The bytes go host-side from the dump's stdout to the store; Ok only
     // when the dump exited 0 and every byte reached the artifact.
     let bytes = dump.drain_into(artifact)?;

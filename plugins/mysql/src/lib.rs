@@ -19,6 +19,7 @@ mod programs;
 mod restore;
 mod rows;
 mod sanitise;
+mod sanitised_backup;
 mod schema;
 mod settings;
 mod sql;
@@ -27,7 +28,8 @@ mod transform;
 
 use envsync_plugin_sdk::TableInfo;
 use envsync_plugin_sdk::{
-    ArtifactFormat, ByteSink, ByteSource, CredentialEnv, Engine, Error, Operation, PluginInfo,
+    ArtifactFormat, ByteSink, ByteSource, CredentialEnv, Engine, Error, Operation, Piece,
+    PluginInfo, StructurePart,
 };
 
 /// How many leading bytes `check` looks at. Also the size under which an
@@ -84,6 +86,18 @@ impl Engine for MySql {
 
     fn backup(artifact: &ByteSink) -> Result<(), Error> {
         backup::backup(artifact)
+    }
+
+    fn backup_structure(part: StructurePart, artifact: &ByteSink) -> Result<(), Error> {
+        sanitised_backup::structure(part, artifact)
+    }
+
+    fn backup_rows() -> Result<(), Error> {
+        sanitised_backup::rows()
+    }
+
+    fn encode(piece: Piece) -> Result<Vec<u8>, Error> {
+        sanitised_backup::encode(piece)
     }
 
     fn restore(artifact: &ByteSource) -> Result<(), Error> {

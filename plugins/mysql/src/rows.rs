@@ -48,8 +48,8 @@ const HEADER_MAX: usize = 1 << 20;
 const POOL_VALUE_MAX: usize = 64 * 1024;
 
 /// Column kinds seen in the dump (bit flags).
-const NUM: u8 = 1;
-const HEX: u8 = 2;
+pub const NUM: u8 = 1;
+pub const HEX: u8 = 2;
 
 /// Where rows go to be sanitised and where the rewritten dump goes.
 pub trait Target {
@@ -63,6 +63,17 @@ pub trait Target {
     ) -> Result<RowBatch, Error>;
     /// Writes rewritten bytes.
     fn write(&mut self, bytes: &[u8]) -> Result<(), Error>;
+    /// [`Target::transform`] told how the dump wrote each column so far
+    /// ([`NUM`] / [`HEX`] flags), for targets that hand rows on.
+    fn transform_kinds(
+        &mut self,
+        table: &str,
+        columns: &[String],
+        _kinds: &[u8],
+        rows: &[Row],
+    ) -> Result<RowBatch, Error> {
+        self.transform(table, columns, rows)
+    }
 }
 
 /// Rows in and out of the sanitiser, per table, for the summary.
@@ -710,7 +721,7 @@ impl Rewriter {
         }
         let insert = self.insert.as_ref().expect("a batch belongs to an INSERT");
         let rows = t
-            .transform(&insert.table, &insert.columns, &self.batch)
+            .transform_kinds(&insert.table, &insert.columns, &insert.kinds, &self.batch)
             .map_err(|e| e.context(format!("sanitising table {:?}", insert.table)))?;
         let width = insert.columns.len();
         check(&rows, width).map_err(|e| {

@@ -418,6 +418,35 @@ fn encode_batch(batch: &RowBatch, columns: usize, out: &mut Vec<u8>) -> Result<(
     Ok(())
 }
 
+/// Appends the COPY lines of `batch`, rows of `table` the sanitiser
+/// returned with `columns` values each; refuses a batch of another shape.
+pub fn encode_rows(
+    table: &str,
+    batch: &RowBatch,
+    columns: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), Error> {
+    if batch.ends.len() as u64 != u64::from(batch.rows) * columns as u64 {
+        return Err(Error::Other(format!(
+            "the sanitiser returned {} values for {} rows of table {table} with {columns} columns",
+            batch.ends.len(),
+            batch.rows,
+        )));
+    }
+    encode_batch(batch, columns, out).map_err(|e| {
+        Error::Other(match e {
+            EncodeError::Nul => format!(
+                "the sanitiser returned a value with a NUL character for table {table}, which \
+                 PostgreSQL cannot store"
+            ),
+            EncodeError::Shape => format!(
+                "the sanitiser returned a damaged batch for table {table} (value offsets out of \
+                 order)"
+            ),
+        })
+    })
+}
+
 /// Why a batch could not be written as COPY text.
 #[derive(Debug, PartialEq, Eq)]
 enum EncodeError {
@@ -704,30 +733,8 @@ where
         stats.rows_in += u64::from(rows.rows);
         stats.batches += 1;
         let kept = transform(&header.table, &header.columns, rows)?;
-        if kept.ends.len() as u64 != u64::from(kept.rows) * columns as u64 {
-            return Err(Error::Other(format!(
-                "the sanitiser returned {} values for {} rows of table {} with {columns} \
-                 columns",
-                kept.ends.len(),
-                kept.rows,
-                header.table,
-            )));
-        }
         stats.rows_out += u64::from(kept.rows);
-        encode_batch(&kept, columns, &mut out.buf).map_err(|e| {
-            Error::Other(match e {
-                EncodeError::Nul => format!(
-                    "the sanitiser returned a value with a NUL character for table {}, which \
-                     PostgreSQL cannot store",
-                    header.table
-                ),
-                EncodeError::Shape => format!(
-                    "the sanitiser returned a damaged batch for table {} (value offsets out of \
-                     order)",
-                    header.table
-                ),
-            })
-        })?;
+        encode_rows(&header.table, &kept, columns, &mut out.buf)?;
         out.maybe_send()
     };
     loop {

@@ -15,6 +15,7 @@ mod names;
 mod programs;
 mod restore;
 mod sanitised;
+mod sanitised_backup;
 mod schema;
 mod settings;
 mod sql;
@@ -23,7 +24,8 @@ mod transform;
 
 use envsync_plugin_sdk::bindings::envsync::plugin::types::TableInfo;
 use envsync_plugin_sdk::{
-    ArtifactFormat, ByteSink, ByteSource, CredentialEnv, Engine, Error, Operation, PluginInfo,
+    ArtifactFormat, ByteSink, ByteSource, CredentialEnv, Engine, Error, Operation, Piece,
+    PluginInfo, StructurePart,
 };
 
 /// Fast small blocks for the millions of values a sanitised dump allocates
@@ -109,10 +111,19 @@ impl Engine for Postgres {
     }
 
     fn backup(artifact: &ByteSink) -> Result<(), Error> {
-        match sanitised::plan() {
-            Some(tables) => sanitised::backup(artifact, tables),
-            None => backup::backup(artifact),
-        }
+        backup::backup(artifact)
+    }
+
+    fn backup_structure(part: StructurePart, artifact: &ByteSink) -> Result<(), Error> {
+        sanitised_backup::structure(part, artifact)
+    }
+
+    fn backup_rows() -> Result<(), Error> {
+        sanitised_backup::rows()
+    }
+
+    fn encode(piece: Piece) -> Result<Vec<u8>, Error> {
+        sanitised_backup::encode(piece)
     }
 
     fn restore(artifact: &ByteSource) -> Result<(), Error> {

@@ -1,16 +1,15 @@
-//! Sanitised steps: the source is dumped as plain SQL (`pg_dump -Fp`), its
+//! Sanitised copies: the source is dumped as plain SQL (`pg_dump -Fp`), its
 //! COPY blocks rewritten through the host's `sanitising` interface
-//! (`copydata::rewrite`), and the result written to the artifact (backup)
-//! or loaded with psql into the scratch database (copy). Plain artifacts
-//! are restored with psql (`load_plain`).
+//! (`copydata::rewrite_filtered`), and the result loaded with psql into the
+//! scratch database. Plain artifacts (sanitised backups, which the host
+//! writes: `sanitised_backup`) are restored with psql (`load_plain`).
 
 use crate::copydata::{self, Stats};
 use crate::swap::Replacement;
 use crate::{settings, sql};
 use envsync_plugin_sdk::bindings::envsync::plugin::sanitising;
 use envsync_plugin_sdk::{
-    ByteSink, ByteSource, CHUNK, Command, ConnectionInfo, Error, RowBatch, Running, connection,
-    debug, info,
+    ByteSource, CHUNK, Command, ConnectionInfo, Error, RowBatch, Running, connection, debug, info,
 };
 
 /// The tables to sanitise when the step sanitises: `Some(None)` for every
@@ -79,20 +78,6 @@ fn dump_through(
     );
     drop(out);
     Ok((dump, result))
-}
-
-/// Sanitised backup: the rewritten plain dump goes into `artifact`.
-pub fn backup(artifact: &ByteSink, wanted: Option<Vec<String>>) -> Result<(), Error> {
-    let (dump, result) = dump_through(&wanted, false, |bytes| artifact.write(bytes))?;
-    let stats = match result {
-        Ok(stats) => stats,
-        Err(e) => return Err(dump.abort_upstream(e)),
-    };
-    // Ok only when pg_dump exited 0: a dump cut short by an error of its
-    // own may still end cleanly at a block boundary.
-    dump.finish()?;
-    info(describe(&stats, &wanted));
-    Ok(())
 }
 
 /// Sanitised copy: the rewritten plain dump goes into psql on the scratch
