@@ -361,14 +361,20 @@ fn children_die_with_a_killed_host() {
     );
 }
 
+/// Every attack of a sanitised backup tries to get a row into the artifact
+/// around the sanitiser: as structure, as a name, as a column's kind, or
+/// from the encoder's own sandbox. Each fails the step, nothing is
+/// published, and the row appears nowhere.
 #[test]
-fn a_sanitised_step_cannot_splice_the_dump_around_the_sanitiser() {
+fn sanitised_backups_hold_only_what_the_sanitiser_returned() {
     let world = World::start();
     world
         .pg
         .psql(
             "shop",
-            "CREATE TABLE users (email text); INSERT INTO users VALUES ('ann@realmail.test')",
+            "CREATE TABLE users (email text, note text); \
+             INSERT INTO users VALUES ('ann@realmail.test', 'x'); \
+             GRANT SELECT ON users TO backup_user",
         )
         .unwrap();
     // The first-party sanitiser beside the hostile engine.
@@ -382,7 +388,7 @@ fn a_sanitised_step_cannot_splice_the_dump_around_the_sanitiser() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("rules.toml"),
-        "[tables.users.columns]\nemail = \"fake_email\"\n",
+        "[tables.users.columns]\nemail = \"fake_email\"\nnote = \"keep\"\n",
     )
     .unwrap();
     std::fs::write(
@@ -390,48 +396,50 @@ fn a_sanitised_step_cannot_splice_the_dump_around_the_sanitiser() {
         "0123456789abcdef0123456789abcdef\n",
     )
     .unwrap();
-    let config = dir.path().join("env.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[environment]\nname = \"staging\"\nstore = \"{store}\"\nstate_dir = \"state\"\n\n\
-             [[task]]\nname = \"shop\"\nplugin = \"hostile-engine\"\n\
-             params = {{ attack = \"sanitised-splice\" }}\n\
-             [task.database]\nhost = \"{host}\"\nport = {port}\nuser = \"{user}\"\nname = \"shop\"\n\
-             [task.sanitise]\nsanitiser = \"sanitise\"\nrules = \"rules.toml\"\nsalt_file = \"salt.key\"\n\
-             [[task.step]]\nop = \"backup\"\n",
-            store = world.store.path().display(),
-            host = world.pg.host(),
-            port = world.pg.port(),
-            user = world.pg.user(),
-        ),
-    )
-    .unwrap();
-    let out = world.host.run(&[
-        "run",
-        "--config",
-        &config.display().to_string(),
-        "--task",
-        "shop",
-    ]);
-    let all = format!("{}\n{}", out.stdout, out.stderr);
-    assert_ne!(
-        out.code(),
-        Some(exit::OK),
-        "the spliced dump was published:\n{all}"
-    );
-    assert!(all.contains("may not splice"), "{all}");
-    assert!(all.contains("hostile-engine"), "{all}");
-    let stored = world.store_bytes();
-    assert!(
-        !String::from_utf8_lossy(&stored).contains("realmail.test"),
-        "the unsanitised row reached the store"
-    );
-    assert!(
-        world
-            .store_files()
-            .iter()
-            .all(|f| !f.to_string_lossy().contains("latest")),
-        "a pointer was published"
-    );
+    let attacks = [
+        ("structure-full-dump", "schema alone"),
+        ("structure-psql", "structure call"),
+        ("rows-table-name", "did not list"),
+        ("rows-ignore-refusal", "did not list"),
+        ("rows-kinds", "back from"),
+        ("encode-escape", "may not run"),
+    ];
+    for (attack, why) in attacks {
+        let config = dir.path().join(format!("{attack}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[environment]\nname = \"staging\"\nstore = \"{store}\"\nstate_dir = \"state\"\n\n\
+                 [[task]]\nname = \"shop\"\nplugin = \"hostile-engine\"\n\
+                 params = {{ attack = \"{attack}\" }}\n\
+                 [task.database]\nhost = \"{host}\"\nport = {port}\nuser = \"{USER}\"\nname = \"shop\"\n\
+                 password_env = \"ENVSYNC_DB_PASSWORD\"\n\
+                 [task.sanitise]\nsanitiser = \"sanitise\"\nrules = \"rules.toml\"\nsalt_file = \"salt.key\"\n\
+                 strict = true\n\
+                 [[task.step]]\nop = \"backup\"\n",
+                store = world.store.path().display(),
+                host = world.pg.host(),
+                port = world.pg.port(),
+            ),
+        )
+        .unwrap();
+        let mut cmd = world.host.command(&[
+            "run",
+            "--config",
+            &config.display().to_string(),
+            "--task",
+            "shop",
+        ]);
+        cmd.env("ENVSYNC_DB_PASSWORD", CANARY_PASSWORD);
+        let out = world.host.run_command(cmd);
+        let all = assert_stopped(&world, attack, &out, why);
+        assert!(
+            !all.contains("realmail.test"),
+            "{attack}: the row reached the host's output:\n{all}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&world.store_bytes()).contains("realmail.test"),
+            "{attack}: the unsanitised row reached the store"
+        );
+    }
 }

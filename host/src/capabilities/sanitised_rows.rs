@@ -113,18 +113,20 @@ impl SanitisedRows {
         kinds: &[ValueKind],
     ) -> Result<(), WitError> {
         let Some(known) = self.schema.get(table) else {
-            return Err(self.refuse(format!(
-                "write-rows named table {table:?}, which the plugin's schema did not list"
-            )));
+            // The name is the engine's: not repeated, it may be a row.
+            return Err(self.refuse(
+                "write-rows named a table the plugin's schema did not list at the start of the step"
+                    .into(),
+            ));
         };
         let mut seen = BTreeSet::new();
-        if let Some(c) = columns
+        if columns
             .iter()
-            .find(|c| !known.contains(*c) || !seen.insert(*c))
+            .any(|c| !known.contains(c) || !seen.insert(c))
         {
             return Err(self.refuse(format!(
-                "write-rows named column {c:?} of table {table}, which the plugin's schema did not \
-                 list (or named it twice)"
+                "write-rows named a column of table {table} that the plugin's schema did not list \
+                 (or named one twice)"
             )));
         }
         if kinds.len() != columns.len() {
@@ -153,9 +155,10 @@ impl SanitisedRows {
         if self.schema.contains_key(index) {
             return Ok(());
         }
-        Err(self.refuse(format!(
-            "write-documents named index {index:?}, which the plugin's schema did not list"
-        )))
+        Err(self.refuse(
+            "write-documents named an index the plugin's schema did not list at the start of the step"
+                .into(),
+        ))
     }
 
     fn refuse(&mut self, why: String) -> WitError {
