@@ -33,8 +33,8 @@ pub struct SanitisedRows {
     kinds: BTreeMap<(String, String), ValueKind>,
     /// The table whose run of batches is open (`table-start` sent).
     run: Option<TableColumns>,
-    pub rows: u64,
-    pub documents: u64,
+    rows: u64,
+    documents: u64,
     /// The first failure: the step fails with it even if the engine
     /// ignores the error it got.
     failure: Option<String>,
@@ -196,7 +196,14 @@ impl SanitisedRows {
         }
         match self.failure {
             Some(f) => Err((f, self.artifact)),
-            None => Ok(self.artifact),
+            None => {
+                tracing::debug!(
+                    "wrote {} row(s) and {} document(s) the sanitiser kept",
+                    self.rows,
+                    self.documents
+                );
+                Ok(self.artifact)
+            }
         }
     }
 

@@ -8,7 +8,7 @@ use crate::client::{Cluster, encode};
 use crate::format::IndexHeader;
 use crate::settings;
 use envsync_plugin_sdk::Error;
-use envsync_plugin_sdk::bindings::envsync::plugin::sanitising;
+use envsync_plugin_sdk::bindings::envsync::plugin::sanitising::{self, SanitisePlan};
 use serde_json::{Value, json};
 
 /// Receives what is read.
@@ -84,16 +84,19 @@ pub fn resolve(cluster: Cluster, patterns: &[String]) -> Result<Vec<IndexHeader>
     Ok(out)
 }
 
-/// Reads every index `patterns` names into `consumer`. Returns the number
-/// of indices and documents.
+/// Reads every index `patterns` names into `consumer`, passing the
+/// documents of the indices `plan` names through the sanitiser on the way
+/// (None: unchanged; a sanitised backup's consumer hands them to the host,
+/// which sanitises them itself). Returns the number of indices and
+/// documents.
 pub fn dump(
     cluster: Cluster,
     patterns: &[String],
     options: &Options,
+    plan: Option<SanitisePlan>,
     consumer: &mut dyn Consumer,
 ) -> Result<(u64, u64), Error> {
     let headers = resolve(cluster, patterns)?;
-    let plan = sanitising::plan();
     let mut paging = None;
     let mut total = 0;
     for header in &headers {

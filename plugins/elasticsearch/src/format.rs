@@ -18,6 +18,12 @@ use serde_json::{Map, Value, json};
 pub const FORMAT: &str = "search-ndjson";
 /// The first line of every artifact.
 pub const MAGIC: &str = "{\"envsync\":\"search-ndjson\",\"version\":1}";
+/// The first line of a sanitised backup, which the host writes from three
+/// calls (contract 0.2): every index header first, then the documents the
+/// sanitiser kept, grouped by index and naming it as `schema` does (the
+/// base name), then an end line counting only the indices (the documents
+/// are counted by the host's manifest instead).
+pub const MAGIC_V2: &str = "{\"envsync\":\"search-ndjson\",\"version\":2}";
 
 /// What one index looks like, without its documents.
 #[derive(Clone, Debug, PartialEq)]
@@ -31,7 +37,8 @@ pub struct IndexHeader {
 /// One line of an artifact.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Line {
-    Magic,
+    /// The format line, with its version (1 or 2).
+    Magic(u8),
     Index(IndexHeader),
     Doc {
         index: String,
@@ -40,7 +47,8 @@ pub enum Line {
     },
     End {
         indices: u64,
-        documents: u64,
+        /// None in version 2.
+        documents: Option<u64>,
     },
 }
 
@@ -76,11 +84,19 @@ pub fn end_line(indices: u64, documents: u64) -> String {
     )
 }
 
+/// The last line of a version 2 artifact (with its newline).
+pub fn end_line_v2(indices: u64) -> String {
+    format!("{}\n", json!({"end": {"indices": indices}}))
+}
+
 /// Parses one line (without its newline); `n` is its 1-based number, for
 /// messages.
 pub fn parse_line(line: &str, n: u64) -> Result<Line, String> {
     if line == MAGIC {
-        return Ok(Line::Magic);
+        return Ok(Line::Magic(1));
+    }
+    if line == MAGIC_V2 {
+        return Ok(Line::Magic(2));
     }
     let value: Value =
         serde_json::from_str(line).map_err(|e| format!("line {n} is not JSON: {e}"))?;
@@ -106,8 +122,15 @@ pub fn parse_line(line: &str, n: u64) -> Result<Line, String> {
     }
     if let Some(Value::Object(e)) = obj.get("end") {
         let count = |k: &str| e.get(k).and_then(Value::as_u64);
-        return match (count("indices"), count("documents")) {
-            (Some(indices), Some(documents)) => Ok(Line::End { indices, documents }),
+        return match (count("indices"), e.get("documents")) {
+            (Some(indices), None) => Ok(Line::End {
+                indices,
+                documents: None,
+            }),
+            (Some(indices), Some(d)) if d.is_u64() => Ok(Line::End {
+                indices,
+                documents: d.as_u64(),
+            }),
             _ => Err(format!("line {n}: malformed end line")),
         };
     }
@@ -124,7 +147,7 @@ pub fn parse_line(line: &str, n: u64) -> Result<Line, String> {
 /// `check`: the artifact starts with the format's first line.
 pub fn check_head(head: &[u8]) -> Result<(), String> {
     let first = head.split(|b| *b == b'\n').next().unwrap_or_default();
-    if first == MAGIC.as_bytes() {
+    if first == MAGIC.as_bytes() || first == MAGIC_V2.as_bytes() {
         return Ok(());
     }
     if head.is_empty() {
@@ -168,10 +191,18 @@ mod tests {
             parse_line(end_line(2, 9).trim_end(), 4),
             Ok(Line::End {
                 indices: 2,
-                documents: 9
+                documents: Some(9)
             })
         );
-        assert_eq!(parse_line(MAGIC, 1), Ok(Line::Magic));
+        assert_eq!(
+            parse_line(end_line_v2(2).trim_end(), 4),
+            Ok(Line::End {
+                indices: 2,
+                documents: None
+            })
+        );
+        assert_eq!(parse_line(MAGIC, 1), Ok(Line::Magic(1)));
+        assert_eq!(parse_line(MAGIC_V2, 1), Ok(Line::Magic(2)));
     }
 
     #[test]

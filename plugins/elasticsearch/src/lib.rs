@@ -22,6 +22,7 @@ mod config;
 mod dump;
 mod format;
 mod load;
+mod sanitised_backup;
 mod schema;
 mod settings;
 mod snapshot;
@@ -29,11 +30,13 @@ mod snapshot_mode;
 
 use client::Cluster;
 use dump::{Consumer, Options};
+use envsync_plugin_sdk::bindings::envsync::plugin::sanitising;
 use envsync_plugin_sdk::{
-    ArtifactFormat, ByteSink, ByteSource, CredentialEnv, Engine, Error, Operation, PluginInfo,
-    Reader, TableInfo, Writer, info,
+    ArtifactFormat, ByteSink, ByteSource, CredentialEnv, Engine, Error, Operation, Piece,
+    PluginInfo, Reader, StructurePart, TableInfo, Writer, info,
 };
 use format::{IndexHeader, Line};
+use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 
 /// How many leading bytes `check` looks at.
@@ -104,7 +107,13 @@ fn backup(artifact: &ByteSink) -> Result<(), Error> {
         .out
         .write_all(format!("{}\n", format::MAGIC).as_bytes())
         .map_err(io_error)?;
-    let (indices, _read) = dump::dump(Cluster::SOURCE, &patterns, &options, &mut writer)?;
+    let (indices, _read) = dump::dump(
+        Cluster::SOURCE,
+        &patterns,
+        &options,
+        sanitising::plan(),
+        &mut writer,
+    )?;
     let written = writer.written;
     writer
         .out
@@ -138,12 +147,19 @@ fn restore(artifact: &ByteSource) -> Result<(), Error> {
     })
 }
 
-/// Feeds the artifact's indices and documents into `loader`.
+/// Feeds the artifact's indices and documents into `loader`. Version 1
+/// (plain backups): each index's header, then its documents. Version 2
+/// (sanitised backups, written by the host): every header first, then the
+/// documents grouped by index, naming it by its base name.
 fn read_artifact(artifact: &ByteSource, loader: &mut load::Loader) -> Result<(), Error> {
     let mut reader = Reader::new(artifact);
     let mut buf = String::new();
     let mut n = 0u64;
-    let mut current: Option<(String, u64)> = None;
+    let mut version = 0u8;
+    // (the name documents give, the index being loaded, documents so far)
+    let mut current: Option<(String, String, u64)> = None;
+    // Version 2: headers not begun yet, by the name documents give.
+    let mut pending: BTreeMap<String, IndexHeader> = BTreeMap::new();
     let (mut indices, mut documents) = (0u64, 0u64);
     let mut end = None;
     loop {
@@ -164,35 +180,62 @@ fn read_artifact(artifact: &ByteSource, loader: &mut load::Loader) -> Result<(),
             )));
         }
         let parsed = format::parse_line(line, n).map_err(Error::BadArtifact)?;
-        if n == 1 && parsed != Line::Magic {
-            return Err(Error::BadArtifact(
-                "the artifact does not start with its format line".into(),
-            ));
-        }
         match parsed {
-            Line::Magic if n == 1 => {}
-            Line::Magic => {
+            Line::Magic(v) if n == 1 => version = v,
+            _ if n == 1 => {
+                return Err(Error::BadArtifact(
+                    "the artifact does not start with its format line".into(),
+                ));
+            }
+            Line::Magic(_) => {
                 return Err(Error::BadArtifact(format!(
                     "line {n}: a second format line"
                 )));
             }
-            Line::Index(header) => {
-                if let Some((name, count)) = current.take() {
+            Line::Index(header) if version == 1 => {
+                if let Some((_, name, count)) = current.take() {
                     loader.end_index(&name, count)?;
                 }
                 loader.begin_index(&header)?;
                 indices += 1;
-                current = Some((header.name, 0));
+                current = Some((header.name.clone(), header.name, 0));
+            }
+            Line::Index(header) => {
+                if documents > 0 {
+                    return Err(Error::BadArtifact(format!(
+                        "line {n}: an index header after documents"
+                    )));
+                }
+                let key = aliases::base_name(&header.name).to_string();
+                if pending.insert(key.clone(), header).is_some() {
+                    return Err(Error::BadArtifact(format!(
+                        "line {n}: a second header for index {key}"
+                    )));
+                }
+                indices += 1;
             }
             Line::Doc { index, id, source } => {
-                let Some((name, count)) = current.as_mut() else {
+                if version == 2 && current.as_ref().is_none_or(|(key, _, _)| *key != index) {
+                    if let Some((_, name, count)) = current.take() {
+                        loader.end_index(&name, count)?;
+                    }
+                    let Some(header) = pending.remove(&index) else {
+                        return Err(Error::BadArtifact(format!(
+                            "line {n}: a document of index {index}, which has no header or whose \
+                             documents came earlier"
+                        )));
+                    };
+                    loader.begin_index(&header)?;
+                    current = Some((index.clone(), header.name, 0));
+                }
+                let Some((key, _, count)) = current.as_mut() else {
                     return Err(Error::BadArtifact(format!(
                         "line {n}: a document before any index"
                     )));
                 };
-                if *name != index {
+                if *key != index {
                     return Err(Error::BadArtifact(format!(
-                        "line {n}: a document of index {index} among those of {name}"
+                        "line {n}: a document of index {index} among those of {key}"
                     )));
                 }
                 loader.add(&id, &source.to_string())?;
@@ -202,22 +245,40 @@ fn read_artifact(artifact: &ByteSource, loader: &mut load::Loader) -> Result<(),
             Line::End { indices, documents } => end = Some((indices, documents)),
         }
     }
-    if let Some((name, count)) = current.take() {
+    if let Some((_, name, count)) = current.take() {
         loader.end_index(&name, count)?;
+    }
+    // Version 2: indices the sanitiser kept no document of.
+    for header in std::mem::take(&mut pending).into_values() {
+        loader.begin_index(&header)?;
+        loader.end_index(&header.name, 0)?;
     }
     match end {
         None => Err(Error::BadArtifact(
             "the artifact has no end line: it is cut off".into(),
         )),
-        Some(e) if e != (indices, documents) => Err(Error::BadArtifact(format!(
-            "the artifact's end line counts {} index(es) and {} documents, but it holds {indices} and {documents}",
-            e.0, e.1
+        Some((i, _)) if i != indices => Err(Error::BadArtifact(format!(
+            "the artifact's end line counts {i} index(es), but it holds {indices}"
         ))),
+        Some((_, Some(d))) if d != documents => Err(Error::BadArtifact(format!(
+            "the artifact's end line counts {d} documents, but it holds {documents}"
+        ))),
+        Some((_, None)) if version == 1 => Err(Error::BadArtifact(
+            "the artifact's end line does not count its documents".into(),
+        )),
         Some(_) => {
             info(format!("read {indices} index(es), {documents} documents"));
             Ok(())
         }
     }
+}
+
+/// Snapshot mode copies index files, which a sanitiser cannot rewrite.
+fn no_snapshot_sanitising() -> Result<(), Error> {
+    if snapshot_mode::enabled()? {
+        return Err(snapshot_mode::cannot_sanitise());
+    }
+    Ok(())
 }
 
 fn copy() -> Result<(), Error> {
@@ -230,7 +291,13 @@ fn copy() -> Result<(), Error> {
     envsync_plugin_sdk::connection("target")?;
     let options = options()?;
     let mut loader = load::Loader::new(Cluster::TARGET);
-    match dump::dump(Cluster::SOURCE, &patterns, &options, &mut loader) {
+    match dump::dump(
+        Cluster::SOURCE,
+        &patterns,
+        &options,
+        sanitising::plan(),
+        &mut loader,
+    ) {
         Ok(_) => loader.finish(|| Ok(())),
         Err(e) => {
             loader.clean_up();
@@ -255,10 +322,9 @@ impl Engine for Search {
             operations: vec![Operation::Backup, Operation::Restore, Operation::Copy],
             programs: vec![],
             artifact: artifact_format(),
-            // Sanitised backups are written by the host from three calls
-            // (contract 0.2), which this plugin does not implement yet;
-            // sanitised copies work.
-            sanitised_artifact: None,
+            // Sanitised backups: format version 2, written by the host
+            // (`sanitised_backup`).
+            sanitised_artifact: Some(artifact_format()),
             credentials: CredentialEnv {
                 host: None,
                 port: None,
@@ -283,6 +349,20 @@ impl Engine for Search {
 
     fn restore(artifact: &ByteSource) -> Result<(), Error> {
         restore(artifact)
+    }
+
+    fn backup_structure(part: StructurePart, artifact: &ByteSink) -> Result<(), Error> {
+        no_snapshot_sanitising()?;
+        sanitised_backup::structure(part, artifact)
+    }
+
+    fn backup_rows() -> Result<(), Error> {
+        no_snapshot_sanitising()?;
+        sanitised_backup::rows()
+    }
+
+    fn encode(piece: Piece) -> Result<Vec<u8>, Error> {
+        sanitised_backup::encode(piece)
     }
 
     fn transform(_script: &ByteSource) -> Result<(), Error> {
