@@ -714,7 +714,7 @@ mod tests {
         ] {
             assert!(structure("mariadb-dump", refused).is_err(), "{refused:?}");
         }
-        for program in ["psql", "mariadb", "pg_restore", "sqlite3"] {
+        for program in ["psql", "mariadb", "pg_restore"] {
             assert!(
                 policies().get(program).unwrap().for_structure().is_err(),
                 "{program}"
