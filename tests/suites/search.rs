@@ -410,8 +410,14 @@ fn sanitising_task(
              [task.sanitise]\nsanitiser = \"sanitise\"\nrules = \"rules.toml\"\n\
              salt_file = \"salt.key\"\nallowed_email_domains = [\"example.com\"]\n\
              {connections}\
-             [[task.step]]\nop = \"{op}\"\n",
+             [[task.step]]\nop = \"{op}\"\n{from}",
             store.path_arg(),
+            // A restore reads this environment's own store.
+            from = if op == "restore" {
+                "from = \"own\"\n"
+            } else {
+                ""
+            },
         ),
     )
     .unwrap();
