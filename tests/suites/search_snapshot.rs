@@ -235,7 +235,7 @@ fn repository_settings_register_a_missing_or_different_repository_once() {
     // Without settings, a missing repository is an error naming it.
     let other = SnapshotDouble::start(Model::default()).unwrap();
     backup(&other, &store).run(&host).expect_fail(
-        &[exit::USAGE, exit::STEP_FAILED],
+        &[exit::USAGE],
         &["repository backups does not exist", "repository-settings"],
         "missing repository",
     );
@@ -734,7 +734,7 @@ fn a_sanitising_step_refuses_snapshot_mode() {
         "search",
     ])
     .expect_fail(
-        &[exit::USAGE, exit::STEP_FAILED],
+        &[exit::USAGE],
         &["sanitises", "mode=logical"],
         "sanitised snapshot backup",
     );
