@@ -3,10 +3,12 @@
 # and plugins, starts a throwaway PostgreSQL with sample data, backs it up into
 # a local folder store, restores it into a second database and shows both.
 # Everything it makes lives in .envsync/quickstart/ (removed on the next run).
+# It installs only what it uses (PostgreSQL, the guest target); the test
+# servers and checkers come with scripts/test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/setup.sh
+scripts/setup.sh quickstart
 scripts/build.sh
 
 source scripts/lib/pg.sh

@@ -2,8 +2,20 @@
 # Installs what building and testing envsync needs, idempotently: each step
 # is skipped when its tool is already there. Safe to run as root without a
 # terminal (CI) or as a user with sudo.
+#   scripts/setup.sh             everything the tests need (scripts/test.sh)
+#   scripts/setup.sh quickstart  only what scripts/quickstart.sh uses: PostgreSQL
+#                                and the guest target (the blocks above the cut)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+profile=${1:-all}
+case "$profile" in
+  all | quickstart) ;;
+  *)
+    echo "setup: unknown selection ${profile@Q}; use: scripts/setup.sh [all|quickstart]" >&2
+    exit 2
+    ;;
+esac
 
 sudo_cmd=()
 [ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
@@ -26,14 +38,21 @@ if ! command -v pg_dump >/dev/null || ! command -v psql >/dev/null || ! command 
   echo "setup: installing PostgreSQL client tools"
   apt_install postgresql-client
 fi
-if ! command -v pgbench >/dev/null; then
-  apt_install postgresql-contrib
-fi
 
 # The pinned toolchain and the guest target (rust-toolchain.toml).
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
   echo "setup: adding the wasm32-wasip2 target"
   rustup target add wasm32-wasip2
+fi
+
+# ---- The cut: the quick start needs nothing below; the tests need all of it.
+if [ "$profile" = quickstart ]; then
+  exit 0
+fi
+
+# pgbench (scripts/bench.sh).
+if ! command -v pgbench >/dev/null; then
+  apt_install postgresql-contrib
 fi
 
 # MariaDB server and clients (throwaway test servers, the mysql plugin).

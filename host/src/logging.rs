@@ -27,7 +27,9 @@ pub fn init(format: LogFormat, verbose: u8) {
     };
     let filter = EnvFilter::try_from_env("ENVSYNC_LOG").unwrap_or_else(|_| {
         EnvFilter::new(format!(
-            "{default},wasmtime=warn,cranelift=warn,cranelift_codegen=warn"
+            // aws_config warns, in Debug form, about every credential
+            // source it tries; the store names a missing credential itself.
+            "{default},wasmtime=warn,cranelift=warn,cranelift_codegen=warn,aws_config=error"
         ))
     });
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());

@@ -519,11 +519,16 @@ impl PgCluster {
             })
         });
         let mut stdin = child.stdin.take();
-        let (sql, state) = match &mode {
-            HoldMode::Sleep => ("SELECT pg_sleep(600);\n".to_string(), "active"),
+        // The session counts as established once pg_stat_activity shows it so.
+        let (sql, established) = match &mode {
+            HoldMode::Sleep => ("SELECT pg_sleep(600);\n".to_string(), "state = 'active'"),
             HoldMode::IdleInTransaction(sql) => {
-                (format!("BEGIN;\n{sql};\n"), "idle in transaction")
+                (format!("BEGIN;\n{sql};\n"), "state = 'idle in transaction'")
             }
+            HoldMode::WaitingForLock(sql) => (
+                format!("BEGIN;\n{sql};\n"),
+                "state = 'active' AND wait_event_type = 'Lock'",
+            ),
         };
         if let Some(pipe) = stdin.as_mut() {
             pipe.write_all(sql.as_bytes())?;
@@ -543,9 +548,8 @@ impl PgCluster {
             let n = self.psql(
                 "postgres",
                 &format!(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = {} AND state = {}",
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = {} AND {established}",
                     quote_literal(&app),
-                    quote_literal(state)
                 ),
             )?;
             if n == "1" {
@@ -558,7 +562,7 @@ impl PgCluster {
                 );
             }
             if Instant::now() >= deadline {
-                bail!("the holding session on {db} never showed up as {state:?}");
+                bail!("the holding session on {db} never showed up with {established}");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -652,6 +656,10 @@ pub enum HoldMode {
     /// `BEGIN`, runs the given statement (e.g. a `SELECT` that takes a lock on
     /// a table), then sits idle in the open transaction.
     IdleInTransaction(String),
+    /// `BEGIN`, then the given statement, which is expected to wait for a
+    /// lock someone else holds; established once it waits. When granted, the
+    /// session sits idle in the open transaction, holding what it took.
+    WaitingForLock(String),
 }
 
 /// A `psql` session held open on a database; killed and reaped on drop.

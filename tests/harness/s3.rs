@@ -20,7 +20,7 @@
 //! [`S3Client`] signs requests (SigV4, path-style, region [`REGION`]) with
 //! nothing but `std` and `sha2`, so the tests never look at the store through
 //! the SDK the host uses. [`S3Store`] reads the layout the host writes under a
-//! prefix (see DESIGN.md §5): `<prefix>/<instance>/<ts>-<db>.<ext>[.zst|.gz][.age]`,
+//! prefix (README.md, "Store layout"): `<prefix>/<instance>/<ts>-<db>.<ext>[.zst|.gz][.age]`,
 //! `<artifact>.manifest.json` beside it, and the pointer
 //! `<prefix>/<instance>/latest-<db>.txt` holding the artifact's key relative to
 //! the prefix.
@@ -49,7 +49,7 @@ pub const REGION: &str = "us-east-1";
 /// The kinds of S3-compatible server the harness can start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
-    /// `s3s-fs` 0.14.1: a filesystem backend that checks SigV4 (DESIGN.md §7).
+    /// `s3s-fs` 0.14.1: a filesystem backend that checks SigV4 signatures.
     S3sFs,
     /// Garage, single node, when a `garage` binary is on `PATH`.
     Garage,

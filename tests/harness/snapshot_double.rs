@@ -8,7 +8,16 @@
 //! `POST /_snapshot/R/_verify`, `PUT|GET|DELETE /_snapshot/R/N`,
 //! `GET /_snapshot/R/_all`, `POST /_snapshot/R/N/_restore`,
 //! `GET|PUT /_cluster/settings`, `GET /_cat/indices`, `DELETE /INDEX`,
-//! `GET /_recovery`. Anything else answers 404.
+//! `GET /_recovery`, `GET /_alias` (also `GET /LIST/_alias`) and
+//! `POST /_aliases`. Anything else answers 404.
+//!
+//! As the real clusters do: a snapshot keeps its indices' aliases and a
+//! restore brings them back unless `include_aliases` is false; a restore
+//! renames indices with `rename_pattern`/`rename_replacement` (regex replace)
+//! and refuses a name that is already an open index or that two indices
+//! would share; `POST /_aliases` checks every action first and applies all
+//! or nothing (`add`, `remove`, `remove_index`; an alias may not take the
+//! name of an index that stays); deleting an index drops its aliases.
 //!
 //! Scripting ([`Model`], changed through [`SnapshotDouble::with`]):
 //! - a created snapshot goes through `next_states` (one state per
@@ -65,6 +74,8 @@ pub struct Snap {
     /// States the next `GET /_snapshot/R/N` answers take, one each.
     pub script: VecDeque<String>,
     pub indices: Vec<String>,
+    /// Index → its aliases when the snapshot was made.
+    pub aliases: BTreeMap<String, Map<String, Value>>,
     pub start_ms: u64,
     /// `failures` and `reason` reported with the snapshot.
     pub failures: Value,
@@ -80,6 +91,7 @@ impl Snap {
             state: state.into(),
             script: VecDeque::new(),
             indices: vec!["products".into()],
+            aliases: BTreeMap::new(),
             start_ms,
             failures: json!([]),
             reason: None,
@@ -124,6 +136,8 @@ pub struct Model {
     pub created_anyway: bool,
     /// The cluster's indices (system ones included).
     pub indices: Vec<String>,
+    /// Index → its aliases (alias → properties); an index not listed has none.
+    pub aliases: BTreeMap<String, Map<String, Value>>,
     /// Persistent cluster settings, flat.
     pub persistent: Map<String, Value>,
     pub recovery_polls: u32,
@@ -147,6 +161,7 @@ impl Default for Model {
             create_504s: 0,
             created_anyway: false,
             indices: vec![],
+            aliases: BTreeMap::new(),
             persistent: Map::new(),
             recovery_polls: 2,
             recovering: BTreeMap::new(),
@@ -189,11 +204,15 @@ impl Model {
 
     fn create(&mut self, repo: &str, name: &str, body: &Value) {
         let patterns = list(&body["indices"]);
-        let indices = self
+        let indices: Vec<String> = self
             .indices
             .iter()
             .filter(|i| !i.starts_with('.') && patterns.iter().any(|p| glob(p, i)))
             .cloned()
+            .collect();
+        let aliases = indices
+            .iter()
+            .filter_map(|i| Some((i.clone(), self.aliases.get(i)?.clone())))
             .collect();
         self.clock_ms += 1000;
         let script: VecDeque<String> = self.next_states.iter().cloned().collect();
@@ -204,10 +223,105 @@ impl Model {
             state,
             script,
             indices,
+            aliases,
             start_ms: self.clock_ms,
             failures: self.next_failures.clone(),
             reason: self.next_reason.clone(),
         });
+    }
+
+    /// `POST /_aliases`: every action is checked against the state the
+    /// earlier actions leave, then all are applied, or none.
+    fn update_aliases(&mut self, actions: &Value) -> (u16, Value) {
+        let fail = |status: u16, kind: &str, reason: String| {
+            (
+                status,
+                json!({"error": {"type": kind, "reason": reason}, "status": status}),
+            )
+        };
+        let Some(actions) = actions.as_array() else {
+            return fail(
+                400,
+                "action_request_validation_exception",
+                "no actions".into(),
+            );
+        };
+        let mut indices = self.indices.clone();
+        let mut aliases = self.aliases.clone();
+        for action in actions {
+            let Some((kind, args)) = action.as_object().and_then(|o| o.iter().next()) else {
+                return fail(400, "parsing_exception", format!("bad action {action}"));
+            };
+            let index = args["index"].as_str().unwrap_or_default().to_string();
+            if !indices.contains(&index) {
+                return fail(
+                    404,
+                    "index_not_found_exception",
+                    format!("no such index [{index}]"),
+                );
+            }
+            match kind.as_str() {
+                "add" => {
+                    let alias = args["alias"].as_str().unwrap_or_default().to_string();
+                    let mut props = args.as_object().cloned().unwrap_or_default();
+                    props.remove("index");
+                    props.remove("alias");
+                    aliases
+                        .entry(index)
+                        .or_default()
+                        .insert(alias, Value::Object(props));
+                }
+                "remove" => {
+                    let alias = args["alias"].as_str().unwrap_or_default();
+                    if aliases
+                        .get_mut(&index)
+                        .and_then(|a| a.remove(alias))
+                        .is_none()
+                    {
+                        return fail(
+                            404,
+                            "aliases_not_found_exception",
+                            format!("aliases [{alias}] missing"),
+                        );
+                    }
+                }
+                "remove_index" => {
+                    indices.retain(|i| *i != index);
+                    aliases.remove(&index);
+                }
+                other => {
+                    return fail(
+                        400,
+                        "parsing_exception",
+                        format!("unknown action [{other}]"),
+                    );
+                }
+            }
+        }
+        for held in aliases.values() {
+            if let Some(alias) = held.keys().find(|a| indices.contains(a)) {
+                return fail(
+                    400,
+                    "invalid_alias_name_exception",
+                    format!(
+                        "Invalid alias name [{alias}]: an index or data stream exists with the same name as the alias"
+                    ),
+                );
+            }
+        }
+        self.recovering.retain(|i, _| indices.contains(i));
+        self.indices = indices;
+        self.aliases = aliases;
+        (200, json!({"acknowledged": true}))
+    }
+
+    /// The indices an alias points at, sorted.
+    pub fn holders(&self, alias: &str) -> Vec<String> {
+        self.aliases
+            .iter()
+            .filter(|(_, a)| a.contains_key(alias))
+            .map(|(i, _)| i.clone())
+            .collect()
     }
 
     fn answer(&mut self, method: &str, target: &str, body: &Value) -> (u16, Value) {
@@ -304,25 +418,67 @@ impl Model {
                 let Some(snap) = self.find(repo, name).cloned() else {
                     return missing("snapshot_missing_exception");
                 };
+                let restore_error = |reason: String| {
+                    (
+                        500,
+                        json!({"error": {"type": "snapshot_restore_exception", "reason": reason}}),
+                    )
+                };
+                let rename = match (
+                    body["rename_pattern"].as_str(),
+                    body["rename_replacement"].as_str(),
+                ) {
+                    (Some(p), Some(r)) => match regex::Regex::new(p) {
+                        Ok(re) => Some((re, r.to_string())),
+                        Err(e) => return restore_error(format!("bad rename_pattern: {e}")),
+                    },
+                    _ => None,
+                };
                 let wanted = list(&body["indices"]);
+                let mut renamed: Vec<(String, String)> = Vec::new();
                 for index in &wanted {
                     if !snap.indices.contains(index) {
                         return missing("index_not_found_exception");
                     }
-                    if self.indices.contains(index) {
-                        return (
-                            500,
-                            json!({"error": {"type": "snapshot_restore_exception",
-                                "reason": format!("cannot restore index [{index}] because an open index with same name already exists in the cluster")}}),
-                        );
+                    let new = match &rename {
+                        Some((re, r)) => re.replace_all(index, r.as_str()).into_owned(),
+                        None => index.clone(),
+                    };
+                    if self.indices.contains(&new) {
+                        return restore_error(format!(
+                            "cannot restore index [{new}] because an open index with same name already exists in the cluster"
+                        ));
                     }
+                    if let Some((other, _)) = renamed.iter().find(|(_, n)| *n == new) {
+                        return restore_error(format!(
+                            "indices [{other}] and [{index}] are renamed into the same index [{new}]"
+                        ));
+                    }
+                    renamed.push((index.clone(), new));
                 }
-                for index in wanted {
-                    self.indices.push(index.clone());
-                    self.recovering.insert(index, self.recovery_polls);
+                let with_aliases = body["include_aliases"].as_bool().unwrap_or(true);
+                for (index, new) in renamed {
+                    self.indices.push(new.clone());
+                    self.recovering.insert(new.clone(), self.recovery_polls);
+                    if with_aliases && let Some(a) = snap.aliases.get(&index) {
+                        self.aliases.insert(new, a.clone());
+                    }
                 }
                 (200, json!({"accepted": true}))
             }
+            ("GET", ["_alias"]) | ("GET", [_, "_alias"]) => {
+                let only = (parts.len() == 2).then(|| list(&json!(parts[0])));
+                let mut out = Map::new();
+                for index in &self.indices {
+                    if only.as_ref().is_some_and(|o| !o.contains(index)) {
+                        continue;
+                    }
+                    let aliases = self.aliases.get(index).cloned().unwrap_or_default();
+                    out.insert(index.clone(), json!({ "aliases": aliases }));
+                }
+                (200, Value::Object(out))
+            }
+            ("POST", ["_aliases"]) => self.update_aliases(&body["actions"]),
             ("GET", ["_cluster", "settings"]) => {
                 (200, json!({"persistent": self.persistent, "transient": {}}))
             }
@@ -363,6 +519,7 @@ impl Model {
             ("DELETE", [index]) if !index.starts_with('_') => {
                 let before = self.indices.len();
                 self.indices.retain(|i| i != index);
+                self.aliases.remove(*index);
                 if self.indices.len() < before {
                     (200, json!({"acknowledged": true}))
                 } else {

@@ -1,6 +1,6 @@
 //! A local folder store in a temporary folder, and ways to look into it.
 //!
-//! Layout written by the host (see DESIGN.md §5):
+//! Layout written by the host (README.md, "Store layout"):
 //! `<root>/<instance>/<UTC %Y-%m-%dT%H%M%SZ>-<database>.<ext>` (the artifact),
 //! `<artifact>.manifest.json` beside it, and the pointer
 //! `<root>/<instance>/latest-<database>.txt` holding the artifact's key (its

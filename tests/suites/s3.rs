@@ -1649,6 +1649,27 @@ fn prune_keeps_the_newest_the_young_and_always_the_pointer() {
 
 // 11 --------------------------------------------------------------------------------
 
+/// Asserts that stderr holds no Debug rendering of an SDK error (nested
+/// structs, raw responses): what a user reads must be sentences.
+#[track_caller]
+fn assert_no_debug_structures(out: &Output, what: &str) {
+    for marker in [
+        "{ source:",
+        "Some(",
+        "DispatchFailure(",
+        "ProviderError(",
+        "ConnectorError",
+        "SdkBody",
+        "kind: ",
+        "ServiceError(",
+    ] {
+        assert!(
+            !out.stderr.contains(marker),
+            "{what}: stderr shows an SDK error in Debug form ({marker:?})\n{out}"
+        );
+    }
+}
+
 #[test]
 fn wrong_or_missing_credentials_are_a_clear_error_and_write_nothing() {
     each_backend(|backend| {
@@ -1661,13 +1682,30 @@ fn wrong_or_missing_credentials_are_a_clear_error_and_write_nothing() {
         let out =
             env.host
                 .run_command(env.s3.host_command_with_env(&env.host, step.args(), &wrong));
-        assert!(
-            out.code()
-                .is_some_and(|c| [exit::STEP_FAILED, exit::USAGE].contains(&c)),
-            "backup with a wrong secret key: expected exit 1 or 2\n{out}"
+        out.expect_fail(
+            &[exit::STEP_FAILED],
+            &[
+                &format!("cannot use S3 bucket {BUCKET}"),
+                "refused the credentials",
+                "AWS_SECRET_ACCESS_KEY",
+            ],
+            "backup with a wrong secret key",
         );
-        assert_error_mentions_any(&out, &["signature", "credential"], "wrong secret key");
-        assert_error_mentions_any(&out, &[BUCKET], "the error names the bucket");
+        assert_no_debug_structures(&out, "wrong secret key");
+        let unknown = env
+            .s3
+            .env_with_keys("no-such-access-key", env.s3.secret_key());
+        let out = env.host.run_command(env.s3.host_command_with_env(
+            &env.host,
+            step.args(),
+            &unknown,
+        ));
+        out.expect_fail(
+            &[exit::STEP_FAILED],
+            &["refused the credentials", "AWS_ACCESS_KEY_ID"],
+            "backup with an unknown access key",
+        );
+        assert_no_debug_structures(&out, "unknown access key");
         assert!(
             env.store
                 .client()
@@ -1677,7 +1715,8 @@ fn wrong_or_missing_credentials_are_a_clear_error_and_write_nothing() {
         );
         env.assert_no_open_uploads("after a refused backup");
 
-        // No credentials at all.
+        // No credentials at all (no profile files, no instance metadata:
+        // the harness isolates the host from the machine's AWS config).
         let none: Vec<(String, String)> = env
             .s3
             .env()
@@ -1687,12 +1726,16 @@ fn wrong_or_missing_credentials_are_a_clear_error_and_write_nothing() {
         let out = env
             .host
             .run_command(env.s3.host_command_with_env(&env.host, step.args(), &none));
-        assert!(
-            out.code()
-                .is_some_and(|c| [exit::STEP_FAILED, exit::USAGE].contains(&c)),
-            "backup without credentials: expected exit 1 or 2\n{out}"
+        out.expect_fail(
+            &[exit::STEP_FAILED],
+            &[
+                "no AWS credentials for the S3 store s3://",
+                "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                "AWS_PROFILE",
+            ],
+            "backup without credentials",
         );
-        assert_error_mentions_any(&out, &["credential"], "no credentials");
+        assert_no_debug_structures(&out, "no credentials");
         assert!(
             env.store
                 .client()
@@ -1709,16 +1752,12 @@ fn wrong_or_missing_credentials_are_a_clear_error_and_write_nothing() {
             restore.args(),
             &wrong,
         ));
-        assert!(
-            out.code()
-                .is_some_and(|c| [exit::STEP_FAILED, exit::USAGE].contains(&c)),
-            "restore with a wrong secret key\n{out}"
+        out.expect_fail(
+            &[exit::STEP_FAILED],
+            &["refused the credentials"],
+            "restore with a wrong secret key",
         );
-        assert_error_mentions_any(
-            &out,
-            &["signature", "credential"],
-            "wrong secret key on restore",
-        );
+        assert_no_debug_structures(&out, "wrong secret key on restore");
     });
 }
 
@@ -1728,30 +1767,21 @@ fn missing_bucket_is_a_clear_error() {
         let env = s3_env(backend, probe_host());
         let missing = env.s3.store("no-such-bucket", "envsync");
         let out = env.run(&env.probe_backup(&missing));
-        assert!(
-            out.code()
-                .is_some_and(|c| [exit::STEP_FAILED, exit::USAGE].contains(&c)),
-            "backup into a missing bucket: expected exit 1 or 2\n{out}"
-        );
-        assert_error_mentions_any(&out, &["no-such-bucket"], "the error names the bucket");
-        assert_error_mentions_any(
-            &out,
+        out.expect_fail(
+            &[exit::STEP_FAILED],
             &[
-                "nosuchbucket",
-                "no such bucket",
-                "does not exist",
-                "not found",
-                "missing",
+                "cannot use S3 bucket no-such-bucket",
+                "the bucket does not exist; create it or fix the store URL",
             ],
-            "the error says it does not exist",
+            "backup into a missing bucket",
         );
+        assert_no_debug_structures(&out, "missing bucket");
         let out = env.run(&env.probe_restore(&missing));
-        assert!(
-            out.code()
-                .is_some_and(|c| [exit::STEP_FAILED, exit::USAGE].contains(&c)),
-            "restore from a missing bucket\n{out}"
+        out.expect_fail(
+            &[exit::STEP_FAILED],
+            &["cannot use S3 bucket no-such-bucket", "does not exist"],
+            "restore from a missing bucket",
         );
-        assert_error_mentions_any(&out, &["no-such-bucket"], "the error names the bucket");
         assert!(
             !env.store
                 .client()
@@ -1761,4 +1791,33 @@ fn missing_bucket_is_a_clear_error() {
             "the host created the bucket"
         );
     });
+}
+
+#[test]
+fn an_unreachable_endpoint_is_a_clear_error() {
+    let env = s3_env(Backend::available()[0], probe_host());
+    // A port nothing listens on: taken from a listener that is then closed.
+    let port = envsync_tests::ports::free_port().unwrap();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut vars = env.s3.env();
+    for (k, v) in vars.iter_mut() {
+        if k == "AWS_ENDPOINT_URL" {
+            *v = endpoint.clone();
+        }
+    }
+    let step = env.probe_backup(&env.store).opt("--compression", "none");
+    let out = env
+        .host
+        .run_command(env.s3.host_command_with_env(&env.host, step.args(), &vars));
+    out.expect_fail(
+        &[exit::STEP_FAILED],
+        &[
+            &format!("cannot use S3 bucket {BUCKET} at {endpoint}"),
+            "the S3 endpoint cannot be reached",
+            "connection refused",
+            "AWS_ENDPOINT_URL",
+        ],
+        "backup to an unreachable endpoint",
+    );
+    assert_no_debug_structures(&out, "unreachable endpoint");
 }

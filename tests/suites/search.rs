@@ -355,7 +355,7 @@ fn a_cut_off_artifact_is_refused_before_anything_goes_live() {
         .opt("--artifact", &bad_key)
         .run(&host)
         .expect_fail(
-            &[exit::STEP_FAILED, exit::ARTIFACT_REJECTED],
+            &[exit::ARTIFACT_REJECTED],
             &["cut off"],
             "restore of a cut-off artifact",
         );
@@ -375,11 +375,7 @@ fn a_pattern_as_database_name_is_refused() {
         .opt("--db-port", a.port)
         .opt("--store", store.path_arg())
         .run(&host)
-        .expect_fail(
-            &[exit::USAGE, exit::STEP_FAILED],
-            &["--param indices"],
-            "pattern as database",
-        );
+        .expect_fail(&[exit::USAGE], &["--param indices"], "pattern as database");
 }
 
 /// Rules masking `customers`' personal fields, a salt, and a config at

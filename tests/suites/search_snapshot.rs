@@ -16,8 +16,8 @@ const INSTANCE: &str = "127.0.0.1";
 const CLUSTER: &str = "prod-eu";
 const MAGIC: &str = "{\"envsync\":\"search-snapshot\",\"version\":1}";
 
-/// A cluster with a registered S3 repository, three indices and two
-/// system indices.
+/// A cluster with a registered S3 repository, three indices (two with
+/// aliases) and two system indices.
 fn model() -> Model {
     let mut m = Model::default();
     m.repositories.insert(
@@ -27,7 +27,20 @@ fn model() -> Model {
     m.indices = ["products", "customers", "orders", ".kibana_1", ".security"]
         .map(String::from)
         .into();
+    m.aliases
+        .insert("products".into(), object(json!({"shop": shop_alias()})));
+    m.aliases
+        .insert("customers".into(), object(json!({"people": {}})));
     m
+}
+
+/// The `shop` alias of `products`, with properties that must survive a restore.
+fn shop_alias() -> Value {
+    json!({"filter": {"term": {"public": true}}})
+}
+
+fn object(v: Value) -> Map<String, Value> {
+    v.as_object().cloned().unwrap()
 }
 
 fn step(op: &str, double: &SnapshotDouble, store: &LocalStore) -> Step {
@@ -138,6 +151,11 @@ fn backup_creates_a_snapshot_waits_for_success_and_stores_its_manifest() {
     assert_eq!(m["cluster"], CLUSTER);
     assert_eq!(m["state"], "SUCCESS");
     assert_eq!(m["indices"], json!(["products", "customers"]));
+    // The aliases a restore gives the restored indices.
+    assert_eq!(
+        m["aliases"],
+        json!({"products": {"shop": shop_alias()}, "customers": {"people": {}}})
+    );
     assert_eq!(m["patterns"], json!(["products", "customers"]));
     assert!(m["start_time"].as_str().is_some_and(|s| !s.is_empty()));
     assert!(m["end_time"].as_str().is_some_and(|s| !s.is_empty()));
@@ -217,7 +235,7 @@ fn repository_settings_register_a_missing_or_different_repository_once() {
     // Without settings, a missing repository is an error naming it.
     let other = SnapshotDouble::start(Model::default()).unwrap();
     backup(&other, &store).run(&host).expect_fail(
-        &[exit::USAGE, exit::STEP_FAILED],
+        &[exit::USAGE],
         &["repository backups does not exist", "repository-settings"],
         "missing repository",
     );
@@ -385,7 +403,7 @@ fn backup_all(host: &Host, double: &SnapshotDouble, store: &LocalStore) -> Strin
 }
 
 #[test]
-fn restore_switches_auto_create_off_replaces_matching_indices_waits_and_switches_it_back() {
+fn delete_live_indices_first_switches_auto_create_off_deletes_restores_and_switches_it_back() {
     let host = Host::built();
     let mut m = model();
     m.persistent
@@ -396,10 +414,15 @@ fn restore_switches_auto_create_off_replaces_matching_indices_waits_and_switches
     let name = backup_all(&host, &double, &store);
     let start = double.requests().len();
 
-    step("restore", &double, &store)
+    let out = step("restore", &double, &store)
         .param("indices", "*,-orders")
-        .run(&host)
-        .expect_ok("snapshot restore");
+        .param("delete-live-indices-first", "true")
+        .run(&host);
+    out.expect_ok("snapshot restore deleting the live indices first");
+    assert!(
+        out.stderr.contains("stay missing until a restore succeeds"),
+        "the risk is not named\n{out}"
+    );
     let requests: Vec<Recorded> = double.requests().split_off(start);
     let is = |method: &'static str, path: String| {
         move |r: &Recorded| r.method == method && r.path() == path
@@ -484,7 +507,7 @@ fn restore_switches_auto_create_off_replaces_matching_indices_waits_and_switches
 }
 
 #[test]
-fn a_failed_restore_still_switches_auto_create_index_back_and_fails_the_step() {
+fn with_delete_live_indices_first_a_failed_restore_still_switches_auto_create_index_back() {
     let host = Host::built();
     let double = SnapshotDouble::start(model()).unwrap();
     let store = LocalStore::new().unwrap();
@@ -496,7 +519,9 @@ fn a_failed_restore_still_switches_auto_create_index_back_and_fails_the_step() {
         500,
         json!({"error": {"type": "snapshot_restore_exception", "reason": "disk watermark exceeded"}}),
     );
-    step("restore", &double, &store).run(&host).expect_fail(
+    let delete_first =
+        || step("restore", &double, &store).param("delete-live-indices-first", "true");
+    delete_first().run(&host).expect_fail(
         &[exit::STEP_FAILED],
         &[
             "500",
@@ -523,11 +548,150 @@ fn a_failed_restore_still_switches_auto_create_index_back_and_fails_the_step() {
         503,
         json!({"error": "settings broke"}),
     );
-    step("restore", &double, &store).run(&host).expect_fail(
+    delete_first().run(&host).expect_fail(
         &[exit::STEP_FAILED],
         &["restore broke", "settings broke", "set it by hand"],
         "restore and reset both fail",
     );
+}
+
+/// The cluster's indices without system ones, sorted.
+fn user_indices(double: &SnapshotDouble) -> Vec<String> {
+    let mut all: Vec<String> = double.with(|m| m.indices.clone());
+    all.retain(|i| !i.starts_with('.'));
+    all.sort();
+    all
+}
+
+#[test]
+fn a_restore_loads_under_new_names_and_swaps_aliases_in_one_call() {
+    let host = Host::built();
+    let double = SnapshotDouble::start(model()).unwrap();
+    let store = LocalStore::new().unwrap();
+    let name = backup_all(&host, &double, &store);
+    // The target changed since the backup: shop now points elsewhere too.
+    double.with(|m| {
+        m.indices.push("legacy".into());
+        m.aliases
+            .insert("legacy".into(), object(json!({"shop": {}})));
+    });
+
+    for round in 1..=2 {
+        let start = double.requests().len();
+        step("restore", &double, &store)
+            .param("indices", "*,-orders")
+            .run(&host)
+            .expect_ok(&format!("snapshot restore {round}"));
+        let requests: Vec<Recorded> = double.requests().split_off(start);
+        assert!(
+            requests.iter().all(|r| r.method != "DELETE"),
+            "round {round}: a live index was deleted: {requests:#?}"
+        );
+        assert!(
+            auto_create_settings(&double).is_empty(),
+            "the cluster setting was touched"
+        );
+        let restore = position(&requests, "_restore", |r| {
+            r.path() == format!("/_snapshot/{REPO}/{name}/_restore")
+        });
+        let body = requests[restore].json();
+        assert_eq!(body["indices"], "products,customers");
+        assert_eq!(body["include_aliases"], false);
+        let stamp = body["rename_replacement"]
+            .as_str()
+            .and_then(|r| r.strip_prefix("$1-envsync-"))
+            .unwrap_or_else(|| panic!("rename_replacement: {body}"))
+            .to_string();
+        let (products, customers) = (
+            format!("products-envsync-{stamp}"),
+            format!("customers-envsync-{stamp}"),
+        );
+        // The swap is one call, after the recovery of the new indices.
+        let swaps: Vec<usize> = requests
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.method == "POST" && r.path() == "/_aliases")
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(swaps.len(), 1, "{requests:#?}");
+        let last_recovery = requests
+            .iter()
+            .rposition(|r| r.path() == "/_recovery")
+            .unwrap();
+        assert!(restore < last_recovery && last_recovery < swaps[0]);
+
+        assert_eq!(
+            user_indices(&double),
+            [customers.as_str(), "legacy", "orders", products.as_str()],
+            "round {round}: the old (or earlier restored) indices went in the swap"
+        );
+        double.with(|m| {
+            assert_eq!(m.holders("products"), [products.as_str()]);
+            assert_eq!(m.holders("customers"), [customers.as_str()]);
+            assert_eq!(m.holders("people"), [customers.as_str()]);
+            // The backup's alias, with its filter, moved off everything else.
+            assert_eq!(m.holders("shop"), [products.as_str()]);
+            assert_eq!(m.aliases[&products]["shop"], shop_alias());
+        });
+    }
+}
+
+#[test]
+fn a_failed_restore_leaves_the_old_indices_serving() {
+    let host = Host::built();
+    let double = SnapshotDouble::start(model()).unwrap();
+    let store = LocalStore::new().unwrap();
+    let name = backup_all(&host, &double, &store);
+    let before = (user_indices(&double), double.with(|m| m.aliases.clone()));
+    let unchanged = |what: &str| {
+        assert_eq!(
+            (user_indices(&double), double.with(|m| m.aliases.clone())),
+            before,
+            "{what}: the target changed"
+        );
+        let deleted: Vec<String> = double
+            .requests_to("DELETE", "/")
+            .iter()
+            .map(|r| r.path().to_string())
+            .collect();
+        assert!(
+            deleted.iter().all(|p| p.contains("-envsync-")),
+            "{what}: a live index was deleted: {deleted:?}"
+        );
+    };
+
+    // The cluster refuses the restore.
+    double.fail_next(
+        "POST",
+        &format!("/_snapshot/{REPO}/{name}/_restore"),
+        500,
+        json!({"error": {"type": "snapshot_restore_exception", "reason": "disk watermark exceeded"}}),
+    );
+    step("restore", &double, &store).run(&host).expect_fail(
+        &[exit::STEP_FAILED],
+        &["disk watermark exceeded", "live indices were not touched"],
+        "restore refused",
+    );
+    unchanged("restore refused");
+
+    // The restore ran, but the swap is refused: the new indices are deleted.
+    double.fail_next(
+        "POST",
+        "/_aliases",
+        400,
+        json!({"error": {"type": "illegal_argument_exception", "reason": "swap refused"}}),
+    );
+    step("restore", &double, &store).run(&host).expect_fail(
+        &[exit::STEP_FAILED],
+        &[
+            "swap refused",
+            "live indices were not touched",
+            "delete-live-indices-first=true",
+        ],
+        "swap refused",
+    );
+    // Also: the restored indices were deleted again (none is left over).
+    unchanged("swap refused");
 }
 
 #[test]
@@ -570,7 +734,7 @@ fn a_sanitising_step_refuses_snapshot_mode() {
         "search",
     ])
     .expect_fail(
-        &[exit::USAGE, exit::STEP_FAILED],
+        &[exit::USAGE],
         &["sanitises", "mode=logical"],
         "sanitised snapshot backup",
     );

@@ -1,5 +1,5 @@
 //! Job metrics: the Pushgateway client, the `/metrics` exposition and the
-//! Prometheus alert rules (DESIGN.md §5; docs/metrics.md).
+//! Prometheus alert rules (docs/metrics.md).
 //!
 //! The step runner builds one [`Pusher`] per process and, per step, calls
 //! [`Pusher::started`] before the plugin runs and [`Pusher::finished`] when

@@ -1,4 +1,4 @@
-//! Metric names, label names and the Pushgateway grouping key (DESIGN.md §5).
+//! Metric names, label names and the Pushgateway grouping key (docs/metrics.md).
 //!
 //! These are the names operators already alert on; changing one breaks their
 //! dashboards and rules.

@@ -54,7 +54,7 @@ pub const ALERT_NOT_SUCCEEDED: &str = "DbBackupJobNotSucceeded";
 const JOB_LABELS: &str = "database_engine, database_instance, database_db_name, operation";
 
 impl Default for AlertSettings {
-    /// The classes of the system this replaces (DESIGN.md §5): runtime 45m
+    /// The classes of the system this replaces (docs/metrics.md): runtime 45m
     /// (transforms), 1h, 4h, 13h; schedules daily (25h) and weekly (7.5 days).
     fn default() -> AlertSettings {
         let h = |n: u64| Duration::from_secs(n * 3600);

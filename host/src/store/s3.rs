@@ -15,13 +15,15 @@
 //! that ignores the header still meets `Catalog::begin`'s check that the key
 //! is unused before the upload starts.
 
+use super::s3_errors;
 use super::upload_journal::{OpenUpload, UploadJournal};
 use super::{ObjectMeta, ObjectStore, ObjectWriter};
 use crate::failure::{Failure, Kind};
 use anyhow::{Context, Result, anyhow, bail};
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::ProvideCredentials;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
@@ -78,9 +80,10 @@ pub struct S3Store {
     journal: UploadJournal,
 }
 
-/// The full message of an SDK error (its `Display` alone says "service error").
-fn describe<E: std::error::Error>(e: &E) -> String {
-    DisplayErrorContext(e).to_string()
+/// The full message of an SDK error (its `Display` alone says "service
+/// error"), without the SDK's Debug structures.
+fn describe<E: std::error::Error + 'static>(e: &E) -> String {
+    s3_errors::describe(e)
 }
 
 impl S3Store {
@@ -117,6 +120,15 @@ impl S3Store {
             loader = loader.endpoint_url(endpoint);
         }
         let shared = loader.load().await;
+        let location = url.trim_end_matches('/').to_string();
+        // Asked once up front, so a missing credential is named as such
+        // instead of surfacing as a failed request. (The client asks its
+        // provider again: one more fetch for role-based credentials.)
+        if let Some(provider) = shared.credentials_provider()
+            && let Err(e) = provider.provide_credentials().await
+        {
+            return Err(s3_errors::no_credentials(&location, &e).into());
+        }
         let endpoint = options
             .endpoint
             .clone()
@@ -136,7 +148,7 @@ impl S3Store {
             prefix,
             part_size: options.part_size,
             parts_in_flight: options.parts_in_flight.max(1),
-            location: url.trim_end_matches('/').to_string(),
+            location,
             journal: UploadJournal::default_location(),
         };
         store.check_bucket(endpoint.as_deref()).await?;
@@ -148,22 +160,7 @@ impl S3Store {
         let at = endpoint.map(|e| format!(" at {e}")).unwrap_or_default();
         match self.client.head_bucket().bucket(&self.bucket).send().await {
             Ok(_) => Ok(()),
-            Err(e) => {
-                let status = e.raw_response().map(|r| r.status().as_u16());
-                let hint = match status {
-                    Some(404) => "it does not exist; create it or fix the store URL".to_string(),
-                    Some(403) | Some(401) => {
-                        "access denied: check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, profile) and the region".to_string()
-                    }
-                    Some(301) | Some(400) => "the region or endpoint is wrong for this bucket (set --s3-region / AWS_REGION)".to_string(),
-                    _ => describe(&e),
-                };
-                Err(Failure::new(
-                    Kind::StepFailed,
-                    format!("cannot use S3 bucket {}{at}: {hint}", self.bucket),
-                )
-                .into())
-            }
+            Err(e) => Err(s3_errors::bucket_unusable(&e, &self.bucket, &at).into()),
         }
     }
 

@@ -59,6 +59,30 @@ impl Live {
     }
 }
 
+/// The aliases (with their properties) that the live holders of `base`
+/// carry, from `GET /_alias`: the concrete index `base`, or the indices
+/// holding the alias `base`. `base` itself is left out.
+pub fn held_by_live(answer: &Value, base: &str) -> Map<String, Value> {
+    let mut out = Map::new();
+    let Some(indices) = answer.as_object() else {
+        return out;
+    };
+    for (index, v) in indices {
+        let Some(aliases) = v.get("aliases").and_then(Value::as_object) else {
+            continue;
+        };
+        if index != base && !aliases.contains_key(base) {
+            continue;
+        }
+        for (alias, props) in aliases {
+            if alias != base {
+                out.insert(alias.clone(), props.clone());
+            }
+        }
+    }
+    out
+}
+
 /// One index loaded under a new name.
 #[derive(Clone, Debug)]
 pub struct Restored {
@@ -199,6 +223,24 @@ mod tests {
                 json!({"add": {"index": "products-envsync-9", "alias": "shop"}}),
             ]
         );
+    }
+
+    #[test]
+    fn the_live_holders_aliases_are_found() {
+        let answer = json!({
+            "products": {"aliases": {"shop": {"filter": {"term": {"x": 1}}}}},
+            "orders-envsync-3": {"aliases": {"orders": {}, "sales": {}}},
+            "other": {"aliases": {"misc": {}}},
+        });
+        assert_eq!(
+            Value::Object(held_by_live(&answer, "products")),
+            json!({"shop": {"filter": {"term": {"x": 1}}}})
+        );
+        assert_eq!(
+            Value::Object(held_by_live(&answer, "orders")),
+            json!({"sales": {}})
+        );
+        assert!(held_by_live(&answer, "absent").is_empty());
     }
 
     #[test]

@@ -10,8 +10,8 @@ const PARAMS: &[(&str, &str, Option<&str>)] = &[
          or wildcard patterns (e.g. `logs-*,products`); system indices (names starting with `.`) \
          are always skipped. Default: the task's database name, which must itself be a plain \
          index or alias name (it is part of store keys). With mode=snapshot: what the snapshot \
-         holds (backup), and on restore the indices to restore, after deleting the target's \
-         indices they match (default: what the backup asked for; `-pattern` excludes).",
+         holds (backup), and on restore the indices to restore (default: what the backup asked \
+         for; `-pattern` excludes).",
         None,
     ),
     (
@@ -52,6 +52,14 @@ const PARAMS: &[(&str, &str, Option<&str>)] = &[
         "mode=snapshot restore: the snapshot to restore: a name, or `latest` for the newest \
          successful one in the repository (default: the one the artifact names).",
         None,
+    ),
+    (
+        "delete-live-indices-first",
+        "mode=snapshot restore: `true` deletes the live indices the patterns select before \
+         restoring under their own names, so a failed restore leaves them missing. Only for a \
+         cluster without room for a second copy, or one that refuses the alias swap; by default \
+         the snapshot is restored under new names and swapped in by one atomic alias change.",
+        Some("false"),
     ),
     (
         "page_size",

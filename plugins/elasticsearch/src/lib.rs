@@ -27,6 +27,7 @@ mod schema;
 mod settings;
 mod snapshot;
 mod snapshot_mode;
+mod snapshot_restore;
 
 use client::Cluster;
 use dump::{Consumer, Options};

@@ -8,7 +8,7 @@
 //! {"snapshot":{"repository":"backups","name":"prod-20261121t101500z","cluster":"prod",…}}
 //! ```
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 /// The format of the manifest artifact, for messages.
 pub const FORMAT: &str = "search-snapshot";
@@ -245,6 +245,17 @@ pub fn newest_success(snapshots: &[Snapshot]) -> Option<&Snapshot> {
         .max_by(|a, b| (a.start_ms, &a.name).cmp(&(b.start_ms, &b.name)))
 }
 
+/// The `rename_pattern` of a snapshot restore: the whole index name, with
+/// the `-envsync-<digits>` suffix of an earlier restore left out of group 1
+/// (the same rule as `aliases::base_name`).
+pub const RENAME_PATTERN: &str = "^(.+?)(-envsync-[0-9]+)?$";
+
+/// The `rename_replacement` that restores each index as
+/// `aliases::new_name(base, stamp)`.
+pub fn rename_replacement(stamp: u64) -> String {
+    format!("$1{}{stamp}", crate::aliases::INFIX)
+}
+
 /// Whether `name` matches the glob `pattern` (`*` only).
 pub fn glob(pattern: &str, name: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
@@ -304,12 +315,16 @@ pub struct Manifest {
     pub state: String,
     pub start: String,
     pub end: String,
+    /// Index → its aliases and their properties on the source when the
+    /// snapshot was made; what a restore puts on the restored indices.
+    /// None in manifests written before it was recorded.
+    pub aliases: Option<Map<String, Value>>,
 }
 
 impl Manifest {
     /// The artifact's bytes.
     pub fn to_artifact(&self) -> String {
-        let line = json!({"snapshot": {
+        let mut line = json!({"snapshot": {
             "repository": self.repository,
             "name": self.name,
             "cluster": self.cluster,
@@ -319,6 +334,9 @@ impl Manifest {
             "start_time": self.start,
             "end_time": self.end,
         }});
+        if let Some(aliases) = &self.aliases {
+            line["snapshot"]["aliases"] = Value::Object(aliases.clone());
+        }
         format!("{MAGIC}\n{line}\n")
     }
 
@@ -352,6 +370,7 @@ impl Manifest {
             state: text("state"),
             start: text("start_time"),
             end: text("end_time"),
+            aliases: s.get("aliases").and_then(Value::as_object).cloned(),
         };
         if m.name.is_empty() || m.repository.is_empty() {
             return Err("the snapshot manifest names no repository or snapshot".into());
@@ -526,6 +545,12 @@ mod tests {
             state: "SUCCESS".into(),
             start: "2026-11-21T10:15:30.000Z".into(),
             end: "2026-11-21T10:15:40.000Z".into(),
+            aliases: Some(
+                json!({"logs-1": {"logs": {"is_write_index": true}}})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+            ),
         };
         let text = m.to_artifact();
         assert!(is_manifest(text.as_bytes()));
@@ -534,6 +559,11 @@ mod tests {
         ));
         assert_eq!(Manifest::parse(text.as_bytes()).unwrap(), m);
         assert!(Manifest::parse(b"{}\n").is_err());
+        // Manifests written before aliases were recorded still parse.
+        let older = Manifest { aliases: None, ..m };
+        let text = older.to_artifact();
+        assert!(!text.contains("aliases"));
+        assert_eq!(Manifest::parse(text.as_bytes()).unwrap(), older);
     }
 
     #[test]

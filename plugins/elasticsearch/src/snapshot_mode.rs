@@ -5,19 +5,25 @@
 //! - backup: register or check the repository, create
 //!   `<cluster>-<UTC stamp>` (retrying a create answered with 504 once it
 //!   is sure the snapshot does not exist), wait for SUCCESS (PARTIAL, FAILED
-//!   and INCOMPATIBLE fail the step), then delete the successful envsync
-//!   snapshots of this cluster beyond the newest `keep`;
-//! - restore: switch `action.auto_create_index` off, delete the target's
-//!   indices the patterns select (never system ones), restore, wait until
-//!   every shard of the restored indices has recovered, and always switch
-//!   the setting back to what it was.
+//!   and INCOMPATIBLE fail the step), record the indices' aliases in the
+//!   manifest, then delete the successful envsync snapshots of this cluster
+//!   beyond the newest `keep`;
+//! - restore: under new names, then one atomic alias swap
+//!   (`snapshot_restore`): the live indices serve until the swap and stay
+//!   if anything fails. Only with `delete-live-indices-first=true` (for a
+//!   cluster that cannot hold two copies, or cannot swap) the old way:
+//!   switch `action.auto_create_index` off, delete the live indices the
+//!   patterns select (never system ones), restore under the original names,
+//!   wait until every shard has recovered, and always switch the setting
+//!   back to what it was.
 
 use crate::client::{Cluster, encode};
 use crate::config;
 use crate::snapshot::{self, Manifest, Snapshot, State};
+use crate::snapshot_restore;
 use envsync_plugin_sdk::bindings::envsync::plugin::sanitising;
 use envsync_plugin_sdk::{
-    ByteSink, ByteSource, Error, param, param_number, read_all, warn, write_all,
+    ByteSink, ByteSource, Error, param, param_bool, param_number, read_all, warn, write_all,
 };
 use envsync_plugin_sdk::{debug, info};
 use serde_json::{Value, json};
@@ -29,6 +35,11 @@ const AUTO_CREATE: &str = "action.auto_create_index";
 const CREATE_ATTEMPTS: u32 = 5;
 /// The largest manifest artifact read.
 const MANIFEST_LIMIT: usize = 1 << 20;
+/// The parameter that allows deleting the live indices before a restore.
+const DELETE_FIRST: &str = "delete-live-indices-first";
+/// What to do when a cluster cannot restore beside the live indices.
+pub const DELETE_FIRST_HINT: &str = "--param delete-live-indices-first=true restores the old way: \
+     it deletes the live indices before restoring, so a failed restore leaves them missing";
 
 /// Whether `mode=snapshot` (else `logical`, the default).
 pub fn enabled() -> Result<bool, Error> {
@@ -272,6 +283,19 @@ pub fn backup(artifact: &ByteSink) -> Result<(), Error> {
         "snapshot {name} succeeded ({} index(es))",
         snap.indices.len()
     ));
+    // What a restore puts on the restored indices: their aliases now (the
+    // snapshot holds them too, but restoring them would show them early).
+    let aliases = match cluster.call("GET", "/_alias", None) {
+        Ok(answer) => Some(snapshot_restore::recorded_aliases(&answer, &snap.indices)),
+        Err(e) => {
+            warn(format!(
+                "the indices' aliases could not be read ({}); a restore of this backup keeps \
+                 the target's aliases instead",
+                e.message()
+            ));
+            None
+        }
+    };
     let manifest = Manifest {
         repository: repo.clone(),
         name: name.clone(),
@@ -281,6 +305,7 @@ pub fn backup(artifact: &ByteSink) -> Result<(), Error> {
         state: snap.state.name().to_string(),
         start: snap.start.clone(),
         end: snap.end.clone(),
+        aliases,
     };
     write_all(artifact, manifest.to_artifact().as_bytes())?;
     retention(cluster, &repo, &cluster_name, keep, &name);
@@ -380,6 +405,14 @@ pub fn restore(artifact: &ByteSource) -> Result<(), Error> {
             snap.indices.join(",")
         )));
     }
+    if !param_bool(DELETE_FIRST, false)? {
+        return snapshot_restore::restore(cluster, &repo, &snap.name, &indices, &manifest)
+            .map_err(|e| e.context(format!("restoring snapshot {} failed", snap.name)));
+    }
+    warn(format!(
+        "{DELETE_FIRST}=true: the live indices are deleted before the restore; if it fails \
+         they stay missing until a restore succeeds"
+    ));
     let previous = auto_create_index(cluster)?;
     set_auto_create_index(cluster, Value::Bool(false))
         .map_err(|e| e.context(format!("switching {AUTO_CREATE} off")))?;
@@ -458,6 +491,11 @@ fn restore_indices(
         "restoring {} index(es) from snapshot {name}",
         indices.len()
     ));
+    wait_for_recovery(cluster, indices)
+}
+
+/// Polls `GET /_recovery` until every shard of `indices` is DONE.
+pub fn wait_for_recovery(cluster: Cluster, indices: &[String]) -> Result<(), Error> {
     let mut n = 0;
     loop {
         let recovery = cluster.call("GET", "/_recovery", None)?;

@@ -1,0 +1,386 @@
+//! Crash recovery of a PostgreSQL restore: the host is killed with SIGKILL at
+//! five points of a restore over an existing database, then the same restore
+//! is run again. At every point: the host's children die with it (no orphan
+//! keeps loading), the live database is intact (or, once the swap committed,
+//! already the restored one), and the rerun succeeds and leaves exactly the
+//! restored database, without scratch or old copies.
+//!
+//! The points are reached by watching the server, not by sleeping: the
+//! host's `pg_restore` is let run in short bursts (SIGSTOP/SIGCONT) until
+//! `pg_stat_progress_copy` or `pg_stat_progress_create_index` shows the
+//! wanted stage of the load; the swap and the cleanup are made to wait on a
+//! lock that a test session holds, seen waiting in `pg_stat_activity`.
+
+use std::time::{Duration, Instant};
+
+use envsync_tests::host_cli::{Expect, Host, Step};
+use envsync_tests::paths::fixture;
+use envsync_tests::postgres::{Fingerprint, HeldSession, HoldMode, PgCluster, quote_literal};
+use envsync_tests::process::Running;
+use envsync_tests::procs::{self, Frozen};
+use envsync_tests::store::LocalStore;
+
+/// The database restored into, and the names the plugin loads and parks it under.
+const LIVE: &str = "live";
+const SCRATCH: &str = "live-restore";
+const OLD: &str = "live-envsync-old";
+/// The backed-up database; big enough that every stage of its load lasts.
+const SOURCE: &str = "src";
+const BIG_ROWS: u64 = 300_000;
+
+/// How long any one stage may take to show up before the test gives up.
+const STAGE_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone, Copy)]
+enum Point {
+    /// The artifact streams in: the first COPY into the scratch database has begun.
+    Streaming,
+    /// Half of the big table's rows are in.
+    MidLoad,
+    /// pg_restore builds an index (post-data).
+    IndexBuild,
+    /// The swap transaction waits to rename the live database.
+    Swap,
+    /// The swap committed; dropping the previous copy waits.
+    Cleanup,
+}
+
+struct Env {
+    host: Host,
+    pg: PgCluster,
+    store: LocalStore,
+    restored: Fingerprint,
+}
+
+/// A cluster with the big source database backed up into a folder store.
+fn setup() -> Env {
+    // The children orphaned by killing the host become ours and are reaped.
+    procs::become_subreaper();
+    let host = Host::built();
+    let pg = PgCluster::start().expect("start a throwaway PostgreSQL cluster");
+    pg.create_database(SOURCE).unwrap();
+    pg.psql(
+        SOURCE,
+        &format!(
+            "CREATE TABLE big (id integer NOT NULL, a text NOT NULL, b text);\n\
+             INSERT INTO big SELECT i, md5(i::text) || md5((i * 31)::text), md5((i * 7)::text) \
+             FROM generate_series(1, {BIG_ROWS}) AS i;\n\
+             ALTER TABLE big ADD PRIMARY KEY (id);\n\
+             CREATE INDEX big_a ON big (a);\n\
+             CREATE INDEX big_b_a ON big (b, a);\n\
+             CREATE TABLE small (k text PRIMARY KEY, v jsonb);\n\
+             INSERT INTO small VALUES ('a', '{{\"x\": 1}}'), ('b', NULL);"
+        ),
+    )
+    .unwrap();
+    let store = LocalStore::new().unwrap();
+    pg.step("backup", SOURCE)
+        .opt("--store", store.path_arg())
+        .run(&host)
+        .expect_ok("backup of the source database");
+    let restored = pg.fingerprint(SOURCE).unwrap();
+    Env {
+        host,
+        pg,
+        store,
+        restored,
+    }
+}
+
+impl Env {
+    fn restore_step(&self) -> Step {
+        self.pg
+            .step("restore", LIVE)
+            .opt("--store", self.store.path_arg())
+            .opt("--from-database", SOURCE)
+    }
+
+    /// A number the server answers to `sql` (run on `postgres`).
+    fn count(&self, sql: &str) -> u64 {
+        let out = self.pg.psql("postgres", sql).unwrap();
+        out.parse()
+            .unwrap_or_else(|_| panic!("not a number: {out:?} from {sql}"))
+    }
+
+    /// Whether a backend other than the asking one matches `condition`.
+    fn backend_where(&self, condition: &str) -> bool {
+        self.count(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND ({condition})"
+        )) > 0
+    }
+
+    /// The live database as it is before each crash: the sample shop.
+    fn reset_live(&self) -> (Fingerprint, u32) {
+        self.pg.drop_database(LIVE).unwrap();
+        self.pg.create_database(LIVE).unwrap();
+        self.pg
+            .load_sql_file(LIVE, &fixture("postgres/sample.sql"))
+            .unwrap();
+        let oid = self.pg.database_oid(LIVE).unwrap().unwrap();
+        (self.pg.fingerprint(LIVE).unwrap(), oid)
+    }
+
+    /// Holds a lock on the live database (as an object) that the swap's
+    /// rename must wait for; nothing earlier in a restore needs it.
+    fn hold_swap(&self) -> HeldSession {
+        self.pg
+            .hold_session(
+                "postgres",
+                HoldMode::IdleInTransaction(format!(
+                    "COMMENT ON DATABASE {} IS 'held by the crash test'",
+                    envsync_tests::postgres::quote_ident(LIVE)
+                )),
+            )
+            .unwrap()
+    }
+
+    fn swap_waits(&self) -> bool {
+        self.backend_where("wait_event_type = 'Lock' AND query LIKE '%RENAME TO%'")
+    }
+
+    fn drop_waits(&self) -> bool {
+        self.backend_where("wait_event_type = 'Lock' AND query LIKE 'DROP DATABASE%'")
+    }
+}
+
+/// Polls `reached` until it holds; fails if the host exits first or time runs out.
+#[track_caller]
+fn wait_for(running: &mut Running, what: &str, mut reached: impl FnMut() -> bool) {
+    let deadline = Instant::now() + STAGE_TIMEOUT;
+    while !reached() {
+        if running.has_exited().unwrap_or(true) {
+            let out = running.wait_timeout(Duration::from_secs(5));
+            panic!("the restore ended before {what}\n{out}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {what} within {STAGE_TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Lets the host's pg_restore run in bursts of a few milliseconds until
+/// `reached` holds; returns it frozen there.
+#[track_caller]
+fn step_pg_restore_until(
+    running: &mut Running,
+    what: &str,
+    mut reached: impl FnMut() -> bool,
+) -> Frozen {
+    let host_pid = running.pid() as i32;
+    let found = procs::wait_for_descendant(host_pid, "pg_restore", STAGE_TIMEOUT, || {
+        running.has_exited().unwrap_or(true)
+    });
+    let Some(pid) = found else {
+        let out = running.wait_timeout(Duration::from_secs(5));
+        panic!("the restore never started pg_restore\n{out}");
+    };
+    let frozen = Frozen::freeze(pid, "pg_restore");
+    let deadline = Instant::now() + STAGE_TIMEOUT;
+    loop {
+        // Let the server catch up with what pg_restore sent.
+        std::thread::sleep(Duration::from_millis(5));
+        if reached() {
+            return frozen;
+        }
+        assert!(
+            procs::is_alive(pid),
+            "pg_restore finished before {what} was seen"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no {what} within {STAGE_TIMEOUT:?}"
+        );
+        procs::signal(pid, libc::SIGCONT);
+        std::thread::sleep(Duration::from_millis(4));
+        procs::signal(pid, libc::SIGSTOP);
+    }
+}
+
+/// Kills the host with SIGKILL at `point` of a restore over `live`, checks
+/// what the crash left, then reruns the restore and checks its result.
+fn crash_then_rerun(point: Point) {
+    let env = setup();
+    let (before, before_oid) = env.reset_live();
+    let scratch = quote_literal(SCRATCH);
+
+    let mut swap_gate = matches!(point, Point::Swap | Point::Cleanup).then(|| env.hold_swap());
+    let mut drop_gate = None;
+    let mut running = env.restore_step().spawn(&env.host).unwrap();
+    let host_pid = running.pid() as i32;
+    let frozen = match point {
+        Point::Streaming => Some(step_pg_restore_until(&mut running, "a COPY", || {
+            env.count(&format!(
+                "SELECT count(*) FROM pg_stat_progress_copy WHERE datname = {scratch}"
+            )) > 0
+        })),
+        Point::MidLoad => Some(step_pg_restore_until(
+            &mut running,
+            "half of the big table loaded",
+            || {
+                env.count(&format!(
+                    "SELECT coalesce(max(tuples_processed), 0) FROM pg_stat_progress_copy \
+                     WHERE datname = {scratch}"
+                )) >= BIG_ROWS / 2
+            },
+        )),
+        Point::IndexBuild => Some(step_pg_restore_until(
+            &mut running,
+            "an index build",
+            || {
+                env.count(&format!(
+                    "SELECT count(*) FROM pg_stat_progress_create_index WHERE datname = {scratch}"
+                )) > 0
+            },
+        )),
+        Point::Swap => {
+            wait_for(&mut running, "the swap waiting on its lock", || {
+                env.swap_waits()
+            });
+            None
+        }
+        Point::Cleanup => {
+            wait_for(&mut running, "the swap waiting on its lock", || {
+                env.swap_waits()
+            });
+            // Queued behind the swap, granted when it commits; the drop of
+            // the previous copy then waits behind it.
+            drop_gate = Some(
+                env.pg
+                    .hold_session(
+                        "postgres",
+                        HoldMode::WaitingForLock(
+                            "LOCK TABLE pg_catalog.pg_database IN SHARE MODE".into(),
+                        ),
+                    )
+                    .unwrap(),
+            );
+            swap_gate = None;
+            wait_for(
+                &mut running,
+                "the drop of the previous copy waiting",
+                || env.drop_waits(),
+            );
+            None
+        }
+    };
+
+    // SIGKILL: the host gets no chance to clean up.
+    let children = procs::descendants_of(host_pid);
+    assert!(
+        !children.is_empty(),
+        "{point:?}: the host has no child to outlive it"
+    );
+    if let Some(f) = &frozen {
+        assert!(
+            children.contains(&f.pid()),
+            "{point:?}: pg_restore is not the host's child"
+        );
+    }
+    running.signal(libc::SIGKILL);
+    let killed = running.wait_timeout(Duration::from_secs(30));
+    assert!(
+        !killed.success(),
+        "{point:?}: the killed host reported success\n{killed}"
+    );
+    // Children die with the host: each is reaped (as an orphan it became
+    // ours) within moments, none keeps working.
+    let orphans: Vec<String> = children
+        .iter()
+        .filter(|&&pid| !procs::reap(pid, Duration::from_secs(10)))
+        .map(|&pid| {
+            let what = format!("{pid} {:?}", procs::cmdline_of(pid));
+            procs::signal(pid, libc::SIGKILL);
+            procs::signal(pid, libc::SIGCONT);
+            procs::reap(pid, Duration::from_secs(10));
+            what
+        })
+        .collect();
+    drop(frozen);
+    assert!(
+        orphans.is_empty(),
+        "{point:?}: children of the killed host still ran: {orphans:?}"
+    );
+
+    // The locks go; whatever the server was still doing for the dead run
+    // (the swap's renames roll back when its client is found gone, the drop
+    // completes) finishes.
+    drop(swap_gate);
+    drop(drop_gate);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.backend_where("query LIKE '%RENAME TO%' OR query LIKE 'DROP DATABASE%'") {
+        assert!(
+            Instant::now() < deadline,
+            "{point:?}: the killed run's swap or drop is still on the server"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // What the crash left: a scratch database until the swap, after it the
+    // previous copy (dropped by the drop the kill interrupted).
+    assert_eq!(
+        env.pg.database_exists(SCRATCH).unwrap(),
+        !matches!(point, Point::Cleanup),
+        "{point:?}: databases after the kill: {:?}",
+        env.pg.databases()
+    );
+    let live = env.pg.fingerprint(LIVE).unwrap();
+    if matches!(point, Point::Cleanup) {
+        live.assert_same(
+            &env.restored,
+            &format!("{point:?}: the live database after a kill past the swap"),
+        );
+    } else {
+        before.assert_same(
+            &live,
+            &format!("{point:?}: the live database after the kill"),
+        );
+        assert_eq!(
+            env.pg.database_oid(LIVE).unwrap(),
+            Some(before_oid),
+            "{point:?}: the live database was replaced by a killed restore"
+        );
+    }
+
+    let rerun = env.restore_step().run(&env.host);
+    rerun.expect_ok(&format!("{point:?}: the restore rerun after the kill"));
+    env.pg.fingerprint(LIVE).unwrap().assert_same(
+        &env.restored,
+        &format!("{point:?}: the live database after the rerun"),
+    );
+    assert_eq!(
+        env.pg.databases().unwrap(),
+        vec![LIVE.to_string(), SOURCE.to_string()],
+        "{point:?}: scratch ({SCRATCH}) or previous ({OLD}) copies are left after the rerun"
+    );
+    assert!(
+        !env.backend_where(&format!("datname IN ({scratch}, {})", quote_literal(OLD))),
+        "{point:?}: sessions on the scratch or old database remain after the rerun"
+    );
+}
+
+#[test]
+fn killed_while_the_artifact_streams_in() {
+    crash_then_rerun(Point::Streaming);
+}
+
+#[test]
+fn killed_mid_load() {
+    crash_then_rerun(Point::MidLoad);
+}
+
+#[test]
+fn killed_during_an_index_build() {
+    crash_then_rerun(Point::IndexBuild);
+}
+
+#[test]
+fn killed_while_the_swap_waits() {
+    crash_then_rerun(Point::Swap);
+}
+
+#[test]
+fn killed_while_dropping_the_previous_copy() {
+    crash_then_rerun(Point::Cleanup);
+}
