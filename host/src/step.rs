@@ -248,6 +248,17 @@ impl Step<'_> {
         })
     }
 
+    /// Whether the plugin can sanitise this step: a backup needs its
+    /// sanitised artifact format; a copy writes no artifact, so a plugin
+    /// that imports the `sanitising` interface will do.
+    fn can_sanitise(&self) -> Result<()> {
+        let copies = self.request.operation == Operation::Copy;
+        if copies && self.plugin.capabilities.iter().any(|c| c == "sanitising") {
+            return Ok(());
+        }
+        self.backup_format().map(drop)
+    }
+
     /// Starts the step's sanitiser inside `sandbox`: the engine lists the
     /// live schema, the sanitiser gets it and says which columns its rules
     /// miss (strict: refuse before anything is dumped).
@@ -255,7 +266,7 @@ impl Step<'_> {
         let (Some(options), Some(sanitiser)) = (&self.request.sanitise, self.sanitiser) else {
             return Ok(());
         };
-        self.backup_format()?;
+        self.can_sanitise()?;
         let schema = sandbox.schema().await?;
         let schema = schema.map_err(|e| -> anyhow::Error {
             Failure::from_plugin(self.name(), "schema", e).into()

@@ -178,6 +178,9 @@ pub fn execute(registry: &Registry, command: &PluginsCommand) -> Result<()> {
                     "sanitised:   {} (.{}): backups and copies can sanitise",
                     f.name, f.extension
                 ),
+                None if p.capabilities.iter().any(|c| c == "sanitising") => {
+                    println!("sanitised:   copies only (no sanitised backup format)")
+                }
                 None => println!("sanitised:   no (this plugin cannot sanitise in the stream)"),
             }
             let c = &i.credentials;
