@@ -52,7 +52,9 @@ impl MongoServer {
                 .stdout(log.try_clone()?)
                 .stderr(log)
                 .spawn()
-                .context("could not start SecantusDB (python3 -m secantus): run scripts/setup.sh")?;
+                .context(
+                    "could not start SecantusDB (python3 -m secantus): run scripts/setup.sh",
+                )?;
             server.child = Some(child);
             match server.wait_ready(Duration::from_secs(60)) {
                 Ok(()) => return Ok(server),
@@ -87,7 +89,9 @@ impl MongoServer {
                 bail!("SecantusDB exited with {status}");
             }
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                && self.eval("admin", "print(db.runCommand({ping: 1}).ok)").is_ok()
+                && self
+                    .eval("admin", "print(db.runCommand({ping: 1}).ok)")
+                    .is_ok()
             {
                 return Ok(());
             }
@@ -142,7 +146,11 @@ impl MongoServer {
             database,
             &format!("print(EJSON.stringify(({expression}), {{relaxed: false}}))"),
         )?;
-        let line = out.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let line = out
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
         serde_json::from_str(line).with_context(|| format!("mongosh printed {out:?}"))
     }
 }

@@ -74,7 +74,11 @@ print(db.events.countDocuments({{}}));
 "#
     );
     let out = server.eval(db, &script).unwrap();
-    assert_eq!(out.lines().last().unwrap_or("").trim(), events.to_string(), "sample loaded: {out}");
+    assert_eq!(
+        out.lines().last().unwrap_or("").trim(),
+        events.to_string(),
+        "sample loaded: {out}"
+    );
 }
 
 /// Per collection: options, indexes, count and a SHA-256 of its documents
@@ -228,7 +232,11 @@ fn backup_to_folder_and_s3_restores_every_type_index_and_validator_with_readers_
     .expect_ok("restore over a modified database from S3");
     std::thread::sleep(Duration::from_millis(500));
     let seen = reader.finish();
-    assert_eq!(seen["errors"], serde_json::json!([]), "readers saw errors: {seen}");
+    assert_eq!(
+        seen["errors"],
+        serde_json::json!([]),
+        "readers saw errors: {seen}"
+    );
     let counts = |c: &str| -> Vec<u64> {
         let mut v: Vec<u64> = seen["seen"][c]
             .as_object()
@@ -251,7 +259,11 @@ fn backup_to_folder_and_s3_restores_every_type_index_and_validator_with_readers_
         );
     }
     assert!(seen["reads"].as_u64().unwrap() > 10, "{seen}");
-    assert_eq!(snapshot(&target, DB), expected, "restored over a modified one");
+    assert_eq!(
+        snapshot(&target, DB),
+        expected,
+        "restored over a modified one"
+    );
     let leftovers = target
         .eval(DB, "print(db.getCollectionNames().join(','))")
         .unwrap();
@@ -277,7 +289,10 @@ fn corrupt_cut_foreign_and_mismatched_artifacts_are_refused_before_the_swap() {
     let store = LocalStore::new().unwrap();
     let key = small_backup(&host, &server, &store);
     server
-        .eval(DB, "db.users.updateOne({_id: 1}, {$set: {name: 'changed'}})")
+        .eval(
+            DB,
+            "db.users.updateOne({_id: 1}, {$set: {name: 'changed'}})",
+        )
         .unwrap();
     let live = snapshot(&server, DB);
     let text = std::fs::read_to_string(store.artifact_path(&key)).unwrap();
@@ -287,7 +302,11 @@ fn corrupt_cut_foreign_and_mismatched_artifacts_are_refused_before_the_swap() {
     let mut corrupt = lines.clone();
     corrupt[10] = "{\"_id\": not json";
     let cases: Vec<(&str, Vec<u8>, &[&str])> = vec![
-        ("corrupt", joined(&corrupt).into_bytes(), &["not Extended JSON"]),
+        (
+            "corrupt",
+            joined(&corrupt).into_bytes(),
+            &["not Extended JSON"],
+        ),
         (
             "cut",
             joined(&lines[..lines.len() / 2]).into_bytes(),
@@ -357,7 +376,11 @@ fn a_transform_failing_half_way_fails_the_step() {
     step("transform", &server, DB)
         .opt("--script", script.display())
         .run(&host)
-        .expect_fail(&[exit::STEP_FAILED], &["duplicate key"], "failing transform");
+        .expect_fail(
+            &[exit::STEP_FAILED],
+            &["duplicate key"],
+            "failing transform",
+        );
     let state = server
         .json(
             DB,
@@ -366,7 +389,10 @@ fn a_transform_failing_half_way_fails_the_step() {
         )
         .unwrap();
     assert_eq!(state["redacted"]["$numberInt"], "1000", "{state}");
-    assert_eq!(state["after"]["$numberInt"], "0", "stopped at the error: {state}");
+    assert_eq!(
+        state["after"]["$numberInt"], "0",
+        "stopped at the error: {state}"
+    );
 
     std::fs::write(&script, "db.users.updateMany({}, {$set: {after: true}});\n").unwrap();
     step("transform", &server, DB)
@@ -432,7 +458,11 @@ fn a_sanitised_copy_masks_emails_as_the_sql_engines_do() {
          [documents.users]\n\"email\" = \"fake_email\"\n\"name\" = \"fake_name\"\n",
     )
     .unwrap();
-    std::fs::write(dir.path().join("salt.key"), "0123456789abcdef0123456789abcdef\n").unwrap();
+    std::fs::write(
+        dir.path().join("salt.key"),
+        "0123456789abcdef0123456789abcdef\n",
+    )
+    .unwrap();
     let config = dir.path().join("env.toml");
     let sanitise = "[task.sanitise]\nsanitiser = \"sanitise\"\nrules = \"rules.toml\"\n\
                     salt_file = \"salt.key\"\nallowed_email_domains = [\"example.com\"]\n";
@@ -461,14 +491,23 @@ fn a_sanitised_copy_masks_emails_as_the_sql_engines_do() {
     )
     .unwrap();
     for task in ["mongo", "pg"] {
-        host.run(&["run", "--config", &config.display().to_string(), "--task", task])
-            .expect_ok(&format!("sanitised copy ({task})"));
+        host.run(&[
+            "run",
+            "--config",
+            &config.display().to_string(),
+            "--task",
+            task,
+        ])
+        .expect_ok(&format!("sanitised copy ({task})"));
     }
 
     let masked = mongo_emails(&target, DB);
     assert_eq!(masked.len(), originals.len());
     let pg_masked: Vec<(i64, String)> = pg
-        .psql("crm_masked", "SELECT id || '|' || email FROM users ORDER BY id")
+        .psql(
+            "crm_masked",
+            "SELECT id || '|' || email FROM users ORDER BY id",
+        )
         .unwrap()
         .lines()
         .map(|l| {
@@ -476,17 +515,30 @@ fn a_sanitised_copy_masks_emails_as_the_sql_engines_do() {
             (id.parse().unwrap(), email.to_string())
         })
         .collect();
-    assert_eq!(masked, pg_masked, "the same masks as PostgreSQL's for the same salt");
+    assert_eq!(
+        masked, pg_masked,
+        "the same masks as PostgreSQL's for the same salt"
+    );
     for ((_, original), (_, mask)) in originals.iter().zip(&masked) {
         assert_ne!(original, mask);
-        assert!(mask.starts_with("user-") && mask.ends_with("@example.com"), "{mask}");
+        assert!(
+            mask.starts_with("user-") && mask.ends_with("@example.com"),
+            "{mask}"
+        );
     }
     // Unruled collections and fields pass as they are.
     let names = target
-        .json(DB, "db.users.find().sort({_id: 1}).limit(3).toArray().map((d) => d.name)")
+        .json(
+            DB,
+            "db.users.find().sort({_id: 1}).limit(3).toArray().map((d) => d.name)",
+        )
         .unwrap();
     assert!(
-        names.as_array().unwrap().iter().all(|n| !n.as_str().unwrap().starts_with("Person ")),
+        names
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| !n.as_str().unwrap().starts_with("Person ")),
         "names masked: {names}"
     );
     let types = |s: &MongoServer| s.json(DB, "db.types.findOne()").unwrap();
@@ -496,12 +548,20 @@ fn a_sanitised_copy_masks_emails_as_the_sql_engines_do() {
 #[test]
 fn the_plugin_copied_alone_into_an_empty_folder_backs_up_and_restores() {
     let folder = PluginFolder::empty();
-    let built = envsync_tests::paths::plugin_dir().unwrap().join("mongodb.wasm");
+    let built = envsync_tests::paths::plugin_dir()
+        .unwrap()
+        .join("mongodb.wasm");
     folder.engine(&built, "mongodb.wasm");
     let host = host().with_plugin_dir(folder.path());
     let listed = host.run(&["plugins", "inspect", "mongodb"]);
     listed.expect_ok("inspect");
-    for param in ["read-concern", "batch-size", "replica-set", "tls", "keep-other-collections"] {
+    for param in [
+        "read-concern",
+        "batch-size",
+        "replica-set",
+        "tls",
+        "keep-other-collections",
+    ] {
         assert!(listed.stdout.contains(param), "{param}: {listed}");
     }
     let source = MongoServer::start().unwrap();

@@ -58,7 +58,8 @@ pub fn classify(line: &str) -> Result<Line, String> {
     if !line.starts_with(MARKER) {
         return Ok(Line::Document);
     }
-    let v: Value = serde_json::from_str(line).map_err(|e| format!("a marker that is not JSON: {e}"))?;
+    let v: Value =
+        serde_json::from_str(line).map_err(|e| format!("a marker that is not JSON: {e}"))?;
     let name = || v["name"].as_str().unwrap_or_default().to_string();
     Ok(match v["$envsync"].as_str() {
         Some("collection") => Line::Collection(name()),
@@ -69,7 +70,8 @@ pub fn classify(line: &str) -> Result<Line, String> {
 }
 
 pub fn end_collection_line(name: &str, documents: u64) -> String {
-    serde_json::json!({"$envsync": "end-collection", "name": name, "documents": documents}).to_string()
+    serde_json::json!({"$envsync": "end-collection", "name": name, "documents": documents})
+        .to_string()
 }
 
 pub fn end_line(collections: u64, documents: u64) -> String {

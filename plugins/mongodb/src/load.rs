@@ -57,7 +57,10 @@ pub fn swap(loaded: &Value) -> Result<(), Error> {
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    if let Some(fixed) = done["optionsReapplied"].as_array().filter(|a| !a.is_empty()) {
+    if let Some(fixed) = done["optionsReapplied"]
+        .as_array()
+        .filter(|a| !a.is_empty())
+    {
         warn(format!(
             "the server lost the validation options of {} collection(s) when renaming them \
              ({}); they were set again with collMod right after the rename",
@@ -74,7 +77,11 @@ pub fn swap(loaded: &Value) -> Result<(), Error> {
         if dropped.is_empty() {
             String::new()
         } else {
-            format!("; dropped {} not in the backup: {}", dropped.len(), dropped.join(", "))
+            format!(
+                "; dropped {} not in the backup: {}",
+                dropped.len(),
+                dropped.join(", ")
+            )
         }
     ));
     Ok(())

@@ -109,7 +109,11 @@ impl Rewriter<'_> {
 
 /// Copies the dump from `dump` into `sink` with the documents of `tables`
 /// (None: all) sanitised. Does not close `sink`.
-pub fn rewrite(dump: &ByteSource, sink: &ByteSink, tables: Option<Vec<String>>) -> Result<(), Error> {
+pub fn rewrite(
+    dump: &ByteSource,
+    sink: &ByteSink,
+    tables: Option<Vec<String>>,
+) -> Result<(), Error> {
     let mut rewriter = Rewriter {
         out: Writer::new(sink),
         tables,
@@ -133,9 +137,9 @@ pub fn rewrite(dump: &ByteSource, sink: &ByteSink, tables: Option<Vec<String>>) 
             break;
         }
         n += 1;
-        let line = buf.strip_suffix('\n').ok_or_else(|| {
-            Error::Other(format!("the source dump is cut off in line {n}"))
-        })?;
+        let line = buf
+            .strip_suffix('\n')
+            .ok_or_else(|| Error::Other(format!("the source dump is cut off in line {n}")))?;
         rewriter.feed(line, n)?;
     }
     let (read, kept) = (rewriter.read, rewriter.documents);

@@ -3,7 +3,9 @@
 //! sizes. Never a credential: those reach mongosh through the environment
 //! the host builds (`describe().credentials`).
 
-use envsync_plugin_sdk::{Error, ParamInfo, connection, param, param_bool, param_infos, param_number};
+use envsync_plugin_sdk::{
+    Error, ParamInfo, connection, param, param_bool, param_infos, param_number,
+};
 use serde_json::{Map, Value, json};
 
 /// Where the host puts the connection's host, port, user and password for
@@ -40,7 +42,11 @@ const PARAMS: &[(&str, &str, Option<&str>)] = &[
          configured host.",
         None,
     ),
-    ("tls", "Connect with TLS (DocumentDB requires it).", Some("false")),
+    (
+        "tls",
+        "Connect with TLS (DocumentDB requires it).",
+        Some("false"),
+    ),
     (
         "tls-ca-file",
         "CA bundle for TLS (a path mongosh may read: under /etc/ssl, /usr or /opt).",
@@ -77,7 +83,11 @@ const BATCH_BYTES: u64 = 8 << 20;
 /// `ENVSYNC` for a script acting on connection `role`.
 pub fn config(role: &str) -> Result<Value, Error> {
     let conn = connection(role)?;
-    if conn.database.is_empty() || conn.database.contains(['/', '\\', '.', ' ', '"', '$', '\0']) {
+    if conn.database.is_empty()
+        || conn
+            .database
+            .contains(['/', '\\', '.', ' ', '"', '$', '\0'])
+    {
         return Err(Error::InvalidParam(format!(
             "{:?} is not a MongoDB database name (no / \\ . space \" $ characters)",
             conn.database
@@ -99,7 +109,10 @@ pub fn config(role: &str) -> Result<Value, Error> {
     let timeout: u32 = param_number("connect-timeout-ms", 30_000)?;
     let mut uri = Map::new();
     uri.insert("appName".into(), json!("envsync"));
-    uri.insert("serverSelectionTimeoutMS".into(), json!(timeout.to_string()));
+    uri.insert(
+        "serverSelectionTimeoutMS".into(),
+        json!(timeout.to_string()),
+    );
     uri.insert(
         "retryWrites".into(),
         json!(param_bool("retry-writes", false)?.to_string()),

@@ -37,10 +37,7 @@ impl Script {
 
 /// The whole program mongosh evaluates.
 fn program(script: Script, config: &Value) -> String {
-    format!(
-        "const ENVSYNC = {config};\n{PRELUDE}\n{}",
-        script.source()
-    )
+    format!("const ENVSYNC = {config};\n{PRELUDE}\n{}", script.source())
 }
 
 /// A mongosh running `script` against connection `role`, stdout piped (the
@@ -75,7 +72,11 @@ pub fn run(script: Script, role: &str, input: &[u8]) -> Result<Value, Error> {
 /// The JSON line a script printed last.
 pub fn summary(script: Script, out: &[u8]) -> Result<Value, Error> {
     let text = String::from_utf8_lossy(out);
-    let line = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
     serde_json::from_str(line).map_err(|e| {
         Error::Other(format!(
             "mongosh's {script:?} script printed no summary ({e}): {}",

@@ -18,9 +18,9 @@ pub fn transform(script: &ByteSource) -> Result<(), Error> {
     let stdout = runner.take_stdout()?;
     let printed = envsync_plugin_sdk::read_all(&stdout, 1 << 20);
     drop(stdout);
-    runner
-        .finish()
-        .map_err(|e| e.context("the transform script failed; statements before the error stay applied"))?;
+    runner.finish().map_err(|e| {
+        e.context("the transform script failed; statements before the error stay applied")
+    })?;
     let printed = printed.unwrap_or_default();
     info(format!(
         "ran a {bytes}-byte mongosh script{}",
