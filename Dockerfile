@@ -30,7 +30,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
 
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 # Client programs the plugins start (pg_dump, pg_restore, psql; mariadb,
-# mariadb-dump; sqlite3); CA certificates for S3 and the Pushgateway over
+# mariadb-dump; sqlite3; mongosh below); CA certificates for S3 and the Pushgateway over
 # HTTPS.
 # Versions come from the Debian release (DEBIAN_RELEASE): pg_dump must be at
 # least as new as the servers it dumps.
@@ -42,6 +42,16 @@ RUN apt-get update \
         postgresql-client \
         sqlite3 \
     && rm -rf /var/lib/apt/lists/*
+# mongosh (the mongodb plugin's only program) from npm, on Debian's Node.js;
+# npm itself is removed again. Its modules land in /usr/local/lib, which the
+# host lets mongosh read (programs.toml).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends nodejs npm \
+    && npm install --global --omit=dev --no-audit --no-fund mongosh@2.12.0 \
+    && npm cache clean --force \
+    && apt-get purge -y --auto-remove npm \
+    && rm -rf /var/lib/apt/lists/* /root/.npm
 # The user the Kubernetes manifests run as (runAsUser 10001), and the folders
 # they mount volumes on (state, compile cache, config).
 RUN groupadd --system --gid 10001 envsync \

@@ -129,3 +129,20 @@ if ! python3 -c 'import osmem_server' >/dev/null 2>&1; then
   echo "setup: installing osmem-server (OpenSearch API test server)"
   pip_install osmem-server
 fi
+
+# --- MongoDB plugin (plugins/mongodb) -------------------------------------
+# mongosh (npm; the plugin's only program) and SecantusDB (PyPI `secantusdb`:
+# a MongoDB wire-protocol server on WiredTiger; the mongodb suite starts it
+# with `python3 -m secantus`). No MongoDB server installs here.
+if ! command -v mongosh >/dev/null; then
+  if ! command -v npm >/dev/null; then
+    echo "setup: installing Node.js and npm (for mongosh)"
+    apt_install nodejs npm
+  fi
+  echo "setup: installing mongosh 2.x (npm)"
+  "${sudo_cmd[@]}" npm install --global --no-audit --no-fund mongosh@2
+fi
+if ! python3 -c 'import secantus' >/dev/null 2>&1; then
+  echo "setup: installing SecantusDB (MongoDB-compatible test server)"
+  pip_install secantusdb
+fi

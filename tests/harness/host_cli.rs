@@ -76,6 +76,14 @@ impl Host {
         }
     }
 
+    /// The same host with another deadline per command (big data sets).
+    pub fn with_timeout(&self, timeout: Duration) -> Host {
+        Host {
+            timeout,
+            ..self.clone()
+        }
+    }
+
     pub fn plugin_dir(&self) -> &Path {
         &self.plugin_dir
     }

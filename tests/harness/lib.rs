@@ -13,7 +13,8 @@
 //! ([`pushgateway`]). For Kubernetes: reading rendered manifests and the
 //! offline checkers `kubernetes-validate` and `hadolint` ([`kubernetes`]). For search
 //! engines: a throwaway OpenSearch-compatible server (osmem-server) and JSON
-//! helpers on it ([`search`]), and an HTTP double of the snapshot API, which
+//! helpers on it ([`search`]); for document databases: a throwaway
+//! MongoDB-compatible server (SecantusDB) and mongosh ([`mongo`]); and an HTTP double of the snapshot API, which
 //! no server that runs here has ([`snapshot_double`]).
 //!
 //! Every child the harness starts is waited for: in CI, PID 1 does not reap
@@ -24,6 +25,7 @@ pub mod host_cli;
 pub mod http;
 pub mod kubernetes;
 pub mod mariadb;
+pub mod mongo;
 pub mod paths;
 pub mod plugin_folder;
 pub mod ports;

@@ -723,6 +723,28 @@ mod tests {
     }
 
     #[test]
+    fn mongosh_gets_a_script_but_no_server_file_or_rc() {
+        assert!(
+            check(
+                "mongosh",
+                &["--nodb", "--quiet", "--norc", "--eval", "print(1)"]
+            )
+            .is_ok()
+        );
+        for bad in [
+            &["mongodb://evil:27017/x"][..],
+            &["--host", "evil"],
+            &["--port", "1"],
+            &["--username", "root"],
+            &["--file", "/etc/passwd"],
+            &["script.js"],
+            &["--shell"],
+        ] {
+            assert!(check("mongosh", bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
     fn conninfo_parsing_finds_every_keyword() {
         assert_eq!(
             conninfo_keys("dbname='a b' host = x").unwrap(),
