@@ -53,10 +53,11 @@ pub fn check_task(env: &Environment, task: &Task, allowed: bool) -> Result<()> {
             &env.name,
             env.production,
             &format!(
-                "task {:?} step {} ({}) writes into it",
+                "task {:?} step {} ({}) {} it",
                 task.name,
                 i + 1,
-                op.name()
+                op.name(),
+                writes_how(op)
             ),
             "set production = false in its [environment]",
         )),
