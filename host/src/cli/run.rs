@@ -92,7 +92,13 @@ pub struct RunArgs {
     #[arg(long, env = "ENVSYNC_ENVIRONMENT")]
     pub environment: Option<String>,
     /// Whether the environment is production, whatever its name says (with --config: production in [environment]).
-    #[arg(long, env = "ENVSYNC_PRODUCTION", value_name = "true|false", action = clap::ArgAction::Set)]
+    #[arg(
+        long,
+        env = "ENVSYNC_PRODUCTION",
+        value_name = "true|false",
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub production: Option<bool>,
     /// Plugin name (see `plugins list`).
     #[arg(long, required_unless_present = "config")]
