@@ -141,68 +141,66 @@ impl StepInputs {
     /// Refuses what does not belong to this operation (a config file cannot
     /// get here with such fields; a command line can).
     fn check_fields(&self) -> Result<()> {
+        use StepOp::{Backup, Copy, Restore, Transform};
         let o = self.origin;
-        let given: [(bool, StepOp, &str); 10] = [
+        let given: [(bool, &[StepOp], &str); 10] = [
             (
                 self.compression.is_some(),
-                StepOp::Backup,
+                &[Backup],
                 o.name("--compression", "compression"),
             ),
             (
                 !self.encrypt_to.is_empty() || !self.encrypt_to_files.is_empty(),
-                StepOp::Backup,
+                &[Backup],
                 o.name("--encrypt-to", "encrypt_to"),
             ),
             (
                 self.instance.is_some(),
-                StepOp::Backup,
+                &[Backup],
                 o.name("--instance", "instance"),
             ),
             (
                 !self.identities.is_empty(),
-                StepOp::Restore,
+                &[Restore],
                 o.name("--identity", "identity"),
             ),
             (
                 self.from_instance.is_some(),
-                StepOp::Restore,
+                &[Restore],
                 o.name("--from-instance", "from_instance"),
             ),
             (
                 self.from_database.is_some(),
-                StepOp::Restore,
+                &[Restore],
                 o.name("--from-database", "from_database"),
             ),
             (
                 self.artifact.is_some(),
-                StepOp::Restore,
+                &[Restore],
                 o.name("--artifact", "artifact"),
             ),
             (
                 self.script.is_some(),
-                StepOp::Transform,
+                &[Transform],
                 o.name("--script", "script"),
             ),
             (
                 self.source.is_some(),
-                StepOp::Copy,
+                &[Copy],
                 o.name("--source-database", "[task.source]"),
             ),
             (
-                self.sanitise.is_some() && matches!(self.op, StepOp::Restore | StepOp::Transform),
-                StepOp::Backup,
+                self.sanitise.is_some(),
+                &[Backup, Copy],
                 o.name("--sanitiser", "[task.sanitise]"),
             ),
         ];
-        for (present, owner, name) in given {
-            if present && owner != self.op {
-                let owner = if name.contains("sanitis") {
-                    "backup and copy".to_string()
-                } else {
-                    owner.name().to_string()
-                };
+        for (present, owners, name) in given {
+            if present && !owners.contains(&self.op) {
+                let owners: Vec<&str> = owners.iter().map(|op| op.name()).collect();
                 return Err(self.usage(format!(
-                    "{name} belongs to {owner} steps; it does not apply to a {}",
+                    "{name} belongs to {} steps; it does not apply to a {}",
+                    owners.join(" and "),
                     self.op.name()
                 )));
             }
