@@ -253,17 +253,18 @@ impl RunArgs {
     /// Refuses flags typed together with `--config` that the config file
     /// describes instead, naming where each goes (exit code 2).
     pub(crate) fn refuse_with_config(&self) -> Result<()> {
-        let own: Vec<String> = <RunArgs as clap::Args>::augment_args(clap::Command::new("run"))
+        // This command's own flags (not the global ones), by id, with their names.
+        let command = <RunArgs as clap::Args>::augment_args(clap::Command::new("run"));
+        let refused: Vec<String> = command
             .get_arguments()
-            .map(|a| a.get_id().to_string())
-            .collect();
-        let refused: Vec<String> = self
-            .typed
-            .iter()
-            .filter(|id| own.contains(id) && !WITH_CONFIG.contains(&id.as_str()))
-            .map(|id| {
-                let flag = format!("--{}", flag_name(id));
-                match IN_THE_CONFIG.iter().find(|(i, _)| i == id) {
+            .filter(|a| {
+                let id = a.get_id().as_str();
+                self.typed(id) && !WITH_CONFIG.contains(&id)
+            })
+            .map(|a| {
+                let id = a.get_id().as_str();
+                let flag = format!("--{}", a.get_long().unwrap_or(id));
+                match IN_THE_CONFIG.iter().find(|(i, _)| *i == id) {
                     Some((_, place)) => format!("{flag} (set {place})"),
                     None => format!("{flag} (the task in the file says it)"),
                 }
@@ -400,18 +401,6 @@ impl RunArgs {
         let mut request = request::build(self.inputs(store_options)?)?;
         request.stop = crate::signals::stop_on_signals();
         Ok(request)
-    }
-}
-
-/// A clap id as its flag (`read_only_stores` → `read-only-store`).
-fn flag_name(id: &str) -> String {
-    match id {
-        "read_only_stores" => "read-only-store".into(),
-        "identities" => "identity".into(),
-        "allow_programs" => "allow-program".into(),
-        "params" => "param".into(),
-        "allowed_email_domains" => "allowed-email-domain".into(),
-        other => other.replace('_', "-"),
     }
 }
 
