@@ -1,4 +1,3 @@
-use clap::Parser;
 use envsync_host::cli::Cli;
 use envsync_host::{failure, logging};
 
@@ -36,7 +35,7 @@ fn main() {
     bound_allocator();
     // Before the runtime's threads start, so they inherit it.
     let _ = envsync_host::capabilities::process::lower_priority();
-    let cli = Cli::parse();
+    let cli = Cli::try_parse_from_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
     logging::init(cli.log_format, cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -258,8 +258,59 @@ fn an_unknown_task_lists_the_tasks_and_ad_hoc_flags_conflict_with_config() {
     ])
     .expect_fail(
         &[exit::USAGE],
-        &["cannot be used with"],
+        &["do not apply with --config", "--plugin"],
         "--config with --plugin",
+    );
+    // Flags the config file describes are refused, naming where each goes,
+    // rather than silently ignored.
+    for (flags, place) in [
+        (
+            &["--max-runtime", "10m"][..],
+            "--max-runtime (set max_runtime on each [[task.step]])",
+        ),
+        (
+            &["--memory-cap-mib", "64"][..],
+            "--memory-cap-mib (set memory_cap_mib in [[task]])",
+        ),
+        (
+            &["--allow-program", "psql"][..],
+            "--allow-program (set allow_programs in [[task]])",
+        ),
+        (
+            &["--store", "/tmp/elsewhere"][..],
+            "--store (set store in [environment])",
+        ),
+        (
+            &["--environment", "prod"][..],
+            "--environment (set name in [environment])",
+        ),
+        (
+            &["--production", "false"][..],
+            "--production (set production in [environment])",
+        ),
+        (
+            &["--sanitiser", "sanitise"][..],
+            "--sanitiser (set [task.sanitise])",
+        ),
+    ] {
+        let mut args = vec!["run", "--config", &example, "--task", "shop"];
+        args.extend_from_slice(flags);
+        host.run(&args).expect_fail(
+            &[exit::USAGE],
+            &["do not apply with --config", place],
+            &format!("--config with {}", flags[0]),
+        );
+    }
+    // The same settings from the environment (meant for ad-hoc runs) are
+    // not in the way.
+    let mut cmd = host.command(&["run", "--config", &example, "--task", "nope"]);
+    cmd.env("ENVSYNC_STORE", "/tmp/elsewhere")
+        .env("ENVSYNC_PRODUCTION", "true")
+        .env("ENVSYNC_READ_ONLY_STORES", "/tmp/a,/tmp/b");
+    host.run_command(cmd).expect_fail(
+        &[exit::USAGE],
+        &["no task \"nope\""],
+        "unknown task with ENVSYNC_STORE and ENVSYNC_PRODUCTION set",
     );
 }
 
@@ -611,9 +662,11 @@ fn a_restore_into_production_needs_the_override() {
     env.run_task(&config, "shop", &[]).expect_fail(
         &[exit::USAGE],
         &[
-            "refusing to restore into production",
+            "refusing to write into production",
             "\"production-eu\"",
-            "--allow-production-restore",
+            "step 1 (restore) restores into it",
+            "--allow-production-write",
+            "set production = false in its [environment]",
         ],
         "restore step into production",
     );
@@ -621,6 +674,7 @@ fn a_restore_into_production_needs_the_override() {
         !env.pg.database_exists("shop_staging").unwrap(),
         "nothing ran"
     );
+    // The flag's earlier name still works.
     env.run_task(&config, "shop", &["--allow-production-restore"])
         .expect_ok("restore into production with the override");
     assert!(env.pg.database_exists("shop_staging").unwrap());
@@ -637,14 +691,18 @@ fn a_restore_into_production_needs_the_override() {
         .run(&env.host)
         .expect_fail(
             &[exit::USAGE],
-            &["refusing to restore into production", "\"prod\""],
+            &[
+                "refusing to write into production",
+                "\"prod\"",
+                "--production false",
+            ],
             "ad-hoc restore with --environment prod",
         );
     let mut cmd = env.host.command(restore.args());
     cmd.env("ENVSYNC_ENVIRONMENT", "Production");
     env.host.run_command(cmd).expect_fail(
         &[exit::USAGE],
-        &["refusing to restore into production"],
+        &["refusing to write into production"],
         "ad-hoc restore with ENVSYNC_ENVIRONMENT=Production",
     );
     assert!(!env.pg.database_exists("adhoc").unwrap(), "nothing ran");
@@ -671,9 +729,158 @@ fn a_restore_into_production_needs_the_override() {
     assert!(rows[0].get("task").is_none(), "{out}");
     restore
         .opt("--environment", "prod")
-        .arg("--allow-production-restore")
+        .arg("--allow-production-write")
         .run(&env.host)
         .expect_ok("ad-hoc restore into production with the override");
+}
+
+impl Env {
+    /// `guard.toml`: environment `name` (`extra` lines in `[environment]`)
+    /// with one task `shop` of one `op` step into `shop_target`: a copy of
+    /// `shop`, or a transform that creates table `guard_marker`.
+    fn one_step_config(&self, name: &str, extra: &str, op: &str) -> PathBuf {
+        std::fs::write(
+            self.dir.path().join("marker.sql"),
+            "CREATE TABLE guard_marker (x int);\n",
+        )
+        .unwrap();
+        let step = match op {
+            "copy" => "op = \"copy\"".to_string(),
+            _ => "op = \"transform\"\nscript = \"marker.sql\"".to_string(),
+        };
+        let text = format!(
+            r#"
+[environment]
+name = "{name}"
+state_dir = "state"
+{extra}
+
+[[task]]
+name = "shop"
+plugin = "postgres"
+
+[task.database]
+host = "{host}"
+port = {port}
+user = "{user}"
+name = "shop_target"
+
+[task.source]
+name = "shop"
+
+[[task.step]]
+{step}
+"#,
+            host = self.pg.host(),
+            port = self.pg.port(),
+            user = self.pg.user(),
+        );
+        let path = self.dir.path().join("guard.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+#[test]
+fn copy_and_transform_are_guarded_and_production_says_what_is_production() {
+    let env = setup();
+    let marker = "SELECT count(*) FROM pg_tables WHERE tablename = 'guard_marker'";
+    // Named production: a copy and a transform are refused before anything runs.
+    for op in ["copy", "transform"] {
+        let config = env.one_step_config("production", "", op);
+        env.run_task(&config, "shop", &[]).expect_fail(
+            &[exit::USAGE],
+            &[
+                "refusing to write into production",
+                "\"production\" counts as production",
+                &format!("step 1 ({op})"),
+                "--allow-production-write",
+                "production = false",
+            ],
+            &format!("a {op} into production"),
+        );
+        assert!(
+            !env.pg.database_exists("shop_target").unwrap(),
+            "nothing ran"
+        );
+    }
+    // `production = false` overrides the name: preprod may be written.
+    let config = env.one_step_config("preprod", "production = false", "copy");
+    env.run_task(&config, "shop", &[])
+        .expect_ok("a copy into preprod marked production = false");
+    assert_eq!(
+        env.pg.row_count("shop_target", "customers").unwrap(),
+        env.pg.row_count("shop", "customers").unwrap()
+    );
+    let config = env.one_step_config("preprod", "production = false", "transform");
+    env.run_task(&config, "shop", &[])
+        .expect_ok("a transform in preprod marked production = false");
+    assert_eq!(env.count("shop_target", marker), 1);
+    // `production = true` overrides the name the other way.
+    let oid = env.pg.database_oid("shop_target").unwrap();
+    let config = env.one_step_config("staging", "production = true", "copy");
+    let out = env.run_task(&config, "shop", &[]);
+    out.expect_fail(
+        &[exit::USAGE],
+        &[
+            "\"staging\" is marked production",
+            "step 1 (copy) copies into it",
+            "--allow-production-write",
+        ],
+        "a copy into staging marked production = true",
+    );
+    assert!(!out.stderr.contains("production = false"), "{out}");
+    assert_eq!(
+        env.pg.database_oid("shop_target").unwrap(),
+        oid,
+        "the target was not replaced"
+    );
+    assert_eq!(env.count("shop_target", marker), 1);
+    // The override lets it through.
+    env.run_task(&config, "shop", &["--allow-production-write"])
+        .expect_ok("a copy into production with the override");
+    assert_eq!(env.count("shop_target", marker), 0, "the copy replaced it");
+
+    // Ad hoc: the same guard from --environment and --production.
+    let copy = env
+        .pg
+        .step("copy", "adhoc_target")
+        .opt("--source-database", "shop");
+    copy.clone()
+        .opt("--environment", "production")
+        .run(&env.host)
+        .expect_fail(
+            &[exit::USAGE],
+            &[
+                "refusing to write into production",
+                "this is a copy",
+                "--allow-production-write",
+                "--production false",
+            ],
+            "ad-hoc copy into production",
+        );
+    env.pg
+        .step("transform", "shop_target")
+        .opt("--script", env.dir.path().join("marker.sql").display())
+        .opt("--environment", "staging")
+        .opt("--production", "true")
+        .run(&env.host)
+        .expect_fail(
+            &[exit::USAGE],
+            &["\"staging\" is marked production", "this is a transform"],
+            "ad-hoc transform into staging marked production",
+        );
+    assert_eq!(
+        env.count("shop_target", marker),
+        0,
+        "the transform did not run"
+    );
+    assert!(!env.pg.database_exists("adhoc_target").unwrap());
+    copy.opt("--environment", "preprod")
+        .opt("--production", "false")
+        .run(&env.host)
+        .expect_ok("ad-hoc copy into preprod marked not production");
+    assert!(env.pg.database_exists("adhoc_target").unwrap());
 }
 
 #[test]

@@ -2,10 +2,10 @@
 //! schedules, serves the status page and `/metrics` when asked to listen,
 //! and stops cleanly on SIGTERM.
 
-use super::run_task::guard_production;
 use crate::failure::{Failure, Kind};
 use crate::jobs::config::{self, CheckOptions};
 use crate::jobs::daemon::Daemon;
+use crate::jobs::guard;
 use crate::jobs::report::Reporter;
 use crate::jobs::runner;
 use crate::runtime::Runtime;
@@ -26,9 +26,9 @@ pub struct DaemonArgs {
     /// Serve the status page, /status.json and /metrics on this address (e.g. 0.0.0.0:9187).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
-    /// Allow scheduled restores into an environment named like production.
-    #[arg(long)]
-    pub allow_production_restore: bool,
+    /// Allow scheduled restores, transforms and copies into a production environment; without it the daemon refuses to start (exit 2).
+    #[arg(long, alias = "allow-production-restore")]
+    pub allow_production_write: bool,
 }
 
 pub async fn execute(
@@ -39,7 +39,7 @@ pub async fn execute(
 ) -> Result<()> {
     let config = config::load(&args.config, &CheckOptions::default())?;
     for task in &config.tasks {
-        guard_production(&config, task, args.allow_production_restore)?;
+        guard::check_task(&config.environment, task, args.allow_production_write)?;
     }
     let state_dir = runner::state_dir(&config)?;
     let reporter = Arc::new(Reporter::for_config(&config));

@@ -6,7 +6,7 @@ mod config;
 mod daemon;
 mod plugins;
 mod render;
-mod run;
+pub(crate) mod run;
 mod run_task;
 mod sanitise;
 mod serve;
@@ -18,7 +18,8 @@ use crate::runtime::Runtime;
 use crate::runtime::compile_cache::CompileCache;
 use crate::runtime::registry::{Registry, default_plugin_dir};
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -84,6 +85,27 @@ pub enum Command {
 }
 
 impl Cli {
+    /// Parses `args` (the program name first). Unlike [`Parser::parse`], `run`
+    /// learns which of its flags were typed rather than taken from the
+    /// environment (`ENVSYNC_STORE`, …), so that with `--config` a typed ad-hoc
+    /// flag is refused while a variable set for ad-hoc runs is not in the way.
+    pub fn try_parse_from_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Cli::command().try_get_matches_from(args)?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        if let (Command::Run(args), Some(("run", run))) = (&mut cli.command, matches.subcommand()) {
+            args.typed = run
+                .ids()
+                .filter(|id| run.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+                .map(|id| id.to_string())
+                .collect();
+        }
+        Ok(cli)
+    }
+
     fn runtime(&self) -> Result<Runtime> {
         let dir = self.cache_dir.clone().or_else(CompileCache::default_dir);
         Runtime::new(CompileCache::new(dir))

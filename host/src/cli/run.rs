@@ -1,21 +1,22 @@
 //! `envsync-host run`: one operation from the command line.
 
-use crate::capabilities::job::JobContext;
-use crate::connection::{Connection, Secret};
 use crate::failure::{Failure, Kind};
 use crate::jobs::chain::StepResult;
-use crate::jobs::config::{StepOp, is_production_name};
+use crate::jobs::config::{
+    DEFAULT_SANITISER_CALL_TIMEOUT, DatabaseSpec, PasswordSource, SaltSource, SanitiseSpec, StepOp,
+};
+use crate::jobs::guard;
 use crate::jobs::history::{self, History};
 use crate::jobs::report::{Reporter, StepIdentity};
+use crate::jobs::request::{self, Origin, StepInputs};
 use crate::logging::LogFormat;
 use crate::metrics::Pusher;
-use crate::runtime::bindings::Operation;
 use crate::runtime::registry::Registry;
-use crate::runtime::sandbox::DEFAULT_MEMORY_CAP_MIB;
 use crate::runtime::{LoadedPlugin, Runtime};
+use crate::sanitiser::LoadedSanitiser;
 use crate::step::{self, StepOutcome, StepRequest, human_size};
 use crate::store::StoreOptions;
-use crate::store::codec::{self, Compression};
+use crate::store::codec::Compression;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
@@ -29,17 +30,6 @@ pub enum Op {
     Copy,
 }
 
-impl From<Op> for Operation {
-    fn from(op: Op) -> Self {
-        match op {
-            Op::Backup => Operation::Backup,
-            Op::Restore => Operation::Restore,
-            Op::Transform => Operation::Transform,
-            Op::Copy => Operation::Copy,
-        }
-    }
-}
-
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum CompressionArg {
     Zstd,
@@ -47,50 +37,69 @@ pub enum CompressionArg {
     None,
 }
 
-/// Flags of the ad-hoc form (`--plugin … --op …`) that a config file sets
-/// instead; giving them with `--config` is an error.
-const AD_HOC: &[&str] = &[
-    "plugin",
-    "op",
-    "database",
-    "db_host",
-    "db_port",
-    "db_user",
-    "db_password_file",
-    "instance",
-    "from_store",
-    "compression",
-    "compression_level",
-    "encrypt_to",
-    "encrypt_to_file",
-    "from_instance",
-    "from_database",
-    "artifact",
-    "script",
-    "source_database",
-    "source_host",
-    "source_port",
-    "source_user",
-    "source_password_file",
-    "params",
+impl CompressionArg {
+    fn name(self) -> &'static str {
+        match self {
+            CompressionArg::Zstd => "zstd",
+            CompressionArg::Gzip => "gzip",
+            CompressionArg::None => "none",
+        }
+    }
+}
+
+/// What each flag that does not apply with `--config` is in a config file:
+/// giving one with `--config` is refused, pointing here, rather than ignored.
+/// Flags not listed (`--plugin`, `--database`, …) point at the task in general.
+const IN_THE_CONFIG: &[(&str, &str)] = &[
+    ("environment", "name in [environment]"),
+    ("production", "production in [environment]"),
+    ("store", "store in [environment]"),
+    (
+        "from_store",
+        "upper_store in [environment] (from = \"upper\" on the restore step)",
+    ),
+    ("read_only_stores", "upper_store in [environment]"),
+    ("max_runtime", "max_runtime on each [[task.step]]"),
+    ("memory_cap_mib", "memory_cap_mib in [[task]]"),
+    ("allow_programs", "allow_programs in [[task]]"),
+    ("params", "params in [[task]] or [[task.step]]"),
+    ("identities", "identity on the restore step"),
+    ("sanitiser", "[task.sanitise]"),
+    ("rules", "[task.sanitise]"),
+    ("salt_file", "[task.sanitise]"),
+    ("salt_env", "[task.sanitise]"),
+    ("strict", "[task.sanitise]"),
+    ("allowed_email_domains", "[task.sanitise]"),
+    ("sanitiser_memory_cap_mib", "[task.sanitise]"),
+    ("sanitiser_call_timeout", "[task.sanitise]"),
 ];
+
+/// The flags of `run` that apply with `--config`.
+const WITH_CONFIG: &[&str] = &["config", "task", "allow_production_write"];
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Run the steps of a task from this config file (with --task) instead of one ad-hoc operation.
-    #[arg(long, value_name = "FILE", conflicts_with_all = AD_HOC, requires = "task")]
+    /// Run the steps of a task from this config file (with --task) instead of one ad-hoc operation. Only --task and --allow-production-write apply with it; the file describes everything else.
+    #[arg(long, value_name = "FILE", requires = "task")]
     pub config: Option<PathBuf>,
     /// The task of --config to run.
     #[arg(long, value_name = "NAME", requires = "config")]
     pub task: Option<String>,
-    /// Allow a restore into a production environment (a name containing "prod"); refused otherwise.
-    #[arg(long)]
-    pub allow_production_restore: bool,
-    /// Name of the environment this ad-hoc step runs in; a restore into one whose name contains "prod" needs --allow-production-restore (with --config the file's name applies).
-    // Not in AD_HOC: clap counts a value from the environment variable as
-    // given, and a set ENVSYNC_ENVIRONMENT must not break `run --config`.
+    /// Allow a restore, transform or copy into a production environment; refused otherwise (exit 2).
+    #[arg(long, alias = "allow-production-restore")]
+    pub allow_production_write: bool,
+    /// Name of the environment this ad-hoc step runs in; one whose name contains "prod" is production (see --production).
     #[arg(long, env = "ENVSYNC_ENVIRONMENT")]
     pub environment: Option<String>,
+    /// Whether the environment is production, whatever its name says (with --config: production in [environment]).
+    #[arg(
+        long,
+        env = "ENVSYNC_PRODUCTION",
+        value_name = "true|false",
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub production: Option<bool>,
     /// Plugin name (see `plugins list`).
     #[arg(long, required_unless_present = "config")]
     pub plugin: Option<String>,
@@ -132,9 +141,9 @@ pub struct RunArgs {
     /// Backup: compression of the stored artifact [default: zstd, or none for formats that are already compressed].
     #[arg(long, value_enum)]
     pub compression: Option<CompressionArg>,
-    /// Backup: compression level [default: zstd 1, gzip 6].
-    #[arg(long)]
-    pub compression_level: Option<i32>,
+    /// Backup: compression level: zstd 1 to 22 or -7 to -1 (faster) [default: 1], gzip 0 to 9 [default: 6].
+    #[arg(long, allow_negative_numbers = true)]
+    pub compression_level: Option<i64>,
     /// Backup: encrypt to this age recipient (age1…; repeatable).
     #[arg(long = "encrypt-to", value_name = "RECIPIENT")]
     pub encrypt_to: Vec<String>,
@@ -174,153 +183,224 @@ pub struct RunArgs {
     /// Plugin parameter NAME=VALUE (repeatable; see `plugins inspect`).
     #[arg(long = "param", value_name = "NAME=VALUE")]
     pub params: Vec<String>,
-    /// Maximum runtime of the step; the plugin and its programs are stopped after it.
-    #[arg(long, default_value = "6h", value_parser = humantime::parse_duration)]
-    pub max_runtime: Duration,
-    /// Cap on the plugin's memory, in MiB.
-    #[arg(long, default_value_t = DEFAULT_MEMORY_CAP_MIB)]
-    pub memory_cap_mib: u64,
+    /// Maximum runtime of the step; the plugin and its programs are stopped after it [default: restore 4h, backup 1h, transform 45m, copy 4h].
+    #[arg(long, value_parser = request::parse_duration)]
+    pub max_runtime: Option<Duration>,
+    /// Cap on the plugin's memory, in MiB (16 to 65536) [default: 256].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(*request::MEMORY_CAP_MIB.start()..=*request::MEMORY_CAP_MIB.end()))]
+    pub memory_cap_mib: Option<u64>,
     /// Allow only these of the plugin's declared programs (repeatable) [default: all it declares].
     #[arg(long = "allow-program", value_name = "PROGRAM")]
     pub allow_programs: Vec<String>,
+    /// Backup, copy: pass the rows through this sanitiser (sanitisers/NAME.wasm in the plugin folder); needs --rules and --salt-file or --salt-env.
+    #[arg(long, value_name = "NAME")]
+    pub sanitiser: Option<String>,
+    /// The sanitiser's rules file.
+    #[arg(long, value_name = "FILE", requires = "sanitiser")]
+    pub rules: Option<PathBuf>,
+    /// File holding the keyed-hash salt (a secret of at least 16 bytes; keep it between runs so masks stay stable).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "sanitiser",
+        conflicts_with = "salt_env"
+    )]
+    pub salt_file: Option<PathBuf>,
+    /// Environment variable holding the keyed-hash salt.
+    #[arg(long, value_name = "VARIABLE", requires = "sanitiser")]
+    pub salt_env: Option<String>,
+    /// Refuse columns the rules do not cover before dumping, and fail the step when personal data is left after sanitising.
+    #[arg(long, requires = "sanitiser")]
+    pub strict: bool,
+    /// An e-mail domain the residual scan accepts (repeatable; the masks' domains).
+    #[arg(
+        long = "allowed-email-domain",
+        value_name = "DOMAIN",
+        requires = "sanitiser"
+    )]
+    pub allowed_email_domains: Vec<String>,
+    /// Cap on the sanitiser's memory, in MiB [default: 256].
+    #[arg(long, requires = "sanitiser", value_parser = clap::value_parser!(u64).range(*request::MEMORY_CAP_MIB.start()..=*request::MEMORY_CAP_MIB.end()))]
+    pub sanitiser_memory_cap_mib: Option<u64>,
+    /// Longest one batch of rows may take in the sanitiser [default: 60s].
+    #[arg(long, requires = "sanitiser", value_parser = request::parse_duration)]
+    pub sanitiser_call_timeout: Option<Duration>,
+    /// The ids of the flags typed on the command line (not taken from the
+    /// environment or a default), filled by [`crate::cli::Cli::try_parse_from_args`].
+    #[arg(skip)]
+    pub typed: Vec<String>,
 }
 
-fn read_password(file: Option<&PathBuf>, env: &str) -> Result<Option<Secret>> {
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Failure::new(
-                Kind::Usage,
-                format!("cannot read password file {}: {e}", path.display()),
-            )
-        })?;
-        return Ok(Some(Secret::new(
-            text.trim_end_matches(['\r', '\n']).to_string(),
-        )));
+/// A password source for the builder: the file, else the variable when it
+/// is set, else the plugin's own variables.
+fn password_source(file: Option<&PathBuf>, env: &str) -> PasswordSource {
+    match file {
+        Some(path) => PasswordSource::File(path.clone()),
+        None if std::env::var_os(env).is_some() => PasswordSource::Env(env.to_string()),
+        None => PasswordSource::Default,
     }
-    Ok(std::env::var(env).ok().map(Secret::new))
+}
+
+fn usage(message: impl Into<String>) -> anyhow::Error {
+    Failure::new(Kind::Usage, message).into()
 }
 
 impl RunArgs {
-    fn compression(&self) -> Result<Option<Compression>> {
-        let level = self.compression_level;
-        Ok(match self.compression {
-            None if level.is_some() => {
-                return Err(Failure::new(
-                    Kind::Usage,
-                    "--compression-level needs --compression zstd|gzip",
-                )
-                .into());
-            }
-            None => None,
-            Some(CompressionArg::None) => Some(Compression::None),
-            Some(CompressionArg::Zstd) => Some(Compression::Zstd {
-                level: level.unwrap_or(3),
-            }),
-            Some(CompressionArg::Gzip) => Some(Compression::Gzip {
-                level: level.unwrap_or(6) as u32,
-            }),
+    fn typed(&self, id: &str) -> bool {
+        self.typed.iter().any(|t| t == id)
+    }
+
+    /// Refuses flags typed together with `--config` that the config file
+    /// describes instead, naming where each goes (exit code 2).
+    pub(crate) fn refuse_with_config(&self) -> Result<()> {
+        // This command's own flags (not the global ones), by id, with their names.
+        let command = <RunArgs as clap::Args>::augment_args(clap::Command::new("run"));
+        let refused: Vec<String> = command
+            .get_arguments()
+            .filter(|a| {
+                let id = a.get_id().as_str();
+                self.typed(id) && !WITH_CONFIG.contains(&id)
+            })
+            .map(|a| {
+                let id = a.get_id().as_str();
+                let flag = format!("--{}", a.get_long().unwrap_or(id));
+                match IN_THE_CONFIG.iter().find(|(i, _)| *i == id) {
+                    Some((_, place)) => format!("{flag} (set {place})"),
+                    None => format!("{flag} (the task in the file says it)"),
+                }
+            })
+            .collect();
+        if refused.is_empty() {
+            return Ok(());
+        }
+        Err(usage(format!(
+            "these flags do not apply with --config, whose file describes the task: {}. \
+             Remove them, or run the step ad hoc with --plugin instead of --config",
+            refused.join(", ")
+        )))
+    }
+
+    fn op(&self) -> Result<StepOp> {
+        let op = self
+            .op
+            .ok_or_else(|| usage("--op is required with --plugin"))?;
+        Ok(match op {
+            Op::Backup => StepOp::Backup,
+            Op::Restore => StepOp::Restore,
+            Op::Transform => StepOp::Transform,
+            Op::Copy => StepOp::Copy,
         })
     }
 
-    fn recipients(&self) -> Result<Vec<String>> {
-        let mut recipients = self.encrypt_to.clone();
-        for file in &self.encrypt_to_file {
-            recipients.extend(
-                codec::read_recipients_file(file)
-                    .map_err(|e| Failure::new(Kind::Usage, format!("{e:#}")))?,
-            );
-        }
-        Ok(recipients)
-    }
-
-    fn request(&self, store_options: &StoreOptions) -> Result<StepRequest> {
-        let mut params = Vec::new();
-        for p in &self.params {
-            let (k, v) = p.split_once('=').ok_or_else(|| {
-                Failure::new(
-                    Kind::Usage,
-                    format!("--param {p:?} must look like NAME=VALUE"),
-                )
-            })?;
-            params.push((k.trim().to_string(), v.to_string()));
-        }
-        let main = Connection {
-            database: self
+    /// The ad-hoc step as the step request builder's inputs.
+    pub(crate) fn inputs(&self, store_options: &StoreOptions) -> Result<StepInputs> {
+        let op = self.op()?;
+        let database = DatabaseSpec {
+            name: self
                 .database
                 .clone()
-                .ok_or_else(|| Failure::new(Kind::Usage, "--database is required with --plugin"))?,
+                .ok_or_else(|| usage("--database is required with --plugin"))?,
             host: self.db_host.clone(),
             port: self.db_port,
             user: self.db_user.clone(),
-            password: read_password(self.db_password_file.as_ref(), "ENVSYNC_DB_PASSWORD")?,
+            password: password_source(self.db_password_file.as_ref(), "ENVSYNC_DB_PASSWORD"),
         };
-        let mut job = JobContext {
-            params,
-            ..Default::default()
-        };
-        let op: Operation = self
-            .op
-            .ok_or_else(|| Failure::new(Kind::Usage, "--op is required with --plugin"))?
-            .into();
-        match op {
-            Operation::Backup => {
-                job.connections.insert("source".into(), main);
-            }
-            Operation::Restore | Operation::Transform => {
-                job.connections.insert("target".into(), main);
-            }
-            Operation::Copy => {
-                let database = self.source_database.clone().ok_or_else(|| {
-                    Failure::new(
-                        Kind::Usage,
-                        "copy needs --source-database (the database to copy from)",
-                    )
-                })?;
-                let source = Connection {
-                    database,
-                    host: self.source_host.clone().or_else(|| main.host.clone()),
-                    port: self.source_port.or(main.port),
-                    user: self.source_user.clone().or_else(|| main.user.clone()),
-                    password: read_password(
-                        self.source_password_file.as_ref(),
-                        "ENVSYNC_SOURCE_DB_PASSWORD",
-                    )?
-                    .or_else(|| main.password.clone()),
-                };
-                if source.database == main.database
-                    && source.display_address() == main.display_address()
-                {
-                    return Err(Failure::new(
-                        Kind::Usage,
-                        "copy source and target are the same database",
-                    )
-                    .into());
-                }
-                job.connections.insert("source".into(), source);
-                job.connections.insert("target".into(), main);
-            }
+        let mut inputs = StepInputs::new(
+            op,
+            Origin::CommandLine,
+            format!("ad-hoc {}", op.name()),
+            database,
+        );
+        inputs.environment = self.environment.clone().unwrap_or_default();
+        for p in &self.params {
+            let (k, v) = p
+                .split_once('=')
+                .ok_or_else(|| usage(format!("--param {p:?} must look like NAME=VALUE")))?;
+            inputs.params.push((k.trim().to_string(), v.to_string()));
         }
-        Ok(StepRequest {
-            operation: op,
-            job,
-            store: self.store.clone(),
-            from_store: self.from_store.clone(),
-            read_only_stores: self.read_only_stores.clone(),
-            store_options: store_options.clone(),
-            compression: self.compression()?,
-            encrypt_to: self.recipients()?,
-            identities: self.identities.clone(),
-            instance: self.instance.clone(),
-            from_instance: self.from_instance.clone(),
-            from_database: self.from_database.clone(),
-            artifact: self.artifact.clone(),
-            script: self.script.clone(),
-            max_runtime: self.max_runtime,
-            memory_cap_mib: self.memory_cap_mib,
-            allow_programs: (!self.allow_programs.is_empty()).then(|| self.allow_programs.clone()),
-            stop: crate::signals::stop_on_signals(),
-            sanitise: None,
-        })
+        let source_given = self.source_database.is_some()
+            || self.source_host.is_some()
+            || self.source_port.is_some()
+            || self.source_user.is_some()
+            || self.source_password_file.is_some();
+        if source_given {
+            inputs.source = Some(DatabaseSpec {
+                name: self.source_database.clone().ok_or_else(|| {
+                    usage("--source-host, --source-port, --source-user and --source-password-file describe the copy source: name it with --source-database")
+                })?,
+                host: self.source_host.clone(),
+                port: self.source_port,
+                user: self.source_user.clone(),
+                password: password_source(
+                    self.source_password_file.as_ref(),
+                    "ENVSYNC_SOURCE_DB_PASSWORD",
+                ),
+            });
+        }
+        inputs.store = self.store.clone();
+        inputs.from_store = self.from_store.clone();
+        inputs.read_only_stores = self.read_only_stores.clone();
+        inputs.store_options = store_options.clone();
+        inputs.compression = Compression::parse(
+            self.compression.map(CompressionArg::name),
+            self.compression_level,
+        )
+        .map_err(|why| usage(format!("--compression: {why}")))?;
+        inputs.encrypt_to = self.encrypt_to.clone();
+        inputs.encrypt_to_files = self.encrypt_to_file.clone();
+        inputs.instance = self.instance.clone();
+        // $ENVSYNC_AGE_IDENTITY is for restores; typed, it must fit the op.
+        if op == StepOp::Restore || self.typed("identities") {
+            inputs.identities = self.identities.clone();
+        }
+        inputs.from_instance = self.from_instance.clone();
+        inputs.from_database = self.from_database.clone();
+        inputs.artifact = self.artifact.clone();
+        inputs.script = self.script.clone();
+        inputs.max_runtime = self.max_runtime;
+        inputs.memory_cap_mib = self.memory_cap_mib;
+        inputs.allow_programs =
+            (!self.allow_programs.is_empty()).then(|| self.allow_programs.clone());
+        inputs.sanitise = self.sanitise()?;
+        Ok(inputs)
+    }
+
+    /// `--sanitiser …` as the `[task.sanitise]` table it stands for.
+    fn sanitise(&self) -> Result<Option<SanitiseSpec>> {
+        let Some(sanitiser) = &self.sanitiser else {
+            return Ok(None);
+        };
+        let rules = self
+            .rules
+            .clone()
+            .ok_or_else(|| usage("--sanitiser needs its rules file: --rules FILE"))?;
+        let salt = match (&self.salt_file, &self.salt_env) {
+            (Some(file), _) => SaltSource::File(file.clone()),
+            (None, Some(env)) => SaltSource::Env(env.clone()),
+            (None, None) => {
+                return Err(usage(
+                    "--sanitiser needs the keyed-hash salt: --salt-file FILE or --salt-env VARIABLE \
+                     (a secret of at least 16 bytes; keep it between runs so masks stay stable)",
+                ));
+            }
+        };
+        Ok(Some(SanitiseSpec {
+            sanitiser: sanitiser.clone(),
+            rules,
+            salt,
+            strict: self.strict,
+            allowed_email_domains: self.allowed_email_domains.clone(),
+            memory_cap_mib: self.sanitiser_memory_cap_mib,
+            call_timeout: self
+                .sanitiser_call_timeout
+                .unwrap_or(DEFAULT_SANITISER_CALL_TIMEOUT),
+        }))
+    }
+
+    fn request(&self, store_options: &StoreOptions) -> Result<StepRequest> {
+        let mut request = request::build(self.inputs(store_options)?)?;
+        request.stop = crate::signals::stop_on_signals();
+        Ok(request)
     }
 }
 
@@ -332,6 +412,7 @@ pub async fn execute(
     format: LogFormat,
 ) -> Result<()> {
     if let Some(file) = &args.config {
+        args.refuse_with_config()?;
         let task = args.task.as_deref().unwrap_or_default();
         return crate::cli::run_task::execute(
             runtime,
@@ -340,26 +421,28 @@ pub async fn execute(
             task,
             store_options,
             format,
-            args.allow_production_restore,
+            args.allow_production_write,
         )
         .await;
     }
-    if let (Some(Op::Restore), Some(env)) = (args.op, &args.environment)
-        && is_production_name(env)
-        && !args.allow_production_restore
-    {
-        return Err(crate::cli::run_task::production_refusal(
-            env,
-            "this is a restore (--op restore)",
-        ));
-    }
+    guard::check_ad_hoc(
+        args.environment.as_deref().unwrap_or_default(),
+        args.production,
+        args.op()?,
+        args.allow_production_write,
+    )?;
     let request = args.request(store_options)?;
     let name = args
         .plugin
         .as_deref()
-        .ok_or_else(|| Failure::new(Kind::Usage, "pass --plugin NAME or --config FILE"))?;
+        .ok_or_else(|| usage("pass --plugin NAME or --config FILE"))?;
     let plugin = registry.get(name)?;
-    let outcome = run_recorded(runtime, plugin, &request, args).await?;
+    let sanitiser = request
+        .sanitise
+        .as_ref()
+        .map(|s| registry.sanitiser(&s.sanitiser))
+        .transpose()?;
+    let outcome = run_recorded(runtime, plugin, sanitiser, &request, args).await?;
     match format {
         LogFormat::Human => println!(
             "{} in {:.1}s",
@@ -390,6 +473,7 @@ pub async fn execute(
 async fn run_recorded(
     runtime: &Runtime,
     plugin: &LoadedPlugin,
+    sanitiser: Option<&LoadedSanitiser>,
     request: &StepRequest,
     args: &RunArgs,
 ) -> Result<StepOutcome> {
@@ -401,7 +485,7 @@ async fn run_recorded(
         args.environment.as_deref().unwrap_or_default(),
     );
     let started = std::time::Instant::now();
-    let result = match step::run(runtime, plugin, request).await {
+    let result = match step::run_sanitised(runtime, plugin, sanitiser, request).await {
         Ok(outcome) => StepResult::Succeeded(Box::new(outcome)),
         Err(error) => StepResult::Failed {
             error,

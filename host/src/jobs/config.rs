@@ -7,6 +7,7 @@
 //! schedules, time zone, stores and age recipients parsed.
 
 use super::diagnostics::{At, Diagnostic, Fields, Report, Severity};
+use super::request::{MEMORY_CAP_MIB, parse_duration};
 use crate::failure::{Failure, Kind};
 use crate::metrics::{AlertSettings, RuntimeClass, ScheduleClass};
 use crate::runtime::bindings::Operation;
@@ -36,6 +37,9 @@ pub struct Config {
 #[derive(Clone, Debug)]
 pub struct Environment {
     pub name: String,
+    /// `production = true|false`: overrides the name heuristic of the
+    /// production guard.
+    pub production: Option<bool>,
     /// This environment's store: backups write only here.
     pub store: Option<String>,
     /// The store of the environment above: restores read from it, nothing
@@ -53,17 +57,11 @@ pub struct Environment {
 }
 
 impl Environment {
-    /// A name containing "prod" marks production (restores into it need an
-    /// explicit override).
+    /// Whether this is production: `production = true|false` when the file
+    /// says, else a name containing "prod" (see [`super::guard`]).
     pub fn is_production(&self) -> bool {
-        is_production_name(&self.name)
+        super::guard::is_production(&self.name, self.production)
     }
-}
-
-/// Whether an environment named `name` is production (see
-/// [`Environment::is_production`]).
-pub fn is_production_name(name: &str) -> bool {
-    name.to_lowercase().contains("prod")
 }
 
 /// `[environment.s3]`: overrides the CLI's/environment's S3 settings.
@@ -418,6 +416,7 @@ const ALERT_FIELDS: &[&str] = &[
 ];
 const ENV_FIELDS: &[&str] = &[
     "name",
+    "production",
     "store",
     "upper_store",
     "pushgateway",
@@ -551,6 +550,7 @@ impl Reader<'_, '_> {
         let ctx = "environment";
         let f = Fields::new(&mut self.report, table, span, ctx, ENV_FIELDS, |_| None);
         let name = f.required_string(&mut self.report, "name");
+        let production = f.bool(&mut self.report, "production").map(|b| b.value);
         let store = f
             .string(&mut self.report, "store")
             .and_then(|s| self.store(&s, ctx, "store").map(|v| (v, s.span)));
@@ -613,6 +613,7 @@ impl Reader<'_, '_> {
         };
         Some(Environment {
             name: name?.value,
+            production,
             store: store.map(|(s, _)| s),
             upper_store: upper.map(|(s, _)| s),
             pushgateway,
@@ -870,7 +871,7 @@ impl Reader<'_, '_> {
         let suspend = f.bool(&mut self.report, "suspend").is_some_and(|b| b.value);
         let params = f.scalar_map(&mut self.report, "params");
         let memory_cap_mib = f
-            .integer(&mut self.report, "memory_cap_mib", 16..=65536)
+            .integer(&mut self.report, "memory_cap_mib", memory_caps())
             .map(|n| n.value as u64);
         let allow_programs = f.has("allow_programs").then(|| {
             f.strings(&mut self.report, "allow_programs")
@@ -984,21 +985,14 @@ impl Reader<'_, '_> {
             .map(|s| s.value)
             .collect();
         let memory_cap_mib = f
-            .integer(r, "memory_cap_mib", 16..=65536)
+            .integer(r, "memory_cap_mib", memory_caps())
             .map(|n| n.value as u64);
         let call_timeout = match f.string(r, "call_timeout") {
             None => DEFAULT_SANITISER_CALL_TIMEOUT,
-            Some(s) => match humantime::parse_duration(&s.value) {
-                Ok(d) if !d.is_zero() => d,
-                _ => {
-                    r.error(
-                        &s.span,
-                        context,
-                        format!("call_timeout {:?} is not a duration like \"60s\"", s.value),
-                    );
-                    DEFAULT_SANITISER_CALL_TIMEOUT
-                }
-            },
+            Some(s) => parse_duration(&s.value).unwrap_or_else(|why| {
+                r.error(&s.span, context, format!("call_timeout {why}"));
+                DEFAULT_SANITISER_CALL_TIMEOUT
+            }),
         };
         Some(SanitiseSpec {
             sanitiser: sanitiser?.value,
@@ -1120,24 +1114,10 @@ impl Reader<'_, '_> {
         let r = &mut self.report;
         let max_runtime = match f.string(r, "max_runtime") {
             None => op.default_max_runtime(),
-            Some(s) => match humantime::parse_duration(&s.value) {
-                Ok(d) if !d.is_zero() => d,
-                Ok(_) => {
-                    r.error(&s.span, context, "max_runtime must be more than zero");
-                    op.default_max_runtime()
-                }
-                Err(e) => {
-                    r.error(
-                        &s.span,
-                        context,
-                        format!(
-                            "max_runtime {:?} is not a duration like \"45m\" or \"4h\": {e}",
-                            s.value
-                        ),
-                    );
-                    op.default_max_runtime()
-                }
-            },
+            Some(s) => parse_duration(&s.value).unwrap_or_else(|why| {
+                r.error(&s.span, context, format!("max_runtime {why}"));
+                op.default_max_runtime()
+            }),
         };
         let params = f.scalar_map(r, "params");
         let mut step = StepSpec {
@@ -1230,48 +1210,24 @@ impl Reader<'_, '_> {
                         "a backup writes to this environment's store, but [environment] sets no store",
                     );
                 }
-                let level = f.integer(r, "compression_level", -7..=22);
-                step.compression = match f.string(r, "compression") {
-                    None => {
-                        if let Some(l) = &level {
-                            r.error(
-                                &l.span,
-                                context,
-                                "compression_level needs compression = \"zstd\" or \"gzip\"",
-                            );
-                        }
+                let level = f.integer(r, "compression_level", i64::MIN..=i64::MAX);
+                let name = f.string(r, "compression");
+                step.compression = match Compression::parse(
+                    name.as_ref().map(|n| n.value.as_str()),
+                    level.as_ref().map(|l| l.value),
+                ) {
+                    Ok(chosen) => chosen,
+                    Err(why) => {
+                        // A bad name is the name's fault; anything else the level's.
+                        let at = match (&name, &level) {
+                            (Some(n), _) if why.starts_with("compression \"") => &n.span,
+                            (_, Some(l)) => &l.span,
+                            (Some(n), None) => &n.span,
+                            (None, None) => &span,
+                        };
+                        r.error(at, context, why);
                         None
                     }
-                    Some(c) => match c.value.as_str() {
-                        "none" => Some(Compression::None),
-                        "zstd" => {
-                            Some(level.map_or_else(Compression::zstd, |l| Compression::Zstd {
-                                level: l.value as i32,
-                            }))
-                        }
-                        "gzip" => match level {
-                            Some(l) if !(0..=9).contains(&l.value) => {
-                                r.error(
-                                    &l.span,
-                                    context,
-                                    "gzip compression_level must be between 0 and 9",
-                                );
-                                None
-                            }
-                            Some(l) => Some(Compression::Gzip {
-                                level: l.value as u32,
-                            }),
-                            None => Some(Compression::gzip()),
-                        },
-                        other => {
-                            r.error(
-                                &c.span,
-                                context,
-                                format!("compression \"{other}\" is not one of zstd, gzip, none"),
-                            );
-                            None
-                        }
-                    },
                 };
                 for recipient in f.strings(r, "encrypt_to") {
                     match codec::parse_recipient(&recipient.value) {
@@ -1300,6 +1256,11 @@ impl Reader<'_, '_> {
         }
         Some(step)
     }
+}
+
+/// [`MEMORY_CAP_MIB`] as the config's integers.
+fn memory_caps() -> std::ops::RangeInclusive<i64> {
+    *MEMORY_CAP_MIB.start() as i64..=*MEMORY_CAP_MIB.end() as i64
 }
 
 /// `text` as a path, relative ones resolved against `dir`.
@@ -1790,10 +1751,22 @@ op = "backup"
     }
 
     #[test]
-    fn a_name_with_prod_marks_production() {
+    fn production_is_the_explicit_field_else_a_name_with_prod() {
         let dir = dir_with_script();
-        let text = GOOD.replace("name = \"staging\"", "name = \"Production-EU\"");
-        let config = parse_in(&text, dir.path()).unwrap();
-        assert!(config.environment.is_production());
+        let env = |name: &str, extra: &str| {
+            let text = GOOD.replace("name = \"staging\"", &format!("name = \"{name}\"\n{extra}"));
+            parse_in(&text, dir.path())
+                .unwrap_or_else(|d| panic!("{d:#?}"))
+                .environment
+        };
+        assert!(env("Production-EU", "").is_production());
+        assert!(env("preprod", "").is_production());
+        assert!(!env("preprod", "production = false").is_production());
+        assert!(env("staging", "production = true").is_production());
+        assert!(!env("staging", "").is_production());
+        assert_error(
+            &GOOD.replace("name = \"staging\"", "name = \"s\"\nproduction = \"no\""),
+            "4:14: environment: production must be true or false, not a string",
+        );
     }
 }

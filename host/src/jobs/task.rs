@@ -1,130 +1,23 @@
-//! Turning one step of a configured task into the [`StepRequest`] that
-//! `step::run` executes: which database in which role, which stores may be
-//! read and which written, limits, codec, credentials.
+//! Describing one step of a configured task as [`StepInputs`] for the step
+//! request builder ([`super::request`]): which database in which role,
+//! which stores may be read and which written, limits, codec, sanitising.
 
-use super::config::{Config, DatabaseSpec, FromStore, PasswordSource, SaltSource, StepOp, Task};
-use crate::capabilities::job::JobContext;
-use crate::connection::{Connection, Secret};
+use super::config::{Config, FromStore, StepOp, Task};
+use super::request::{self, Origin, StepInputs};
 use crate::failure::{Failure, Kind};
-use crate::runtime::sandbox::DEFAULT_MEMORY_CAP_MIB;
-use crate::sanitiser::SanitiseOptions;
 use crate::step::StepRequest;
 use crate::store::StoreOptions;
-use crate::store::codec;
 use anyhow::Result;
 
-/// Reads the password of `spec` from where the config says it is.
-fn password(spec: &DatabaseSpec, what: &str) -> Result<Option<Secret>> {
-    match &spec.password {
-        PasswordSource::Default => Ok(None),
-        PasswordSource::File(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                Failure::new(
-                    Kind::Usage,
-                    format!("{what}: cannot read password_file {}: {e}", path.display()),
-                )
-            })?;
-            Ok(Some(Secret::new(
-                text.trim_end_matches(['\r', '\n']).to_string(),
-            )))
-        }
-        PasswordSource::Env(name) => match std::env::var(name) {
-            Ok(value) => Ok(Some(Secret::new(value))),
-            Err(_) => Err(Failure::new(
-                Kind::Usage,
-                format!("{what}: password_env {name} is not set in the environment"),
-            )
-            .into()),
-        },
-    }
-}
-
-fn connection(spec: &DatabaseSpec, what: &str) -> Result<Connection> {
-    Ok(Connection {
-        database: spec.name.clone(),
-        host: spec.host.clone(),
-        port: spec.port,
-        user: spec.user.clone(),
-        password: password(spec, what)?,
-    })
-}
-
-/// The sanitising of a backup or copy step of `task` (rules and salt read
-/// now, so a task that cannot sanitise stops before its first step).
-fn sanitise_options(
-    config: &Config,
-    task: &Task,
-    op: StepOp,
-    what: &str,
-) -> Result<Option<SanitiseOptions>> {
-    let Some(spec) = &task.sanitise else {
-        return Ok(None);
-    };
-    if !matches!(op, StepOp::Backup | StepOp::Copy) {
-        return Ok(None);
-    }
-    let rules = std::fs::read_to_string(&spec.rules).map_err(|e| {
-        Failure::new(
-            Kind::Usage,
-            format!(
-                "{what}: cannot read the sanitiser rules {}: {e}",
-                spec.rules.display()
-            ),
-        )
-    })?;
-    let salt: Vec<u8> = match &spec.salt {
-        SaltSource::File(path) => std::fs::read(path)
-            .map_err(|e| {
-                Failure::new(
-                    Kind::Usage,
-                    format!("{what}: cannot read salt_file {}: {e}", path.display()),
-                )
-            })?
-            .trim_ascii_end()
-            .to_vec(),
-        SaltSource::Env(name) => std::env::var(name)
-            .map_err(|_| {
-                Failure::new(
-                    Kind::Usage,
-                    format!("{what}: salt_env {name} is not set in the environment"),
-                )
-            })?
-            .into_bytes(),
-    };
-    if salt.len() < 16 {
-        return Err(Failure::new(
-            Kind::Usage,
-            format!(
-                "{what}: the keyed-hash salt has {} bytes; use at least 16 random bytes \
-                 (e.g. `openssl rand -hex 32 > salt.key`), or masked values can be guessed back",
-                salt.len()
-            ),
-        )
-        .into());
-    }
-    Ok(Some(SanitiseOptions {
-        sanitiser: spec.sanitiser.clone(),
-        rules,
-        rules_origin: spec.rules.display().to_string(),
-        salt: salt.into(),
-        memory_cap_mib: spec
-            .memory_cap_mib
-            .unwrap_or(crate::sanitiser::DEFAULT_MEMORY_CAP_MIB),
-        call_timeout: spec.call_timeout,
-        allowed_email_domains: spec.allowed_email_domains.clone(),
-        strict: spec.strict,
-        environment: config.environment.name.clone(),
-    }))
-}
-
-/// The request for step `index` (0-based) of `task`. `store_options` are the
-/// command line's; the config's `[environment.s3]` applies on top.
-pub fn step_request(
+/// Step `index` (0-based) of `task` as the builder's inputs.
+/// `store_options` are the command line's; the config's `[environment.s3]`
+/// applies on top.
+pub fn step_inputs(
     config: &Config,
     task: &Task,
     index: usize,
     store_options: &StoreOptions,
-) -> Result<StepRequest> {
+) -> Result<StepInputs> {
     let env = &config.environment;
     let step = &task.steps[index];
     let what = format!(
@@ -133,49 +26,6 @@ pub fn step_request(
         index + 1,
         step.op.name()
     );
-    let mut params = task.params.clone();
-    // Later entries win (`job.param` looks from the end).
-    params.extend(step.params.iter().cloned());
-    let mut job = JobContext {
-        params,
-        ..Default::default()
-    };
-    let main = connection(&task.database, &format!("{what} database"))?;
-    match step.op {
-        StepOp::Backup => {
-            job.connections.insert("source".into(), main);
-        }
-        StepOp::Restore | StepOp::Transform => {
-            job.connections.insert("target".into(), main);
-        }
-        StepOp::Copy => {
-            let spec = task.source.as_ref().ok_or_else(|| {
-                Failure::new(
-                    Kind::Usage,
-                    format!("{what}: the task has no [task.source]"),
-                )
-            })?;
-            let mut source = connection(spec, &format!("{what} source"))?;
-            // Unset connection facts default to the target's, as on the CLI.
-            source.host = source.host.or_else(|| main.host.clone());
-            source.port = source.port.or(main.port);
-            source.user = source.user.or_else(|| main.user.clone());
-            if source.password.is_none() {
-                source.password = main.password.clone();
-            }
-            if source.database == main.database
-                && source.display_address() == main.display_address()
-            {
-                return Err(Failure::new(
-                    Kind::Usage,
-                    format!("{what}: copy source and target are the same database"),
-                )
-                .into());
-            }
-            job.connections.insert("source".into(), source);
-            job.connections.insert("target".into(), main);
-        }
-    }
     // Restores read the upper store unless told to read their own; backups
     // write only to the own store. The upper store is always read-only.
     let from_store = match (step.op, step.from) {
@@ -189,34 +39,45 @@ pub fn step_request(
         })?),
         _ => None,
     };
-    let mut encrypt_to = step.encrypt_to.clone();
-    for file in &step.encrypt_to_files {
-        encrypt_to.extend(
-            codec::read_recipients_file(file)
-                .map_err(|e| Failure::new(Kind::Usage, format!("{what}: {e:#}")))?,
-        );
+    let mut inputs = StepInputs::new(step.op, Origin::Config, what, task.database.clone());
+    inputs.environment = env.name.clone();
+    // Later entries win (`job.param` looks from the end).
+    inputs.params = task.params.clone();
+    inputs.params.extend(step.params.iter().cloned());
+    if step.op == StepOp::Copy {
+        inputs.source = task.source.clone();
     }
-    Ok(StepRequest {
-        operation: step.op.operation(),
-        job,
-        store: env.store.clone(),
-        from_store,
-        read_only_stores: env.upper_store.iter().cloned().collect(),
-        store_options: env.s3.apply(store_options),
-        compression: step.compression,
-        encrypt_to,
-        identities: step.identities.clone(),
-        instance: step.instance.clone(),
-        from_instance: step.from_instance.clone(),
-        from_database: step.from_database.clone(),
-        artifact: step.artifact.clone(),
-        script: step.script.clone(),
-        max_runtime: step.max_runtime,
-        memory_cap_mib: task.memory_cap_mib.unwrap_or(DEFAULT_MEMORY_CAP_MIB),
-        allow_programs: task.allow_programs.clone(),
-        stop: Default::default(),
-        sanitise: sanitise_options(config, task, step.op, &what)?,
-    })
+    inputs.store = env.store.clone();
+    inputs.from_store = from_store;
+    inputs.read_only_stores = env.upper_store.iter().cloned().collect();
+    inputs.store_options = env.s3.apply(store_options);
+    inputs.compression = step.compression;
+    inputs.encrypt_to = step.encrypt_to.clone();
+    inputs.encrypt_to_files = step.encrypt_to_files.clone();
+    inputs.instance = step.instance.clone();
+    inputs.identities = step.identities.clone();
+    inputs.from_instance = step.from_instance.clone();
+    inputs.from_database = step.from_database.clone();
+    inputs.artifact = step.artifact.clone();
+    inputs.script = step.script.clone();
+    inputs.max_runtime = Some(step.max_runtime);
+    inputs.memory_cap_mib = task.memory_cap_mib;
+    inputs.allow_programs = task.allow_programs.clone();
+    // `[task.sanitise]` is the task's: it applies to its backups and copies.
+    if matches!(step.op, StepOp::Backup | StepOp::Copy) {
+        inputs.sanitise = task.sanitise.clone();
+    }
+    Ok(inputs)
+}
+
+/// The request for step `index` (0-based) of `task`.
+pub fn step_request(
+    config: &Config,
+    task: &Task,
+    index: usize,
+    store_options: &StoreOptions,
+) -> Result<StepRequest> {
+    request::build(step_inputs(config, task, index, store_options)?)
 }
 
 #[cfg(test)]

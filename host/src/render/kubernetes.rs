@@ -15,7 +15,7 @@ mod manifests;
 pub mod names;
 pub mod settings;
 
-use crate::jobs::config::{self, CheckOptions, Config, StepOp, Task};
+use crate::jobs::config::{self, CheckOptions, Config, Task};
 use crate::jobs::diagnostics::{Diagnostic, Report, Severity};
 use crate::runtime::sandbox::DEFAULT_MEMORY_CAP_MIB;
 use crate::store::StoreOptions;
@@ -256,14 +256,16 @@ impl Renderer<'_> {
                 );
             }
             names_seen.push((name.clone(), line));
-            if env.is_production() && task.steps.iter().any(|s| s.op == StepOp::Restore) {
+            if let Some((_, op)) = crate::jobs::guard::first_guarded_step(env, task) {
                 report.error(
                     &place.span,
                     &context,
                     format!(
-                        "restores into production environment {:?}, which `envsync-host run` refuses without \
-                         --allow-production-restore; a CronJob would fail every time",
-                        env.name
+                        "{} production environment {:?}, which `envsync-host run` refuses without \
+                         {}; a CronJob would fail every time",
+                        crate::jobs::guard::writes_how(op),
+                        env.name,
+                        crate::jobs::guard::OVERRIDE_FLAG
                     ),
                 );
             }

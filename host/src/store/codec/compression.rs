@@ -3,6 +3,7 @@
 use crate::failure::{Failure, Kind};
 use anyhow::Result;
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::str::FromStr;
 
 /// zstd level used when none is given: the fastest, because compression
@@ -74,37 +75,81 @@ impl Compression {
     }
 }
 
-/// `none`, `zstd`, `zstd:LEVEL` (1–22), `gzip`, `gzip:LEVEL` (1–9), as
-/// given on the command line or in the config.
+/// zstd levels accepted: its fast levels (-7..=-1) and the normal ones (1..=22;
+/// 0 would mean "zstd's own default", which is not the documented default).
+pub const ZSTD_LEVELS: RangeInclusive<i64> = -7..=22;
+/// gzip levels accepted: 0 (stored) to 9.
+pub const GZIP_LEVELS: RangeInclusive<i64> = 0..=9;
+
+impl Compression {
+    /// The one parser of a compression choice, for every way it is given:
+    /// `--compression NAME --compression-level N` on the command line,
+    /// `compression = "NAME"` and `compression_level = N` in a config step,
+    /// and `NAME:LEVEL` text. `Ok(None)`: nothing asked for (the format
+    /// decides). The error says what is wrong without naming the field;
+    /// callers put the field (or flag) in front.
+    pub fn parse(name: Option<&str>, level: Option<i64>) -> Result<Option<Self>, String> {
+        let Some(name) = name else {
+            return match level {
+                None => Ok(None),
+                Some(_) => Err("a compression level needs a compression (zstd or gzip)".into()),
+            };
+        };
+        let range_error = |codec: &str, range: &RangeInclusive<i64>, level: i64| {
+            format!(
+                "{codec} compression level must be between {} and {}, not {level}",
+                range.start(),
+                range.end()
+            )
+        };
+        let chosen = match (name.trim().to_ascii_lowercase().as_str(), level) {
+            ("none", None) => Compression::None,
+            ("none", Some(_)) => return Err("compression none takes no level".into()),
+            ("zstd", None) => Compression::zstd(),
+            ("zstd", Some(0)) => {
+                return Err(format!(
+                    "zstd compression level 0 is not accepted (zstd reads it as its own default); \
+                     give a level from 1 to 22, or -7 to -1 for faster, larger output \
+                     [default: {DEFAULT_ZSTD_LEVEL}]"
+                ));
+            }
+            ("zstd", Some(l)) if ZSTD_LEVELS.contains(&l) => Compression::Zstd { level: l as i32 },
+            ("zstd", Some(l)) => return Err(range_error("zstd", &ZSTD_LEVELS, l)),
+            ("gzip", None) => Compression::gzip(),
+            ("gzip", Some(l)) if GZIP_LEVELS.contains(&l) => Compression::Gzip { level: l as u32 },
+            ("gzip", Some(l)) => return Err(range_error("gzip", &GZIP_LEVELS, l)),
+            (other, _) => {
+                return Err(format!(
+                    "compression {other:?} is not one of zstd, gzip, none"
+                ));
+            }
+        };
+        Ok(Some(chosen))
+    }
+}
+
+/// `none`, `zstd`, `zstd:LEVEL`, `gzip`, `gzip:LEVEL` (levels as in
+/// [`Compression::parse`]).
 impl FromStr for Compression {
     type Err = anyhow::Error;
 
     fn from_str(text: &str) -> Result<Self> {
-        let usage = |why: String| -> anyhow::Error { Failure::new(Kind::Usage, why).into() };
-        let (name, level) = match text.trim().split_once(':') {
-            Some((name, level)) => (name.trim(), Some(level.trim())),
-            None => (text.trim(), None),
+        let usage = |why: String| -> anyhow::Error {
+            Failure::new(Kind::Usage, format!("compression {text:?}: {why}")).into()
         };
-        match (name.to_ascii_lowercase().as_str(), level) {
-            ("none", None) => Ok(Compression::None),
-            ("zstd", None) => Ok(Compression::zstd()),
-            ("gzip", None) => Ok(Compression::gzip()),
-            ("zstd", Some(level)) => match level.parse::<i32>() {
-                Ok(level @ 1..=22) => Ok(Compression::Zstd { level }),
-                _ => Err(usage(format!(
-                    "compression {text:?}: the zstd level must be a number from 1 to 22"
-                ))),
-            },
-            ("gzip", Some(level)) => match level.parse::<u32>() {
-                Ok(level @ 1..=9) => Ok(Compression::Gzip { level }),
-                _ => Err(usage(format!(
-                    "compression {text:?}: the gzip level must be a number from 1 to 9"
-                ))),
-            },
-            _ => Err(usage(format!(
-                "unknown compression {text:?}: use none, zstd, zstd:LEVEL, gzip or gzip:LEVEL"
-            ))),
-        }
+        let (name, level) = match text.trim().split_once(':') {
+            Some((name, level)) => {
+                let level = level
+                    .trim()
+                    .parse::<i64>()
+                    .map_err(|_| usage(format!("the level {level:?} is not a number")))?;
+                (name, Some(level))
+            }
+            None => (text, None),
+        };
+        Compression::parse(Some(name), level)
+            .map_err(usage)?
+            .ok_or_else(|| usage("no compression named".into()))
     }
 }
 

@@ -661,9 +661,32 @@ fn codec_names_suffixes_and_parsing() {
         Compression::Gzip { level: 9 }
     );
     assert_eq!("none".parse::<Compression>().unwrap(), Compression::None);
-    for bad in ["zstd:0", "zstd:23", "gzip:10", "gzip:x", "lz4", "none:1"] {
+    assert_eq!(
+        "zstd:-7".parse::<Compression>().unwrap(),
+        Compression::Zstd { level: -7 }
+    );
+    assert_eq!(
+        "gzip:0".parse::<Compression>().unwrap(),
+        Compression::Gzip { level: 0 }
+    );
+    for bad in [
+        "zstd:0", "zstd:23", "zstd:-8", "gzip:10", "gzip:-1", "gzip:x", "lz4", "none:1",
+    ] {
         assert!(bad.parse::<Compression>().is_err(), "{bad}");
     }
+    // The parts as the command line and the config give them.
+    assert_eq!(Compression::parse(None, None), Ok(None));
+    assert_eq!(
+        Compression::parse(Some("zstd"), None),
+        Ok(Some(Compression::Zstd { level: 1 }))
+    );
+    let err = Compression::parse(None, Some(3)).unwrap_err();
+    assert!(err.contains("needs a compression"), "{err}");
+    let err = Compression::parse(Some("gzip"), Some(12)).unwrap_err();
+    assert_eq!(
+        err,
+        "gzip compression level must be between 0 and 9, not 12"
+    );
     assert_eq!(Compression::Zstd { level: 7 }.to_string(), "zstd:7");
 }
 
