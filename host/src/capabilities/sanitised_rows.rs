@@ -238,10 +238,7 @@ impl SanitisedRows {
         let encoded = match self.encoder.encode(&piece, bound).await {
             Ok(Ok(bytes)) => bytes,
             Ok(Err(e)) => {
-                return Err(self.fail(format!(
-                    "encode of {what} failed: {}",
-                    wit_message(&e).to_string()
-                )));
+                return Err(self.fail(format!("encode of {what} failed: {}", wit_message(&e))));
             }
             Err(e) => {
                 return Err(self.fail(format!(
