@@ -358,8 +358,8 @@ pub async fn execute(
         .plugin
         .as_deref()
         .ok_or_else(|| Failure::new(Kind::Usage, "pass --plugin NAME or --config FILE"))?;
-    let plugin = registry.get(name)?;
-    let outcome = run_recorded(runtime, plugin, &request, args).await?;
+    let plugin = registry.plugin(runtime, name).await?;
+    let outcome = run_recorded(runtime, &plugin, &request, args).await?;
     match format {
         LogFormat::Human => println!(
             "{} in {:.1}s",
