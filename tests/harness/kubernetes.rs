@@ -171,26 +171,24 @@ pub fn run_in_pod(pod: &Value, inputs: &PodInputs<'_>, timeout: Duration) -> Res
         if let Some(projected) = volume.get("projected") {
             let mode = projected["defaultMode"].as_u64().unwrap_or(0o644) as u32;
             for source in projected["sources"].as_array().into_iter().flatten() {
-                let (items, read): (_, Box<dyn Fn(&str) -> Result<Vec<u8>>>) =
-                    if let Some(cm) = source.get("configMap") {
-                        let data = inputs.config_map;
-                        (
-                            &cm["items"],
-                            Box::new(move |key: &str| match data["data"][key].as_str() {
-                                Some(text) => Ok(text.as_bytes().to_vec()),
-                                None => Err(anyhow!("ConfigMap has no key {key}")),
-                            }),
-                        )
-                    } else if let Some(s) = source.get("secret") {
-                        let name = s["name"].as_str().unwrap_or_default().to_string();
-                        (&s["items"], Box::new(move |key: &str| secret(&name, key)))
-                    } else {
-                        bail!("unknown projected source {source}");
-                    };
+                let (items, from_secret) = match (source.get("configMap"), source.get("secret")) {
+                    (Some(cm), _) => (&cm["items"], None),
+                    (None, Some(s)) => (&s["items"], s["name"].as_str()),
+                    (None, None) => bail!("unknown projected source {source}"),
+                };
                 for item in items.as_array().into_iter().flatten() {
+                    let key = item["key"].as_str().unwrap_or_default();
+                    let content = match from_secret {
+                        Some(name) => secret(name, key)?,
+                        None => inputs.config_map["data"][key]
+                            .as_str()
+                            .ok_or_else(|| anyhow!("the ConfigMap has no text key {key}"))?
+                            .as_bytes()
+                            .to_vec(),
+                    };
                     let path = dir.join(item["path"].as_str().unwrap_or_default());
                     std::fs::create_dir_all(path.parent().unwrap())?;
-                    std::fs::write(&path, read(item["key"].as_str().unwrap_or_default())?)?;
+                    std::fs::write(&path, content)?;
                     std::fs::set_permissions(
                         &path,
                         std::os::unix::fs::PermissionsExt::from_mode(mode),
