@@ -62,7 +62,14 @@ COPY --from=build /out/bin/envsync-host /usr/local/bin/envsync-host
 # Engine plugins in the plugin folder, sanitisers in its sanitisers/
 # subfolder: the folder decides the role (docs/plugins.md).
 COPY --from=build /out/plugins/ /usr/lib/envsync/plugins/
+# Plugins compiled once here, by this very binary, into a folder only root
+# can write: a pod's empty cache does not compile them at every start
+# (docs/decisions/0015-precompiled-plugins.md). A node whose CPU lacks a
+# feature of the build machine's compiles into its cache instead.
+RUN envsync-host --plugin-dir /usr/lib/envsync/plugins \
+        plugins precompile --into /usr/lib/envsync/precompiled
 ENV ENVSYNC_PLUGIN_DIR=/usr/lib/envsync/plugins \
+    ENVSYNC_PRECOMPILED_DIR=/usr/lib/envsync/precompiled \
     ENVSYNC_STATE_DIR=/var/lib/envsync \
     ENVSYNC_CACHE_DIR=/var/cache/envsync
 USER 10001:10001

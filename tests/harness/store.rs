@@ -29,6 +29,15 @@ impl LocalStore {
         })
     }
 
+    /// A store folder inside `parent`.
+    pub fn new_in(parent: &Path) -> Result<LocalStore> {
+        Ok(LocalStore {
+            dir: tempfile::Builder::new()
+                .prefix("envsync-store-")
+                .tempdir_in(parent)?,
+        })
+    }
+
     pub fn root(&self) -> &Path {
         self.dir.path()
     }

@@ -452,3 +452,187 @@ fn the_command_of_a_rendered_cron_job_runs_its_task() {
     assert_eq!(s.pg.row_count("verify", "k8s_runs").unwrap(), 2);
     assert_eq!(s.pg.row_count("shop", "k8s_runs").unwrap(), 2);
 }
+
+/// Every CronJob of a config with a sanitised task runs in a pod laid out
+/// from the manifests alone: the ConfigMap's files and the Secrets' keys
+/// where the manifests mount them, the variables they name, a read-only
+/// root filesystem with only the manifests' volumes writable (the busy
+/// marker included), and the image's plugins precompiled as the Dockerfile
+/// does. The sanitised backup the first CronJob makes is restored by the
+/// second, and what it holds is sanitised.
+#[test]
+fn every_cron_job_of_a_sanitised_config_runs_in_a_pod_built_from_the_manifests() {
+    let host = Host::built();
+    let pg = PgCluster::start().expect("start a throwaway PostgreSQL cluster");
+    pg.create_database("shop").unwrap();
+    pg.load_sql_file("shop", &fixture("sanitise/postgres.sql"))
+        .unwrap();
+    pg.require_password(USER, PASSWORD).unwrap();
+    // Pod volumes and the store's claim live outside /tmp, which the pod
+    // covers with an emptyDir.
+    let scratch = envsync_tests::paths::target_dir().join("k8s-pods");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let store = LocalStore::new_in(&scratch).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["rules", "keys"] {
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
+    }
+    std::fs::copy(
+        fixture("sanitise/rules.toml"),
+        dir.path().join("rules/shop.toml"),
+    )
+    .unwrap();
+    const SALT: &str = "k8s-salt-0123456789abcdef0123456789";
+    let text = format!(
+        r#"[environment]
+name = "k8s-sanitised"
+store = "{store}"
+marker_file = "/run/envsync-k8s-test/busy"
+
+[kubernetes]
+image = "registry.example.com/envsync:test"
+volumes = {{ "{store}" = "envsync-backups" }}
+
+[[task]]
+name = "publish"
+plugin = "postgres"
+schedule = "0 2 * * *"
+database = {{ host = "{host}", port = {port}, user = "{USER}", name = "shop", password_file = "keys/shop.pw" }}
+
+[task.sanitise]
+sanitiser = "sanitise"
+rules = "rules/shop.toml"
+salt_file = "keys/salt.key"
+allowed_email_domains = ["example.com"]
+
+[[task.step]]
+op = "backup"
+
+[[task]]
+name = "verify"
+plugin = "postgres"
+database = {{ host = "{host}", port = {port}, user = "{USER}", name = "verify", password_env = "VERIFY_DB_PASSWORD" }}
+
+[[task.step]]
+op = "restore"
+from = "own"
+from_database = "shop"
+"#,
+        store = store.path_arg(),
+        host = pg.host(),
+        port = pg.port(),
+    );
+    let config = dir.path().join("k8s-sanitised.toml");
+    std::fs::write(&config, text).unwrap();
+    let yaml = render(&host, &config, &[]);
+    assert!(!yaml.contains(SALT) && !yaml.contains(PASSWORD), "{yaml}");
+    let docs = documents(&yaml).unwrap();
+    let config_map = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    assert!(
+        config_map["data"]["shop.toml"]
+            .as_str()
+            .unwrap()
+            .contains("fake_email"),
+        "the rules file is shipped: {config_map:#}"
+    );
+
+    // The operator creates the Secrets the header lists.
+    let mut secrets = envsync_tests::kubernetes::SecretData::new();
+    for (name, key, value) in [
+        ("envsync-k8s-sanitised-shop-pw", "password", PASSWORD),
+        ("envsync-k8s-sanitised-salt-key", "salt", SALT),
+        (
+            "envsync-k8s-sanitised-verify-db-password",
+            "password",
+            PASSWORD,
+        ),
+    ] {
+        assert!(
+            yaml.contains(&format!("#   {name}, key {key}: ")),
+            "{name} is not listed\n{yaml}"
+        );
+        secrets
+            .entry(name.to_string())
+            .or_default()
+            .insert(key.to_string(), value.as_bytes().to_vec());
+    }
+
+    // What the image brings: the plugins, precompiled as the Dockerfile does.
+    let image = tempfile::tempdir().unwrap();
+    let precompiled = image.path().join("precompiled");
+    host.run(&[
+        "plugins",
+        "precompile",
+        "--into",
+        &precompiled.display().to_string(),
+    ])
+    .expect_ok("plugins precompile");
+    let image_env = [
+        (
+            "ENVSYNC_PLUGIN_DIR",
+            host.plugin_dir().display().to_string(),
+        ),
+        ("ENVSYNC_PRECOMPILED_DIR", precompiled.display().to_string()),
+    ];
+    let inputs = envsync_tests::kubernetes::PodInputs {
+        config_map,
+        secrets: &secrets,
+        claims: &[("envsync-backups", store.root())],
+        binary: host.bin(),
+        image_env: &image_env,
+        scratch: &scratch,
+    };
+
+    let publish = pod_spec(cron_job(&docs, "k8s-sanitised-publish"));
+    let container = &publish["containers"][0];
+    // Engine 256 + sanitiser 256 + 768 MiB.
+    assert_eq!(container["resources"]["limits"]["memory"], "1280Mi");
+    assert!(
+        container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mountPath"] == "/run/envsync-k8s-test"),
+        "the busy marker's folder is not writable: {container:#}"
+    );
+    // The pod's root filesystem really is read-only: without the marker's
+    // volume the run fails before any step.
+    let mut unmarked = publish.clone();
+    unmarked["containers"][0]["volumeMounts"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|m| m["mountPath"] != "/run/envsync-k8s-test");
+    let out = envsync_tests::kubernetes::run_in_pod(&unmarked, &inputs, Duration::from_secs(600))
+        .unwrap();
+    out.expect_fail(
+        &[exit::STEP_FAILED],
+        &["busy marker", "Read-only file system"],
+        "a pod without the marker's volume",
+    );
+    assert_eq!(store.pointer(pg.host(), "shop"), None);
+
+    let out =
+        envsync_tests::kubernetes::run_in_pod(publish, &inputs, Duration::from_secs(600)).unwrap();
+    out.expect_ok("the publish CronJob's command in its pod");
+    assert!(strip_ansi(&out.stdout).contains("sanitised"), "{out}");
+    assert!(store.pointer(pg.host(), "shop").is_some(), "{out}");
+
+    let verify = pod_spec(cron_job(&docs, "k8s-sanitised-verify"));
+    let out =
+        envsync_tests::kubernetes::run_in_pod(verify, &inputs, Duration::from_secs(600)).unwrap();
+    out.expect_ok("the verify CronJob's command in its pod");
+
+    // The restored copy is sanitised: rows kept, no real address left,
+    // sessions dropped.
+    let count = |sql: &str| pg.psql("verify", sql).unwrap().parse::<u64>().unwrap();
+    assert!(count("SELECT count(*) FROM users") > 0);
+    assert_eq!(
+        count("SELECT count(*) FROM users WHERE email LIKE '%@realmail.test'"),
+        0
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM orders WHERE customer_email LIKE '%@realmail.test'"),
+        0
+    );
+    assert_eq!(count("SELECT count(*) FROM sessions"), 0);
+}

@@ -231,7 +231,9 @@ fn a_plugin_answers_to_its_file_name_and_a_contested_name_refuses_every_claimant
         "a plugin known only by a file of another name",
     );
 
-    // Two files claiming one name: both refused, each naming both.
+    // Two files claiming one name: `plugins list` refuses both, each naming
+    // both. A step loads only the file named for its plugin, so the impostor
+    // is never even compiled by it.
     let rightful = folder.engine(&test_plugin("sandbox-probe"), "sandbox-probe.wasm");
     let listed = list(&host);
     assert_eq!(names(&listed, "plugins"), ["sqlite"], "{listed:#}");
@@ -245,18 +247,8 @@ fn a_plugin_answers_to_its_file_name_and_a_contested_name_refuses_every_claimant
         );
     }
     assert_eq!(listed["broken"].as_array().unwrap().len(), 2, "{listed:#}");
-    probe_backup().expect_fail(
-        &[exit::PLUGIN],
-        &[
-            "no plugin named \"sandbox-probe\"",
-            &impostor.display().to_string(),
-            &rightful.display().to_string(),
-        ],
-        "a contested plugin name",
-    );
-    assert_eq!(store.files(), Vec::<String>::new(), "something was stored");
 
-    // The operator resolves it: the file named for the plugin answers.
+    // The operator resolves it: the listing is clean again.
     std::fs::remove_file(&impostor).unwrap();
     let listed = list(&host);
     assert_eq!(
@@ -267,4 +259,122 @@ fn a_plugin_answers_to_its_file_name_and_a_contested_name_refuses_every_claimant
     assert_eq!(listed["broken"].as_array().unwrap().len(), 0, "{listed:#}");
     probe_backup().expect_ok("backup with the plugin once its name is its own");
     assert!(sqlite.is_file());
+}
+
+/// The `.cwasm` entries of a compile cache folder.
+fn cache_entries(dir: &Path) -> Vec<String> {
+    let mut entries: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".cwasm"))
+                .collect()
+        })
+        .unwrap_or_default();
+    entries.sort();
+    entries
+}
+
+#[test]
+fn a_step_compiles_only_its_own_plugin_and_a_broken_file_of_another_stops_nothing() {
+    let folder = PluginFolder::empty();
+    folder.engine(&first_party("sqlite.wasm"), "sqlite.wasm");
+    folder.engine(&first_party("postgres.wasm"), "postgres.wasm");
+    let junk = folder.path().join("junk.wasm");
+    std::fs::write(&junk, b"\0asm but not really").unwrap();
+    folder.sanitiser(&first_party("sanitisers/sanitise.wasm"), "sanitise.wasm");
+    let host = Host::built().with_plugin_dir(folder.path());
+    let cache = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let db = data.path().join("shop.db");
+    let made = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+        .status()
+        .expect("run sqlite3 (installed by scripts/setup.sh)");
+    assert!(made.success());
+    let store = LocalStore::new().unwrap();
+
+    let step = Step::new("sqlite", "backup")
+        .opt("--database", "shop.db")
+        .param("directory", data.path().display())
+        .opt("--store", store.path_arg());
+    let mut cmd = host.command(step.args());
+    cmd.env("ENVSYNC_CACHE_DIR", cache.path());
+    let out = host.run_command(cmd);
+    out.expect_ok("a sqlite backup beside a broken junk.wasm");
+    assert!(!store.files().is_empty(), "nothing stored: {out}");
+    // One plugin compiled: sqlite's, not postgres, not the sanitiser, not junk.
+    assert_eq!(
+        cache_entries(cache.path()).len(),
+        1,
+        "{:?}",
+        cache_entries(cache.path())
+    );
+
+    // Listing loads the whole folder and reports the broken file.
+    let mut cmd = host.command(&["plugins", "list", "--json"]);
+    cmd.env("ENVSYNC_CACHE_DIR", cache.path());
+    let out = host.run_command(cmd);
+    out.expect_ok("plugins list");
+    let listed = out.json();
+    assert_eq!(
+        names(&listed, "plugins"),
+        ["postgres", "sqlite"],
+        "{listed:#}"
+    );
+    let (role, reason) = refusal(&listed, &junk);
+    assert_eq!(role, "engine");
+    assert!(reason.contains("junk.wasm"), "{reason}");
+    assert_eq!(
+        cache_entries(cache.path()).len(),
+        3,
+        "sqlite, postgres, sanitise"
+    );
+
+    // A step naming the broken file fails saying why.
+    let mut cmd = host.command(
+        Step::new("junk", "backup")
+            .opt("--database", "d")
+            .opt("--store", store.path_arg())
+            .args(),
+    );
+    cmd.env("ENVSYNC_CACHE_DIR", cache.path());
+    host.run_command(cmd).expect_fail(
+        &[exit::PLUGIN],
+        &["no plugin named \"junk\"", &junk.display().to_string()],
+        "a step naming a broken plugin",
+    );
+}
+
+#[test]
+fn precompiled_plugins_are_used_without_compiling_and_need_a_folder_others_cannot_write() {
+    let host = Host::built();
+    let installed = tempfile::tempdir().unwrap();
+    let into = installed.path().join("precompiled");
+    let into_arg = into.display().to_string();
+    let out = host.run(&["plugins", "precompile", "--into", &into_arg]);
+    out.expect_ok("plugins precompile");
+    let compiled = cache_entries(&into);
+    assert!(compiled.len() >= 2, "{compiled:?}\n{out}");
+
+    let cache = tempfile::tempdir().unwrap();
+    let inspect = |installed: &Path| {
+        let mut cmd = host.command(&["plugins", "inspect", "sqlite", "--json"]);
+        cmd.env("ENVSYNC_CACHE_DIR", cache.path());
+        cmd.env("ENVSYNC_PRECOMPILED_DIR", installed);
+        host.run_command(cmd)
+    };
+    // Everything comes from the installed folder: the writable cache stays empty.
+    inspect(&into).expect_ok("plugins inspect with precompiled plugins");
+    assert_eq!(cache_entries(cache.path()), Vec::<String>::new());
+
+    // A folder others can write is not trusted: compiled into the cache.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&into, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = inspect(&into);
+    out.expect_ok("plugins inspect with an untrusted precompiled folder");
+    assert!(out.stderr.contains("not using precompiled"), "{out}");
+    assert!(!cache_entries(cache.path()).is_empty());
+    assert_eq!(cache_entries(&into), compiled, "nothing there is deleted");
 }

@@ -41,6 +41,18 @@ pub async fn execute(
     for task in &config.tasks {
         guard::check_task(&config.environment, task, args.allow_production_write)?;
     }
+    // Load what the tasks name now, not at their first run: a missing or
+    // refused plugin shows at start, and nothing else in the folder is compiled.
+    for task in &config.tasks {
+        if let Err(e) = registry.plugin(&runtime, &task.plugin).await {
+            tracing::warn!("task {}: {e:#}", task.name);
+        }
+        if let Some(spec) = &task.sanitise
+            && let Err(e) = registry.sanitiser(&runtime, &spec.sanitiser).await
+        {
+            tracing::warn!("task {}: {e:#}", task.name);
+        }
+    }
     let state_dir = runner::state_dir(&config)?;
     let reporter = Arc::new(Reporter::for_config(&config));
     let stop = signals::stop_on_signals();

@@ -108,15 +108,16 @@ impl Cli {
 
     fn runtime(&self) -> Result<Runtime> {
         let dir = self.cache_dir.clone().or_else(CompileCache::default_dir);
-        Runtime::new(CompileCache::new(dir))
+        Runtime::new(CompileCache::new(dir).with_installed(CompileCache::default_installed_dir()))
     }
 
     fn plugin_dir(&self) -> PathBuf {
         self.plugin_dir.clone().unwrap_or_else(default_plugin_dir)
     }
 
-    async fn registry(&self, runtime: &Runtime) -> Result<Registry> {
-        Registry::scan(runtime, &self.plugin_dir()).await
+    /// The plugin folder, whose plugins load as steps ask for them.
+    fn registry(&self) -> Registry {
+        Registry::open(&self.plugin_dir())
     }
 
     /// Runs the parsed command.
@@ -124,7 +125,7 @@ impl Cli {
         match &self.command {
             Command::Run(args) => {
                 let runtime = self.runtime()?;
-                let registry = self.registry(&runtime).await?;
+                let registry = self.registry();
                 run::execute(
                     &runtime,
                     &registry,
@@ -136,18 +137,17 @@ impl Cli {
             }
             Command::Plugins { command } => {
                 let runtime = self.runtime()?;
-                let registry = self.registry(&runtime).await?;
-                plugins::execute(&registry, command)
+                plugins::execute(&runtime, &self.plugin_dir(), command).await
             }
             Command::Daemon(args) => {
                 let runtime = self.runtime()?;
-                let registry = self.registry(&runtime).await?;
+                let registry = self.registry();
                 daemon::execute(runtime, registry, args, &self.s3.options()).await
             }
             Command::Serve(args) => serve::execute(args).await,
             Command::Sanitise { command } => {
                 let runtime = self.runtime()?;
-                let registry = self.registry(&runtime).await?;
+                let registry = self.registry();
                 sanitise::execute(
                     &runtime,
                     &registry,

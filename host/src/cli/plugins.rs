@@ -1,11 +1,13 @@
 //! `envsync-host plugins list|inspect`.
 
-use crate::runtime::registry::Registry;
-use crate::runtime::{LoadedPlugin, Role};
+use crate::failure::{Failure, Kind};
+use crate::runtime::registry::{Listing, SANITISER_FOLDER};
+use crate::runtime::{LoadedPlugin, Role, Runtime, compile_cache};
 use crate::step::operation_name;
 use anyhow::Result;
 use clap::Subcommand;
 use serde_json::json;
+use std::path::Path;
 
 #[derive(Subcommand, Debug)]
 pub enum PluginsCommand {
@@ -20,6 +22,59 @@ pub enum PluginsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Compile every plugin and sanitiser of the folder into DIR, read-only, for hosts that set ENVSYNC_PRECOMPILED_DIR=DIR (the container image).
+    Precompile {
+        #[arg(long, value_name = "DIR")]
+        into: std::path::PathBuf,
+    },
+}
+
+/// `plugins precompile --into DIR`: every `.wasm` of the plugin folder and
+/// its sanitiser folder, compiled and sealed into `into`, which is then made
+/// readable by everyone and writable only by its owner. A file that does
+/// not compile fails the command after the others are done.
+pub fn precompile(runtime: &Runtime, plugin_dir: &Path, into: &Path) -> Result<()> {
+    let mut files = Vec::new();
+    for dir in [plugin_dir.to_path_buf(), plugin_dir.join(SANITISER_FOLDER)] {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", dir.display())),
+        };
+        for entry in entries {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "wasm") && path.is_file() {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let mut failed = Vec::new();
+    for file in &files {
+        match compile_cache::precompile_into(runtime.engine(), file, into) {
+            Ok(entry) => println!("{} -> {}", file.display(), entry.display()),
+            Err(e) => {
+                eprintln!("{}: {e:#}", file.display());
+                failed.push(file.display().to_string());
+            }
+        }
+    }
+    if files.is_empty() {
+        return Err(Failure::new(
+            Kind::Plugin,
+            format!("no plugins to precompile in {}", plugin_dir.display()),
+        )
+        .into());
+    }
+    compile_cache::publish_installed(into)?;
+    if !failed.is_empty() {
+        return Err(Failure::new(
+            Kind::Plugin,
+            format!("could not precompile {}", failed.join(", ")),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 fn to_json(p: &LoadedPlugin) -> serde_json::Value {
@@ -53,9 +108,16 @@ fn to_json(p: &LoadedPlugin) -> serde_json::Value {
     })
 }
 
-pub fn execute(registry: &Registry, command: &PluginsCommand) -> Result<()> {
+pub async fn execute(runtime: &Runtime, plugin_dir: &Path, command: &PluginsCommand) -> Result<()> {
     match command {
+        PluginsCommand::Precompile { into } => {
+            // Compiled afresh, whatever any cache holds.
+            let fresh = Runtime::new(compile_cache::CompileCache::new(None))?;
+            precompile(&fresh, plugin_dir, into)
+        }
         PluginsCommand::List { json } => {
+            // The whole folder, refused files included.
+            let registry = &Listing::scan(runtime, plugin_dir).await?;
             if *json {
                 let broken: Vec<_> = registry
                     .broken
@@ -143,6 +205,7 @@ pub fn execute(registry: &Registry, command: &PluginsCommand) -> Result<()> {
             Ok(())
         }
         PluginsCommand::Inspect { name, json } => {
+            let registry = &Listing::scan(runtime, plugin_dir).await?;
             let p = registry.get(name)?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&to_json(p))?);

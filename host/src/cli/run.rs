@@ -436,13 +436,12 @@ pub async fn execute(
         .plugin
         .as_deref()
         .ok_or_else(|| usage("pass --plugin NAME or --config FILE"))?;
-    let plugin = registry.get(name)?;
-    let sanitiser = request
-        .sanitise
-        .as_ref()
-        .map(|s| registry.sanitiser(&s.sanitiser))
-        .transpose()?;
-    let outcome = run_recorded(runtime, plugin, sanitiser, &request, args).await?;
+    let plugin = registry.plugin(runtime, name).await?;
+    let sanitiser = match request.sanitise.as_ref() {
+        Some(s) => Some(registry.sanitiser(runtime, &s.sanitiser).await?),
+        None => None,
+    };
+    let outcome = run_recorded(runtime, &plugin, sanitiser.as_deref(), &request, args).await?;
     match format {
         LogFormat::Human => println!(
             "{} in {:.1}s",

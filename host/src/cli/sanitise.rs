@@ -61,9 +61,10 @@ pub async fn execute(
             )
         })?;
     let request = step_request(&config, task, index, store_options)?;
-    let plugin = registry.get(&task.plugin)?;
-    let sanitiser = registry.sanitiser(&spec.sanitiser)?;
-    let (schema, uncovered) = step::uncovered_columns(runtime, plugin, sanitiser, &request).await?;
+    let plugin = registry.plugin(runtime, &task.plugin).await?;
+    let sanitiser = registry.sanitiser(runtime, &spec.sanitiser).await?;
+    let (schema, uncovered) =
+        step::uncovered_columns(runtime, &plugin, &sanitiser, &request).await?;
     let columns: usize = schema.iter().map(|t| t.columns.len()).sum();
     match format {
         LogFormat::Json => println!(

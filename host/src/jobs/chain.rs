@@ -217,7 +217,8 @@ pub async fn run_task(
     observer: &dyn ChainObserver,
     stop: &CancellationToken,
 ) -> Result<ChainReport> {
-    let plugin = registry.get(&task.plugin)?;
+    let plugin = registry.plugin(runtime, &task.plugin).await?;
+    let plugin = &*plugin;
     // Build every request first: a step that cannot even be described
     // (unreadable password file, unset variable) stops the task before its
     // first step changes anything.
@@ -230,15 +231,13 @@ pub async fn run_task(
         })
         .collect::<Result<Vec<_>>>()?;
     // Sanitisers too: a missing one stops the task before it starts.
-    let sanitisers = requests
-        .iter()
-        .map(|r| {
-            r.sanitise
-                .as_ref()
-                .map(|s| registry.sanitiser(&s.sanitiser))
-                .transpose()
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let mut sanitisers = Vec::with_capacity(requests.len());
+    for r in &requests {
+        sanitisers.push(match &r.sanitise {
+            Some(s) => Some(registry.sanitiser(runtime, &s.sanitiser).await?),
+            None => None,
+        });
+    }
     let mut report = ChainReport {
         task: task.name.clone(),
         plugin: plugin.info.name.clone(),
@@ -270,22 +269,24 @@ pub async fn run_task(
         );
         observer.step_started(&event).await;
         let started = std::time::Instant::now();
-        let result = match step::run_sanitised(runtime, plugin, sanitisers[index], request).await {
-            Ok(outcome) => StepResult::Succeeded(Box::new(outcome)),
-            Err(error) => {
-                tracing::error!(
-                    "task {}: step {} ({}) failed: {error:#}",
-                    task.name,
-                    index + 1,
-                    op.name()
-                );
-                failed = true;
-                StepResult::Failed {
-                    error,
-                    duration: started.elapsed(),
+        let result =
+            match step::run_sanitised(runtime, plugin, sanitisers[index].as_deref(), request).await
+            {
+                Ok(outcome) => StepResult::Succeeded(Box::new(outcome)),
+                Err(error) => {
+                    tracing::error!(
+                        "task {}: step {} ({}) failed: {error:#}",
+                        task.name,
+                        index + 1,
+                        op.name()
+                    );
+                    failed = true;
+                    StepResult::Failed {
+                        error,
+                        duration: started.elapsed(),
+                    }
                 }
-            }
-        };
+            };
         observer.step_finished(&event, &result).await;
         report.steps.push(StepReport { op, result });
     }

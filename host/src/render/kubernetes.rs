@@ -15,7 +15,7 @@ mod manifests;
 pub mod names;
 pub mod settings;
 
-use crate::jobs::config::{self, CheckOptions, Config, Task};
+use crate::jobs::config::{self, CheckOptions, Config, StepOp, Task};
 use crate::jobs::diagnostics::{Diagnostic, Report, Severity};
 use crate::runtime::sandbox::DEFAULT_MEMORY_CAP_MIB;
 use crate::store::StoreOptions;
@@ -375,8 +375,31 @@ impl Renderer<'_> {
         ((s3.part_size * s3.parts_in_flight) >> 20) as u64
     }
 
+    /// MiB of plugin memory `task` holds at most at once: its engine's cap,
+    /// plus its sanitiser's when a step sanitises (both run together, the
+    /// rows streaming from one to the other).
     fn memory_cap_mib(task: &Task) -> u64 {
-        task.memory_cap_mib.unwrap_or(DEFAULT_MEMORY_CAP_MIB)
+        let engine = task.memory_cap_mib.unwrap_or(DEFAULT_MEMORY_CAP_MIB);
+        let sanitises = task
+            .steps
+            .iter()
+            .any(|s| matches!(s.op, StepOp::Backup | StepOp::Copy));
+        let sanitiser = match &task.sanitise {
+            Some(spec) if sanitises => spec
+                .memory_cap_mib
+                .unwrap_or(crate::sanitiser::DEFAULT_MEMORY_CAP_MIB),
+            _ => 0,
+        };
+        engine + sanitiser
+    }
+
+    /// What the caps of [`Self::memory_cap_mib`] are made of, for messages.
+    fn caps_described(task: &Task) -> String {
+        let engine = task.memory_cap_mib.unwrap_or(DEFAULT_MEMORY_CAP_MIB);
+        match Self::memory_cap_mib(task) - engine {
+            0 => format!("plugin memory cap ({engine} MiB)"),
+            sanitiser => format!("plugin and sanitiser memory caps ({engine} + {sanitiser} MiB)"),
+        }
     }
 
     /// The default memory limit of `task`, in MiB.
@@ -385,7 +408,7 @@ impl Renderer<'_> {
     }
 
     /// A configured memory limit must be comfortably above every task's
-    /// plugin memory cap.
+    /// plugin (and sanitiser) memory caps.
     fn check_memory_limit(&self, report: &mut Report<'_>) {
         let Some(limit) = &self.settings.resources.memory_limit else {
             return;
@@ -406,10 +429,11 @@ impl Renderer<'_> {
                 &limit.span,
                 "kubernetes.resources",
                 format!(
-                    "memory_limit {} is not comfortably above task \"{}\"'s plugin memory cap ({cap} MiB): \
+                    "memory_limit {} is not comfortably above task \"{}\"'s {}: \
                      give at least {} MiB (the host and the programs it starts live beside the plugin)",
                     limit.value,
                     task.name,
+                    Self::caps_described(task),
                     cap + MIN_HEADROOM_MIB
                 ),
             );
@@ -490,17 +514,26 @@ impl Renderer<'_> {
             mount_path: CONFIG_DIR.into(),
             read_only: true,
         }];
-        for (name, path) in [("state", STATE_DIR), ("cache", CACHE_DIR), ("tmp", TMP_DIR)] {
+        let scratch = self
+            .layout
+            .scratch_dirs
+            .iter()
+            .enumerate()
+            .map(|(i, dir)| (format!("scratch-{}", i + 1), dir.as_str()));
+        let own = [("state", STATE_DIR), ("cache", CACHE_DIR), ("tmp", TMP_DIR)]
+            .into_iter()
+            .map(|(name, path)| (name.to_string(), path));
+        for (name, path) in own.chain(scratch) {
             if self.layout.claims.iter().any(|c| c.path == path) {
                 continue;
             }
             volumes.push(Volume {
-                name: name.into(),
+                name: name.clone(),
                 empty_dir: Some(EmptyDir {}),
                 ..Default::default()
             });
             mounts.push(VolumeMount {
-                name: name.into(),
+                name,
                 mount_path: path.into(),
                 read_only: false,
             });
@@ -926,6 +959,53 @@ op = "backup"
                 .unwrap()
                 .iter()
                 .any(|e| e["name"] == "SHOP_PASSWORD")
+        );
+    }
+
+    #[test]
+    fn a_sanitised_task_gets_its_rules_its_salt_and_memory_for_both_caps() {
+        let text = STAGING.replace(
+            "database = { name = \"blog\", password_file = \"blog.pw\" }\n",
+            "database = { name = \"blog\", password_file = \"blog.pw\" }\n\
+             [task.sanitise]\nsanitiser = \"sanitise\"\nrules = \"sanitise.sql\"\n\
+             salt_env = \"BLOG_SALT\"\nmemory_cap_mib = 300\n",
+        );
+        let rendered = render_text(&text, &Options::default()).unwrap_or_else(|e| panic!("{e:#?}"));
+        assert!(
+            rendered.yaml.contains(
+                "#   envsync-staging-blog-salt, key salt: variable BLOG_SALT of task on_demand\n"
+            ),
+            "{}",
+            rendered.yaml
+        );
+        let docs = documents(&rendered.yaml);
+        let container =
+            &docs[3]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
+        let salt = container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "BLOG_SALT")
+            .unwrap_or_else(|| panic!("{container:#}"));
+        assert_eq!(
+            salt["valueFrom"]["secretKeyRef"],
+            serde_json::json!({"name": "envsync-staging-blog-salt", "key": "salt"})
+        );
+        // Engine 256 + sanitiser 300 + S3 parts 64 + 768, rounded up to 128 MiB.
+        assert_eq!(container["resources"]["limits"]["memory"], "1408Mi");
+
+        // A limit must hold both caps.
+        let limited = text.replace(
+            "pod_annotations",
+            "resources = { memory_limit = \"700Mi\" }\npod_annotations",
+        );
+        let errors = render_text(&limited, &Options::default()).unwrap_err();
+        assert!(
+            errors[0].contains(
+                "memory_limit 700Mi is not comfortably above task \"on_demand\"'s plugin and sanitiser \
+                 memory caps (256 + 300 MiB): give at least 812 MiB"
+            ),
+            "{errors:#?}"
         );
     }
 

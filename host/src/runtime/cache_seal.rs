@@ -6,6 +6,12 @@
 //! in (or altered inside) the cache folder would otherwise run as the host.
 //!
 //! Layout of a sealed file: the compiled bytes, then the 32-byte MAC.
+//!
+//! A folder of components compiled at install time ([`open_installed`]) is
+//! read by users other than the one that wrote it, so its key cannot be
+//! secret: there the trust is that only root (or the user running the host)
+//! can write the folder, its key and its entries, and the seal still binds
+//! each entry to that folder and catches damage.
 
 use anyhow::{Context, Result, bail};
 use hmac::{Hmac, Mac};
@@ -63,6 +69,106 @@ pub fn open(dir: &Path, path: &Path) -> Option<Vec<u8>> {
     }
     bytes.truncate(bytes.len() - MAC_LEN);
     Some(bytes)
+}
+
+/// The compiled bytes of `path` in the installed folder `dir` when the
+/// folder, its key and the file can be written only by root or this user
+/// and the seal verifies; None otherwise (with a warning unless there is no
+/// such file). Nothing there is ever deleted or rewritten.
+pub fn open_installed(dir: &Path, path: &Path) -> Option<Vec<u8>> {
+    let mut entry = match open_no_follow(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!("not using precompiled {}: {e}", path.display());
+            return None;
+        }
+    };
+    let checked = (|| -> Result<Vec<u8>> {
+        let folder =
+            std::fs::symlink_metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+        if !folder.is_dir() {
+            bail!("{} is not a folder", dir.display());
+        }
+        only_trusted_writers(dir, &folder)?;
+        let mut key_file = open_no_follow(&dir.join(KEY_FILE))
+            .with_context(|| format!("opening {}", dir.join(KEY_FILE).display()))?;
+        only_trusted_writers(&dir.join(KEY_FILE), &key_file.metadata()?)?;
+        let mut key = Vec::new();
+        key_file.read_to_end(&mut key)?;
+        let key: [u8; KEY_LEN] = key.try_into().map_err(|_| {
+            anyhow::anyhow!(
+                "{} is not a cache key (wrong length)",
+                dir.join(KEY_FILE).display()
+            )
+        })?;
+        only_trusted_writers(path, &entry.metadata()?)?;
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes)?;
+        let authentic = bytes.len() >= MAC_LEN && {
+            let (compiled, tag) = bytes.split_at(bytes.len() - MAC_LEN);
+            mac(&key, compiled).verify_slice(tag).is_ok()
+        };
+        if !authentic {
+            bail!(
+                "its seal does not verify under {}",
+                dir.join(KEY_FILE).display()
+            );
+        }
+        bytes.truncate(bytes.len() - MAC_LEN);
+        Ok(bytes)
+    })();
+    match checked {
+        Ok(bytes) => Some(bytes),
+        Err(e) => {
+            tracing::warn!(
+                "not using precompiled {}: {e:#}; the plugin is compiled instead",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// Makes the installed folder `dir`, its key and its entries readable by
+/// everyone and writable only by their owner.
+pub fn publish(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("setting the mode of {}", path.display()))
+    };
+    set(dir, 0o755)?;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if std::fs::symlink_metadata(&path)?.is_file() {
+            set(&path, 0o644)?;
+        }
+    }
+    Ok(())
+}
+
+fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Refuses `path` (with metadata `meta`) unless only root or this user can
+/// write it.
+fn only_trusted_writers(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if (meta.uid() != 0 && meta.uid() != me) || meta.mode() & 0o022 != 0 {
+        bail!(
+            "{} must be writable only by its owner, root or this user (it is owned by uid {}, mode {:o})",
+            path.display(),
+            meta.uid(),
+            meta.mode() & 0o7777
+        );
+    }
+    Ok(())
 }
 
 fn mac(key: &[u8; KEY_LEN], bytes: &[u8]) -> Hmac<Sha256> {
@@ -219,6 +325,49 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         std::fs::write(&file, seal(other.path(), &planted).unwrap()).unwrap();
         assert!(!cache.load(&engine, &wasm).unwrap().1);
+    }
+
+    #[test]
+    fn an_installed_folder_serves_without_writing_and_only_when_others_cannot_write_it() {
+        use crate::runtime::compile_cache::{precompile_into, publish_installed};
+        use std::os::unix::fs::PermissionsExt;
+        let (tmp, wasm, _, engine) = setup();
+        let installed = tmp.path().join("installed");
+        let entry = precompile_into(&engine, &wasm, &installed).unwrap();
+        publish_installed(&installed).unwrap();
+        let key = std::fs::metadata(installed.join(KEY_FILE)).unwrap();
+        assert_eq!(
+            key.mode() & 0o777,
+            0o644,
+            "readable by the users running the host"
+        );
+        // No writable cache at all: the installed component is used.
+        let cache = CompileCache::new(None).with_installed(Some(installed.clone()));
+        assert!(cache.load(&engine, &wasm).unwrap().1, "served precompiled");
+
+        // An entry others could have written is not used, and not deleted.
+        let mode = |path: &Path, mode: u32| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        mode(&entry, 0o666);
+        assert!(!cache.load(&engine, &wasm).unwrap().1);
+        assert!(entry.exists());
+        mode(&entry, 0o644);
+        mode(&installed, 0o777);
+        assert!(
+            !cache.load(&engine, &wasm).unwrap().1,
+            "a folder others can write"
+        );
+        mode(&installed, 0o755);
+        assert!(cache.load(&engine, &wasm).unwrap().1);
+
+        // A damaged entry: compiled instead, the file left as it is.
+        let mut bytes = std::fs::read(&entry).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 1;
+        std::fs::write(&entry, &bytes).unwrap();
+        assert!(!cache.load(&engine, &wasm).unwrap().1);
+        assert_eq!(std::fs::read(&entry).unwrap(), bytes);
     }
 
     #[test]

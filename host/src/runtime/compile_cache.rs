@@ -2,6 +2,12 @@
 //! instead of compiling the plugin again. Compiling is bounded: a file over
 //! [`MAX_WASM_BYTES`] is refused unread, and compiling runs on its own
 //! thread raced against [`COMPILE_DEADLINE`].
+//!
+//! Two places: the cache this host writes (sealed under its own key), and
+//! an optional read-only folder of components compiled when the host was
+//! installed (`plugins precompile`, run by the container image's build), so
+//! a pod with an empty cache does not compile at start. Why the installed
+//! folder is trusted is in docs/decisions/0015-precompiled-plugins.md.
 
 use crate::failure::{Failure, Kind};
 use anyhow::{Context, Result};
@@ -24,12 +30,31 @@ pub const COMPILE_DEADLINE: Duration = Duration::from_secs(120);
 /// Where compiled plugins are cached.
 pub struct CompileCache {
     dir: Option<PathBuf>,
+    /// Components compiled at install time, read-only.
+    installed: Option<PathBuf>,
 }
 
 impl CompileCache {
     /// `dir` None disables caching (every start compiles).
     pub fn new(dir: Option<PathBuf>) -> Self {
-        CompileCache { dir }
+        CompileCache {
+            dir,
+            installed: None,
+        }
+    }
+
+    /// Also looks for components in `dir`, written by `plugins precompile`.
+    pub fn with_installed(mut self, dir: Option<PathBuf>) -> Self {
+        self.installed = dir;
+        self
+    }
+
+    /// The folder of precompiled components: `$ENVSYNC_PRECOMPILED_DIR`
+    /// (the container image sets it).
+    pub fn default_installed_dir() -> Option<PathBuf> {
+        std::env::var_os("ENVSYNC_PRECOMPILED_DIR")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
     }
 
     /// The default cache folder: `$ENVSYNC_CACHE_DIR`, else the user's cache
@@ -44,6 +69,11 @@ impl CompileCache {
     /// compiled the same bytes before. Returns whether it was a cache hit.
     pub fn load(&self, engine: &Engine, wasm_path: &Path) -> Result<(Component, bool)> {
         let bytes = read_bounded(wasm_path, MAX_WASM_BYTES)?;
+        if let Some(installed) = &self.installed
+            && let Some(component) = load_installed(engine, installed, &bytes)
+        {
+            return Ok((component, true));
+        }
         let Some(dir) = &self.dir else {
             let compiled = compile(engine, bytes, wasm_path, COMPILE_DEADLINE)?;
             // SAFETY: these bytes were produced by `precompile_component` just now.
@@ -76,6 +106,56 @@ impl CompileCache {
         let component = unsafe { Component::deserialize(engine, &compiled)? };
         Ok((component, false))
     }
+}
+
+/// The component for `wasm` in the installed folder `dir`, if it has one
+/// this host can run.
+fn load_installed(engine: &Engine, dir: &Path, wasm: &[u8]) -> Option<Component> {
+    let file = dir.join(format!("{}.cwasm", installed_key(wasm)));
+    let verified = super::cache_seal::open_installed(dir, &file)?;
+    // SAFETY: `verified` is bytes whose HMAC under the installed folder's key
+    // checks out, in a folder only root or this user can write (checked by
+    // `open_installed`): written by `precompile_into` for these wasm bytes
+    // and this host version. wasmtime itself refuses code compiled for CPU
+    // features this machine lacks or for another engine configuration.
+    match unsafe { Component::deserialize(engine, &verified) } {
+        Ok(component) => Some(component),
+        Err(e) => {
+            tracing::info!(
+                "not using precompiled {}: {e:#}; compiling instead",
+                file.display()
+            );
+            None
+        }
+    }
+}
+
+/// Compiles the plugin `wasm_path` into the installed folder `dir` (made if
+/// needed), sealed under its key. Returns the file written.
+pub fn precompile_into(engine: &Engine, wasm_path: &Path, dir: &Path) -> Result<PathBuf> {
+    let bytes = read_bounded(wasm_path, MAX_WASM_BYTES)?;
+    let file = dir.join(format!("{}.cwasm", installed_key(&bytes)));
+    let compiled = compile(engine, bytes, wasm_path, COMPILE_DEADLINE)?;
+    let sealed = super::cache_seal::seal(dir, &compiled)?;
+    write_atomically(dir, &file, &sealed)?;
+    Ok(file)
+}
+
+/// Makes the installed folder `dir` readable by the users that run the
+/// host (its key included): only its owner may write it.
+pub fn publish_installed(dir: &Path) -> Result<()> {
+    super::cache_seal::publish(dir)
+}
+
+/// The name of `wasm`'s component in an installed folder: the wasm bytes
+/// and the host version, not the engine's compatibility hash, which
+/// includes the CPU features of the machine that compiled it. Whether a
+/// node can run it is wasmtime's check when it is loaded.
+fn installed_key(wasm: &[u8]) -> String {
+    let mut sha = Sha256::new();
+    sha.update(wasm);
+    sha.update(env!("CARGO_PKG_VERSION").as_bytes());
+    hex::encode(sha.finalize())
 }
 
 /// The bytes of `path`, refused unread when the file is over `limit`.

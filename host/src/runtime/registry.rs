@@ -3,12 +3,22 @@
 //! plugin folder, sanitisers those of its `sanitisers/` subfolder, and a
 //! file's stem is its name. A refused or broken file is reported and does
 //! not hide the others.
+//!
+//! A step loads only what it names ([`Registry`]): the engine `NAME.wasm`
+//! and the sanitiser `sanitisers/NAME.wasm`, compiled (or taken from the
+//! compile cache) the first time they are asked for. Nothing else in the
+//! folder is compiled, so a pod with an empty cache compiles one or two
+//! plugins, not all, and a broken file of another plugin stops nothing.
+//! `plugins list` and `plugins inspect` load the whole folder ([`Listing`]),
+//! as does the error of a step whose plugin cannot be loaded, so that it
+//! can say what there is and why each refused file was refused.
 
 use super::{LoadedPlugin, Role, Runtime};
 use crate::failure::{Failure, Kind};
 use crate::sanitiser::LoadedSanitiser;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The subfolder of the plugin folder that holds sanitisers.
 pub const SANITISER_FOLDER: &str = "sanitisers";
@@ -22,8 +32,15 @@ pub struct BrokenPlugin {
     pub reason: String,
 }
 
-/// What the plugin folder holds.
+/// The plugin folder, loaded as steps ask for its plugins.
 pub struct Registry {
+    pub dir: PathBuf,
+    engines: tokio::sync::Mutex<Vec<Arc<LoadedPlugin>>>,
+    sanitisers: tokio::sync::Mutex<Vec<Arc<LoadedSanitiser>>>,
+}
+
+/// Everything the plugin folder holds, every file loaded.
+pub struct Listing {
     pub dir: PathBuf,
     pub plugins: Vec<LoadedPlugin>,
     pub sanitisers: Vec<LoadedSanitiser>,
@@ -117,10 +134,86 @@ fn wasm_files(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 impl Registry {
+    /// The plugin folder `dir`; nothing is loaded yet.
+    pub fn open(dir: &Path) -> Registry {
+        Registry {
+            dir: dir.to_path_buf(),
+            engines: Default::default(),
+            sanitisers: Default::default(),
+        }
+    }
+
+    /// The engine plugin `name`: `NAME.wasm` of the folder, loaded on first
+    /// use. When it cannot be (missing, refused, describing itself by
+    /// another name), the whole folder is loaded to say what there is.
+    pub async fn plugin(&self, runtime: &Runtime, name: &str) -> Result<Arc<LoadedPlugin>> {
+        let mut loaded = self.engines.lock().await;
+        if let Some(p) = loaded.iter().find(|p| p.info.name == name) {
+            return Ok(p.clone());
+        }
+        let file = self.dir.join(format!("{name}.wasm"));
+        if super::check_name(name).is_ok() && file.is_file() {
+            match runtime.load_engine_file(&file).await {
+                Ok(p) if p.info.name == name => {
+                    tracing::debug!(plugin = name, file = %file.display(), from_cache = p.from_cache, "loaded plugin");
+                    let p = Arc::new(p);
+                    loaded.push(p.clone());
+                    return Ok(p);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!("loading {}: {e:#}", file.display()),
+            }
+        }
+        let mut listing = Listing::scan(runtime, &self.dir).await?;
+        listing.get(name)?;
+        let i = listing
+            .plugins
+            .iter()
+            .position(|p| p.info.name == name)
+            .expect("get found it");
+        let p = Arc::new(listing.plugins.swap_remove(i));
+        loaded.push(p.clone());
+        Ok(p)
+    }
+
+    /// The sanitiser `name`: `sanitisers/NAME.wasm`, loaded on first use
+    /// (see [`Registry::plugin`]).
+    pub async fn sanitiser(&self, runtime: &Runtime, name: &str) -> Result<Arc<LoadedSanitiser>> {
+        let mut loaded = self.sanitisers.lock().await;
+        if let Some(s) = loaded.iter().find(|s| s.info.name == name) {
+            return Ok(s.clone());
+        }
+        let file = self.dir.join(SANITISER_FOLDER).join(format!("{name}.wasm"));
+        if super::check_name(name).is_ok() && file.is_file() {
+            match runtime.load_sanitiser_file(&file).await {
+                Ok(s) if s.info.name == name => {
+                    tracing::debug!(sanitiser = name, file = %file.display(), from_cache = s.from_cache, "loaded sanitiser");
+                    let s = Arc::new(s);
+                    loaded.push(s.clone());
+                    return Ok(s);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!("loading {}: {e:#}", file.display()),
+            }
+        }
+        let mut listing = Listing::scan(runtime, &self.dir).await?;
+        listing.sanitiser(name)?;
+        let i = listing
+            .sanitisers
+            .iter()
+            .position(|s| s.info.name == name)
+            .expect("sanitiser found it");
+        let s = Arc::new(listing.sanitisers.swap_remove(i));
+        loaded.push(s.clone());
+        Ok(s)
+    }
+}
+
+impl Listing {
     /// Loads the engine plugins in `dir` and the sanitisers in
     /// `dir/sanitisers/`.
-    pub async fn scan(runtime: &Runtime, dir: &Path) -> Result<Registry> {
-        let mut registry = Registry {
+    pub async fn scan(runtime: &Runtime, dir: &Path) -> Result<Listing> {
+        let mut registry = Listing {
             dir: dir.to_path_buf(),
             plugins: Vec::new(),
             sanitisers: Vec::new(),

@@ -1,8 +1,15 @@
 //! What a pod needs of the config file and where it finds it: a copy of the
 //! config with its paths rewritten to the pod's layout, the files it names
-//! (scripts, recipients files) for the ConfigMap, the credentials each task
-//! names (Secrets as files or variables), and the volumes folder stores
-//! live on.
+//! (scripts, sanitiser rules, recipients files) for the ConfigMap, the
+//! credentials each task names (passwords, the sanitising salt, age
+//! identities: Secrets as files or variables), the volumes folder stores
+//! live on, and the writable folders the busy marker needs.
+//!
+//! What a config holds comes from the validated [`Config`] alone: each of
+//! its structs is taken apart field by field without `..`, so a field added
+//! to the config does not compile here until the renderer says what a pod
+//! needs of it. The parsed document is only used to find where a value the
+//! config holds is written, to rewrite it in place.
 //!
 //! In the pod the config sits in [`CONFIG_DIR`](super::CONFIG_DIR); the files
 //! it names sit in `files/` beside it and Secret files in
@@ -13,7 +20,9 @@
 
 use super::names;
 use super::settings::Settings;
-use crate::jobs::config::Config;
+use crate::jobs::config::{
+    Config, DatabaseSpec, Environment, PasswordSource, SaltSource, SanitiseSpec, StepSpec, Task,
+};
 use crate::jobs::diagnostics::Report;
 use std::collections::HashMap;
 use std::ops::Range;
@@ -35,7 +44,7 @@ pub enum Target {
     /// An environment variable (`password_env`).
     Env(String),
     /// A file, by its path under the config folder (`password_file`,
-    /// `identity`).
+    /// `salt_file`, `identity`).
     File(String),
 }
 
@@ -75,6 +84,9 @@ pub struct Layout {
     /// In the order of the file's tasks (`Config::tasks`).
     pub tasks: Vec<TaskPlace>,
     pub claims: Vec<ClaimMount>,
+    /// Folders the pod must be able to write besides its own state, cache
+    /// and /tmp (the busy marker's): emptyDirs.
+    pub scratch_dirs: Vec<String>,
 }
 
 /// `text` as a TOML basic string.
@@ -131,11 +143,12 @@ fn tables<'t, 'i>(parent: &'t DeTable<'i>, key: &str) -> Vec<(&'t DeTable<'i>, R
     }
 }
 
-/// The kind of credential file, which names the default Secret key.
+/// The kind of credential, which names the default Secret key.
 #[derive(Clone, Copy)]
 enum Credential {
     Password,
     Identity,
+    Salt,
 }
 
 impl Credential {
@@ -143,9 +156,15 @@ impl Credential {
         match self {
             Credential::Password => "password",
             Credential::Identity => "identity",
+            Credential::Salt => "salt",
         }
     }
 }
+
+/// Top-level folders of the image a volume must never cover.
+const SYSTEM_FOLDERS: &[&str] = &[
+    "bin", "boot", "dev", "etc", "lib", "lib32", "lib64", "proc", "sbin", "sys", "usr",
+];
 
 struct Builder<'a, 'r, 's> {
     report: &'r mut Report<'s>,
@@ -161,6 +180,7 @@ struct Builder<'a, 'r, 's> {
     used_settings: Vec<bool>,
     claims: Vec<ClaimMount>,
     claim_use: Vec<(bool, bool)>,
+    scratch_dirs: Vec<String>,
 }
 
 impl Builder<'_, '_, '_> {
@@ -171,6 +191,31 @@ impl Builder<'_, '_, '_> {
         } else {
             self.config.dir.join(p)
         }
+    }
+
+    /// Where `table` writes `key`, which the validated config holds: each
+    /// string (one, or each of an array). The config was read from this very
+    /// text, so a value it holds is there; if not, that is a bug here,
+    /// reported rather than rendered without it.
+    fn locate(
+        &mut self,
+        table: &DeTable<'_>,
+        key: &str,
+        at: &Range<usize>,
+        context: &str,
+    ) -> Vec<(String, Range<usize>)> {
+        let found = strings(table, key);
+        if found.is_empty() {
+            self.report.error(
+                at,
+                context,
+                format!(
+                    "{key} is in the checked config but was not found in the file to rewrite for the pod \
+                     (a bug in render kubernetes: please report it)"
+                ),
+            );
+        }
+        found
     }
 
     /// Ships the file `text` names (at `span`) in the ConfigMap and points
@@ -212,6 +257,13 @@ impl Builder<'_, '_, '_> {
             }
         };
         self.edits.push((span, toml_string(&path)));
+    }
+
+    /// Ships every file `table` names at `key`.
+    fn ship_all(&mut self, table: &DeTable<'_>, key: &str, at: &Range<usize>, context: &str) {
+        for (text, span) in self.locate(table, key, at, context) {
+            self.ship(&text, span, context, key);
+        }
     }
 
     fn config_key(&self) -> String {
@@ -263,31 +315,59 @@ impl Builder<'_, '_, '_> {
         (name, key.to_string())
     }
 
-    /// A credential file (`password_file`, `identity`): mounted from its
-    /// Secret, and the copy points at the mounted file.
-    fn secret_file(
+    /// A credential file (`password_file`, `salt_file`, `identity`): mounted
+    /// from its Secret, and the copy points at the mounted file.
+    fn secret_files(
         &mut self,
-        text: &str,
-        span: Range<usize>,
+        table: &DeTable<'_>,
+        field: &str,
         kind: Credential,
+        at: &Range<usize>,
         context: &str,
         uses: &mut Vec<SecretUse>,
     ) {
-        let base = Path::new(text)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| text.to_string());
-        let (secret, key) = self.secret_for(text, &base, kind.key(), &span, context);
-        let path = format!("secrets/{secret}/{key}");
-        self.edits.push((span, toml_string(&path)));
-        let use_ = SecretUse {
-            secret,
-            key,
-            target: Target::File(path),
-            reference: text.to_string(),
-        };
-        if !uses.contains(&use_) {
-            uses.push(use_);
+        for (text, span) in self.locate(table, field, at, context) {
+            let base = Path::new(&text)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| text.clone());
+            let (secret, key) = self.secret_for(&text, &base, kind.key(), &span, context);
+            let path = format!("secrets/{secret}/{key}");
+            self.edits.push((span, toml_string(&path)));
+            push_new(
+                uses,
+                SecretUse {
+                    secret,
+                    key,
+                    target: Target::File(path),
+                    reference: text,
+                },
+            );
+        }
+    }
+
+    /// A credential in a variable (`password_env`, `salt_env`): the same
+    /// variable, from its Secret.
+    fn secret_variable(
+        &mut self,
+        table: &DeTable<'_>,
+        field: &str,
+        kind: Credential,
+        at: &Range<usize>,
+        context: &str,
+        uses: &mut Vec<SecretUse>,
+    ) {
+        for (var, span) in self.locate(table, field, at, context) {
+            let (secret, key) = self.secret_for(&var, &var, kind.key(), &span, context);
+            push_new(
+                uses,
+                SecretUse {
+                    secret,
+                    key,
+                    target: Target::Env(var.clone()),
+                    reference: var,
+                },
+            );
         }
     }
 
@@ -301,10 +381,48 @@ impl Builder<'_, '_, '_> {
             .map(|(i, _)| i)
     }
 
+    /// The environment: where it stores, keeps its history and marks itself
+    /// busy.
+    fn environment(&mut self, root: &DeTable<'_>, root_span: &Range<usize>) {
+        let Environment {
+            name: _,
+            // A pod guards nothing itself: `render` refuses the tasks the
+            // guard would (`jobs::guard`).
+            production: _,
+            store,
+            upper_store,
+            pushgateway: _,
+            timezone: _,
+            state_dir,
+            marker_file,
+            s3: _,
+        } = &self.config.environment;
+        let Some((env, span)) = table(root, "environment") else {
+            self.report.error(
+                root_span,
+                "environment",
+                "[environment] is in the checked config but not in the file (a bug in render kubernetes)",
+            );
+            return;
+        };
+        if store.is_some() {
+            self.store(env, "store", true, &span);
+        }
+        if upper_store.is_some() {
+            self.store(env, "upper_store", false, &span);
+        }
+        if state_dir.is_some() {
+            self.state_dir(env, &span);
+        }
+        if marker_file.is_some() {
+            self.marker_file(env, &span);
+        }
+    }
+
     /// A folder store must lie on a volume, or its backups would go with
     /// the pod.
-    fn store(&mut self, env: &DeTable<'_>, field: &str, writes: bool) {
-        for (text, span) in strings(env, field) {
+    fn store(&mut self, env: &DeTable<'_>, field: &str, writes: bool, at: &Range<usize>) {
+        for (text, span) in self.locate(env, field, at, "environment") {
             let text = text.trim();
             if text.starts_with("s3://") {
                 continue;
@@ -345,8 +463,8 @@ impl Builder<'_, '_, '_> {
 
     /// The run history goes to a volume when `state_dir` lies on one, else
     /// to the pod's own state folder.
-    fn state_dir(&mut self, env: &DeTable<'_>) {
-        for (text, span) in strings(env, "state_dir") {
+    fn state_dir(&mut self, env: &DeTable<'_>, at: &Range<usize>) {
+        for (text, span) in self.locate(env, "state_dir", at, "environment") {
             let path = Path::new(&text);
             if path.is_absolute() {
                 if let Some(i) = self.claim_of(path) {
@@ -370,59 +488,241 @@ impl Builder<'_, '_, '_> {
         }
     }
 
+    /// The busy marker is written on every run, and the pod's root
+    /// filesystem is read-only: it must lie on a claim (shared by every pod
+    /// that mounts it), in a folder the pod writes anyway, or in a folder
+    /// given an emptyDir of its own (then it only tells about this pod).
+    fn marker_file(&mut self, env: &DeTable<'_>, at: &Range<usize>) {
+        for (text, span) in self.locate(env, "marker_file", at, "environment") {
+            let path = Path::new(&text);
+            let folder = path.parent().unwrap_or(Path::new("/"));
+            if !path.is_absolute() || folder.starts_with(super::CONFIG_DIR) {
+                let file = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| crate::jobs::runner::DEFAULT_MARKER.into());
+                let moved = format!("{}/{file}", super::STATE_DIR);
+                self.report.warn(
+                    &span,
+                    "environment",
+                    format!(
+                        "marker_file {text} would be in the config's folder, which is read-only in the pod: \
+                         the pod writes it to {moved}"
+                    ),
+                );
+                self.edits.push((span, toml_string(&moved)));
+                continue;
+            }
+            if let Some(i) = self.claim_of(path) {
+                self.claim_use[i].0 = true;
+                continue;
+            }
+            if [super::STATE_DIR, super::TMP_DIR]
+                .iter()
+                .any(|d| folder.starts_with(d))
+            {
+                continue;
+            }
+            let top = folder
+                .components()
+                .nth(1)
+                .map(|c| c.as_os_str().to_string_lossy().into_owned());
+            let system = match &top {
+                None => true,
+                Some(top) => SYSTEM_FOLDERS.contains(&top.as_str()),
+            };
+            if system || folder == Path::new(super::CACHE_DIR) {
+                self.report.error(
+                    &span,
+                    "environment",
+                    format!(
+                        "marker_file {text}: the pod's root filesystem is read-only and {} cannot take a \
+                         volume of its own; put the marker under /run (e.g. \"/run/envsync/busy\"), on a \
+                         claim in [kubernetes] volumes, or leave marker_file unset",
+                        folder.display()
+                    ),
+                );
+                continue;
+            }
+            let folder = folder.display().to_string();
+            if !self.scratch_dirs.contains(&folder) {
+                self.scratch_dirs.push(folder);
+            }
+        }
+    }
+
     fn database(
         &mut self,
+        spec: &DatabaseSpec,
         task: &DeTable<'_>,
         field: &str,
         context: &str,
         uses: &mut Vec<SecretUse>,
     ) {
-        let Some((db, _)) = table(task, field) else {
+        let DatabaseSpec {
+            name: _,
+            host: _,
+            port: _,
+            user: _,
+            password,
+        } = spec;
+        let context = format!("{context} {field}");
+        let Some((db, span)) = table(task, field) else {
+            self.report.error(
+                &(0..0),
+                &context,
+                "in the checked config but not in the file (a bug in render kubernetes)",
+            );
             return;
         };
-        let context = format!("{context} {field}");
-        for (text, span) in strings(db, "password_file") {
-            self.secret_file(&text, span, Credential::Password, &context, uses);
-        }
-        for (var, span) in strings(db, "password_env") {
-            let (secret, key) = self.secret_for(&var, &var, "password", &span, &context);
-            let use_ = SecretUse {
-                secret,
-                key,
-                target: Target::Env(var.clone()),
-                reference: var,
-            };
-            if !uses.contains(&use_) {
-                uses.push(use_);
+        match password {
+            PasswordSource::Default => {}
+            PasswordSource::File(_) => {
+                self.secret_files(
+                    db,
+                    "password_file",
+                    Credential::Password,
+                    &span,
+                    &context,
+                    uses,
+                );
+            }
+            PasswordSource::Env(_) => {
+                self.secret_variable(
+                    db,
+                    "password_env",
+                    Credential::Password,
+                    &span,
+                    &context,
+                    uses,
+                );
             }
         }
     }
 
-    fn task(&mut self, index: usize, task: &DeTable<'_>, span: Range<usize>) -> TaskPlace {
-        let context = match self.config.tasks.get(index) {
-            Some(t) => format!("task \"{}\"", t.name),
-            None => format!("task #{}", index + 1),
+    /// `[task.sanitise]`: the rules file is shipped, the salt comes from a
+    /// Secret. The sanitiser itself is in the image's plugin folder.
+    fn sanitise(
+        &mut self,
+        spec: &SanitiseSpec,
+        task: &DeTable<'_>,
+        context: &str,
+        uses: &mut Vec<SecretUse>,
+    ) {
+        let SanitiseSpec {
+            sanitiser: _,
+            rules: _,
+            salt,
+            strict: _,
+            allowed_email_domains: _,
+            memory_cap_mib: _,
+            call_timeout: _,
+        } = spec;
+        let context = format!("{context} sanitise");
+        let Some((table, span)) = table(task, "sanitise") else {
+            self.report.error(
+                &(0..0),
+                &context,
+                "in the checked config but not in the file (a bug in render kubernetes)",
+            );
+            return;
         };
+        self.ship_all(table, "rules", &span, &context);
+        match salt {
+            SaltSource::File(_) => {
+                self.secret_files(table, "salt_file", Credential::Salt, &span, &context, uses)
+            }
+            SaltSource::Env(_) => {
+                self.secret_variable(table, "salt_env", Credential::Salt, &span, &context, uses)
+            }
+        }
+    }
+
+    fn step(
+        &mut self,
+        step: &StepSpec,
+        table: &DeTable<'_>,
+        span: &Range<usize>,
+        context: &str,
+        uses: &mut Vec<SecretUse>,
+    ) {
+        let StepSpec {
+            op: _,
+            max_runtime: _,
+            params: _,
+            from: _,
+            from_instance: _,
+            from_database: _,
+            artifact: _,
+            identities,
+            script,
+            compression: _,
+            encrypt_to: _,
+            encrypt_to_files,
+            instance: _,
+            line: _,
+        } = step;
+        if script.is_some() {
+            self.ship_all(table, "script", span, context);
+        }
+        if !encrypt_to_files.is_empty() {
+            self.ship_all(table, "encrypt_to_file", span, context);
+        }
+        if !identities.is_empty() {
+            self.secret_files(table, "identity", Credential::Identity, span, context, uses);
+        }
+    }
+
+    fn task(&mut self, task: &Task, table: &DeTable<'_>, span: Range<usize>) -> TaskPlace {
+        let Task {
+            name,
+            plugin: _,
+            schedule,
+            schedule_class: _,
+            suspend: _,
+            params: _,
+            database,
+            source,
+            steps,
+            memory_cap_mib: _,
+            allow_programs: _,
+            sanitise,
+            line: _,
+        } = task;
+        let context = format!("task \"{name}\"");
         let mut uses = Vec::new();
-        self.database(task, "database", &context, &mut uses);
-        self.database(task, "source", &context, &mut uses);
-        for (i, (step, _)) in tables(task, "step").into_iter().enumerate() {
+        self.database(database, table, "database", &context, &mut uses);
+        if let Some(source) = source {
+            self.database(source, table, "source", &context, &mut uses);
+        }
+        if let Some(spec) = sanitise {
+            self.sanitise(spec, table, &context, &mut uses);
+        }
+        let step_tables = tables(table, "step");
+        if step_tables.len() != steps.len() {
+            self.report.error(
+                &span,
+                &context,
+                "its steps in the file and in the checked config differ (a bug in render kubernetes)",
+            );
+        }
+        for (i, (step, (step_table, step_span))) in steps.iter().zip(step_tables).enumerate() {
             let step_context = format!("{context} step {}", i + 1);
-            for (text, span) in strings(step, "script") {
-                self.ship(&text, span, &step_context, "script");
-            }
-            for (text, span) in strings(step, "encrypt_to_file") {
-                self.ship(&text, span, &step_context, "encrypt_to_file");
-            }
-            for (text, span) in strings(step, "identity") {
-                self.secret_file(&text, span, Credential::Identity, &step_context, &mut uses);
-            }
+            self.step(step, step_table, &step_span, &step_context, &mut uses);
         }
         TaskPlace {
+            schedule_span: schedule
+                .as_ref()
+                .and_then(|_| table.get("schedule").map(|v| v.span())),
             span,
-            schedule_span: task.get("schedule").map(|v| v.span()),
             secrets: uses,
         }
+    }
+}
+
+fn push_new(uses: &mut Vec<SecretUse>, use_: SecretUse) {
+    if !uses.contains(&use_) {
+        uses.push(use_);
     }
 }
 
@@ -443,6 +743,14 @@ pub fn layout(
     text: &str,
     settings: &Settings,
 ) -> Layout {
+    let Config {
+        file,
+        dir: _,
+        environment,
+        alerts: _,
+        tasks,
+        warnings: _,
+    } = config;
     let claims: Vec<ClaimMount> = settings
         .volumes
         .iter()
@@ -458,7 +766,7 @@ pub fn layout(
         report,
         config,
         settings,
-        environment_slug: names::dns_label(&config.environment.name, names::LABEL_MAX),
+        environment_slug: names::dns_label(&environment.name, names::LABEL_MAX),
         edits: Vec::new(),
         files: Vec::new(),
         file_paths: HashMap::new(),
@@ -466,16 +774,22 @@ pub fn layout(
         used_settings: vec![false; settings.secrets.len()],
         claim_use: vec![(false, false); claims.len()],
         claims,
+        scratch_dirs: Vec::new(),
     };
-    if let Some((env, _)) = table(root, "environment") {
-        b.store(env, "store", true);
-        b.store(env, "upper_store", false);
-        b.state_dir(env);
+    let whole = 0..text.len();
+    b.environment(root, &whole);
+    let task_tables = tables(root, "task");
+    if task_tables.len() != tasks.len() {
+        b.report.error(
+            &whole,
+            "",
+            "the tasks in the file and in the checked config differ (a bug in render kubernetes)",
+        );
     }
-    let tasks = tables(root, "task")
-        .into_iter()
-        .enumerate()
-        .map(|(i, (t, span))| b.task(i, t, span))
+    let tasks = tasks
+        .iter()
+        .zip(task_tables)
+        .map(|(task, (t, span))| b.task(task, t, span))
         .collect();
     for (i, used) in b.used_settings.iter().enumerate() {
         if !used {
@@ -484,7 +798,7 @@ pub fn layout(
                 &s.reference.span,
                 "kubernetes.secrets",
                 format!(
-                    "{} is not a password_env, password_file or identity of any task",
+                    "{} is not a password_env, password_file, salt_env, salt_file or identity of any task",
                     s.reference.value
                 ),
             );
@@ -502,11 +816,12 @@ pub fn layout(
         config_text.replace_range(span, &replacement);
     }
     Layout {
-        config_key: config_key(&config.file),
+        config_key: config_key(file),
         config_text,
         files: b.files,
         tasks,
         claims: b.claims,
+        scratch_dirs: b.scratch_dirs,
     }
 }
 
@@ -605,8 +920,8 @@ script = "sql/clean.sql"
                 "W staging.toml:6:13: warning: environment: state_dir state is on no volume: the pod keeps \
                  its run history in /var/lib/envsync for as long as the pod lives (name a claim in \
                  [kubernetes] volumes to keep it)",
-                "W staging.toml:10:13: warning: kubernetes.secrets: AGE is not a password_env, password_file \
-                 or identity of any task"
+                "W staging.toml:10:13: warning: kubernetes.secrets: AGE is not a password_env, password_file, \
+                 salt_env, salt_file or identity of any task"
             ]
         );
         assert_eq!(layout.config_key, "staging.toml");
@@ -741,6 +1056,122 @@ op = "copy"
             messages[2].starts_with(
                 "E staging.toml:10:43: task \"shop\" source: /b/db.pw would be kept in Secret \
                  envsync-staging-db-pw, like /a/db.pw (line 9)"
+            ),
+            "{messages:#?}"
+        );
+    }
+
+    #[test]
+    fn a_sanitised_task_ships_its_rules_and_takes_its_salt_from_a_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rules")).unwrap();
+        std::fs::write(dir.path().join("rules/shop.toml"), "[tables]\n").unwrap();
+        let text = r#"[environment]
+name = "staging"
+store = "s3://staging-backups/db"
+
+[[task]]
+name = "shop"
+plugin = "postgres"
+database = { name = "shop" }
+sanitise.sanitiser = "sanitise"
+sanitise.rules = "rules/shop.toml"
+sanitise.salt_file = "/etc/envsync/salt.key"
+[[task.step]]
+op = "backup"
+
+[[task]]
+name = "blog"
+plugin = "postgres"
+database = { name = "blog" }
+[task.sanitise]
+sanitiser = "sanitise"
+rules = "rules/shop.toml"
+salt_env = "BLOG_SALT"
+[[task.step]]
+op = "backup"
+"#;
+        let (layout, messages) = lay_out(text, dir.path());
+        assert_eq!(messages, Vec::<String>::new());
+        assert_eq!(
+            layout
+                .files
+                .iter()
+                .map(|f| (f.key.as_str(), f.path.as_str(), f.content.as_slice()))
+                .collect::<Vec<_>>(),
+            [("shop.toml", "files/shop.toml", &b"[tables]\n"[..])]
+        );
+        let copy = &layout.config_text;
+        assert!(
+            copy.contains("sanitise.rules = \"files/shop.toml\"\n"),
+            "{copy}"
+        );
+        assert!(copy.contains("\nrules = \"files/shop.toml\"\n"), "{copy}");
+        assert!(
+            copy.contains("sanitise.salt_file = \"secrets/envsync-staging-salt-key/salt\"\n"),
+            "{copy}"
+        );
+        assert!(copy.contains("salt_env = \"BLOG_SALT\""), "{copy}");
+        assert_eq!(
+            layout.tasks[0].secrets,
+            [SecretUse {
+                secret: "envsync-staging-salt-key".into(),
+                key: "salt".into(),
+                target: Target::File("secrets/envsync-staging-salt-key/salt".into()),
+                reference: "/etc/envsync/salt.key".into(),
+            }]
+        );
+        assert_eq!(
+            layout.tasks[1].secrets,
+            [SecretUse {
+                secret: "envsync-staging-blog-salt".into(),
+                key: "salt".into(),
+                target: Target::Env("BLOG_SALT".into()),
+                reference: "BLOG_SALT".into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn the_busy_marker_gets_a_folder_the_pod_can_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let with_marker = |marker: &str| {
+            format!(
+                "[environment]\nname = \"qa\"\nstore = \"/srv/b\"\nmarker_file = \"{marker}\"\n\
+                 [kubernetes]\nvolumes = {{ \"/srv\" = \"shared\" }}\n\
+                 [[task]]\nname = \"t\"\nplugin = \"postgres\"\ndatabase = {{ name = \"d\" }}\n\
+                 [[task.step]]\nop = \"backup\"\n"
+            )
+        };
+        // Its own folder: an emptyDir.
+        let (layout, messages) = lay_out(&with_marker("/run/envsync/busy"), dir.path());
+        assert_eq!(messages, Vec::<String>::new());
+        assert_eq!(layout.scratch_dirs, ["/run/envsync"]);
+        // On a claim: shared with every pod mounting it, and writable.
+        let (layout, messages) = lay_out(&with_marker("/srv/markers/busy"), dir.path());
+        assert_eq!(messages, Vec::<String>::new());
+        assert_eq!(layout.scratch_dirs, Vec::<String>::new());
+        assert!(!layout.claims[0].read_only);
+        // Under the pod's state folder: nothing to add.
+        let (layout, _) = lay_out(&with_marker("/var/lib/envsync/busy"), dir.path());
+        assert_eq!(layout.scratch_dirs, Vec::<String>::new());
+        // Beside the config (read-only in the pod): moved to the state folder.
+        let (layout, messages) = lay_out(&with_marker("busy.txt"), dir.path());
+        assert!(
+            layout
+                .config_text
+                .contains("marker_file = \"/var/lib/envsync/busy.txt\""),
+            "{}",
+            layout.config_text
+        );
+        assert_eq!(messages.len(), 1, "{messages:#?}");
+        assert!(messages[0].starts_with("W staging.toml:4:15: warning: environment: marker_file busy.txt would be in the config's folder"), "{messages:#?}");
+        // A system folder cannot take a volume.
+        let (_, messages) = lay_out(&with_marker("/usr/local/busy"), dir.path());
+        assert_eq!(messages.len(), 1, "{messages:#?}");
+        assert!(
+            messages[0].starts_with(
+                "E staging.toml:4:15: environment: marker_file /usr/local/busy: the pod's root filesystem is read-only"
             ),
             "{messages:#?}"
         );
