@@ -64,7 +64,7 @@ COPY --from=build /out/bin/envsync-host /usr/local/bin/envsync-host
 COPY --from=build /out/plugins/ /usr/lib/envsync/plugins/
 # Plugins compiled once here, by this very binary, into a folder only root
 # can write: a pod's empty cache does not compile them at every start
-# (docs/decisions/0015-precompiled-plugins.md). A node whose CPU lacks a
+# (docs/decisions/0017-precompiled-plugins.md). A node whose CPU lacks a
 # feature of the build machine's compiles into its cache instead.
 RUN envsync-host --plugin-dir /usr/lib/envsync/plugins \
         plugins precompile --into /usr/lib/envsync/precompiled

@@ -7,7 +7,7 @@
 //! an optional read-only folder of components compiled when the host was
 //! installed (`plugins precompile`, run by the container image's build), so
 //! a pod with an empty cache does not compile at start. Why the installed
-//! folder is trusted is in docs/decisions/0015-precompiled-plugins.md.
+//! folder is trusted is in docs/decisions/0017-precompiled-plugins.md.
 
 use crate::failure::{Failure, Kind};
 use anyhow::{Context, Result};
