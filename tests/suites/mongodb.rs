@@ -585,3 +585,50 @@ fn the_plugin_copied_alone_into_an_empty_folder_backs_up_and_restores() {
         .expect_ok("copy");
     assert_eq!(snapshot(&target, "other"), snapshot(&source, DB));
 }
+
+/// Its metrics carry the label the dashboards and alert rules already use
+/// for MongoDB (`database_engine="mongo"`, the plugin's declared
+/// `metrics-engine`), not the plugin's name.
+#[test]
+fn a_configured_backup_pushes_metrics_as_the_mongo_engine() {
+    let gw = envsync_tests::pushgateway::Pushgateway::start().expect("start a Pushgateway");
+    let server = MongoServer::start().unwrap();
+    load_sample(&server, DB, 100);
+    let store = LocalStore::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("env.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[environment]\nname = \"staging\"\nstore = \"{}\"\nstate_dir = \"state\"\n\
+             pushgateway = \"{}\"\n\n\
+             [[task]]\nname = \"docs\"\nplugin = \"mongodb\"\n\
+             [task.database]\nhost = \"{INSTANCE}\"\nport = {}\nname = \"{DB}\"\n\
+             [[task.step]]\nop = \"backup\"\n",
+            store.path_arg(),
+            gw.url(),
+            server.port,
+        ),
+    )
+    .unwrap();
+    host()
+        .run(&[
+            "run",
+            "--config",
+            &config.display().to_string(),
+            "--task",
+            "docs",
+        ])
+        .expect_ok("configured backup");
+    let samples = gw.samples("db_backup_job_state").unwrap();
+    let state = samples
+        .iter()
+        .find(|s| s.labels.get("operation").map(String::as_str) == Some("backup"))
+        .unwrap_or_else(|| panic!("no backup state: {samples:#?}"));
+    assert_eq!(
+        state.labels.get("database_engine").map(String::as_str),
+        Some("mongo"),
+        "{state:#?}"
+    );
+    assert_eq!(state.value, 2.0, "{state:#?}");
+}

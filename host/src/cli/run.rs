@@ -477,7 +477,7 @@ async fn run_recorded(
     args: &RunArgs,
 ) -> Result<StepOutcome> {
     let op = StepOp::parse(step::operation_name(request.operation)).unwrap_or(StepOp::Backup);
-    let id = StepIdentity::new(&plugin.info.name, request, op);
+    let id = StepIdentity::new(plugin, request, op);
     let reporter = Reporter::new(
         Pusher::local_only(),
         history::state_dir(None).map(|d| History::in_dir(&d)),

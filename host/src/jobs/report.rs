@@ -7,6 +7,7 @@ use super::chain::{ChainObserver, StepEvent, StepResult};
 use super::config::{Config, StepOp};
 use super::history::{self, History, Record};
 use crate::metrics::{AlertSettings, Group, GroupingKey, Outcome, Pusher};
+use crate::runtime::LoadedPlugin;
 use crate::step::StepRequest;
 use std::time::Duration;
 
@@ -19,16 +20,17 @@ pub struct StepIdentity {
 }
 
 impl StepIdentity {
-    /// Engine = plugin, instance = host of the database the step acts on
-    /// (source of a backup, target otherwise; `localhost` when unset).
-    pub fn new(plugin: &str, request: &StepRequest, op: StepOp) -> StepIdentity {
+    /// Engine = the plugin's metrics engine label, instance = host of the
+    /// database the step acts on (source of a backup, target otherwise;
+    /// `localhost` when unset).
+    pub fn new(plugin: &LoadedPlugin, request: &StepRequest, op: StepOp) -> StepIdentity {
         Self::with_alerts(plugin, request, op, &AlertSettings::default())
     }
 
     /// As [`StepIdentity::new`], with the runtime class chosen among
     /// `alerts`' classes.
     pub fn with_alerts(
-        plugin: &str,
+        plugin: &LoadedPlugin,
         request: &StepRequest,
         op: StepOp,
         alerts: &AlertSettings,
@@ -43,18 +45,19 @@ impl StepIdentity {
             .and_then(|c| c.instance())
             .unwrap_or_else(|| "localhost".into());
         let db_name = conn.map(|c| c.database.clone()).unwrap_or_default();
-        let group = Group::new(GroupingKey::new(plugin, instance, db_name, op.name()))
+        let engine = plugin.metrics_engine();
+        let group = Group::new(GroupingKey::new(engine, instance, db_name, op.name()))
             .with_runtime_class(runtime_class(op, request.max_runtime, alerts));
         StepIdentity {
             task: None,
-            plugin: plugin.to_string(),
+            plugin: plugin.info.name.clone(),
             group,
         }
     }
 
     fn of_event(event: &StepEvent<'_>) -> StepIdentity {
         let mut id = StepIdentity::with_alerts(
-            &event.task.plugin,
+            event.plugin,
             event.request,
             event.op(),
             &event.config.alerts,

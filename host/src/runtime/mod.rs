@@ -53,6 +53,17 @@ pub struct LoadedPlugin {
     pre: EnginePre<StepState>,
 }
 
+impl LoadedPlugin {
+    /// The `database_engine` label of its metrics: what it declares, else
+    /// its name.
+    pub fn metrics_engine(&self) -> &str {
+        self.info
+            .metrics_engine
+            .as_deref()
+            .unwrap_or(&self.info.name)
+    }
+}
+
 impl Runtime {
     pub fn new(cache: CompileCache) -> Result<Self> {
         let mut config = Config::new();
@@ -325,6 +336,17 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
 
 fn validate_info(info: &PluginInfo) -> Result<()> {
     check_name(&info.name)?;
+    if let Some(label) = &info.metrics_engine {
+        check_name(label).map_err(|_| {
+            Failure::new(
+                Kind::Plugin,
+                format!(
+                    "its metrics engine label {label:?} is not usable: use lower-case letters, \
+                     digits, - and _"
+                ),
+            )
+        })?;
+    }
     let ext = &info.artifact.extension;
     if ext.is_empty() || !ext.chars().all(|c| c.is_ascii_alphanumeric() || c == '.') {
         return Err(Failure::new(

@@ -313,6 +313,7 @@ struct Search;
 impl Engine for Search {
     fn describe() -> PluginInfo {
         PluginInfo {
+            metrics_engine: None,
             name: "elasticsearch".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description:

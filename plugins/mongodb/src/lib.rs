@@ -39,6 +39,8 @@ struct Mongo;
 impl Engine for Mongo {
     fn describe() -> PluginInfo {
         PluginInfo {
+            // The dashboards' name for the engine.
+            metrics_engine: Some("mongo".into()),
             name: "mongodb".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "MongoDB 4.4+ and Amazon DocumentDB through mongosh: canonical Extended \

@@ -48,6 +48,7 @@ struct MySql;
 impl Engine for MySql {
     fn describe() -> PluginInfo {
         PluginInfo {
+            metrics_engine: None,
             name: "mysql".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "MySQL and MariaDB: plain SQL backups (mariadb-dump or mysqldump), \

@@ -70,6 +70,7 @@ struct Postgres;
 impl Engine for Postgres {
     fn describe() -> PluginInfo {
         PluginInfo {
+            metrics_engine: None,
             name: "postgres".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "PostgreSQL: pg_dump custom-format backups, safe restore by scratch \

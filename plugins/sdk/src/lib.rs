@@ -34,6 +34,7 @@
 //! impl Engine for MyDb {
 //!     fn describe() -> PluginInfo {
 //!         PluginInfo {
+//!             metrics_engine: None,
 //!             name: "mydb".into(),
 //!             version: "0.1.0".into(),
 //!             description: "MyDB: dumps with mydb-dump, loads with mydb-load".into(),

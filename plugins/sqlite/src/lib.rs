@@ -34,6 +34,7 @@ struct Sqlite;
 impl Engine for Sqlite {
     fn describe() -> PluginInfo {
         PluginInfo {
+            metrics_engine: None,
             name: "sqlite".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "SQLite: sqlite3 .dump backups, restore into a file beside the target \
