@@ -14,6 +14,18 @@ pub fn restore(artifact: &ByteSource) -> Result<(), Error> {
     })();
     match loaded {
         Ok(loaded) => load::swap(&loaded),
-        Err(e) => Err(load::abandon(&loader, e)),
+        Err(e) => Err(load::abandon(&loader, damaged(e))),
+    }
+}
+
+/// The loader script's refusal of the artifact's content (it throws `bad
+/// artifact …`, or a line `is cut off`) is a damaged artifact, not a
+/// failed program: exit code 5, like a wrong format or checksum.
+fn damaged(e: Error) -> Error {
+    match e {
+        Error::ProgramFailed(m) if m.contains("bad artifact") || m.contains(" is cut off") => {
+            Error::BadArtifact(m)
+        }
+        other => other,
     }
 }
