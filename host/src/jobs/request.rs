@@ -143,7 +143,13 @@ impl StepInputs {
     fn check_fields(&self) -> Result<()> {
         use StepOp::{Backup, Copy, Restore, Transform};
         let o = self.origin;
-        let given: [(bool, &[StepOp], &str); 10] = [
+        let given: [(bool, &[StepOp], &str); 11] = [
+            // A backup takes it too: to refuse writing into it.
+            (
+                self.from_store.is_some(),
+                &[Restore, Backup],
+                o.name("--from-store", "from"),
+            ),
             (
                 self.compression.is_some(),
                 &[Backup],
@@ -697,6 +703,10 @@ mod tests {
             (
                 "--op restore --sanitiser sanitise --rules {rules.toml} --salt-file {salt.key}",
                 "ad-hoc restore: --sanitiser belongs to backup and copy steps",
+            ),
+            (
+                "--op transform --script {fix.sql} --from-store /srv/upper",
+                "ad-hoc transform: --from-store belongs to restore and backup steps",
             ),
             (
                 "--op transform",
