@@ -161,11 +161,9 @@ impl SanitisedRows {
         ))
     }
 
+    /// Records a refusal as the step's failure.
     fn refuse(&mut self, why: String) -> WitError {
-        match self.fail(why) {
-            WitError::Other(m) => WitError::Denied(m),
-            other => other,
-        }
+        WitError::Denied(self.record(why))
     }
 
     /// Writes documents the sanitiser kept.
@@ -253,10 +251,17 @@ impl SanitisedRows {
         Ok(())
     }
 
+    /// Records a failure of the artifact as the step's failure.
     fn fail(&mut self, why: String) -> WitError {
+        WitError::Other(self.record(why))
+    }
+
+    /// Logs `why` and keeps the first one: the step fails with it even if
+    /// the engine ignores the error it got.
+    fn record(&mut self, why: String) -> String {
         tracing::error!("{why}");
         self.failure.get_or_insert_with(|| why.clone());
-        WitError::Other(why)
+        why
     }
 }
 

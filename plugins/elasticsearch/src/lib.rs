@@ -379,9 +379,7 @@ impl Engine for Search {
 
     fn schema() -> Result<Vec<TableInfo>, Error> {
         // The schema only serves sanitising, which snapshot mode cannot do.
-        if snapshot_mode::enabled()? {
-            return Err(snapshot_mode::cannot_sanitise());
-        }
+        no_snapshot_sanitising()?;
         schema::schema()
     }
 }

@@ -18,11 +18,13 @@ pub fn plan() -> Option<Option<Vec<String>>> {
     sanitising::plan().map(|p| p.tables)
 }
 
-/// pg_dump of the source in plain format, stdout piped.
-fn plain_dump(source: &ConnectionInfo) -> Result<Running, Error> {
-    let flags = settings::plain_dump_flags()?;
+/// pg_dump of the source in plain format with `extra` flags, stdout
+/// piped; `what` says what it dumps, for the log.
+pub fn plain_dump(source: &ConnectionInfo, extra: &[&str], what: &str) -> Result<Running, Error> {
+    let mut flags = settings::plain_dump_flags()?;
+    flags.extend(extra.iter().map(|f| f.to_string()));
     info(format!(
-        "dumping {:?} on {} as plain SQL for the sanitiser with pg_dump {}",
+        "dumping {what} of {:?} on {} with pg_dump {}",
         source.database,
         source.instance,
         flags.join(" ")
@@ -67,7 +69,7 @@ fn dump_through(
     write: impl FnMut(&[u8]) -> Result<(), Error>,
 ) -> Result<(Running, Result<Stats, Error>), Error> {
     let source = connection("source")?;
-    let mut dump = plain_dump(&source)?;
+    let mut dump = plain_dump(&source, &[], "plain SQL for the sanitiser")?;
     let out = dump.take_stdout()?;
     let result = copydata::rewrite_filtered(
         || out.read(CHUNK as u32),

@@ -14,10 +14,10 @@
 //!   written by the host between the two structure parts.
 
 use crate::copydata;
-use crate::{settings, sql};
+use crate::{sanitised, sql};
 use envsync_plugin_sdk::bindings::envsync::plugin::sanitising;
 use envsync_plugin_sdk::{
-    ByteSink, CHUNK, Command, Error, Piece, RowBatch, StructurePart, ValueKind, connection, info,
+    ByteSink, CHUNK, Error, Piece, RowBatch, StructurePart, ValueKind, connection, info,
 };
 
 /// Runs at the end of a restore: every sequence owned by a column (serial
@@ -57,21 +57,12 @@ pub fn structure(part: StructurePart, artifact: &ByteSink) -> Result<(), Error> 
         StructurePart::BeforeRows => "pre-data",
         StructurePart::AfterRows => "post-data",
     };
-    let mut flags = settings::plain_dump_flags()?;
-    flags.push("--schema-only".into());
-    flags.push(format!("--section={section}"));
-    info(format!(
-        "dumping the {section} schema of {:?} on {} with pg_dump {}",
-        source.database,
-        source.instance,
-        flags.join(" ")
-    ));
-    let dump = Command::new("pg_dump")
-        .args(flags)
-        .arg(format!("--dbname={}", sql::conninfo(&source.database)))
-        .connection("source")
-        .stdout_piped()
-        .spawn()?;
+    let section = format!("--section={section}");
+    let dump = sanitised::plain_dump(
+        &source,
+        &["--schema-only", &section],
+        "the schema (no rows)",
+    )?;
     dump.drain_into(artifact)?;
     if part == StructurePart::AfterRows {
         artifact.write(RESET_SEQUENCES.as_bytes())?;
@@ -82,20 +73,7 @@ pub fn structure(part: StructurePart, artifact: &ByteSink) -> Result<(), Error> 
 /// The rows, through the host's `write-rows`.
 pub fn rows() -> Result<(), Error> {
     let source = connection("source")?;
-    let mut flags = settings::plain_dump_flags()?;
-    flags.push("--data-only".into());
-    info(format!(
-        "dumping the rows of {:?} on {} for the sanitiser with pg_dump {}",
-        source.database,
-        source.instance,
-        flags.join(" ")
-    ));
-    let mut dump = Command::new("pg_dump")
-        .args(flags)
-        .arg(format!("--dbname={}", sql::conninfo(&source.database)))
-        .connection("source")
-        .stdout_piped()
-        .spawn()?;
+    let mut dump = sanitised::plain_dump(&source, &["--data-only"], "the rows for the sanitiser")?;
     let out = dump.take_stdout()?;
     let mut other = OtherStatements::default();
     let result = copydata::rewrite_filtered(
