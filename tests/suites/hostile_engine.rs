@@ -430,7 +430,12 @@ fn sanitised_backups_hold_only_what_the_sanitiser_returned() {
             "--task",
             "shop",
         ]);
-        cmd.env("ENVSYNC_DB_PASSWORD", CANARY_PASSWORD);
+        // The canaries of every other attack too: none may reach the
+        // output or the store by way of a sanitised backup either.
+        cmd.env("ENVSYNC_DB_PASSWORD", CANARY_PASSWORD)
+            .env("HOME", world.home.path())
+            .env("ENVSYNC_CANARY", CANARY_ENV)
+            .env("AWS_SECRET_ACCESS_KEY", CANARY_AWS);
         let out = world.host.run_command(cmd);
         let all = assert_stopped(&world, attack, &out, why);
         assert!(
