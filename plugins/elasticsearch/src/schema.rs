@@ -29,10 +29,13 @@ pub fn schema() -> Result<Vec<TableInfo>, Error> {
         .collect())
 }
 
-/// The leaf fields of a mapping, as (dotted path, type), in order.
+/// The leaf fields of a mapping, as (dotted path, type), sorted by path
+/// (whether or not serde_json keeps the mapping's own key order: the
+/// workspace's wasm build enables `preserve_order` for other plugins).
 pub fn fields(mappings: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
     walk(mappings.get("properties"), "", &mut out);
+    out.sort();
     out
 }
 

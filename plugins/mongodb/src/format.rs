@@ -11,12 +11,29 @@
 //! Marker lines start with `{"$envsync":`; a stored document starts with
 //! its `_id`, so no document line can. The counts let a loader tell a
 //! whole artifact from a cut one.
+//!
+//! A sanitised backup is format 2, written by the host from three calls
+//! (`sanitised_backup`): its documents come back from the sanitiser, which
+//! may reorder their keys and drop documents, and no single call sees a
+//! whole collection, so documents come in counted runs instead of between a
+//! header and an end line:
+//!
+//! ```text
+//! {"$envsync":"mongodb","format":2,"database":"shop"}
+//! {"$envsync":"collection","name":"users","options":{…},"indexes":[…]}
+//! {"$envsync":"documents","name":"users","documents":2}                  the next 2 lines
+//! {"_id":{"$oid":"…"},"email":"…"}
+//! {"_id":{"$oid":"…"},"email":"…"}
+//! {"$envsync":"end","format":2}
+//! ```
 
 use envsync_plugin_sdk::sniff;
 use serde_json::Value;
 
 pub const FORMAT: &str = "mongodb-ejson";
 pub const MAGIC: &[u8] = br#"{"$envsync":"mongodb","format":1,"#;
+/// The start of a sanitised (format 2) artifact.
+pub const MAGIC_V2: &[u8] = br#"{"$envsync":"mongodb","format":2,"#;
 const MARKER: &str = r#"{"$envsync":"#;
 /// mongodump's `--archive` files start with this magic number.
 const MONGODUMP_ARCHIVE: &[u8] = &[0x6d, 0xe2, 0x99, 0x81];
@@ -24,7 +41,7 @@ const MONGODUMP_ARCHIVE: &[u8] = &[0x6d, 0xe2, 0x99, 0x81];
 /// Whether `head` (the artifact's first bytes) is in this plugin's format;
 /// else what it is.
 pub fn check_head(head: &[u8]) -> Result<(), String> {
-    if head.starts_with(MAGIC) {
+    if head.starts_with(MAGIC) || head.starts_with(MAGIC_V2) {
         return Ok(());
     }
     let what = if head.starts_with(MONGODUMP_ARCHIVE) {
@@ -77,6 +94,21 @@ pub fn end_collection_line(name: &str, documents: u64) -> String {
 pub fn end_line(collections: u64, documents: u64) -> String {
     serde_json::json!({"$envsync": "end", "collections": collections, "documents": documents})
         .to_string()
+}
+
+/// Format 2's first line.
+pub fn head_line_v2(database: &str) -> String {
+    serde_json::json!({"$envsync": "mongodb", "format": 2, "database": database}).to_string()
+}
+
+/// Format 2's last line.
+pub fn end_line_v2() -> String {
+    serde_json::json!({"$envsync": "end", "format": 2}).to_string()
+}
+
+/// The line before a run of `documents` document lines of `name`.
+pub fn documents_line(name: &str, documents: usize) -> String {
+    serde_json::json!({"$envsync": "documents", "name": name, "documents": documents}).to_string()
 }
 
 #[cfg(test)]

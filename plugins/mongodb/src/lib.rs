@@ -10,6 +10,8 @@
 //!   (`load`); on any failure before that the shadows are dropped;
 //! - transform: a mongosh script against the target (`transform`);
 //! - sanitised copies: documents through the step's sanitiser (`sanitise`);
+//! - sanitised backups: written by the host from the documents the
+//!   sanitiser kept (`sanitised_backup`, format 2);
 //! - schema: collections and their fields, for `sanitise check` (`schema`).
 //!
 //! The scripts mongosh runs are in `src/js/`; credentials reach mongosh only
@@ -21,14 +23,15 @@ mod format;
 mod load;
 mod restore;
 mod sanitise;
+mod sanitised_backup;
 mod schema;
 mod settings;
 mod shell;
 mod transform;
 
 use envsync_plugin_sdk::{
-    ArtifactFormat, ByteSink, ByteSource, CredentialEnv, Engine, Error, Operation, PluginInfo,
-    TableInfo,
+    ArtifactFormat, ByteSink, ByteSource, CredentialEnv, Engine, Error, Operation, Piece,
+    PluginInfo, StructurePart, TableInfo,
 };
 
 /// How many leading bytes `check` looks at.
@@ -46,7 +49,7 @@ impl Engine for Mongo {
             description: "MongoDB 4.4+ and Amazon DocumentDB through mongosh: canonical Extended \
                           JSON backups with indexes, options and validators; restores and copies \
                           into shadow collections made live by renameCollection; mongosh \
-                          transforms; sanitised copies"
+                          transforms; sanitised backups and copies"
                 .into(),
             operations: vec![
                 Operation::Backup,
@@ -55,16 +58,9 @@ impl Engine for Mongo {
                 Operation::Copy,
             ],
             programs: vec![shell::PROGRAM.into()],
-            artifact: ArtifactFormat {
-                name: format::FORMAT.into(),
-                extension: "ejson".into(),
-                // JSON text: the host compresses it.
-                compressed: false,
-                head_size: HEAD_SIZE,
-            },
-            // Sanitised backups come with the next contract; sanitised
-            // copies need no artifact format.
-            sanitised_artifact: None,
+            artifact: artifact_format(),
+            // Format 2 of the same format: `restore` reads both.
+            sanitised_artifact: Some(artifact_format()),
             credentials: CredentialEnv {
                 host: Some(settings::HOST_VAR.into()),
                 port: Some(settings::PORT_VAR.into()),
@@ -98,6 +94,28 @@ impl Engine for Mongo {
 
     fn schema() -> Result<Vec<TableInfo>, Error> {
         schema::schema()
+    }
+
+    fn backup_structure(part: StructurePart, artifact: &ByteSink) -> Result<(), Error> {
+        sanitised_backup::structure(part, artifact)
+    }
+
+    fn backup_rows() -> Result<(), Error> {
+        sanitised_backup::rows()
+    }
+
+    fn encode(piece: Piece) -> Result<Vec<u8>, Error> {
+        sanitised_backup::encode(piece)
+    }
+}
+
+fn artifact_format() -> ArtifactFormat {
+    ArtifactFormat {
+        name: format::FORMAT.into(),
+        extension: "ejson".into(),
+        // JSON text: the host compresses it.
+        compressed: false,
+        head_size: HEAD_SIZE,
     }
 }
 

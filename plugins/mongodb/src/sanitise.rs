@@ -10,8 +10,8 @@ use envsync_plugin_sdk::{ByteSink, ByteSource, Error, Reader, Writer, info, log}
 use std::io::{BufRead, Write};
 
 /// Documents per sanitiser call, and at most about this many bytes.
-const BATCH: usize = 1000;
-const BATCH_BYTES: usize = 1 << 20;
+pub const BATCH: usize = 1000;
+pub const BATCH_BYTES: usize = 1 << 20;
 
 /// `None` when the step does not sanitise; `Some(None)` for every
 /// collection, `Some(Some(list))` for those.
@@ -107,6 +107,31 @@ impl Rewriter<'_> {
     }
 }
 
+/// Calls `f` with every line of the dump `dump` (without its newline) and
+/// its number; a last line without a newline means the dump was cut off.
+pub fn for_each_line(
+    dump: &ByteSource,
+    mut f: impl FnMut(&str, u64) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let mut reader = Reader::new(dump);
+    let mut buf = String::new();
+    let mut n = 0u64;
+    loop {
+        buf.clear();
+        let read = reader
+            .read_line(&mut buf)
+            .map_err(|e| Error::Io(format!("reading the source dump: {e}")))?;
+        if read == 0 {
+            return Ok(());
+        }
+        n += 1;
+        let line = buf
+            .strip_suffix('\n')
+            .ok_or_else(|| Error::Other(format!("the source dump is cut off in line {n}")))?;
+        f(line, n)?;
+    }
+}
+
 /// Copies the dump from `dump` into `sink` with the documents of `tables`
 /// (None: all) sanitised. Does not close `sink`.
 pub fn rewrite(
@@ -125,23 +150,7 @@ pub fn rewrite(
         collections: 0,
         documents: 0,
     };
-    let mut reader = Reader::new(dump);
-    let mut buf = String::new();
-    let mut n = 0u64;
-    loop {
-        buf.clear();
-        let read = reader
-            .read_line(&mut buf)
-            .map_err(|e| Error::Io(format!("reading the source dump: {e}")))?;
-        if read == 0 {
-            break;
-        }
-        n += 1;
-        let line = buf
-            .strip_suffix('\n')
-            .ok_or_else(|| Error::Other(format!("the source dump is cut off in line {n}")))?;
-        rewriter.feed(line, n)?;
-    }
+    for_each_line(dump, |line, n| rewriter.feed(line, n))?;
     let (read, kept) = (rewriter.read, rewriter.documents);
     rewriter.out.finish()?;
     info(format!(
