@@ -10,8 +10,30 @@ use envsync_plugin_sdk::{ByteSink, ByteSource, Error, Reader, Writer, info, log}
 use std::io::{BufRead, Write};
 
 /// Documents per sanitiser call, and at most about this many bytes.
-pub const BATCH: usize = 1000;
-pub const BATCH_BYTES: usize = 1 << 20;
+const BATCH: usize = 1000;
+const BATCH_BYTES: usize = 1 << 20;
+
+/// Document lines gathered for one sanitiser call.
+#[derive(Default)]
+pub struct Batch {
+    docs: Vec<String>,
+    bytes: usize,
+}
+
+impl Batch {
+    /// Adds `line`; true once the batch is full.
+    pub fn push(&mut self, line: &str) -> bool {
+        self.bytes += line.len();
+        self.docs.push(line.to_string());
+        self.docs.len() >= BATCH || self.bytes >= BATCH_BYTES
+    }
+
+    /// The lines so far (none when empty), leaving the batch empty.
+    pub fn take(&mut self) -> Option<Vec<String>> {
+        self.bytes = 0;
+        Some(std::mem::take(&mut self.docs)).filter(|d| !d.is_empty())
+    }
+}
 
 /// `None` when the step does not sanitise; `Some(None)` for every
 /// collection, `Some(Some(list))` for those.
@@ -23,8 +45,7 @@ struct Rewriter<'a> {
     out: Writer<'a>,
     tables: Option<Vec<String>>,
     collection: Option<(String, bool)>,
-    batch: Vec<String>,
-    batch_bytes: usize,
+    batch: Batch,
     kept: u64,
     read: u64,
     collections: u64,
@@ -42,11 +63,9 @@ impl Rewriter<'_> {
     }
 
     fn flush(&mut self) -> Result<(), Error> {
-        if self.batch.is_empty() {
+        let Some(batch) = self.batch.take() else {
             return Ok(());
-        }
-        let batch = std::mem::take(&mut self.batch);
-        self.batch_bytes = 0;
+        };
         let (name, sanitise) = self.collection.clone().unwrap_or_default();
         let docs = if sanitise {
             sanitising::transform_documents(&name, &batch)
@@ -75,9 +94,7 @@ impl Rewriter<'_> {
                     return Err(bad("a document outside any collection".into()));
                 }
                 self.read += 1;
-                self.batch_bytes += line.len();
-                self.batch.push(line.to_string());
-                if self.batch.len() >= BATCH || self.batch_bytes >= BATCH_BYTES {
+                if self.batch.push(line) {
                     self.flush()?;
                 }
             }
@@ -143,8 +160,7 @@ pub fn rewrite(
         out: Writer::new(sink),
         tables,
         collection: None,
-        batch: Vec::new(),
-        batch_bytes: 0,
+        batch: Batch::default(),
         kept: 0,
         read: 0,
         collections: 0,

@@ -15,7 +15,7 @@
 //!   lines, each run announced with its collection and count.
 
 use crate::format::{self, Line};
-use crate::sanitise::{self, BATCH, BATCH_BYTES};
+use crate::sanitise::{self, Batch};
 use crate::shell::{self, Script};
 use envsync_plugin_sdk::bindings::envsync::plugin::sanitising;
 use envsync_plugin_sdk::{ByteSink, Error, Piece, StructurePart, connection, info, write_all};
@@ -61,8 +61,7 @@ pub fn rows() -> Result<(), Error> {
 #[derive(Default)]
 struct ToHost {
     collection: Option<String>,
-    batch: Vec<String>,
-    batch_bytes: usize,
+    batch: Batch,
     collections: u64,
     documents: u64,
     ended: bool,
@@ -77,9 +76,7 @@ impl ToHost {
                     return Err(bad("a document outside any collection".into()));
                 }
                 self.documents += 1;
-                self.batch_bytes += line.len();
-                self.batch.push(line.to_string());
-                if self.batch.len() >= BATCH || self.batch_bytes >= BATCH_BYTES {
+                if self.batch.push(line) {
                     self.flush()?;
                 }
             }
@@ -107,12 +104,10 @@ impl ToHost {
     }
 
     fn flush(&mut self) -> Result<(), Error> {
-        if self.batch.is_empty() {
-            return Ok(());
+        match self.batch.take() {
+            Some(batch) => send(self.collection.as_deref().unwrap_or_default(), &batch),
+            None => Ok(()),
         }
-        let batch = std::mem::take(&mut self.batch);
-        self.batch_bytes = 0;
-        send(self.collection.as_deref().unwrap_or_default(), &batch)
     }
 }
 
