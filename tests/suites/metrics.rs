@@ -454,11 +454,11 @@ fn a_long_restore_pushes_progress_and_prometheus_fires_its_alerts() {
     )
     .unwrap();
     let s3 = S3Server::start().expect("start an S3 server");
-    s3.create_bucket("backups").unwrap();
+    s3.create_bucket("prod").unwrap();
+    s3.create_bucket("staging").unwrap();
     s3.run(
         &host,
-        &pg.step("backup", SOURCE)
-            .opt("--store", "s3://backups/prod"),
+        &pg.step("backup", SOURCE).opt("--store", "s3://prod/db"),
     )
     .expect_ok("production backup");
     let proxy = FaultyProxy::start(s3.port()).unwrap();
@@ -473,8 +473,8 @@ fn a_long_restore_pushes_progress_and_prometheus_fires_its_alerts() {
             r#"
 [environment]
 name = "staging"
-store = "s3://backups/staging"
-upper_store = "s3://backups/prod"
+store = "s3://staging/db"
+upper_store = "s3://prod/db"
 pushgateway = "{gw}"
 progress_interval = "1s"
 state_dir = "state"
@@ -589,6 +589,10 @@ from_database = "{SOURCE}"
     let out = run.wait_timeout(Duration::from_secs(10));
     assert!(out.success(), "{out}");
     let took = started.elapsed();
+    eprintln!(
+        "restore took {took:?}; {} distinct progress pushes seen: {pushes:?}",
+        pushes.len()
+    );
 
     assert!(
         pushes.len() >= 2,
