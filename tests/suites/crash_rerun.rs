@@ -482,6 +482,27 @@ impl MariaEnv {
         )) > 0
     }
 
+    /// The base tables of `db`, sorted (views left out).
+    fn base_tables(&self, db: &str) -> Vec<String> {
+        let out = self
+            .db
+            .sql(
+                None,
+                &format!(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = '{db}' \
+                     AND table_type = 'BASE TABLE' ORDER BY table_name"
+                ),
+            )
+            .unwrap();
+        let mut names: Vec<String> = out
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(envsync_tests::mariadb::unescape)
+            .collect();
+        names.sort();
+        names
+    }
+
     fn reset_live(&self) -> envsync_tests::mariadb::Fingerprint {
         self.db.drop_database(LIVE).unwrap();
         self.db.create_database(LIVE).unwrap();
@@ -630,10 +651,28 @@ fn maria_crash_then_rerun(point: MariaPoint) {
     // had already received moves every table or none (0007), so the live
     // tables are either all the old ones or all the restored ones.
     let live = env.db.fingerprint(LIVE).unwrap();
+    // Before the swap the live database is untouched. The swap's RENAME,
+    // once the server has it, runs even though its client is gone (MariaDB
+    // does not notice a dead client while a statement waits for a lock), and
+    // it moves every table or none (0007): the live tables are all the old
+    // ones or all the restored ones, never a mix. The objects recreated after
+    // the RENAME are missing then; the rerun must repair that.
+    let live = env.db.fingerprint(LIVE).unwrap();
+    let tables = env.base_tables(LIVE);
+    let old_tables: Vec<String> = before.tables.keys().cloned().collect();
+    let new_tables: Vec<String> = env.restored.tables.keys().cloned().collect();
     match point {
-        MariaPoint::Swap if live.tables == env.restored.tables => {
+        MariaPoint::Swap if tables == new_tables => {
             eprintln!("{point:?}: the server completed the dead run's RENAME");
+            for t in &new_tables {
+                assert_eq!(
+                    live.tables.get(t),
+                    env.restored.tables.get(t),
+                    "{point:?}: table {t} after the dead run's RENAME"
+                );
+            }
         }
+        MariaPoint::Swap => assert_eq!(tables, old_tables, "{point:?}: live tables after the kill"),
         _ => before.assert_same(
             &live,
             &format!("{point:?}: the live database after the kill"),
