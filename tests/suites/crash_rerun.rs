@@ -603,6 +603,14 @@ fn maria_crash_then_rerun(point: MariaPoint) {
             None
         }
     };
+    if matches!(point, MariaPoint::Streaming | MariaPoint::MidLoad) {
+        // Frozen inside the load, not after it.
+        let rows = env.scratch_big_rows();
+        assert!(
+            rows < BIG_ROWS,
+            "{point:?}: the load had already finished ({rows} rows)"
+        );
+    }
 
     let children = procs::descendants_of(host_pid);
     assert!(
