@@ -655,10 +655,6 @@ fn maria_crash_then_rerun(point: MariaPoint) {
         std::thread::sleep(Duration::from_millis(20));
     }
 
-    // Before the swap the live database is untouched. A RENAME the server
-    // had already received moves every table or none (0007), so the live
-    // tables are either all the old ones or all the restored ones.
-    let live = env.db.fingerprint(LIVE).unwrap();
     // Before the swap the live database is untouched. The swap's RENAME,
     // once the server has it, runs even though its client is gone (MariaDB
     // does not notice a dead client while a statement waits for a lock), and
