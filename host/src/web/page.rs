@@ -326,6 +326,44 @@ mod tests {
     }
 
     #[test]
+    fn running_steps_are_listed_with_their_progress() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 20, 0, 5, 0).unwrap();
+        let step = RunningStep {
+            pid: 1,
+            environment: "staging".into(),
+            task: Some("shop".into()),
+            plugin: "postgres".into(),
+            instance: "db1".into(),
+            database: "<shop>".into(),
+            operation: "restore".into(),
+            started: Utc.with_ymd_and_hms(2026, 11, 20, 0, 0, 0).unwrap(),
+            updated: now,
+            progress: Some(crate::progress::Snapshot {
+                what: "restore of <shop>".into(),
+                bytes: 1024 * 1024,
+                expected_bytes: Some(4 * 1024 * 1024),
+                expected_is_estimate: false,
+                stage: None,
+                items: None,
+                items_total: None,
+                elapsed_seconds: 10.0,
+                bytes_per_second: 104857.6,
+                eta_seconds: Some(30.0),
+            }),
+        };
+        let html = render("staging", &[], &[step], now);
+        assert_eq!(html.matches("<tr class=\"running\"").count(), 1, "{html}");
+        assert!(html.contains("<td class=\"num\">5m</td>"), "{html}");
+        assert!(
+            html.contains(
+                "restore of &lt;shop&gt;: 1.0 MiB of 4.0 MiB (25%), 102.4 KiB/s, ETA 30s"
+            ),
+            "{html}"
+        );
+        assert!(!html.contains("<shop>"));
+    }
+
+    #[test]
     fn an_empty_history_says_so() {
         let html = render("staging", &[], &[], Utc::now());
         assert!(html.contains("No runs recorded yet."));
