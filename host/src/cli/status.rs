@@ -144,6 +144,27 @@ mod tests {
     use chrono::TimeZone;
 
     #[test]
+    fn jobs_status_lists_running_steps_first() {
+        let started = chrono::Utc.with_ymd_and_hms(2024, 5, 1, 4, 0, 0).unwrap();
+        let step = RunningStep {
+            pid: 1,
+            environment: "staging".into(),
+            task: Some("shop".into()),
+            plugin: "mysql".into(),
+            instance: "db1".into(),
+            database: "shop".into(),
+            operation: "restore".into(),
+            started,
+            updated: started,
+            progress: None,
+        };
+        assert_eq!(
+            running_table(&[step], started + chrono::Duration::seconds(90)),
+            "RUNNING\n  mysql restore of shop on db1 (task shop), running 1m: no bytes yet\n"
+        );
+    }
+
+    #[test]
     fn jobs_status_table_colours_only_alarms() {
         let record = |db: &str, state: &str| Record {
             time: chrono::Utc.with_ymd_and_hms(2024, 5, 1, 4, 0, 0).unwrap(),
