@@ -64,6 +64,9 @@ pub struct StepRequest {
     pub stop: CancellationToken,
     /// Backup and copy: pass the rows through this sanitiser.
     pub sanitise: Option<SanitiseOptions>,
+    /// The step's progress, shared with whoever reports it (bar, log
+    /// lines, Pushgateway, `status`).
+    pub progress: progress::Tracker,
 }
 
 /// What a sandbox of the step's plugin holds.
@@ -397,6 +400,7 @@ impl Step<'_> {
                 }
                 let mut state = StepState::new(&info.name, self.job.clone(), policy, memory_cap);
                 state.http.metadata_only = grant == Grant::Structure;
+                state.progress = Some(self.request.progress.clone());
                 state
             }
         };
@@ -439,7 +443,7 @@ impl Step<'_> {
             source.database,
             catalog.location()
         );
-        let progress = progress::show(
+        let progress = self.request.progress.stream(
             format!("backup of {}", source.database),
             writer.meter(),
             None,
@@ -720,7 +724,7 @@ impl Step<'_> {
         })?;
         let reader = catalog.open(&manifest, &identities).await?;
         let label = format!("artifact {}", manifest.key);
-        let progress = progress::show(
+        let progress = self.request.progress.stream(
             format!("restore of {}", target.database),
             reader.meter(),
             Some(manifest.size),

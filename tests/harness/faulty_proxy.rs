@@ -66,6 +66,8 @@ struct State {
     /// The connections cut, in order.
     cut_connections: Mutex<Vec<u64>>,
     read_only: AtomicBool,
+    /// Responses limited to this many bytes per second per connection (0: no limit).
+    rate: AtomicU64,
     next_connection: AtomicU64,
     requests: Mutex<Vec<RequestRecord>>,
     /// Clones of every socket, to shut them down on drop.
@@ -128,6 +130,12 @@ impl FaultyProxy {
     /// The ids of the connections cut (as in [`RequestRecord::connection`]).
     pub fn cut_connections(&self) -> Vec<u64> {
         self.state.cut_connections.lock().unwrap().clone()
+    }
+
+    /// Limits every connection's responses to `bytes_per_second` (0: no
+    /// limit), from the next bytes on.
+    pub fn throttle(&self, bytes_per_second: u64) {
+        self.state.rate.store(bytes_per_second, Ordering::SeqCst);
     }
 
     /// Refuses (or again forwards) every request other than GET and HEAD.
@@ -337,6 +345,22 @@ fn forward_chunked(reader: &mut BufReader<TcpStream>, server: &mut TcpStream) ->
     }
 }
 
+/// Writes `bytes` to the client, in slices of a twentieth of the
+/// throttle's rate with a 50 ms pause after each when throttled.
+fn write_paced(client: &mut TcpStream, bytes: &[u8], state: &State) -> std::io::Result<()> {
+    let rate = state.rate.load(Ordering::SeqCst);
+    if rate == 0 {
+        return client.write_all(bytes);
+    }
+    let slice = (rate / 20).max(1) as usize;
+    for part in bytes.chunks(slice) {
+        client.write_all(part)?;
+        client.flush()?;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
 /// Server → client, counting bytes; cuts the connection when armed.
 fn forward_responses(id: u64, mut server: TcpStream, mut client: TcpStream, state: &State) {
     let _ = server.set_read_timeout(Some(Duration::from_secs(600)));
@@ -368,7 +392,7 @@ fn forward_responses(id: u64, mut server: TcpStream, mut client: TcpStream, stat
                 return;
             }
         }
-        if client.write_all(&buf[..n]).is_err() {
+        if write_paced(&mut client, &buf[..n], state).is_err() {
             break;
         }
         carried += n as u64;

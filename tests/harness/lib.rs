@@ -10,7 +10,8 @@
 //! and a view of an `s3://` store ([`s3`]), and a network-fault double to put
 //! in front of it ([`faulty_proxy`]). For metrics: a throwaway Prometheus
 //! Pushgateway, a reader of its text exposition and where `promtool` is
-//! ([`pushgateway`]). For Kubernetes: reading rendered manifests and the
+//! ([`pushgateway`]), and a throwaway Prometheus evaluating alert rules
+//! ([`prometheus`]). For Kubernetes: reading rendered manifests and the
 //! offline checkers `kubernetes-validate` and `hadolint` ([`kubernetes`]). For search
 //! engines: a throwaway OpenSearch-compatible server (osmem-server) and JSON
 //! helpers on it ([`search`]); for document databases: a throwaway
@@ -32,6 +33,7 @@ pub mod ports;
 pub mod postgres;
 pub mod process;
 pub mod procs;
+pub mod prometheus;
 pub mod pushgateway;
 pub mod s3;
 pub mod search;

@@ -19,7 +19,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use crate::ports::free_port;
 
 /// A program from an environment variable, `PATH`, or a fixed fallback.
-fn find_program(var: &str, name: &str, fallback: &str) -> Option<PathBuf> {
+pub(crate) fn find_program(var: &str, name: &str, fallback: &str) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(var).filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(p));
     }

@@ -418,3 +418,224 @@ fn promtool_tests_fail_on_a_changed_threshold() {
         "{out}"
     );
 }
+
+/// A long restore reports its progress while it runs, and a real
+/// Prometheus scraping the Pushgateway fires the alerts on it.
+///
+/// The restore is long because its store is reached through a proxy that
+/// lets the artifact trickle (`FaultyProxy::throttle`), not because anything
+/// in the product waits. The config pushes progress every second and makes
+/// the thresholds small (`[alerts]`): a 3 s runtime class, and production
+/// data older than 2 s counts as too old — so both alerts must fire within
+/// seconds, through Prometheus' own rule evaluation (`/api/v1/alerts`).
+#[test]
+fn a_long_restore_pushes_progress_and_prometheus_fires_its_alerts() {
+    use envsync_tests::faulty_proxy::FaultyProxy;
+    use envsync_tests::host_cli::{Expect, Host};
+    use envsync_tests::postgres::PgCluster;
+    use envsync_tests::prometheus::Prometheus;
+    use envsync_tests::s3::S3Server;
+    use std::time::Instant;
+
+    const SOURCE: &str = "orders";
+    const TARGET: &str = "orders_staging";
+    /// Artifact bytes per second through the proxy: the restore takes ~10 s or more.
+    const RATE: u64 = 96 * 1024;
+
+    let host = Host::built();
+    let pg = PgCluster::start().expect("start a throwaway PostgreSQL cluster");
+    pg.create_database(SOURCE).unwrap();
+    // md5 text barely compresses: the artifact stays big enough to take a while.
+    pg.psql(
+        SOURCE,
+        "CREATE TABLE orders (id integer PRIMARY KEY, a text, b text);\n\
+         INSERT INTO orders SELECT i, md5(i::text), md5((i * 7)::text) \
+         FROM generate_series(1, 40000) AS i;",
+    )
+    .unwrap();
+    let s3 = S3Server::start().expect("start an S3 server");
+    s3.create_bucket("prod").unwrap();
+    s3.create_bucket("staging").unwrap();
+    s3.run(
+        &host,
+        &pg.step("backup", SOURCE).opt("--store", "s3://prod/db"),
+    )
+    .expect_ok("production backup");
+    let proxy = FaultyProxy::start(s3.port()).unwrap();
+    proxy.throttle(RATE);
+    let gw = Pushgateway::start().unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("staging.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[environment]
+name = "staging"
+store = "s3://staging/db"
+upper_store = "s3://prod/db"
+pushgateway = "{gw}"
+progress_interval = "1s"
+state_dir = "state"
+
+[environment.s3]
+endpoint = "{endpoint}"
+region = "{region}"
+path_style = true
+
+[alerts]
+runtime_classes = {{ "3s" = "3s" }}
+data_max_age = "2s"
+
+[[task]]
+name = "refresh"
+plugin = "postgres"
+database = {{ host = "{host}", port = {port}, user = "{user}", name = "{TARGET}" }}
+
+[[task.step]]
+op = "restore"
+from_instance = "{host}"
+from_database = "{SOURCE}"
+"#,
+            gw = gw.url(),
+            endpoint = proxy.endpoint(),
+            region = s3.region(),
+            host = pg.host(),
+            port = pg.port(),
+            user = pg.user(),
+        ),
+    )
+    .unwrap();
+    let config_arg = config.display().to_string();
+    let rules = dir.path().join("rules.yml");
+    host.run(&[
+        "config",
+        "alerts",
+        &config_arg,
+        "-o",
+        &rules.display().to_string(),
+    ])
+    .expect_ok("render the alert rules from the config");
+    let prometheus = Prometheus::start(gw.port(), &rules).expect("start Prometheus");
+
+    let credentials = [
+        ("AWS_ACCESS_KEY_ID".to_string(), s3.access_key().to_string()),
+        (
+            "AWS_SECRET_ACCESS_KEY".to_string(),
+            s3.secret_key().to_string(),
+        ),
+    ];
+    let cmd = s3.host_command_with_env(
+        &host,
+        &["run", "--config", &config_arg, "--task", "refresh"],
+        &credentials,
+    );
+    let started = Instant::now();
+    let mut run = process::Running::spawn(cmd, None).unwrap();
+
+    // While it runs: progress pushes (distinct measurement times with bytes
+    // moving), the step in `status --running`, and the running-too-long alert.
+    let target_samples = |name: &str| -> Vec<Sample> {
+        gw.samples(name)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| {
+                s.name == name
+                    && s.labels.get("database_db_name").map(String::as_str) == Some(TARGET)
+                    && s.labels.get("operation").map(String::as_str) == Some("restore")
+            })
+            .collect()
+    };
+    let value = |name: &str| target_samples(name).first().map(|s| s.value);
+    let state_dir = dir.path().join("state").display().to_string();
+    let mut pushes: BTreeSet<(u64, u64)> = BTreeSet::new();
+    let mut seen_in_status = None;
+    let mut running_too_long = None;
+    while !run.has_exited().unwrap() {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the restore did not end"
+        );
+        if value("db_backup_job_state") == Some(1.0)
+            && let (Some(at), Some(bytes), Some(expected)) = (
+                value("db_backup_job_progress_timestamp_seconds"),
+                value("db_backup_job_progress_bytes"),
+                value("db_backup_job_progress_expected_bytes"),
+            )
+            && bytes > 0.0
+        {
+            assert!(bytes <= expected, "{bytes} of {expected}");
+            pushes.insert(((at * 1000.0) as u64, bytes as u64));
+        }
+        if seen_in_status.is_none() {
+            let out = host.run(&["status", "--running", "--json", "--state-dir", &state_dir]);
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&out.stdout)
+                && let Some(step) = v.as_array().and_then(|a| a.first())
+                && step["progress"]["bytes"].as_u64().is_some_and(|b| b > 0)
+            {
+                seen_in_status = Some(step.clone());
+            }
+        }
+        if running_too_long.is_none() {
+            running_too_long = prometheus.alerts().unwrap().into_iter().find(|a| {
+                a.name == "DbBackupJobRunningTooLong"
+                    && a.state == "firing"
+                    && a.label("database_db_name") == Some(TARGET)
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = run.wait_timeout(Duration::from_secs(10));
+    assert!(out.success(), "{out}");
+    let took = started.elapsed();
+    eprintln!(
+        "restore took {took:?}; {} distinct progress pushes seen: {pushes:?}",
+        pushes.len()
+    );
+
+    assert!(
+        pushes.len() >= 2,
+        "fewer than two progress pushes seen during a {took:?} restore: {pushes:?}"
+    );
+    let bytes: BTreeSet<u64> = pushes.iter().map(|(_, b)| *b).collect();
+    assert!(bytes.len() >= 2, "the bytes never moved: {pushes:?}");
+    let step = seen_in_status.expect("`status --running` never showed the restore with bytes");
+    assert_eq!(step["database"], TARGET, "{step}");
+    assert_eq!(step["operation"], "restore", "{step}");
+    assert_eq!(step["progress"]["expected_is_estimate"], false, "{step}");
+    let alert =
+        running_too_long.expect("DbBackupJobRunningTooLong did not fire during the restore");
+    assert_eq!(alert.label("runtime_class"), Some("3s"));
+
+    // After it: the progress ended at the artifact's size, and the data's
+    // age is the backup's; Prometheus fires the data-age alert on it.
+    assert_eq!(value("db_backup_job_state"), Some(2.0));
+    assert_eq!(
+        value("db_backup_job_progress_bytes"),
+        value("db_backup_job_file_size_bytes"),
+        "the last progress is the whole artifact"
+    );
+    let data_at = value("db_backup_job_data_timestamp_seconds").expect("no data timestamp");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        data_at < now - took.as_secs_f64() && data_at > now - 600.0,
+        "the data timestamp {data_at} is not the backup's time (now {now})"
+    );
+    let old = prometheus
+        .wait_for_firing(Duration::from_secs(30), |a| {
+            a.name == "DbBackupTargetDataTooOld" && a.label("database_db_name") == Some(TARGET)
+        })
+        .unwrap();
+    assert_eq!(old.label("database_engine"), Some("postgres"));
+    assert!(
+        host.run(&["status", "--running", "--json", "--state-dir", &state_dir])
+            .stdout
+            .trim()
+            == "[]",
+        "the finished step is still shown as running"
+    );
+}

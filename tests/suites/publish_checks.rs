@@ -77,6 +77,7 @@ fn backup_request(store: &str, misbehave: Option<&str>, encrypt_to: &[String]) -
         allow_programs: None,
         stop: Default::default(),
         sanitise: None,
+        progress: Default::default(),
     }
 }
 

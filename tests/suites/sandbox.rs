@@ -68,6 +68,7 @@ fn backup_request(store: &std::path::Path, misbehave: Option<&str>) -> StepReque
         allow_programs: Some(PROBE_PROGRAMS.iter().map(|p| p.to_string()).collect()),
         stop: Default::default(),
         sanitise: None,
+        progress: Default::default(),
     }
 }
 

@@ -38,8 +38,14 @@ impl Host for StepState {
     ) -> wasmtime::Result<()> {
         let plugin = self.plugin_name.as_str();
         match total {
-            Some(total) => tracing::info!(plugin, stage, done, total, "progress"),
-            None => tracing::info!(plugin, stage, done, "progress"),
+            Some(total) => tracing::debug!(plugin, stage, done, total, "progress"),
+            None => tracing::debug!(plugin, stage, done, "progress"),
+        }
+        // The step's tracker shows it (bar, log lines, pushes, status).
+        if let Some(tracker) = &self.progress {
+            let mut stage = stage;
+            stage.truncate(stage.floor_char_boundary(64));
+            tracker.plugin_progress(&stage, done, total);
         }
         Ok(())
     }

@@ -483,6 +483,7 @@ async fn run_recorded(
         history::state_dir(None).map(|d| History::in_dir(&d)),
         args.environment.as_deref().unwrap_or_default(),
     );
+    reporter.started(&id, &request.progress).await;
     let started = std::time::Instant::now();
     let result = match step::run_sanitised(runtime, plugin, sanitiser, request).await {
         Ok(outcome) => StepResult::Succeeded(Box::new(outcome)),

@@ -1,8 +1,10 @@
-//! `envsync-host status`: the latest run of each database and operation from
-//! the run history, red when it failed or is older than 8 days.
+//! `envsync-host status`: the steps running now with their progress, then
+//! the latest run of each database and operation from the run history, red
+//! when it failed or is older than 8 days.
 
 use crate::jobs::history::{self, History, Row};
 use crate::logging::LogFormat;
+use crate::progress::running::{self, RunningStep};
 use crate::step::human_size;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -17,16 +19,34 @@ pub struct StatusArgs {
     /// Print the rows as a JSON array (same as --log-format json).
     #[arg(long)]
     pub json: bool,
+    /// Show only the steps running now, with their progress.
+    #[arg(long)]
+    pub running: bool,
 }
 
 pub fn execute(args: &StatusArgs, format: LogFormat) -> Result<()> {
     let dir = history::state_dir(args.state_dir.as_deref())
         .context("no state folder: pass --state-dir or set ENVSYNC_STATE_DIR")?;
+    let json = args.json || matches!(format, LogFormat::Json);
+    let now_running = running::read_all(&dir);
+    if args.running {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&now_running)?);
+        } else if now_running.is_empty() {
+            println!("no step is running in {}", dir.display());
+        } else {
+            print!("{}", running_table(&now_running, chrono::Utc::now()));
+        }
+        return Ok(());
+    }
     let records = History::in_dir(&dir).read()?;
     let rows = history::latest(&records, chrono::Utc::now());
-    if args.json || matches!(format, LogFormat::Json) {
+    if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
+    }
+    if !now_running.is_empty() {
+        println!("{}", running_table(&now_running, chrono::Utc::now()));
     }
     if rows.is_empty() {
         println!("no runs recorded in {}", dir.display());
@@ -35,6 +55,29 @@ pub fn execute(args: &StatusArgs, format: LogFormat) -> Result<()> {
     let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     print!("{}", table(&rows, colour));
     Ok(())
+}
+
+/// `RUNNING` and one line per running step: what, since when, progress.
+fn running_table(steps: &[RunningStep], now: chrono::DateTime<chrono::Utc>) -> String {
+    let mut out = String::from("RUNNING\n");
+    for s in steps {
+        let task = s
+            .task
+            .as_deref()
+            .map(|t| format!(" (task {t})"))
+            .unwrap_or_default();
+        let since =
+            history::short_age((now - s.started).to_std().unwrap_or_default().as_secs_f64());
+        let progress = match &s.progress {
+            Some(p) => crate::progress::line(p),
+            None => "no bytes yet".into(),
+        };
+        out.push_str(&format!(
+            "  {} {} of {} on {}{task}, running {since}: {progress}\n",
+            s.plugin, s.operation, s.database, s.instance
+        ));
+    }
+    out
 }
 
 fn table(rows: &[Row], colour: bool) -> String {
@@ -99,6 +142,27 @@ mod tests {
     use super::*;
     use crate::jobs::history::Record;
     use chrono::TimeZone;
+
+    #[test]
+    fn jobs_status_lists_running_steps_first() {
+        let started = chrono::Utc.with_ymd_and_hms(2024, 5, 1, 4, 0, 0).unwrap();
+        let step = RunningStep {
+            pid: 1,
+            environment: "staging".into(),
+            task: Some("shop".into()),
+            plugin: "mysql".into(),
+            instance: "db1".into(),
+            database: "shop".into(),
+            operation: "restore".into(),
+            started,
+            updated: started,
+            progress: None,
+        };
+        assert_eq!(
+            running_table(&[step], started + chrono::Duration::seconds(90)),
+            "RUNNING\n  mysql restore of shop on db1 (task shop), running 1m: no bytes yet\n"
+        );
+    }
 
     #[test]
     fn jobs_status_table_colours_only_alarms() {

@@ -47,6 +47,9 @@ pub struct Environment {
     pub upper_store: Option<String>,
     /// Pushgateway base URL (metrics).
     pub pushgateway: Option<String>,
+    /// How often a running step's progress is pushed and written for
+    /// `status` (default `progress::PUSH_EVERY`, 30 s).
+    pub progress_interval: Duration,
     /// Time zone of the schedules (default UTC).
     pub timezone: chrono_tz::Tz,
     pub state_dir: Option<PathBuf>,
@@ -413,6 +416,8 @@ const ALERT_FIELDS: &[&str] = &[
     "failed_severity",
     "running_too_long_severity",
     "not_succeeded_severity",
+    "data_max_age",
+    "data_too_old_severity",
 ];
 const ENV_FIELDS: &[&str] = &[
     "name",
@@ -420,6 +425,7 @@ const ENV_FIELDS: &[&str] = &[
     "store",
     "upper_store",
     "pushgateway",
+    "progress_interval",
     "timezone",
     "state_dir",
     "marker_file",
@@ -584,6 +590,25 @@ impl Reader<'_, '_> {
                 None
             }
         });
+        let progress_interval = match f.string(&mut self.report, "progress_interval") {
+            None => crate::progress::PUSH_EVERY,
+            Some(s) => match parse_duration(&s.value) {
+                Ok(d) if d >= Duration::from_secs(1) => d,
+                Ok(_) => {
+                    self.report.error(
+                        &s.span,
+                        ctx,
+                        "progress_interval must be at least 1s (default 30s)",
+                    );
+                    crate::progress::PUSH_EVERY
+                }
+                Err(why) => {
+                    self.report
+                        .error(&s.span, ctx, format!("progress_interval {why}"));
+                    crate::progress::PUSH_EVERY
+                }
+            },
+        };
         let timezone = match f.string(&mut self.report, "timezone") {
             None => Some(chrono_tz::Tz::UTC),
             Some(s) => match s.value.parse::<chrono_tz::Tz>() {
@@ -617,6 +642,7 @@ impl Reader<'_, '_> {
             store: store.map(|(s, _)| s),
             upper_store: upper.map(|(s, _)| s),
             pushgateway,
+            progress_interval,
             timezone: timezone?,
             state_dir,
             marker_file,
@@ -647,6 +673,7 @@ impl Reader<'_, '_> {
                 "not_succeeded_severity",
                 &mut settings.not_succeeded_severity,
             ),
+            ("data_too_old_severity", &mut settings.data_too_old_severity),
         ] {
             if let Some(s) = f.string(&mut self.report, key) {
                 if s.value.trim().is_empty() {
@@ -655,6 +682,14 @@ impl Reader<'_, '_> {
                 } else {
                     *target = s.value;
                 }
+            }
+        }
+        if let Some(s) = f.string(&mut self.report, "data_max_age") {
+            match parse_duration(&s.value) {
+                Ok(d) => settings.data_max_age = d,
+                Err(why) => self
+                    .report
+                    .error(&s.span, ctx, format!("data_max_age {why}")),
             }
         }
         if let Some((t, _)) = f.table(&mut self.report, "runtime_classes") {

@@ -393,6 +393,7 @@ pub fn build(inputs: StepInputs) -> Result<StepRequest> {
         memory_cap_mib: inputs.memory_cap_mib.unwrap_or(DEFAULT_MEMORY_CAP_MIB),
         allow_programs: inputs.allow_programs,
         stop: Default::default(),
+        progress: Default::default(),
     })
 }
 

@@ -8,7 +8,9 @@
 //! (see docs/decisions/0009-metrics-http.md).
 
 use super::names::{
-    DURATION, FILE_SIZE, Group, GroupingKey, LABEL_STATE, STATE, STATUS_TIMESTAMP, State,
+    DATA_TIMESTAMP, DURATION, FILE_SIZE, Group, GroupingKey, LABEL_STATE, PROGRESS_BYTES,
+    PROGRESS_ETA, PROGRESS_EXPECTED_BYTES, PROGRESS_ITEMS, PROGRESS_TIMESTAMP, STATE,
+    STATUS_TIMESTAMP, State,
 };
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -34,6 +36,47 @@ pub struct GroupValues {
     pub durations: BTreeMap<State, f64>,
     /// `db_backup_job_file_size_bytes` of the last success that had a size.
     pub file_size: Option<f64>,
+    /// The `db_backup_job_progress_*` gauges of the running (or last) run.
+    pub progress: Option<ProgressValues>,
+    /// `db_backup_job_data_timestamp_seconds`: Unix time of the production
+    /// data in the target database (restore and copy groups).
+    pub data_timestamp: Option<f64>,
+}
+
+/// The progress gauges of one run; NaN stands for unknown, so that a push
+/// always replaces all of them (a family left out of a push would keep the
+/// previous run's value in the Pushgateway).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProgressValues {
+    pub bytes: f64,
+    pub expected_bytes: f64,
+    pub items: f64,
+    pub eta_seconds: f64,
+    /// Unix seconds.
+    pub timestamp: f64,
+}
+
+impl ProgressValues {
+    /// A run that has just started: nothing done, `expected` bytes.
+    pub fn starting(expected: Option<u64>, at: f64) -> ProgressValues {
+        ProgressValues {
+            bytes: 0.0,
+            expected_bytes: expected.map_or(f64::NAN, |b| b as f64),
+            items: f64::NAN,
+            eta_seconds: f64::NAN,
+            timestamp: at,
+        }
+    }
+
+    pub fn of(s: &crate::progress::Snapshot, at: f64) -> ProgressValues {
+        ProgressValues {
+            bytes: s.bytes as f64,
+            expected_bytes: s.expected_bytes.map_or(f64::NAN, |b| b as f64),
+            items: s.items.map_or(f64::NAN, |i| i as f64),
+            eta_seconds: s.eta_seconds.unwrap_or(f64::NAN),
+            timestamp: at,
+        }
+    }
 }
 
 impl GroupValues {
@@ -56,6 +99,9 @@ impl GroupValues {
         }
         if self.file_size.is_none() {
             self.file_size = older.file_size;
+        }
+        if self.data_timestamp.is_none() {
+            self.data_timestamp = older.data_timestamp;
         }
     }
 
@@ -96,6 +142,16 @@ impl GroupValues {
         if let Some(v) = self.file_size {
             out.push((FILE_SIZE, labels(None), v));
         }
+        if let Some(p) = &self.progress {
+            out.push((PROGRESS_BYTES, labels(None), p.bytes));
+            out.push((PROGRESS_EXPECTED_BYTES, labels(None), p.expected_bytes));
+            out.push((PROGRESS_ITEMS, labels(None), p.items));
+            out.push((PROGRESS_ETA, labels(None), p.eta_seconds));
+            out.push((PROGRESS_TIMESTAMP, labels(None), p.timestamp));
+        }
+        if let Some(v) = self.data_timestamp {
+            out.push((DATA_TIMESTAMP, labels(None), v));
+        }
         out
     }
 
@@ -107,7 +163,7 @@ impl GroupValues {
 }
 
 /// The families, in exposition order, with their help text.
-pub const FAMILIES: [(&str, &str); 4] = [
+pub const FAMILIES: [(&str, &str); 10] = [
     (
         STATE,
         "State of the last run: 0 failed, 1 started, 2 succeeded.",
@@ -123,6 +179,30 @@ pub const FAMILIES: [(&str, &str); 4] = [
     (
         FILE_SIZE,
         "Size in bytes of the artifact of the last successful run.",
+    ),
+    (
+        PROGRESS_BYTES,
+        "Artifact bytes the running (or last) run has streamed so far.",
+    ),
+    (
+        PROGRESS_EXPECTED_BYTES,
+        "Bytes the running run is expected to stream: the artifact's size, else the previous success's; NaN if unknown.",
+    ),
+    (
+        PROGRESS_ITEMS,
+        "Rows or documents the running run has done, as its plugin reports them; NaN if it reports none.",
+    ),
+    (
+        PROGRESS_ETA,
+        "Estimated seconds until the running run has streamed its expected bytes; NaN if unknown.",
+    ),
+    (
+        PROGRESS_TIMESTAMP,
+        "Unix time the progress values were measured.",
+    ),
+    (
+        DATA_TIMESTAMP,
+        "Unix time of the production data the target database holds: the restored backup's creation or the copy's start.",
     ),
 ];
 
@@ -249,6 +329,21 @@ impl Registry {
         }
     }
 
+    /// The running run's progress now.
+    pub fn record_progress(&mut self, group: &Group, values: ProgressValues) {
+        let g = self.entry(&group.key);
+        g.set_classes(group);
+        g.progress = Some(values);
+    }
+
+    /// The target database now holds production data from `at` (Unix
+    /// seconds).
+    pub fn record_data_timestamp(&mut self, group: &Group, at: f64) {
+        let g = self.entry(&group.key);
+        g.set_classes(group);
+        g.data_timestamp = Some(at);
+    }
+
     /// The text exposition of every group, grouping labels included — what
     /// the daemon serves as `/metrics`.
     pub fn render(&self) -> String {
@@ -315,6 +410,26 @@ mod tests {
              # TYPE db_backup_job_status_timestamp_seconds gauge\n\
              db_backup_job_status_timestamp_seconds{state=\"started\"} 1700000000.25\n"
         );
+    }
+
+    #[test]
+    fn metrics_progress_and_data_age_families() {
+        let mut r = Registry::new();
+        let g = Group::new(GroupingKey::new("mysql", "h", "d", "restore"));
+        r.record_progress(&g, ProgressValues::starting(None, 5.0));
+        r.record_data_timestamp(&g, 1700000000.0);
+        let body = r.get(&g.key).unwrap().push_body();
+        for line in [
+            "db_backup_job_progress_bytes 0\n",
+            "db_backup_job_progress_expected_bytes NaN\n",
+            "db_backup_job_progress_items NaN\n",
+            "db_backup_job_progress_eta_seconds NaN\n",
+            "db_backup_job_progress_timestamp_seconds 5\n",
+            "db_backup_job_data_timestamp_seconds 1700000000\n",
+            "# TYPE db_backup_job_data_timestamp_seconds gauge\n",
+        ] {
+            assert!(body.contains(line), "{line:?} missing from\n{body}");
+        }
     }
 
     #[test]

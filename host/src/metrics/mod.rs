@@ -12,7 +12,7 @@ pub mod names;
 pub mod pushgateway;
 pub mod rules;
 
-pub use exposition::{CONTENT_TYPE, GroupValues, Registry, SharedRegistry};
+pub use exposition::{CONTENT_TYPE, GroupValues, ProgressValues, Registry, SharedRegistry};
 pub use names::{Group, GroupingKey, State};
 pub use pushgateway::{DEFAULT_TIMEOUT, Outcome, Pusher};
 pub use rules::{AlertSettings, RuntimeClass, ScheduleClass, alert_rules};

@@ -19,6 +19,24 @@ pub const DURATION: &str = "db_backup_job_duration_seconds";
 /// Gauge: size of the artifact the last successful run wrote or read.
 pub const FILE_SIZE: &str = "db_backup_job_file_size_bytes";
 
+/// Gauge, pushed while a run is in progress (then the last run's final
+/// values): artifact bytes streamed so far.
+pub const PROGRESS_BYTES: &str = "db_backup_job_progress_bytes";
+/// Gauge: bytes expected in all (the artifact's size on restore, else the
+/// previous success's size); NaN when unknown.
+pub const PROGRESS_EXPECTED_BYTES: &str = "db_backup_job_progress_expected_bytes";
+/// Gauge: rows or documents done, as the plugin reports them; NaN when it
+/// reports none.
+pub const PROGRESS_ITEMS: &str = "db_backup_job_progress_items";
+/// Gauge: estimated seconds left; NaN when unknown.
+pub const PROGRESS_ETA: &str = "db_backup_job_progress_eta_seconds";
+/// Gauge: Unix time the progress values were measured.
+pub const PROGRESS_TIMESTAMP: &str = "db_backup_job_progress_timestamp_seconds";
+/// Gauge, restore and copy groups: Unix time of the production data the
+/// target database now holds (the restored backup's creation, or the
+/// start of the copy).
+pub const DATA_TIMESTAMP: &str = "db_backup_job_data_timestamp_seconds";
+
 /// Grouping-key label names, in URL order after `job`.
 pub const LABEL_ENGINE: &str = "database_engine";
 pub const LABEL_INSTANCE: &str = "database_instance";

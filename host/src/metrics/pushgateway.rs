@@ -15,8 +15,10 @@
 //! A push that fails (gateway down, timeout, refused) is logged as a warning
 //! by [`Pusher::started`] and [`Pusher::finished`]; it never fails the step.
 
-use super::exposition::{CONTENT_TYPE, GroupValues, Registry, SharedRegistry};
-use super::names::{DURATION, FILE_SIZE, Group, GroupingKey, STATE, STATUS_TIMESTAMP, State};
+use super::exposition::{CONTENT_TYPE, GroupValues, ProgressValues, Registry, SharedRegistry};
+use super::names::{
+    DATA_TIMESTAMP, DURATION, FILE_SIZE, Group, GroupingKey, STATE, STATUS_TIMESTAMP, State,
+};
 use crate::http_client::HttpClient;
 use anyhow::{Context, Result, bail};
 use hyper::Method;
@@ -111,6 +113,21 @@ impl Pusher {
         if let Err(e) = self.push_finished(group, &outcome, SystemTime::now()).await {
             tracing::warn!(group = %group.key, "could not push metrics to the Pushgateway: {e:#}");
         }
+    }
+
+    /// The running run's progress: the `db_backup_job_progress_*` gauges.
+    /// A failed push is logged as a warning, never returned.
+    pub async fn progress(&self, group: &Group, values: ProgressValues) {
+        self.lock().record_progress(group, values);
+        if let Err(e) = self.push(&group.key).await {
+            tracing::warn!(group = %group.key, "could not push progress to the Pushgateway: {e:#}");
+        }
+    }
+
+    /// The target database of `group` now holds production data from `at`;
+    /// pushed with the run's end ([`Pusher::finished`]).
+    pub fn data_from(&self, group: &Group, at: SystemTime) {
+        self.lock().record_data_timestamp(group, unix_seconds(at));
     }
 
     /// [`Pusher::started`] at a given time, returning the push's error.
@@ -259,6 +276,7 @@ pub fn group_from_api(json: &serde_json::Value, key: &GroupingKey) -> Option<Gro
             .first()
             .and_then(|(_, v)| State::from_value(*v)),
         file_size: samples(FILE_SIZE).first().map(|(_, v)| *v),
+        data_timestamp: samples(DATA_TIMESTAMP).first().map(|(_, v)| *v),
         ..GroupValues::default()
     };
     for (state, v) in samples(STATUS_TIMESTAMP) {
@@ -339,6 +357,7 @@ mod tests {
                   {"labels":{"state":"bogus"},"value":"3"}]},
                "db_backup_job_duration_seconds":{"type":"GAUGE","metrics":[{"labels":{"state":"succeeded"},"value":"10"}]},
                "db_backup_job_file_size_bytes":{"type":"GAUGE","metrics":[{"labels":{},"value":"123"}]},
+               "db_backup_job_data_timestamp_seconds":{"type":"GAUGE","metrics":[{"labels":{},"value":"1690000000"}]},
                "push_time_seconds":{"type":"GAUGE","metrics":[{"labels":{},"value":"1"}]}}
             ]}"#,
         )
@@ -349,6 +368,7 @@ mod tests {
         assert_eq!(g.timestamps[&State::Succeeded], 1.7e9);
         assert_eq!(g.durations[&State::Succeeded], 10.0);
         assert_eq!(g.file_size, Some(123.0));
+        assert_eq!(g.data_timestamp, Some(1.69e9));
         let missing = GroupingKey::new("mysql", "h/1", "d", "backup");
         assert!(group_from_api(&json, &missing).is_none());
     }

@@ -42,6 +42,10 @@ pub struct AlertSettings {
     pub failed_severity: String,
     pub running_too_long_severity: String,
     pub not_succeeded_severity: String,
+    /// "Data too old": a target database whose production data (the
+    /// restored backup's time, or the copy's) is older than this.
+    pub data_max_age: Duration,
+    pub data_too_old_severity: String,
 }
 
 /// Rule group name in the rendered file.
@@ -49,6 +53,7 @@ pub const RULE_GROUP: &str = "envsync-db-backup";
 pub const ALERT_FAILED: &str = "DbBackupJobFailed";
 pub const ALERT_RUNNING_TOO_LONG: &str = "DbBackupJobRunningTooLong";
 pub const ALERT_NOT_SUCCEEDED: &str = "DbBackupJobNotSucceeded";
+pub const ALERT_DATA_TOO_OLD: &str = "DbBackupTargetDataTooOld";
 
 /// The labels identifying one job across its series.
 const JOB_LABELS: &str = "database_engine, database_instance, database_db_name, operation";
@@ -90,6 +95,9 @@ impl Default for AlertSettings {
             failed_severity: "critical".into(),
             running_too_long_severity: "warning".into(),
             not_succeeded_severity: "critical".into(),
+            // As long as `status` waits before showing a run as stale.
+            data_max_age: h(8 * 24),
+            data_too_old_severity: "warning".into(),
         }
     }
 }
@@ -135,10 +143,14 @@ impl AlertSettings {
                 bail!("{kind} class {name:?}: the threshold must be at least one second");
             }
         }
+        if self.data_max_age < Duration::from_secs(1) {
+            bail!("data_max_age must be at least one second");
+        }
         for (what, s) in [
             ("failed", &self.failed_severity),
             ("running too long", &self.running_too_long_severity),
             ("not succeeded", &self.not_succeeded_severity),
+            ("data too old", &self.data_too_old_severity),
         ] {
             if s.trim().is_empty() {
                 bail!("severity of the {what} alert is empty");
@@ -289,6 +301,29 @@ pub fn alert_rules(settings: &AlertSettings) -> String {
             ),
         );
     }
+
+    // One alert per target database: the newest data any of its restore
+    // or copy groups put there counts.
+    let limit = prom_duration(settings.data_max_age);
+    rule(
+        &mut out,
+        ALERT_DATA_TOO_OLD,
+        &format!(
+            "time() - max by (database_engine, database_instance, database_db_name) (\n  \
+             db_backup_job_data_timestamp_seconds\n) > {}",
+            settings.data_max_age.as_secs()
+        ),
+        &settings.data_too_old_severity,
+        None,
+        &format!(
+            "{{{{ $labels.database_engine }}}} database {{{{ $labels.database_db_name }}}} on \
+             {{{{ $labels.database_instance }}}} holds production data older than {limit}"
+        ),
+        &format!(
+            "Its newest restore or copy brought data from {{{{ $value | humanizeDuration }}}} ago; \
+             data_max_age allows {limit}. Check the restore task and the backups it reads."
+        ),
+    );
     out
 }
 
@@ -328,7 +363,7 @@ mod tests {
         s.schedule_classes[0].max_age = Duration::from_secs(26 * 3600);
         s.validate().unwrap();
         let text = alert_rules(&s);
-        assert_eq!(text.matches("- alert: ").count(), 3);
+        assert_eq!(text.matches("- alert: ").count(), 4);
         assert!(text.contains(
             "time() - db_backup_job_status_timestamp_seconds{state=\"started\", runtime_class=\"2h30m\"} > 9000"
         ));

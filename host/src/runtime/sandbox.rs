@@ -139,6 +139,8 @@ pub struct StepState {
     /// The artifact of a sanitised backup during `backup-rows`
     /// (`capabilities::sanitised_rows`).
     pub(crate) sanitised_rows: Option<Box<crate::capabilities::sanitised_rows::SanitisedRows>>,
+    /// Where the plugin's `log.progress` goes (besides the log).
+    pub(crate) progress: Option<crate::progress::Tracker>,
 }
 
 impl StepState {
@@ -168,6 +170,7 @@ impl StepState {
             sanitiser: None,
             http: Default::default(),
             sanitised_rows: None,
+            progress: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! The status web server of `envsync-host serve` and `envsync-host daemon`:
 //! `/` (the status page), `/status.json` (the rows of `status --json`),
+//! `/running.json` (the steps running now, `status --running --json`),
 //! `/metrics` (Prometheus text format) and `/healthz`.
 //!
 //! Plain HTTP/1 on hyper, which the Pushgateway client already brings in;
@@ -10,6 +11,7 @@ mod page;
 
 use crate::jobs::history::{self, History, Record};
 use crate::metrics::{self, Group, GroupingKey, Registry, SharedRegistry, State};
+use crate::progress::running;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -108,7 +110,12 @@ fn respond(site: &Site, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/" => reply(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            page::render(&site.title, &records, now),
+            page::render(
+                &site.title,
+                &records,
+                &running::read_all(&site.state_dir),
+                now,
+            ),
         ),
         "/status.json" => {
             let rows = history::latest(&records, now);
@@ -118,6 +125,11 @@ fn respond(site: &Site, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 serde_json::to_string_pretty(&rows).unwrap_or_default(),
             )
         }
+        "/running.json" => reply(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_string_pretty(&running::read_all(&site.state_dir)).unwrap_or_default(),
+        ),
         "/metrics" => reply(
             StatusCode::OK,
             metrics::CONTENT_TYPE,
@@ -127,7 +139,7 @@ fn respond(site: &Site, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found; try /, /status.json or /metrics\n".into(),
+            "not found; try /, /status.json, /running.json or /metrics\n".into(),
         ),
     }
 }

@@ -4,6 +4,7 @@
 //! assets, so it renders anywhere (and in a headless browser in the tests).
 
 use crate::jobs::history::{self, Record, Row};
+use crate::progress::running::RunningStep;
 use crate::step::human_size;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -20,7 +21,12 @@ const SERIES_COLOURS: [(&str, &str); 4] = [
 /// Runs shown per chart line: the most recent ones.
 const MAX_POINTS: usize = 60;
 
-pub fn render(title: &str, records: &[Record], now: DateTime<Utc>) -> String {
+pub fn render(
+    title: &str,
+    records: &[Record],
+    running: &[RunningStep],
+    now: DateTime<Utc>,
+) -> String {
     let rows = history::latest(records, now);
     let mut out = String::new();
     let _ = write!(
@@ -52,6 +58,9 @@ figcaption {{ font-size: .9rem; color: #444; }}
         title = esc(title),
         updated = now.format("%Y-%m-%d %H:%M:%S"),
     );
+    if !running.is_empty() {
+        running_table(&mut out, running, now);
+    }
     if rows.is_empty() {
         out.push_str("<p id=\"empty\">No runs recorded yet.</p>\n");
     } else {
@@ -60,6 +69,34 @@ figcaption {{ font-size: .9rem; color: #444; }}
     }
     out.push_str("</body></html>\n");
     out
+}
+
+/// The steps running now and their progress (the same line `status` and
+/// the log show).
+fn running_table(out: &mut String, running: &[RunningStep], now: DateTime<Utc>) {
+    out.push_str(
+        "<h2>Running now</h2>\n<table id=\"running\"><thead><tr><th>Instance</th><th>Database</th>\
+         <th>Operation</th><th>Running for</th><th>Progress</th></tr></thead><tbody>\n",
+    );
+    for r in running {
+        let since = (now - r.started).to_std().unwrap_or_default().as_secs_f64();
+        let progress = r
+            .progress
+            .as_ref()
+            .map(crate::progress::line)
+            .unwrap_or_else(|| "no bytes yet".into());
+        let _ = writeln!(
+            out,
+            "<tr class=\"running\" data-database=\"{d}\" data-operation=\"{o}\"><td>{i}</td><td>{d}</td>\
+             <td>{o}</td><td class=\"num\">{since}</td><td>{p}</td></tr>",
+            i = esc(&r.instance),
+            d = esc(&r.database),
+            o = esc(&r.operation),
+            since = history::short_age(since),
+            p = esc(&progress),
+        );
+    }
+    out.push_str("</tbody></table>\n");
 }
 
 fn table(out: &mut String, rows: &[Row]) {
@@ -277,7 +314,7 @@ mod tests {
             rec(19, "shop", "restore", "failed", None),
             rec(1, "<blog>", "backup", "succeeded", Some(10)),
         ];
-        let html = render("staging", &records, now);
+        let html = render("staging", &records, &[], now);
         assert_eq!(html.matches("<tr class=\"row").count(), 3, "{html}");
         assert_eq!(html.matches("<tr class=\"row alarm\"").count(), 2, "{html}");
         assert!(html.contains("&lt;blog&gt;") && !html.contains("<blog>"));
@@ -289,8 +326,46 @@ mod tests {
     }
 
     #[test]
+    fn running_steps_are_listed_with_their_progress() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 20, 0, 5, 0).unwrap();
+        let step = RunningStep {
+            pid: 1,
+            environment: "staging".into(),
+            task: Some("shop".into()),
+            plugin: "postgres".into(),
+            instance: "db1".into(),
+            database: "<shop>".into(),
+            operation: "restore".into(),
+            started: Utc.with_ymd_and_hms(2026, 11, 20, 0, 0, 0).unwrap(),
+            updated: now,
+            progress: Some(crate::progress::Snapshot {
+                what: "restore of <shop>".into(),
+                bytes: 1024 * 1024,
+                expected_bytes: Some(4 * 1024 * 1024),
+                expected_is_estimate: false,
+                stage: None,
+                items: None,
+                items_total: None,
+                elapsed_seconds: 10.0,
+                bytes_per_second: 104857.6,
+                eta_seconds: Some(30.0),
+            }),
+        };
+        let html = render("staging", &[], &[step], now);
+        assert_eq!(html.matches("<tr class=\"running\"").count(), 1, "{html}");
+        assert!(html.contains("<td class=\"num\">5m</td>"), "{html}");
+        assert!(
+            html.contains(
+                "restore of &lt;shop&gt;: 1.0 MiB of 4.0 MiB (25%), 102.4 KiB/s, ETA 30s"
+            ),
+            "{html}"
+        );
+        assert!(!html.contains("<shop>"));
+    }
+
+    #[test]
     fn an_empty_history_says_so() {
-        let html = render("staging", &[], Utc::now());
+        let html = render("staging", &[], &[], Utc::now());
         assert!(html.contains("No runs recorded yet."));
         assert!(!html.contains("<table"));
     }

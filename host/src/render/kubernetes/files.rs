@@ -392,6 +392,7 @@ impl Builder<'_, '_, '_> {
             store,
             upper_store,
             pushgateway: _,
+            progress_interval: _,
             timezone: _,
             state_dir,
             marker_file,
