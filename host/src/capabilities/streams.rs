@@ -5,6 +5,7 @@ use super::HostResult;
 use crate::runtime::bindings::WitError;
 use crate::runtime::bindings::envsync::plugin::streams::{Host, HostByteSink, HostByteSource};
 use crate::runtime::sandbox::StepState;
+use crate::store::ObjectWriter;
 use crate::store::checksum::{ArtifactReader, ArtifactWriter};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -104,6 +105,9 @@ pub enum SinkKind {
     Artifact(ArtifactWriter),
     /// A child's stdin.
     Pipe(Box<dyn AsyncWrite + Send + Unpin>),
+    /// An object being written (`capabilities::objects`): visible only
+    /// once `close` finishes it; dropped unclosed, it is aborted.
+    Object(Box<dyn ObjectWriter>),
     /// Closed by the plugin (pipes are dropped so the reader sees EOF).
     Closed,
     /// Temporarily moved out by a running `splice`.
@@ -145,6 +149,7 @@ impl ByteSink {
         match &mut self.kind {
             SinkKind::Artifact(w) => Ok(w),
             SinkKind::Pipe(w) => Ok(w.as_mut()),
+            SinkKind::Object(w) => Ok(w.as_mut()),
             SinkKind::Closed => Err(WitError::Io(format!("{} is closed", self.label))),
             SinkKind::Busy => Err(WitError::Io(format!(
                 "{} is in use by a splice",
@@ -159,6 +164,7 @@ impl ByteSink {
             // The artifact's codec task takes the buffer itself, uncopied.
             SinkKind::Artifact(w) => w.write_owned(bytes).await,
             SinkKind::Pipe(w) => w.write_all(&bytes).await,
+            SinkKind::Object(w) => w.write_all(&bytes).await,
             SinkKind::Closed | SinkKind::Busy => unreachable!("refused by writer()"),
         };
         written.map_err(|e| WitError::Io(format!("writing to {} failed: {e}", self.label)))
@@ -171,10 +177,19 @@ impl ByteSink {
         }
         self.closed = true;
         let label = self.label.clone();
+        if matches!(self.kind, SinkKind::Object(_)) {
+            let SinkKind::Object(w) = std::mem::replace(&mut self.kind, SinkKind::Closed) else {
+                unreachable!("matched above")
+            };
+            return w
+                .finish()
+                .await
+                .map_err(|e| WitError::Io(format!("writing {label} failed: {e:#}")));
+        }
         let result = match &mut self.kind {
             SinkKind::Artifact(w) => w.flush().await,
             SinkKind::Pipe(w) => w.shutdown().await,
-            SinkKind::Closed | SinkKind::Busy => Ok(()),
+            SinkKind::Object(_) | SinkKind::Closed | SinkKind::Busy => Ok(()),
         };
         if matches!(self.kind, SinkKind::Pipe(_)) {
             self.kind = SinkKind::Closed;
@@ -259,6 +274,12 @@ impl HostByteSink for StepState {
 
     async fn drop(&mut self, this: Resource<ByteSink>) -> wasmtime::Result<()> {
         let mut sink = self.table.delete(this)?;
+        // An object the plugin did not close is abandoned, never committed
+        // half-written.
+        if let SinkKind::Object(w) = std::mem::replace(&mut sink.kind, SinkKind::Closed) {
+            w.abort().await;
+            return Ok(());
+        }
         // Dropping a child's stdin must not lose buffered bytes.
         let _ = sink.close().await;
         Ok(())
@@ -293,6 +314,7 @@ impl Host for StepState {
                 let writer: &mut (dyn AsyncWrite + Send + Unpin) = match &mut sink_kind {
                     SinkKind::Artifact(w) => w,
                     SinkKind::Pipe(w) => w.as_mut(),
+                    SinkKind::Object(w) => w.as_mut(),
                     SinkKind::Closed | SinkKind::Busy => unreachable!("checked above"),
                 };
                 let result = copy(reader, writer, &from, &to).await;

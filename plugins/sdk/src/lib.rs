@@ -200,6 +200,8 @@ pub use bindings::envsync::plugin::job::{self, ConnectionInfo};
 #[cfg(feature = "engine")]
 pub use bindings::envsync::plugin::log::{self, Level};
 #[cfg(feature = "engine")]
+pub use bindings::envsync::plugin::objects;
+#[cfg(feature = "engine")]
 pub use bindings::envsync::plugin::process::{self, Child, ExitStatus, Stdio};
 #[cfg(feature = "engine")]
 pub use bindings::envsync::plugin::streams::{self, ByteSink, ByteSource, splice};
