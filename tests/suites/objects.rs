@@ -20,7 +20,6 @@ use envsync_tests::host_cli::{Expect, Host, Step, exit};
 use envsync_tests::paths;
 use envsync_tests::process::{Output, Running};
 use envsync_tests::s3::S3Server;
-use sha2::{Digest, Sha256};
 
 const MIB: usize = 1 << 20;
 /// Bytes only the redacted objects hold: they must never reach the target.
@@ -90,29 +89,41 @@ impl Loc<'_> {
 
     fn put(&self, relative: &str, body: &[u8], headers: &[(&str, &str)]) {
         let path = format!("/{}/{}", self.bucket, self.key(relative));
-        self.server
+        let r = self
+            .server
             .client()
             .request("PUT", &path, &[], headers, body)
-            .unwrap()
-            .ok(&format!("PUT {path}"))
             .unwrap();
+        assert_eq!(r.status, 200, "PUT {path}: {}", r.text());
     }
 }
 
 /// `run --plugin objects --op copy` from `from` to `to`.
 fn copy(from: &Loc, to: &Loc) -> Step {
-    Step::new("objects", "copy")
-        .opt("--database", format!("{}/{}", to.bucket, to.prefix))
-        .opt("--db-host", to.server.endpoint())
-        .opt("--db-user", to.server.access_key())
-        .opt("--db-password-file", to.secret_file.display())
-        .opt(
-            "--source-database",
-            format!("{}/{}", from.bucket, from.prefix),
-        )
-        .opt("--source-host", from.server.endpoint())
-        .opt("--source-user", from.server.access_key())
-        .opt("--source-password-file", from.secret_file.display())
+    copy_with(from, to, &[])
+}
+
+/// [`copy`] with some flags' values replaced.
+fn copy_with(from: &Loc, to: &Loc, replace: &[(&str, String)]) -> Step {
+    let flags = [
+        ("--database", format!("{}/{}", to.bucket, to.prefix)),
+        ("--db-host", to.server.endpoint()),
+        ("--db-user", to.server.access_key().to_string()),
+        ("--db-password-file", to.secret_file.display().to_string()),
+        ("--source-database", format!("{}/{}", from.bucket, from.prefix)),
+        ("--source-host", from.server.endpoint()),
+        ("--source-user", from.server.access_key().to_string()),
+        ("--source-password-file", from.secret_file.display().to_string()),
+    ];
+    let mut step = Step::new("objects", "copy");
+    for (flag, value) in flags {
+        let value = replace
+            .iter()
+            .find(|(f, _)| *f == flag)
+            .map_or(value, |(_, v)| v.clone());
+        step = step.opt(flag, value);
+    }
+    step
 }
 
 /// Runs `step` with no AWS variables at all: the locations' own keys are
@@ -412,28 +423,32 @@ fn wrong_credentials_a_missing_bucket_and_an_escaping_prefix_fail_and_change_not
     // The target's secret key is wrong.
     let wrong = dir.path().join("wrong.secret");
     std::fs::write(&wrong, "not-the-secret").unwrap();
-    let step = copy(&src, &dst).opt("--db-password-file", wrong.display());
+    let step = copy_with(&src, &dst, &[("--db-password-file", wrong.display().to_string())]);
     run(&b, &host, &step).expect_fail(
         &[exit::STEP_FAILED],
         &["target location", "refused the credentials"],
         "wrong target credentials",
     );
     // The source's secret key is the target's.
-    let step = copy(&src, &dst).opt("--source-password-file", dst.secret_file.display());
+    let step = copy_with(
+        &src,
+        &dst,
+        &[("--source-password-file", dst.secret_file.display().to_string())],
+    );
     run(&b, &host, &step).expect_fail(
         &[exit::STEP_FAILED],
         &["source location", "refused the credentials"],
         "wrong source credentials",
     );
     // A bucket that does not exist.
-    let step = copy(&src, &dst).opt("--source-database", "no-such-bucket/uploads");
+    let step = copy_with(&src, &dst, &[("--source-database", "no-such-bucket/uploads".into())]);
     run(&b, &host, &step).expect_fail(
         &[exit::STEP_FAILED],
         &["no-such-bucket", "does not exist"],
         "missing bucket",
     );
     // A prefix that climbs out of what the operator meant.
-    let step = copy(&src, &dst).opt("--database", "staging/uploads/../other");
+    let step = copy_with(&src, &dst, &[("--database", "staging/uploads/../other".into())]);
     run(&b, &host, &step).expect_fail(
         &[exit::USAGE],
         &["\"..\" segment", "not an object location"],
@@ -537,6 +552,7 @@ fn redacted_objects_never_reach_the_target_in_the_clear() {
         &host,
         &copy(&src, &dst)
             .param("redact", redact)
+            .param("exclude", "redacted.pdf")
             .param("placeholder-key", "redacted.pdf"),
     );
     out.expect_ok("redacted copy with a placeholder object");

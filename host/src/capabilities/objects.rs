@@ -311,6 +311,37 @@ fn io<E: std::error::Error + 'static>(what: &str, e: &E) -> WitError {
     WitError::Io(format!("{what}: {}", s3_errors::describe(e)))
 }
 
+/// Some servers (s3s-fs) list objects without their ETags; the plugin
+/// compares them, so the host fills them in with HEADs, several at once.
+async fn fill_etags(
+    client: &Client,
+    location: &ObjectLocation,
+    objects: &mut [ObjectInfo],
+) -> Result<(), WitError> {
+    let slots = Arc::new(Semaphore::new(OBJECTS_IN_FLIGHT * 2));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, o) in objects.iter().enumerate().filter(|(_, o)| o.etag.is_empty()) {
+        let client = client.clone();
+        let bucket = location.bucket.clone();
+        let key = format!("{}{}", location.prefix, o.key);
+        let slot = slots.clone().acquire_owned().await.expect("never closed");
+        tasks.spawn(async move {
+            let r = client.head_object().bucket(bucket).key(&key).send().await;
+            drop(slot);
+            (i, r.map(|h| unquote(h.e_tag())).map_err(|e| io(&format!("reading {key}"), &e)))
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (i, etag) = done.map_err(|e| WitError::Other(format!("a HEAD task failed: {e}")))?;
+        match etag {
+            Ok(etag) => objects[i].etag = etag,
+            // Gone since the listing: compared as unknown, so copied again.
+            Err(_) => {}
+        }
+    }
+    Ok(())
+}
+
 /// `bucket/key` percent-encoded for `x-amz-copy-source`.
 fn copy_source(bucket: &str, key: &str) -> String {
     const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -551,7 +582,7 @@ impl Host for StepState {
             Ok(p) => p,
             Err(e) => return Ok(Err(io(&format!("listing {}", location.describe()), &e))),
         };
-        let objects = page
+        let mut objects: Vec<ObjectInfo> = page
             .contents()
             .iter()
             .filter_map(|o| {
@@ -563,6 +594,9 @@ impl Host for StepState {
                 })
             })
             .collect();
+        if let Err(e) = fill_etags(&client, &location, &mut objects).await {
+            return Ok(Err(e));
+        }
         let continuation = if page.is_truncated() == Some(true) {
             page.next_continuation_token().map(str::to_string)
         } else {

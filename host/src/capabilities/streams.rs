@@ -119,6 +119,8 @@ pub struct ByteSink {
     kind: SinkKind,
     label: String,
     closed: bool,
+    /// Bytes written so far (for the objects capability's counts).
+    written: u64,
 }
 
 impl ByteSink {
@@ -127,6 +129,7 @@ impl ByteSink {
             kind,
             label: label.into(),
             closed: false,
+            written: 0,
         }
     }
 
@@ -160,6 +163,7 @@ impl ByteSink {
 
     pub(crate) async fn write(&mut self, bytes: Vec<u8>) -> Result<(), WitError> {
         self.writer()?; // refuses a closed or busy sink
+        let len = bytes.len() as u64;
         let written = match &mut self.kind {
             // The artifact's codec task takes the buffer itself, uncopied.
             SinkKind::Artifact(w) => w.write_owned(bytes).await,
@@ -167,7 +171,9 @@ impl ByteSink {
             SinkKind::Object(w) => w.write_all(&bytes).await,
             SinkKind::Closed | SinkKind::Busy => unreachable!("refused by writer()"),
         };
-        written.map_err(|e| WitError::Io(format!("writing to {} failed: {e}", self.label)))
+        written.map_err(|e| WitError::Io(format!("writing to {} failed: {e}", self.label)))?;
+        self.written += len;
+        Ok(())
     }
 
     /// Flushes and closes; a pipe is dropped so its reader sees end of input.
@@ -269,7 +275,14 @@ impl HostByteSink for StepState {
     }
 
     async fn close(&mut self, this: Resource<ByteSink>) -> HostResult<()> {
-        Ok(self.table.get_mut(&this)?.close().await)
+        let sink = self.table.get_mut(&this)?;
+        let object = matches!(sink.kind, SinkKind::Object(_));
+        let result = sink.close().await;
+        if object && result.is_ok() {
+            self.objects.stats.written += 1;
+            self.objects.stats.bytes += sink.written;
+        }
+        Ok(result)
     }
 
     async fn drop(&mut self, this: Resource<ByteSink>) -> wasmtime::Result<()> {
@@ -318,7 +331,11 @@ impl Host for StepState {
                     SinkKind::Closed | SinkKind::Busy => unreachable!("checked above"),
                 };
                 let result = copy(reader, writer, &from, &to).await;
-                self.table.get_mut(&output)?.kind = sink_kind;
+                let sink = self.table.get_mut(&output)?;
+                sink.kind = sink_kind;
+                if let Ok(n) = &result {
+                    sink.written += n;
+                }
                 result
             }
         };
