@@ -320,7 +320,11 @@ async fn fill_etags(
 ) -> Result<(), WitError> {
     let slots = Arc::new(Semaphore::new(OBJECTS_IN_FLIGHT * 2));
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, o) in objects.iter().enumerate().filter(|(_, o)| o.etag.is_empty()) {
+    for (i, o) in objects
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.etag.is_empty())
+    {
         let client = client.clone();
         let bucket = location.bucket.clone();
         let key = format!("{}{}", location.prefix, o.key);
@@ -328,15 +332,18 @@ async fn fill_etags(
         tasks.spawn(async move {
             let r = client.head_object().bucket(bucket).key(&key).send().await;
             drop(slot);
-            (i, r.map(|h| unquote(h.e_tag())).map_err(|e| io(&format!("reading {key}"), &e)))
+            (
+                i,
+                r.map(|h| unquote(h.e_tag()))
+                    .map_err(|e| io(&format!("reading {key}"), &e)),
+            )
         });
     }
     while let Some(done) = tasks.join_next().await {
         let (i, etag) = done.map_err(|e| WitError::Other(format!("a HEAD task failed: {e}")))?;
-        match etag {
-            Ok(etag) => objects[i].etag = etag,
-            // Gone since the listing: compared as unknown, so copied again.
-            Err(_) => {}
+        // Gone since the listing: left unknown, so it is compared as changed.
+        if let Ok(etag) = etag {
+            objects[i].etag = etag;
         }
     }
     Ok(())
