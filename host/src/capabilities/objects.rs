@@ -147,14 +147,14 @@ impl ObjectLocation {
 /// empty, absolute, an empty, `.` or `..` segment, a backslash, a control
 /// character. A trailing `/` is allowed only where `dir` (a listing prefix).
 fn check_key(key: &str, dir: bool) -> Result<(), String> {
+    if dir && key.is_empty() {
+        return Ok(());
+    }
     let body = if dir {
         key.strip_suffix('/').unwrap_or(key)
     } else {
         key
     };
-    if dir && body.is_empty() {
-        return Ok(());
-    }
     check_relative(body)
 }
 
