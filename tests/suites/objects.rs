@@ -389,26 +389,38 @@ fn a_copy_killed_half_way_and_rerun_ends_identical() {
 
     let cmd = b.host_command_with_env(&host, copy(&src, &dst).args(), &[]);
     let mut running = Running::spawn(cmd, None).unwrap();
+    // Killed while a multipart-sized object is being streamed (the big
+    // objects sort first), so the kill leaves an upload open.
     let deadline = Instant::now() + Duration::from_secs(120);
-    let copied = loop {
-        let n = dst.keys("uploads/").len();
-        if n >= 50 || Instant::now() > deadline {
-            break n;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    // (A part on the server means the host journaled the upload first.)
+    let part_uploaded = || {
+        b.open_multipart_uploads("staging")
+            .unwrap()
+            .iter()
+            .any(|f| f.contains(".part-"))
     };
+    while !part_uploaded() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     running.signal(libc::SIGKILL);
     let out = running.wait_timeout(Duration::from_secs(30));
     assert!(!out.success(), "the run was killed:\n{out}");
     let after_kill = dst.keys("uploads/").len();
-    eprintln!("killed with {after_kill} of {total} objects copied");
+    let open = b.open_multipart_uploads("staging").unwrap();
+    eprintln!("killed with {after_kill} of {total} objects copied, uploads open: {open:?}");
     assert!(
-        copied >= 50 && after_kill < total,
+        after_kill < total,
         "killed half-way: {after_kill} of {total}"
     );
+    assert!(!open.is_empty(), "the kill left a multipart upload open");
 
     run(&b, &host, &copy(&src, &dst)).expect_ok("rerun after the kill");
     assert_eq!(dst.contents(), src.contents(), "every object's checksum");
+    assert_eq!(
+        b.open_multipart_uploads("staging").unwrap(),
+        Vec::<String>::new(),
+        "the rerun aborted what the killed run left open"
+    );
     let out = run(&b, &host, &copy(&src, &dst));
     out.expect_ok("third run");
     assert_summary(&out, &["objects: 0 copied"]);

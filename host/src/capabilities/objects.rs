@@ -16,7 +16,7 @@ use crate::runtime::bindings::envsync::plugin::objects::{
     Copied, CopyMethod, Host, ListPage, LocationInfo, ObjectHead, ObjectInfo,
 };
 use crate::runtime::sandbox::StepState;
-use crate::store::s3::{PutOptions, S3Options, S3Reader, S3Writer};
+use crate::store::s3::{PutOptions, S3Options, S3Reader, S3Writer, abort_abandoned_uploads};
 use crate::store::s3_client::{self, AccessKey};
 use crate::store::s3_errors;
 use crate::store::upload_journal::UploadJournal;
@@ -283,6 +283,14 @@ impl ObjectGrant {
             let failure = s3_errors::bucket_unusable(&e, &location.bucket, &at);
             return Err(WitError::Io(format!("{role} location: {failure}")));
         }
+        // Uploads a killed earlier run left open in this bucket (streamed
+        // copies of large objects) are aborted, as the artifact store does.
+        abort_abandoned_uploads(
+            &client,
+            &location.bucket,
+            &UploadJournal::default_location(),
+        )
+        .await;
         self.clients.insert(role.to_string(), client.clone());
         Ok((client, location))
     }

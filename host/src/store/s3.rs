@@ -160,39 +160,48 @@ impl S3Store {
     /// Aborts uploads an earlier run on this machine left open (killed, or
     /// the server was unreachable when it tried to abort).
     async fn abort_abandoned_uploads(&self) {
-        let abandoned = match self.journal.abandoned(&self.bucket) {
-            Ok(list) => list,
-            Err(e) => {
-                tracing::warn!("cannot read the open-upload journal: {e:#}");
-                return;
-            }
-        };
-        for open in abandoned {
-            let result = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&open.bucket)
-                .key(&open.key)
-                .upload_id(&open.upload_id)
-                .send()
-                .await;
-            match result {
-                Ok(_) => tracing::info!(
-                    "aborted the multipart upload of {} left open by an earlier run",
-                    open.key
-                ),
-                Err(e) if e.code() == Some("NoSuchUpload") => {}
-                Err(e) => {
-                    tracing::warn!(
-                        "could not abort the upload of {} left by an earlier run: {}",
-                        open.key,
-                        describe(&e)
-                    );
-                    continue;
-                }
-            }
-            self.journal.close(&open.upload_id);
+        abort_abandoned_uploads(&self.client, &self.bucket, &self.journal).await;
+    }
+}
+
+/// Aborts the uploads into `bucket` an earlier run on this machine left
+/// open (killed, or the server was unreachable when it tried to abort).
+pub(crate) async fn abort_abandoned_uploads(
+    client: &Client,
+    bucket: &str,
+    journal: &UploadJournal,
+) {
+    let abandoned = match journal.abandoned(bucket) {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::warn!("cannot read the open-upload journal: {e:#}");
+            return;
         }
+    };
+    for open in abandoned {
+        let result = client
+            .abort_multipart_upload()
+            .bucket(&open.bucket)
+            .key(&open.key)
+            .upload_id(&open.upload_id)
+            .send()
+            .await;
+        match result {
+            Ok(_) => tracing::info!(
+                "aborted the multipart upload of {} left open by an earlier run",
+                open.key
+            ),
+            Err(e) if e.code() == Some("NoSuchUpload") => {}
+            Err(e) => {
+                tracing::warn!(
+                    "could not abort the upload of {} left by an earlier run: {}",
+                    open.key,
+                    describe(&e)
+                );
+                continue;
+            }
+        }
+        journal.close(&open.upload_id);
     }
 }
 
