@@ -3,6 +3,7 @@
 //! work (publish the backup) only when the plugin succeeded.
 
 use crate::capabilities::job::JobContext;
+use crate::capabilities::objects::ObjectGrant;
 use crate::capabilities::process::ProcessPolicy;
 use crate::capabilities::sanitised_rows::SanitisedRows;
 use crate::capabilities::streams::{ByteSink, ByteSource, SinkKind, SourceKind};
@@ -87,6 +88,17 @@ pub struct StepOutcome {
     pub summary: String,
     pub manifest: Option<Manifest>,
     pub duration: Duration,
+    /// Bytes a step without an artifact moved (objects copied), reported
+    /// as the step's size.
+    pub moved: Option<u64>,
+}
+
+impl StepOutcome {
+    /// The step's size for metrics and history: the artifact's, else the
+    /// bytes moved.
+    pub fn size(&self) -> Option<u64> {
+        self.manifest.as_ref().map(|m| m.size).or(self.moved)
+    }
 }
 
 pub fn operation_name(op: Operation) -> &'static str {
@@ -139,16 +151,22 @@ pub async fn run_sanitised(
         request,
         job: Arc::new(request.job.clone()),
     };
+    let mut moved = None;
     let (summary, manifest) = match request.operation {
         Operation::Backup => step.backup().await?,
         Operation::Restore => step.restore().await?,
         Operation::Transform => step.transform().await?,
-        Operation::Copy => step.copy().await?,
+        Operation::Copy => {
+            let (summary, bytes) = step.copy().await?;
+            moved = bytes;
+            (summary, None)
+        }
     };
     Ok(StepOutcome {
         summary,
         manifest,
         duration: started.elapsed(),
+        moved,
     })
 }
 
@@ -401,6 +419,11 @@ impl Step<'_> {
                 let mut state = StepState::new(&info.name, self.job.clone(), policy, memory_cap);
                 state.http.metadata_only = grant == Grant::Structure;
                 state.progress = Some(self.request.progress.clone());
+                // A structure call reads no data, so it gets no objects.
+                if grant == Grant::Full {
+                    state.objects =
+                        ObjectGrant::new(&self.job.connections, &self.request.store_options.s3);
+                }
                 state
             }
         };
@@ -800,7 +823,8 @@ impl Step<'_> {
         ))
     }
 
-    async fn copy(&self) -> Result<(String, Option<Manifest>)> {
+    /// Returns the result line and, when the plugin moved objects, their bytes.
+    async fn copy(&self) -> Result<(String, Option<u64>)> {
         let source = self.connection("source")?;
         let target = self.connection("target")?;
         tracing::info!(
@@ -817,13 +841,19 @@ impl Step<'_> {
             .copy()
             .await
             .and_then(|r| self.plugin_result("copy", r));
+        let stats = sandbox.state().objects.stats.clone();
         let sanitised = self.finish_sanitiser(&mut sandbox, result)?;
         let mut summary = format!("copied {} into {}", source.database, target.database);
         if let Some(s) = sanitised {
             summary.push_str("; ");
             summary.push_str(&s);
         }
-        Ok((summary, None))
+        let objects = stats.summary();
+        if let Some(o) = &objects {
+            summary.push_str("; ");
+            summary.push_str(o);
+        }
+        Ok((summary, objects.map(|_| stats.bytes)))
     }
 }
 

@@ -401,6 +401,7 @@ fn the_example_chain_passes_config_check() {
     for (file, tasks) in [
         ("production.toml", "ok: 2 tasks"),
         ("staging.toml", "ok: 3 tasks"),
+        ("staging-uploads.toml", "ok: 1 task"),
         ("integration.toml", "ok: 1 task"),
     ] {
         let path = workspace_root().join("examples").join(file);

@@ -6,6 +6,7 @@ pub mod confine;
 pub mod http;
 pub mod job;
 pub mod log;
+pub mod objects;
 pub mod process;
 pub mod program_policy;
 pub mod sanitised_rows;

@@ -5,6 +5,7 @@ use super::HostResult;
 use crate::runtime::bindings::WitError;
 use crate::runtime::bindings::envsync::plugin::streams::{Host, HostByteSink, HostByteSource};
 use crate::runtime::sandbox::StepState;
+use crate::store::ObjectWriter;
 use crate::store::checksum::{ArtifactReader, ArtifactWriter};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -104,6 +105,9 @@ pub enum SinkKind {
     Artifact(ArtifactWriter),
     /// A child's stdin.
     Pipe(Box<dyn AsyncWrite + Send + Unpin>),
+    /// An object being written (`capabilities::objects`): visible only
+    /// once `close` finishes it; dropped unclosed, it is aborted.
+    Object(Box<dyn ObjectWriter>),
     /// Closed by the plugin (pipes are dropped so the reader sees EOF).
     Closed,
     /// Temporarily moved out by a running `splice`.
@@ -115,6 +119,8 @@ pub struct ByteSink {
     kind: SinkKind,
     label: String,
     closed: bool,
+    /// Bytes written so far (for the objects capability's counts).
+    written: u64,
 }
 
 impl ByteSink {
@@ -123,6 +129,7 @@ impl ByteSink {
             kind,
             label: label.into(),
             closed: false,
+            written: 0,
         }
     }
 
@@ -145,6 +152,7 @@ impl ByteSink {
         match &mut self.kind {
             SinkKind::Artifact(w) => Ok(w),
             SinkKind::Pipe(w) => Ok(w.as_mut()),
+            SinkKind::Object(w) => Ok(w.as_mut()),
             SinkKind::Closed => Err(WitError::Io(format!("{} is closed", self.label))),
             SinkKind::Busy => Err(WitError::Io(format!(
                 "{} is in use by a splice",
@@ -155,13 +163,17 @@ impl ByteSink {
 
     pub(crate) async fn write(&mut self, bytes: Vec<u8>) -> Result<(), WitError> {
         self.writer()?; // refuses a closed or busy sink
+        let len = bytes.len() as u64;
         let written = match &mut self.kind {
             // The artifact's codec task takes the buffer itself, uncopied.
             SinkKind::Artifact(w) => w.write_owned(bytes).await,
             SinkKind::Pipe(w) => w.write_all(&bytes).await,
+            SinkKind::Object(w) => w.write_all(&bytes).await,
             SinkKind::Closed | SinkKind::Busy => unreachable!("refused by writer()"),
         };
-        written.map_err(|e| WitError::Io(format!("writing to {} failed: {e}", self.label)))
+        written.map_err(|e| WitError::Io(format!("writing to {} failed: {e}", self.label)))?;
+        self.written += len;
+        Ok(())
     }
 
     /// Flushes and closes; a pipe is dropped so its reader sees end of input.
@@ -171,10 +183,19 @@ impl ByteSink {
         }
         self.closed = true;
         let label = self.label.clone();
+        if matches!(self.kind, SinkKind::Object(_)) {
+            let SinkKind::Object(w) = std::mem::replace(&mut self.kind, SinkKind::Closed) else {
+                unreachable!("matched above")
+            };
+            return w
+                .finish()
+                .await
+                .map_err(|e| WitError::Io(format!("writing {label} failed: {e:#}")));
+        }
         let result = match &mut self.kind {
             SinkKind::Artifact(w) => w.flush().await,
             SinkKind::Pipe(w) => w.shutdown().await,
-            SinkKind::Closed | SinkKind::Busy => Ok(()),
+            SinkKind::Object(_) | SinkKind::Closed | SinkKind::Busy => Ok(()),
         };
         if matches!(self.kind, SinkKind::Pipe(_)) {
             self.kind = SinkKind::Closed;
@@ -254,11 +275,24 @@ impl HostByteSink for StepState {
     }
 
     async fn close(&mut self, this: Resource<ByteSink>) -> HostResult<()> {
-        Ok(self.table.get_mut(&this)?.close().await)
+        let sink = self.table.get_mut(&this)?;
+        let object = matches!(sink.kind, SinkKind::Object(_));
+        let result = sink.close().await;
+        if object && result.is_ok() {
+            self.objects.stats.written += 1;
+            self.objects.stats.bytes += sink.written;
+        }
+        Ok(result)
     }
 
     async fn drop(&mut self, this: Resource<ByteSink>) -> wasmtime::Result<()> {
         let mut sink = self.table.delete(this)?;
+        // An object the plugin did not close is abandoned, never committed
+        // half-written.
+        if let SinkKind::Object(w) = std::mem::replace(&mut sink.kind, SinkKind::Closed) {
+            w.abort().await;
+            return Ok(());
+        }
         // Dropping a child's stdin must not lose buffered bytes.
         let _ = sink.close().await;
         Ok(())
@@ -293,10 +327,15 @@ impl Host for StepState {
                 let writer: &mut (dyn AsyncWrite + Send + Unpin) = match &mut sink_kind {
                     SinkKind::Artifact(w) => w,
                     SinkKind::Pipe(w) => w.as_mut(),
+                    SinkKind::Object(w) => w.as_mut(),
                     SinkKind::Closed | SinkKind::Busy => unreachable!("checked above"),
                 };
                 let result = copy(reader, writer, &from, &to).await;
-                self.table.get_mut(&output)?.kind = sink_kind;
+                let sink = self.table.get_mut(&output)?;
+                sink.kind = sink_kind;
+                if let Ok(n) = &result {
+                    sink.written += n;
+                }
                 result
             }
         };

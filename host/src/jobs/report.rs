@@ -278,7 +278,7 @@ impl Reporter {
             StepResult::Succeeded(o) => (
                 Outcome::Succeeded {
                     duration: o.duration,
-                    size: o.manifest.as_ref().map(|m| m.size),
+                    size: o.size(),
                 },
                 o.manifest.as_ref().map(|m| m.key.clone()),
             ),

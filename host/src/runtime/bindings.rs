@@ -1,7 +1,7 @@
-//! Host-side bindings of the `envsync:plugin@0.2.0` contract.
+//! Host-side bindings of the `envsync:plugin@0.3.0` contract.
 
 wasmtime::component::bindgen!({
-    path: "../wit/v0.2.0",
+    path: "../wit/v0.3.0",
     world: "engine",
     imports: { default: async | trappable },
     exports: { default: async },

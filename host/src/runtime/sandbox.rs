@@ -136,6 +136,8 @@ pub struct StepState {
     pub(crate) sanitiser: Option<crate::sanitiser::SanitiserSession>,
     /// HTTP clients of the step's connections (`capabilities::http`).
     pub(crate) http: crate::capabilities::http::HttpClients,
+    /// Object-store locations of the step (`capabilities::objects`).
+    pub(crate) objects: crate::capabilities::objects::ObjectGrant,
     /// The artifact of a sanitised backup during `backup-rows`
     /// (`capabilities::sanitised_rows`).
     pub(crate) sanitised_rows: Option<Box<crate::capabilities::sanitised_rows::SanitisedRows>>,
@@ -169,6 +171,7 @@ impl StepState {
             guest_stderr,
             sanitiser: None,
             http: Default::default(),
+            objects: Default::default(),
             sanitised_rows: None,
             progress: None,
         }

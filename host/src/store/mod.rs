@@ -11,7 +11,8 @@ pub mod local;
 pub mod manifest;
 pub mod pipeline;
 pub mod s3;
-mod s3_errors;
+pub mod s3_client;
+pub(crate) mod s3_errors;
 pub mod upload_journal;
 
 use crate::failure::{Failure, Kind};

@@ -15,14 +15,12 @@
 //! that ignores the header still meets `Catalog::begin`'s check that the key
 //! is unused before the upload starts.
 
-use super::s3_errors;
 use super::upload_journal::{OpenUpload, UploadJournal};
 use super::{ObjectMeta, ObjectStore, ObjectWriter};
+use super::{s3_client, s3_errors};
 use crate::failure::{Failure, Kind};
 use anyhow::{Context, Result, anyhow, bail};
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::ProvideCredentials;
-use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -112,36 +110,8 @@ impl S3Store {
             )
             .into());
         }
-        let mut loader = aws_config::from_env();
-        if let Some(region) = &options.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let Some(endpoint) = &options.endpoint {
-            loader = loader.endpoint_url(endpoint);
-        }
-        let shared = loader.load().await;
         let location = url.trim_end_matches('/').to_string();
-        // Asked once up front, so a missing credential is named as such
-        // instead of surfacing as a failed request. (The client asks its
-        // provider again: one more fetch for role-based credentials.)
-        if let Some(provider) = shared.credentials_provider()
-            && let Err(e) = provider.provide_credentials().await
-        {
-            return Err(s3_errors::no_credentials(&location, &e).into());
-        }
-        let endpoint = options
-            .endpoint
-            .clone()
-            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
-        let mut config = aws_sdk_s3::config::Builder::from(&shared)
-            // S3-compatible servers reject the newer default checksums.
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-            .force_path_style(options.path_style.unwrap_or(endpoint.is_some()));
-        if shared.region().is_none() {
-            config = config.region(Region::new("us-east-1"));
-        }
-        let client = Client::from_conf(config.build());
+        let (client, endpoint) = s3_client::build(options, None, &location).await?;
         let store = S3Store {
             client,
             bucket: bucket.to_string(),
@@ -190,39 +160,48 @@ impl S3Store {
     /// Aborts uploads an earlier run on this machine left open (killed, or
     /// the server was unreachable when it tried to abort).
     async fn abort_abandoned_uploads(&self) {
-        let abandoned = match self.journal.abandoned(&self.bucket) {
-            Ok(list) => list,
-            Err(e) => {
-                tracing::warn!("cannot read the open-upload journal: {e:#}");
-                return;
-            }
-        };
-        for open in abandoned {
-            let result = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&open.bucket)
-                .key(&open.key)
-                .upload_id(&open.upload_id)
-                .send()
-                .await;
-            match result {
-                Ok(_) => tracing::info!(
-                    "aborted the multipart upload of {} left open by an earlier run",
-                    open.key
-                ),
-                Err(e) if e.code() == Some("NoSuchUpload") => {}
-                Err(e) => {
-                    tracing::warn!(
-                        "could not abort the upload of {} left by an earlier run: {}",
-                        open.key,
-                        describe(&e)
-                    );
-                    continue;
-                }
-            }
-            self.journal.close(&open.upload_id);
+        abort_abandoned_uploads(&self.client, &self.bucket, &self.journal).await;
+    }
+}
+
+/// Aborts the uploads into `bucket` an earlier run on this machine left
+/// open (killed, or the server was unreachable when it tried to abort).
+pub(crate) async fn abort_abandoned_uploads(
+    client: &Client,
+    bucket: &str,
+    journal: &UploadJournal,
+) {
+    let abandoned = match journal.abandoned(bucket) {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::warn!("cannot read the open-upload journal: {e:#}");
+            return;
         }
+    };
+    for open in abandoned {
+        let result = client
+            .abort_multipart_upload()
+            .bucket(&open.bucket)
+            .key(&open.key)
+            .upload_id(&open.upload_id)
+            .send()
+            .await;
+        match result {
+            Ok(_) => tracing::info!(
+                "aborted the multipart upload of {} left open by an earlier run",
+                open.key
+            ),
+            Err(e) if e.code() == Some("NoSuchUpload") => {}
+            Err(e) => {
+                tracing::warn!(
+                    "could not abort the upload of {} left by an earlier run: {}",
+                    open.key,
+                    describe(&e)
+                );
+                continue;
+            }
+        }
+        journal.close(&open.upload_id);
     }
 }
 
@@ -280,6 +259,18 @@ struct Upload {
     /// Limits concurrent part requests to `parts_in_flight` (the buffer
     /// permits of the writer bound memory; these bound connections).
     in_flight: Semaphore,
+    put: PutOptions,
+}
+
+/// How an upload writes its object.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PutOptions {
+    /// Only if no object is at the key (`If-None-Match: *`): artifacts and
+    /// manifests. Off for objects a sync replaces.
+    pub new_only: bool,
+    pub content_type: Option<String>,
+    /// User metadata (`x-amz-meta-*`).
+    pub metadata: Option<std::collections::HashMap<String, String>>,
 }
 
 impl Upload {
@@ -291,6 +282,8 @@ impl Upload {
                     .create_multipart_upload()
                     .bucket(&self.bucket)
                     .key(&self.key)
+                    .set_content_type(self.put.content_type.clone())
+                    .set_metadata(self.put.metadata.clone())
                     .send()
                     .await
                     .map_err(|e| {
@@ -381,7 +374,7 @@ impl Upload {
     }
 }
 
-struct S3Writer {
+pub(crate) struct S3Writer {
     upload: Arc<Upload>,
     part_size: usize,
     permits: PollSemaphore,
@@ -395,6 +388,40 @@ struct S3Writer {
 }
 
 impl S3Writer {
+    /// A streaming upload of `key` in `bucket`: one part buffer being
+    /// filled plus `parts_in_flight` uploading bound its memory.
+    pub(crate) fn new(
+        client: Client,
+        bucket: &str,
+        key: String,
+        part_size: usize,
+        parts_in_flight: usize,
+        journal: UploadJournal,
+        put: PutOptions,
+    ) -> Self {
+        let upload = Arc::new(Upload {
+            client,
+            bucket: bucket.to_string(),
+            key,
+            upload_id: OnceCell::new(),
+            failed: Mutex::new(None),
+            journal,
+            in_flight: Semaphore::new(parts_in_flight),
+            put,
+        });
+        S3Writer {
+            upload,
+            part_size,
+            // One permit per part buffer: the one being filled plus those uploading.
+            permits: PollSemaphore::new(Arc::new(Semaphore::new(parts_in_flight + 1))),
+            current: Vec::new(),
+            permit: None,
+            next_part: 1,
+            tasks: Vec::new(),
+            settled: false,
+        }
+    }
+
     fn send_part(&mut self) {
         let number = self.next_part;
         self.next_part += 1;
@@ -423,7 +450,9 @@ impl S3Writer {
                 .put_object()
                 .bucket(&up.bucket)
                 .key(&up.key)
-                .if_none_match("*")
+                .set_if_none_match(up.put.new_only.then(|| "*".to_string()))
+                .set_content_type(up.put.content_type.clone())
+                .set_metadata(up.put.metadata.clone())
                 .body(ByteStream::from(data.clone()))
                 .send()
                 .await
@@ -450,7 +479,7 @@ impl S3Writer {
             .bucket(&up.bucket)
             .key(&up.key)
             .upload_id(&id)
-            .if_none_match("*")
+            .set_if_none_match(up.put.new_only.then(|| "*".to_string()))
             .multipart_upload(
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(parts))
@@ -553,7 +582,7 @@ type Opening = Pin<Box<dyn Future<Output = Result<(BodyReader, Option<String>)>>
 
 /// A streaming download that reconnects with a ranged GET when the
 /// connection drops, pinned to the object's ETag so it never mixes versions.
-struct S3Reader {
+pub(crate) struct S3Reader {
     client: Client,
     bucket: String,
     key: String,
@@ -561,6 +590,23 @@ struct S3Reader {
     etag: Option<String>,
     resumes: u32,
     state: ReaderState,
+}
+
+impl S3Reader {
+    /// Starts reading `key` in `bucket`; fails when it cannot be read.
+    pub(crate) async fn open(client: Client, bucket: &str, key: String) -> Result<Self> {
+        let (body, etag) =
+            open_at(client.clone(), bucket.to_string(), key.clone(), 0, None).await?;
+        Ok(S3Reader {
+            client,
+            bucket: bucket.to_string(),
+            key,
+            offset: 0,
+            etag,
+            resumes: 0,
+            state: ReaderState::Reading(body),
+        })
+    }
 }
 
 enum ReaderState {
@@ -659,47 +705,24 @@ impl ObjectStore for S3Store {
     }
 
     async fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>> {
-        let upload = Arc::new(Upload {
-            client: self.client.clone(),
-            bucket: self.bucket.clone(),
-            key: self.key(key),
-            upload_id: OnceCell::new(),
-            failed: Mutex::new(None),
-            journal: self.journal.clone(),
-            in_flight: Semaphore::new(self.parts_in_flight),
-        });
-        Ok(Box::new(S3Writer {
-            upload,
-            part_size: self.part_size,
-            // One permit per part buffer: the one being filled plus those uploading.
-            permits: PollSemaphore::new(Arc::new(Semaphore::new(self.parts_in_flight + 1))),
-            current: Vec::new(),
-            permit: None,
-            next_part: 1,
-            tasks: Vec::new(),
-            settled: false,
-        }))
+        Ok(Box::new(S3Writer::new(
+            self.client.clone(),
+            &self.bucket,
+            self.key(key),
+            self.part_size,
+            self.parts_in_flight,
+            self.journal.clone(),
+            PutOptions {
+                new_only: true,
+                ..Default::default()
+            },
+        )))
     }
 
     async fn open(&self, key: &str) -> Result<Box<dyn AsyncRead + Send + Unpin>> {
-        let full = self.key(key);
-        let (body, etag) = open_at(
-            self.client.clone(),
-            self.bucket.clone(),
-            full.clone(),
-            0,
-            None,
-        )
-        .await?;
-        Ok(Box::new(S3Reader {
-            client: self.client.clone(),
-            bucket: self.bucket.clone(),
-            key: full,
-            offset: 0,
-            etag,
-            resumes: 0,
-            state: ReaderState::Reading(body),
-        }))
+        Ok(Box::new(
+            S3Reader::open(self.client.clone(), &self.bucket, self.key(key)).await?,
+        ))
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {

@@ -1,0 +1,912 @@
+//! `envsync:plugin/objects`: objects in the S3 locations the operator gave
+//! the step's connections. The plugin names a role and a key relative to
+//! that role's prefix; the host checks the key, holds the credentials,
+//! builds one client per role on first use and counts what was copied,
+//! written and deleted for the step's result line.
+//!
+//! A location is a connection read the object-store way: `host` is the
+//! endpoint URL (none: AWS), `database` is `bucket/prefix`, `user` the
+//! access key id and the password its secret (neither: the AWS chain).
+
+use super::HostResult;
+use super::streams::{ByteSink, ByteSource, SinkKind, SourceKind};
+use crate::connection::Connection;
+use crate::runtime::bindings::WitError;
+use crate::runtime::bindings::envsync::plugin::objects::{
+    Copied, CopyMethod, Host, ListPage, LocationInfo, ObjectHead, ObjectInfo,
+};
+use crate::runtime::sandbox::StepState;
+use crate::store::s3::{PutOptions, S3Options, S3Reader, S3Writer, abort_abandoned_uploads};
+use crate::store::s3_client::{self, AccessKey};
+use crate::store::s3_errors;
+use crate::store::upload_journal::UploadJournal;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+use wasmtime::component::Resource;
+
+/// Objects copied at once by one `copy` batch.
+pub const OBJECTS_IN_FLIGHT: usize = 8;
+/// Of those, objects larger than one part streamed at once: each holds up
+/// to `1 + STREAM_PARTS_IN_FLIGHT` part buffers, a small one at most one.
+const LARGE_IN_FLIGHT: usize = 2;
+/// Part size of streamed writes (S3's minimum, so small objects hold
+/// little memory; grown for objects that would need more than 9,000 parts).
+const STREAM_PART: usize = crate::store::s3::MIN_PART_SIZE;
+const STREAM_PARTS_IN_FLIGHT: usize = 2;
+/// Largest object CopyObject copies in one request; above, UploadPartCopy.
+const MAX_SINGLE_COPY: u64 = 5 << 30;
+/// Part size of a server-side multipart copy.
+const COPY_PART: u64 = 512 << 20;
+/// User metadata a streamed or multipart copy carries: the source's ETag.
+/// Such a copy gets an ETag of its own (other parts), so the plugin can
+/// still tell it is a copy of this very source object.
+pub const SOURCE_ETAG: &str = "envsync-source-etag";
+/// Longest key S3 accepts, prefix included.
+const MAX_KEY: usize = 1024;
+
+/// One role's location as the operator configured it.
+#[derive(Clone, Debug)]
+pub struct ObjectLocation {
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    /// Empty or ending in `/`.
+    pub prefix: String,
+    pub key: Option<AccessKey>,
+}
+
+impl ObjectLocation {
+    /// Reads `conn` as a location (see the module comment).
+    pub fn from_connection(conn: &Connection) -> Result<Self, String> {
+        let endpoint = match &conn.host {
+            None => None,
+            Some(h) if h.starts_with("http://") || h.starts_with("https://") => {
+                if conn.port.is_some() {
+                    return Err(format!(
+                        "the endpoint {h:?} is a URL; put the port in it instead of setting port"
+                    ));
+                }
+                Some(h.trim_end_matches('/').to_string())
+            }
+            Some(h) => {
+                return Err(format!(
+                    "the object store endpoint {h:?} is not a URL: give host as \
+                     \"https://s3.example.com\" (with the port, if any), or leave it out for AWS"
+                ));
+            }
+        };
+        let (bucket, prefix) = conn
+            .database
+            .split_once('/')
+            .unwrap_or((&conn.database, ""));
+        if bucket.is_empty() || bucket.contains(|c: char| c.is_whitespace() || c == ':') {
+            return Err(format!(
+                "{:?} names no bucket: give the location as BUCKET or BUCKET/PREFIX",
+                conn.database
+            ));
+        }
+        let prefix = prefix.trim_matches('/');
+        if !prefix.is_empty() {
+            check_relative(prefix).map_err(|e| format!("the configured prefix: {e}"))?;
+        }
+        let key = match (&conn.user, &conn.password) {
+            (Some(id), Some(secret)) => Some(AccessKey {
+                id: id.clone(),
+                secret: secret.clone(),
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err("user (the access key id) is set without its secret: set \
+                            password_file or password_env to the secret access key"
+                    .into());
+            }
+            (None, Some(_)) => {
+                return Err("a password (secret access key) is set without user (the \
+                            access key id)"
+                    .into());
+            }
+        };
+        Ok(ObjectLocation {
+            endpoint,
+            bucket: bucket.to_string(),
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            },
+            key,
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "s3://{}/{} at {}",
+            self.bucket,
+            self.prefix,
+            self.endpoint.as_deref().unwrap_or("AWS")
+        )
+    }
+
+    /// Whether a server-side copy from `self` to `other` can be signed by
+    /// one client: same endpoint, same credentials.
+    fn same_account(&self, other: &ObjectLocation) -> bool {
+        self.endpoint == other.endpoint
+            && match (&self.key, &other.key) {
+                (None, None) => true,
+                (Some(a), Some(b)) => a.id == b.id && a.secret.expose() == b.secret.expose(),
+                _ => false,
+            }
+    }
+}
+
+/// Refuses a relative key that could leave the prefix or confuse a server:
+/// empty, absolute, an empty, `.` or `..` segment, a backslash, a control
+/// character. A trailing `/` is allowed only where `dir` (a listing prefix).
+fn check_key(key: &str, dir: bool) -> Result<(), String> {
+    if dir && key.is_empty() {
+        return Ok(());
+    }
+    let body = if dir {
+        key.strip_suffix('/').unwrap_or(key)
+    } else {
+        key
+    };
+    check_relative(body)
+}
+
+fn check_relative(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("the key is empty".into());
+    }
+    if key.starts_with('/') {
+        return Err(format!(
+            "{key:?} is absolute; keys are relative to the granted prefix"
+        ));
+    }
+    if key.contains('\\') || key.chars().any(char::is_control) {
+        return Err(format!("{key:?} holds a backslash or a control character"));
+    }
+    if key
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        return Err(format!(
+            "{key:?} has an empty, \".\" or \"..\" segment; keys must stay inside the granted prefix"
+        ));
+    }
+    Ok(())
+}
+
+/// What the plugin did through this capability, counted by the host.
+#[derive(Clone, Debug, Default)]
+pub struct ObjectStats {
+    pub copied: u64,
+    pub server_side: u64,
+    pub written: u64,
+    pub deleted: u64,
+    pub unchanged: u64,
+    /// Bytes copied and written.
+    pub bytes: u64,
+}
+
+impl ObjectStats {
+    /// The result line's part, none when the plugin used no object.
+    pub fn summary(&self) -> Option<String> {
+        if self.copied + self.written + self.deleted + self.unchanged == 0 {
+            return None;
+        }
+        Some(format!(
+            "objects: {} copied ({} server-side), {} written, {} unchanged, {} deleted; {}",
+            self.copied,
+            self.server_side,
+            self.written,
+            self.unchanged,
+            self.deleted,
+            crate::step::human_size(self.bytes)
+        ))
+    }
+}
+
+/// The locations of one step by role, their clients and the counts.
+#[derive(Default)]
+pub struct ObjectGrant {
+    locations: BTreeMap<String, ObjectLocation>,
+    /// Region and addressing of every client (the environment's S3 settings).
+    options: S3Options,
+    clients: BTreeMap<String, Client>,
+    pub stats: ObjectStats,
+}
+
+impl ObjectGrant {
+    /// Grants the step's connections as object locations. A connection
+    /// that is not one is left out, and the plugin is told why on use.
+    pub fn new(connections: &BTreeMap<String, Connection>, options: &S3Options) -> Self {
+        let locations = connections
+            .iter()
+            .filter_map(|(role, c)| Some((role.clone(), ObjectLocation::from_connection(c).ok()?)))
+            .collect();
+        ObjectGrant {
+            locations,
+            options: S3Options {
+                endpoint: None,
+                ..options.clone()
+            },
+            clients: BTreeMap::new(),
+            stats: ObjectStats::default(),
+        }
+    }
+
+    fn location(
+        &self,
+        role: &str,
+        conns: &BTreeMap<String, Connection>,
+    ) -> Result<&ObjectLocation, WitError> {
+        if let Some(l) = self.locations.get(role) {
+            return Ok(l);
+        }
+        Err(match conns.get(role) {
+            None => WitError::Denied(format!(
+                "this step has no {role:?} object location (roles: {})",
+                conns.keys().cloned().collect::<Vec<_>>().join(", ")
+            )),
+            Some(c) => WitError::InvalidParam(match ObjectLocation::from_connection(c) {
+                Err(e) => format!("the {role} connection is not an object location: {e}"),
+                Ok(_) => unreachable!("granted locations are the connections that parse"),
+            }),
+        })
+    }
+
+    /// The client of `role`, built (and its bucket checked) on first use.
+    async fn client(
+        &mut self,
+        role: &str,
+        conns: &BTreeMap<String, Connection>,
+    ) -> Result<(Client, ObjectLocation), WitError> {
+        let location = self.location(role, conns)?.clone();
+        if let Some(c) = self.clients.get(role) {
+            return Ok((c.clone(), location));
+        }
+        let options = S3Options {
+            endpoint: location.endpoint.clone(),
+            ..self.options.clone()
+        };
+        let what = location.describe();
+        let (client, _) = s3_client::build(&options, location.key.as_ref(), &what)
+            .await
+            .map_err(|e| WitError::Io(format!("{role} location: {e:#}")))?;
+        let at = format!(" at {}", location.endpoint.as_deref().unwrap_or("AWS"));
+        if let Err(e) = client.head_bucket().bucket(&location.bucket).send().await {
+            let failure = s3_errors::bucket_unusable(&e, &location.bucket, &at);
+            return Err(WitError::Io(format!("{role} location: {failure}")));
+        }
+        // Uploads a killed earlier run left open in this bucket (streamed
+        // copies of large objects) are aborted, as the artifact store does.
+        abort_abandoned_uploads(
+            &client,
+            &location.bucket,
+            &UploadJournal::default_location(),
+        )
+        .await;
+        self.clients.insert(role.to_string(), client.clone());
+        Ok((client, location))
+    }
+}
+
+fn full_key(location: &ObjectLocation, key: &str) -> Result<String, WitError> {
+    check_key(key, false).map_err(WitError::Denied)?;
+    let full = format!("{}{key}", location.prefix);
+    if full.len() > MAX_KEY {
+        return Err(WitError::Denied(format!(
+            "{key:?} is longer than S3's {MAX_KEY} bytes with the prefix"
+        )));
+    }
+    Ok(full)
+}
+
+fn unquote(etag: Option<&str>) -> String {
+    etag.unwrap_or_default().trim_matches('"').to_string()
+}
+
+fn seconds(t: Option<&aws_sdk_s3::primitives::DateTime>) -> i64 {
+    t.map(|t| t.secs()).unwrap_or_default()
+}
+
+fn io<E: std::error::Error + 'static>(what: &str, e: &E) -> WitError {
+    WitError::Io(format!("{what}: {}", s3_errors::describe(e)))
+}
+
+/// Some servers (s3s-fs) list objects without their ETags; the plugin
+/// compares them, so the host fills them in with HEADs, several at once.
+async fn fill_etags(
+    client: &Client,
+    location: &ObjectLocation,
+    objects: &mut [ObjectInfo],
+) -> Result<(), WitError> {
+    let slots = Arc::new(Semaphore::new(OBJECTS_IN_FLIGHT * 2));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, o) in objects
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.etag.is_empty())
+    {
+        let client = client.clone();
+        let bucket = location.bucket.clone();
+        let key = format!("{}{}", location.prefix, o.key);
+        let slot = slots.clone().acquire_owned().await.expect("never closed");
+        tasks.spawn(async move {
+            let r = client.head_object().bucket(bucket).key(&key).send().await;
+            drop(slot);
+            (
+                i,
+                r.map(|h| unquote(h.e_tag()))
+                    .map_err(|e| io(&format!("reading {key}"), &e)),
+            )
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (i, etag) = done.map_err(|e| WitError::Other(format!("a HEAD task failed: {e}")))?;
+        // Gone since the listing: left unknown, so it is compared as changed.
+        if let Ok(etag) = etag {
+            objects[i].etag = etag;
+        }
+    }
+    Ok(())
+}
+
+/// `bucket/key` percent-encoded for `x-amz-copy-source`.
+fn copy_source(bucket: &str, key: &str) -> String {
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'/')
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    format!(
+        "{bucket}/{}",
+        percent_encoding::utf8_percent_encode(key, KEEP)
+    )
+}
+
+/// The source's user metadata plus [`SOURCE_ETAG`].
+fn metadata_with_source(
+    head: &aws_sdk_s3::operation::head_object::HeadObjectOutput,
+) -> HashMap<String, String> {
+    let mut metadata = head.metadata().cloned().unwrap_or_default();
+    metadata.insert(SOURCE_ETAG.to_string(), unquote(head.e_tag()));
+    metadata
+}
+
+/// Both ends of one copy batch.
+#[derive(Clone)]
+struct Ends {
+    from: (Client, ObjectLocation),
+    to: (Client, ObjectLocation),
+    server_side: bool,
+    large: Arc<Semaphore>,
+}
+
+impl Ends {
+    async fn copy_one(&self, from_key: String, to_key: String) -> Result<Copied, WitError> {
+        let (from, from_loc) = &self.from;
+        let (to, to_loc) = &self.to;
+        let head = from
+            .head_object()
+            .bucket(&from_loc.bucket)
+            .key(&from_key)
+            .send()
+            .await
+            .map_err(|e| io(&format!("reading {from_key}"), &e))?;
+        let size = head.content_length().unwrap_or(0).max(0) as u64;
+        if self.server_side {
+            if size <= MAX_SINGLE_COPY {
+                to.copy_object()
+                    .bucket(&to_loc.bucket)
+                    .key(&to_key)
+                    .copy_source(copy_source(&from_loc.bucket, &from_key))
+                    .metadata_directive(MetadataDirective::Copy)
+                    .send()
+                    .await
+                    .map_err(|e| io(&format!("copying {from_key} to {to_key}"), &e))?;
+            } else {
+                self.multipart_copy(&from_key, &to_key, size, &head).await?;
+            }
+            return Ok(Copied {
+                method: CopyMethod::ServerSide,
+                bytes: size,
+            });
+        }
+        let part = STREAM_PART.max((size / 9_000) as usize + 1);
+        let _large = if size as usize > part {
+            Some(self.large.acquire().await.expect("never closed"))
+        } else {
+            None
+        };
+        let mut reader = S3Reader::open(from.clone(), &from_loc.bucket, from_key.clone())
+            .await
+            .map_err(|e| WitError::Io(format!("{e:#}")))?;
+        let mut writer = Box::new(S3Writer::new(
+            to.clone(),
+            &to_loc.bucket,
+            to_key.clone(),
+            part,
+            STREAM_PARTS_IN_FLIGHT,
+            UploadJournal::default_location(),
+            PutOptions {
+                new_only: false,
+                content_type: head.content_type().map(str::to_string),
+                metadata: Some(metadata_with_source(&head)),
+            },
+        ));
+        let mut buf = vec![0u8; 256 << 10];
+        let mut bytes = 0u64;
+        let moved: std::io::Result<()> = async {
+            loop {
+                let n = reader.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                writer.write_all(&buf[..n]).await?;
+                bytes += n as u64;
+            }
+            Ok(())
+        }
+        .await;
+        use crate::store::ObjectWriter as _;
+        if let Err(e) = moved {
+            writer.abort().await;
+            return Err(WitError::Io(format!("copying {from_key} to {to_key}: {e}")));
+        }
+        writer
+            .finish()
+            .await
+            .map_err(|e| WitError::Io(format!("writing {to_key}: {e:#}")))?;
+        Ok(Copied {
+            method: CopyMethod::Streamed,
+            bytes,
+        })
+    }
+
+    /// UploadPartCopy in `COPY_PART` ranges, for objects over 5 GiB.
+    async fn multipart_copy(
+        &self,
+        from_key: &str,
+        to_key: &str,
+        size: u64,
+        head: &aws_sdk_s3::operation::head_object::HeadObjectOutput,
+    ) -> Result<(), WitError> {
+        let (to, to_loc) = &self.to;
+        let what = format!("copying {from_key} to {to_key}");
+        let started = to
+            .create_multipart_upload()
+            .bucket(&to_loc.bucket)
+            .key(to_key)
+            .set_content_type(head.content_type().map(str::to_string))
+            .set_metadata(Some(metadata_with_source(head)))
+            .send()
+            .await
+            .map_err(|e| io(&what, &e))?;
+        let id = started.upload_id().unwrap_or_default().to_string();
+        let source = copy_source(&self.from.1.bucket, from_key);
+        let mut parts = Vec::new();
+        let mut result = Ok(());
+        for (n, start) in (0..size).step_by(COPY_PART as usize).enumerate() {
+            let end = (start + COPY_PART).min(size) - 1;
+            match to
+                .upload_part_copy()
+                .bucket(&to_loc.bucket)
+                .key(to_key)
+                .upload_id(&id)
+                .part_number(n as i32 + 1)
+                .copy_source(&source)
+                .copy_source_range(format!("bytes={start}-{end}"))
+                .send()
+                .await
+            {
+                Ok(out) => parts.push(
+                    CompletedPart::builder()
+                        .part_number(n as i32 + 1)
+                        .set_e_tag(
+                            out.copy_part_result()
+                                .and_then(|r| r.e_tag().map(str::to_string)),
+                        )
+                        .build(),
+                ),
+                Err(e) => {
+                    result = Err(io(&what, &e));
+                    break;
+                }
+            }
+        }
+        if result.is_ok() {
+            result = to
+                .complete_multipart_upload()
+                .bucket(&to_loc.bucket)
+                .key(to_key)
+                .upload_id(&id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| io(&what, &e));
+        }
+        if result.is_err() {
+            let _ = to
+                .abort_multipart_upload()
+                .bucket(&to_loc.bucket)
+                .key(to_key)
+                .upload_id(&id)
+                .send()
+                .await;
+        }
+        result
+    }
+}
+
+impl Host for StepState {
+    async fn location(&mut self, role: String) -> HostResult<LocationInfo> {
+        let conns = &self.job.connections;
+        let here = match self.objects.location(&role, conns) {
+            Ok(l) => l,
+            Err(e) => return Ok(Err(e)),
+        };
+        let same = self
+            .objects
+            .locations
+            .iter()
+            .filter(|(r, _)| **r != role)
+            .any(|(_, other)| here.same_account(other));
+        Ok(Ok(LocationInfo {
+            endpoint: here.endpoint.clone().unwrap_or_else(|| "aws".into()),
+            bucket: here.bucket.clone(),
+            prefix: here.prefix.clone(),
+            same_account_as_other: same,
+        }))
+    }
+
+    async fn list(
+        &mut self,
+        role: String,
+        prefix: String,
+        continuation: Option<String>,
+    ) -> HostResult<ListPage> {
+        if let Err(e) = check_key(&prefix, true) {
+            return Ok(Err(WitError::Denied(e)));
+        }
+        let (client, location) = match self.objects.client(&role, &self.job.connections).await {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let full = format!("{}{prefix}", location.prefix);
+        let page = client
+            .list_objects_v2()
+            .bucket(&location.bucket)
+            .prefix(&full)
+            .set_continuation_token(continuation)
+            .max_keys(1000)
+            .send()
+            .await;
+        let page = match page {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(io(&format!("listing {}", location.describe()), &e))),
+        };
+        let mut objects: Vec<ObjectInfo> = page
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                Some(ObjectInfo {
+                    key: o.key()?.strip_prefix(&location.prefix)?.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    etag: unquote(o.e_tag()),
+                    last_modified: seconds(o.last_modified()),
+                })
+            })
+            .collect();
+        if let Err(e) = fill_etags(&client, &location, &mut objects).await {
+            return Ok(Err(e));
+        }
+        let continuation = if page.is_truncated() == Some(true) {
+            page.next_continuation_token().map(str::to_string)
+        } else {
+            None
+        };
+        Ok(Ok(ListPage {
+            objects,
+            continuation,
+        }))
+    }
+
+    async fn head(&mut self, role: String, key: String) -> HostResult<Option<ObjectHead>> {
+        let (client, location) = match self.objects.client(&role, &self.job.connections).await {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let full = match full_key(&location, &key) {
+            Ok(k) => k,
+            Err(e) => return Ok(Err(e)),
+        };
+        match client
+            .head_object()
+            .bucket(&location.bucket)
+            .key(&full)
+            .send()
+            .await
+        {
+            Ok(h) => Ok(Ok(Some(ObjectHead {
+                info: ObjectInfo {
+                    key,
+                    size: h.content_length().unwrap_or(0).max(0) as u64,
+                    etag: unquote(h.e_tag()),
+                    last_modified: seconds(h.last_modified()),
+                },
+                content_type: h.content_type().map(str::to_string),
+                metadata: h
+                    .metadata()
+                    .map(|m| {
+                        let mut m: Vec<_> = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                        m.sort();
+                        m
+                    })
+                    .unwrap_or_default(),
+            }))),
+            Err(e)
+                if e.code() == Some("NotFound")
+                    || e.raw_response().is_some_and(|r| r.status().as_u16() == 404) =>
+            {
+                Ok(Ok(None))
+            }
+            Err(e) => Ok(Err(io(&format!("reading {full}"), &e))),
+        }
+    }
+
+    async fn read(&mut self, role: String, key: String) -> HostResult<Resource<ByteSource>> {
+        let (client, location) = match self.objects.client(&role, &self.job.connections).await {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let full = match full_key(&location, &key) {
+            Ok(k) => k,
+            Err(e) => return Ok(Err(e)),
+        };
+        match S3Reader::open(client, &location.bucket, full).await {
+            Ok(reader) => {
+                let source = ByteSource::new(
+                    format!("object {key} ({role})"),
+                    SourceKind::Pipe(Box::new(reader)),
+                );
+                Ok(Ok(self.table.push(source)?))
+            }
+            Err(e) => Ok(Err(WitError::Io(format!("{e:#}")))),
+        }
+    }
+
+    async fn write(
+        &mut self,
+        role: String,
+        key: String,
+        content_type: Option<String>,
+        metadata: Vec<(String, String)>,
+    ) -> HostResult<Resource<ByteSink>> {
+        let (client, location) = match self.objects.client(&role, &self.job.connections).await {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let full = match full_key(&location, &key) {
+            Ok(k) => k,
+            Err(e) => return Ok(Err(e)),
+        };
+        let writer = S3Writer::new(
+            client,
+            &location.bucket,
+            full,
+            STREAM_PART,
+            STREAM_PARTS_IN_FLIGHT,
+            UploadJournal::default_location(),
+            PutOptions {
+                new_only: false,
+                content_type,
+                metadata: (!metadata.is_empty())
+                    .then(|| metadata.into_iter().collect::<HashMap<_, _>>()),
+            },
+        );
+        let sink = ByteSink::new(
+            format!("object {key} ({role})"),
+            SinkKind::Object(Box::new(writer)),
+        );
+        Ok(Ok(self.table.push(sink)?))
+    }
+
+    async fn copy(
+        &mut self,
+        from_role: String,
+        to_role: String,
+        keys: Vec<(String, String)>,
+    ) -> HostResult<Vec<Result<Copied, WitError>>> {
+        let from = match self.objects.client(&from_role, &self.job.connections).await {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let to = match self.objects.client(&to_role, &self.job.connections).await {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut pairs = Vec::with_capacity(keys.len());
+        for (a, b) in &keys {
+            match (full_key(&from.1, a), full_key(&to.1, b)) {
+                (Ok(a), Ok(b)) => pairs.push((a, b)),
+                (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
+            }
+        }
+        let ends = Ends {
+            server_side: from.1.same_account(&to.1),
+            from,
+            to,
+            large: Arc::new(Semaphore::new(LARGE_IN_FLIGHT)),
+        };
+        let slots = Arc::new(Semaphore::new(OBJECTS_IN_FLIGHT));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, (a, b)) in pairs.into_iter().enumerate() {
+            let ends = ends.clone();
+            let slot = slots.clone().acquire_owned().await.expect("never closed");
+            tasks.spawn(async move {
+                let result = ends.copy_one(a, b).await;
+                drop(slot);
+                (i, result)
+            });
+        }
+        let mut results: Vec<Option<Result<Copied, WitError>>> = vec![None; keys.len()];
+        while let Some(done) = tasks.join_next().await {
+            let (i, result) = done?;
+            if let Ok(c) = &result {
+                self.objects.stats.copied += 1;
+                self.objects.stats.bytes += c.bytes;
+                if c.method == CopyMethod::ServerSide {
+                    self.objects.stats.server_side += 1;
+                }
+            }
+            results[i] = Some(result);
+        }
+        Ok(Ok(results
+            .into_iter()
+            .map(|r| r.expect("every task answered"))
+            .collect()))
+    }
+
+    async fn delete(&mut self, role: String, keys: Vec<String>) -> HostResult<u32> {
+        let (client, location) = match self.objects.client(&role, &self.job.connections).await {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut full = Vec::with_capacity(keys.len());
+        for k in &keys {
+            match full_key(&location, k) {
+                Ok(f) => full.push(f),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        let slots = Arc::new(Semaphore::new(OBJECTS_IN_FLIGHT));
+        for key in full {
+            let client = client.clone();
+            let bucket = location.bucket.clone();
+            let slot = slots.clone().acquire_owned().await.expect("never closed");
+            tasks.spawn(async move {
+                let r = client.delete_object().bucket(bucket).key(&key).send().await;
+                drop(slot);
+                r.map_err(|e| io(&format!("deleting {key}"), &e))
+            });
+        }
+        let mut deleted = 0u32;
+        let mut first_error = None;
+        while let Some(done) = tasks.join_next().await {
+            match done? {
+                Ok(_) => deleted += 1,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        self.objects.stats.deleted += deleted as u64;
+        Ok(match first_error {
+            Some(e) => Err(e),
+            None => Ok(deleted),
+        })
+    }
+
+    async fn note_unchanged(&mut self, count: u64) -> wasmtime::Result<()> {
+        self.objects.stats.unchanged += count;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::Secret;
+
+    #[test]
+    fn keys_cannot_leave_the_prefix() {
+        for ok in ["a", "a/b.pdf", "2026/11/x y.png", "é/ü"] {
+            assert!(check_key(ok, false).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../other",
+            "a/../../b",
+            "a//b",
+            "./a",
+            "a/.",
+            "a\\b",
+            "a\nb",
+            "a/",
+        ] {
+            assert!(check_key(bad, false).is_err(), "{bad:?}");
+        }
+        assert!(check_key("", true).is_ok());
+        assert!(check_key("dir/", true).is_ok());
+        assert!(check_key("../", true).is_err());
+        assert!(check_key("/", true).is_err());
+    }
+
+    fn conn(host: Option<&str>, database: &str) -> Connection {
+        Connection {
+            database: database.into(),
+            host: host.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn connections_read_as_locations() {
+        let l = ObjectLocation::from_connection(&conn(Some("http://127.0.0.1:9000/"), "b/up/x/"))
+            .unwrap();
+        assert_eq!(l.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!((l.bucket.as_str(), l.prefix.as_str()), ("b", "up/x/"));
+        let l = ObjectLocation::from_connection(&conn(None, "bucket")).unwrap();
+        assert_eq!((l.endpoint, l.prefix.as_str()), (None, ""));
+        assert!(ObjectLocation::from_connection(&conn(Some("minio"), "b")).is_err());
+        assert!(ObjectLocation::from_connection(&conn(None, "/x")).is_err());
+        assert!(ObjectLocation::from_connection(&conn(None, "b/../c")).is_err());
+        let mut c = conn(None, "b");
+        c.user = Some("AKID".into());
+        assert!(ObjectLocation::from_connection(&c).is_err());
+        c.password = Some(Secret::new("s".into()));
+        assert_eq!(
+            ObjectLocation::from_connection(&c).unwrap().key.unwrap().id,
+            "AKID"
+        );
+    }
+
+    #[test]
+    fn server_side_copies_need_one_endpoint_and_one_key() {
+        let key = |id: &str| {
+            Some(AccessKey {
+                id: id.into(),
+                secret: Secret::new("s".into()),
+            })
+        };
+        let at = |e: &str, k| ObjectLocation {
+            endpoint: Some(e.into()),
+            bucket: "b".into(),
+            prefix: String::new(),
+            key: k,
+        };
+        assert!(at("http://a", key("1")).same_account(&at("http://a", key("1"))));
+        assert!(!at("http://a", key("1")).same_account(&at("http://a", key("2"))));
+        assert!(!at("http://a", key("1")).same_account(&at("http://b", key("1"))));
+        assert!(!at("http://a", None).same_account(&at("http://a", key("1"))));
+    }
+
+    #[test]
+    fn copy_sources_are_encoded() {
+        assert_eq!(copy_source("b", "a b/ü+x.pdf"), "b/a%20b/%C3%BC%2Bx.pdf");
+    }
+}

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Benchmark of the objects plugin against `aws s3 sync` on the same data, in
+# the same run (issue 19): N small objects (default 10,000) on an s3s-fs
+# server, copied into a second bucket of the same server (both tools copy
+# server-side) — first run and no-change rerun — and across two servers with
+# their own keys (envsync only: `aws s3 sync` cannot read with one endpoint
+# and key and write with another). Prints seconds and the host's peak RSS.
+#   scripts/bench_objects.sh [N]
+#   HOST=target/release/envsync-host   the host to measure (default: release if built, else debug)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-10000}
+host=${HOST:-target/release/envsync-host}
+[ -x "$host" ] || host=target/debug/envsync-host
+command -v aws >/dev/null || pip install -q awscli
+work=$(mktemp -d); pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$work"' EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+start() { # NAME → sets ${NAME}_port, key AK<NAME>, secret SK<NAME>secret
+  local p; p=$(port); mkdir -p "$work/$1"
+  ~/.cargo/bin/s3s-fs --host 127.0.0.1 --port "$p" --access-key "AK$1" --secret-key "SK$1secret" "$work/$1" \
+    >"$work/$1.log" 2>&1 &
+  pids+=($!); printf -v "${1}_port" %s "$p"; echo "SK$1secret" > "$work/$1.secret"
+  for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && return; sleep 0.1; done
+}
+start a; start b
+mkdir -p "$work/a/src/uploads" "$work/a/dst-envsync" "$work/a/dst-aws" "$work/b/dst"
+python3 - "$work/a/src/uploads" "$n" <<'PY'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    d = os.path.join(root, f"{i % 100:02d}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"{i:06d}.txt"), "w") as f:
+        f.write(f"object {i}\n" * (1 + i % 50))
+PY
+rss_run() { # command… → prints "SECONDS MAX_RSS_KIB"
+  /usr/bin/time -f '%e %M' -o "$work/time" "$@" >"$work/out" 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
+  cat "$work/time"
+}
+copy() { # TARGET_SERVER TARGET_BUCKET
+  local tp=${1}_port
+  rss_run env -i PATH="$PATH" HOME="$work" ENVSYNC_STATE_DIR="$work/state" "$host" --plugin-dir target/plugins \
+    run --plugin objects --op copy \
+    --source-database src/uploads --source-host "http://127.0.0.1:$a_port" --source-user AKa \
+    --source-password-file "$work/a.secret" \
+    --database "$2/uploads" --db-host "http://127.0.0.1:${!tp}" --db-user "AK$1" \
+    --db-password-file "$work/$1.secret"
+}
+awsync() {
+  rss_run env AWS_ACCESS_KEY_ID=AKa AWS_SECRET_ACCESS_KEY=SKasecret AWS_DEFAULT_REGION=us-east-1 \
+    aws --endpoint-url "http://127.0.0.1:$a_port" s3 sync --only-show-errors s3://src/uploads s3://dst-aws/uploads
+}
+echo "objects: $n, host: $host"
+echo "within one server, first run:   envsync $(copy a dst-envsync)   aws s3 sync $(awsync)   (seconds, peak RSS KiB)"
+echo "within one server, no change:   envsync $(copy a dst-envsync)   aws s3 sync $(awsync)"
+echo "across two servers, first run:  envsync $(copy b dst)"
+echo "across two servers, no change:  envsync $(copy b dst)"
