@@ -618,7 +618,7 @@ fn a_plugin_built_for_an_unknown_contract_version_is_refused_naming_the_supporte
     assert_eq!(broken.len(), 1, "{json:#}");
     assert!(broken[0]["file"].as_str().unwrap().ends_with("future.wasm"));
     let reason = broken[0]["error"].as_str().unwrap();
-    assert!(reason.contains("envsync:plugin@0.3.0"), "{reason}");
+    assert!(reason.contains("envsync:plugin@0.4.0"), "{reason}");
     assert!(!SUPPORTED_CONTRACTS.is_empty());
     for version in SUPPORTED_CONTRACTS {
         assert!(
@@ -630,7 +630,7 @@ fn a_plugin_built_for_an_unknown_contract_version_is_refused_naming_the_supporte
     // Asking for a plugin shows the refusal too.
     host.run(&["plugins", "inspect", "future"]).expect_fail(
         &[exit::PLUGIN],
-        &["future.wasm", "envsync:plugin@0.3.0", "supports"],
+        &["future.wasm", "envsync:plugin@0.4.0", "supports"],
         "inspect a plugin that is not there",
     );
 }

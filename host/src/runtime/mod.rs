@@ -26,7 +26,7 @@ use wasmtime::component::{HasSelf, Linker, Resource};
 use wasmtime::{Config, Engine, Store};
 
 /// The contract versions this host can run.
-pub const SUPPORTED_CONTRACTS: &[&str] = &["0.2.0"];
+pub const SUPPORTED_CONTRACTS: &[&str] = &["0.3.0"];
 /// How often the epoch advances: guests yield this often, so a deadline is
 /// noticed within one tick even in a tight loop.
 const EPOCH_TICK: Duration = Duration::from_millis(10);

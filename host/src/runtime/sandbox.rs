@@ -139,6 +139,8 @@ pub struct StepState {
     /// The artifact of a sanitised backup during `backup-rows`
     /// (`capabilities::sanitised_rows`).
     pub(crate) sanitised_rows: Option<Box<crate::capabilities::sanitised_rows::SanitisedRows>>,
+    /// The chunks of the artifact being written or restored.
+    pub(crate) chunks: crate::capabilities::chunks::ChunkAccess,
 }
 
 impl StepState {
@@ -168,6 +170,7 @@ impl StepState {
             sanitiser: None,
             http: Default::default(),
             sanitised_rows: None,
+            chunks: Default::default(),
         }
     }
 

@@ -1,7 +1,7 @@
-//! Host-side bindings of the `sanitiser` world of `envsync:plugin@0.2.0`.
+//! Host-side bindings of the `sanitiser` world of `envsync:plugin@0.3.0`.
 
 wasmtime::component::bindgen!({
-    path: "../wit/v0.2.0",
+    path: "../wit/v0.3.0",
     world: "sanitiser",
     imports: { default: async | trappable },
     exports: { default: async },

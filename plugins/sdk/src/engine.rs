@@ -4,7 +4,7 @@
 use crate::{ByteSink, ByteSource, Error, Piece, PluginInfo, StructurePart, TableInfo};
 
 /// An engine plugin: one datastore's operations (the contract's
-/// `operations` interface, documented in `wit/v0.2.0/worlds.wit`).
+/// `operations` interface, documented in `wit/v0.3.0/worlds.wit`).
 ///
 /// The sanitised-backup calls have defaults that refuse: a plugin that
 /// declares no `sanitised_artifact` is never asked for them. A plugin that

@@ -1,8 +1,8 @@
 //! Guest-side SDK for envsync plugins.
 //!
 //! An engine plugin is a WebAssembly component (`wasm32-wasip2`) that
-//! implements the `engine` world of the `envsync:plugin@0.2.0` contract
-//! (`wit/v0.2.0/`). This crate re-exports the contract's bindings and adds
+//! implements the `engine` world of the `envsync:plugin@0.3.0` contract
+//! (`wit/v0.3.0/`). This crate re-exports the contract's bindings and adds
 //! what every engine plugin needs:
 //!
 //! - [`Command`] / [`Running`]: child programs the plugin declared, with
@@ -136,14 +136,14 @@
 // plugin crates) name this crate the same way from inside and outside.
 extern crate self as envsync_plugin_sdk;
 
-/// The bindings of the `engine` world of the `envsync:plugin@0.2.0`
-/// contract, generated from `wit/v0.2.0` by wit-bindgen (feature `engine`,
+/// The bindings of the `engine` world of the `envsync:plugin@0.3.0`
+/// contract, generated from `wit/v0.3.0` by wit-bindgen (feature `engine`,
 /// on by default). The useful items are re-exported at the crate root.
 #[cfg(feature = "engine")]
 #[allow(missing_docs)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit/v0.2.0",
+        path: "../../wit/v0.3.0",
         world: "engine",
         pub_export_macro: true,
         // Plugins call the SDK's `export_engine!`, which adapts `Engine`.
@@ -152,7 +152,7 @@ pub mod bindings {
     });
 }
 
-/// The bindings of the `sanitiser` world of the `envsync:plugin@0.2.0`
+/// The bindings of the `sanitiser` world of the `envsync:plugin@0.3.0`
 /// contract (feature `sanitiser`). With both features on, the shared
 /// `types` interface is the one of `bindings`, so [`Error`], [`Row`] and
 /// [`TableInfo`] are one type whichever world uses them. The useful items
@@ -162,18 +162,18 @@ pub mod bindings {
 pub mod sanitiser_bindings {
     #[cfg(feature = "engine")]
     wit_bindgen::generate!({
-        path: "../../wit/v0.2.0",
+        path: "../../wit/v0.3.0",
         world: "sanitiser",
         pub_export_macro: true,
         export_macro_name: "export_sanitiser",
         default_bindings_module: "envsync_plugin_sdk::sanitiser_bindings",
         with: {
-            "envsync:plugin/types@0.2.0": envsync_plugin_sdk::bindings::envsync::plugin::types,
+            "envsync:plugin/types@0.3.0": envsync_plugin_sdk::bindings::envsync::plugin::types,
         },
     });
     #[cfg(not(feature = "engine"))]
     wit_bindgen::generate!({
-        path: "../../wit/v0.2.0",
+        path: "../../wit/v0.3.0",
         world: "sanitiser",
         pub_export_macro: true,
         export_macro_name: "export_sanitiser",
@@ -202,7 +202,11 @@ pub use bindings::envsync::plugin::log::{self, Level};
 #[cfg(feature = "engine")]
 pub use bindings::envsync::plugin::process::{self, Child, ExitStatus, Stdio};
 #[cfg(feature = "engine")]
-pub use bindings::envsync::plugin::streams::{self, ByteSink, ByteSource, splice};
+pub use bindings::envsync::plugin::chunks::{self, ChunkInfo};
+#[cfg(feature = "engine")]
+pub use bindings::envsync::plugin::streams::{
+    self, ByteSink, ByteSource, Transfer, splice, start_splice, wait_any,
+};
 #[cfg(feature = "engine")]
 pub use bindings::envsync::plugin::types::{
     ArtifactFormat, ColumnInfo, CredentialEnv, Error, Operation, ParamInfo, PluginInfo, RowBatch,

@@ -685,6 +685,7 @@ impl Builder<'_, '_, '_> {
             source,
             steps,
             memory_cap_mib: _,
+            jobs: _,
             allow_programs: _,
             sanitise,
             line: _,
