@@ -30,7 +30,8 @@ pub fn backup(artifact: &ByteSink, jobs: usize, chunk_blocks: u64) -> Result<(),
     let source = connection("source")?;
     let db = source.database.clone();
     let mut holder = SnapshotHolder::start(&db)?;
-    let result = dump_all(artifact, &db, &holder.snapshot, jobs, chunk_blocks, &mut holder);
+    let snapshot = holder.snapshot.clone();
+    let result = dump_all(artifact, &db, &snapshot, jobs, chunk_blocks, &mut holder);
     let ended = holder.end();
     result.and(ended)
 }
