@@ -45,6 +45,7 @@ fn dump_all(
     holder: &mut SnapshotHolder,
 ) -> Result<(), Error> {
     let (encoding, tables) = list_tables(db, snapshot)?;
+    let sequences = list_sequences(db, snapshot)?;
     // Like pg_dump: hold a share lock on every table dumped, so none is
     // dropped or rewritten before its rows are read.
     holder.lock(&tables)?;
@@ -85,14 +86,20 @@ fn dump_all(
             });
         }
     }
+    // Sequence values and large objects: pg_dump's data section without
+    // table data. `--exclude-table-data` would drop sequence values too, so
+    // the sequences are named (each quoted, so matched literally), and
+    // large objects asked for (-b), which naming tables would leave out.
+    let mut args: Vec<String> = vec!["-Fc".into(), "-Z0".into(), "--section=data".into()];
+    if sequences.is_empty() {
+        args.push("--exclude-table-data=*.*".into());
+    } else {
+        args.push("-b".into());
+        args.extend(sequences.iter().map(|s| format!("--table={s}")));
+    }
     dumps.push(Dump::Section {
         chunk: plan.sequences.clone(),
-        args: vec![
-            "-Fc".into(),
-            "-Z0".into(),
-            "--section=data".into(),
-            "--exclude-table-data=*.*".into(),
-        ],
+        args,
     });
     dumps.push(Dump::Section {
         chunk: plan.post_data.clone(),
@@ -126,7 +133,6 @@ fn start_dump(db: &str, snapshot: &str, encoding: &str, dump: Dump) -> Result<Se
         Dump::Rows { chunk, query } => {
             let mut child = psql(db)
                 .args(["-f", "-"])
-                .env("PGCLIENTENCODING", encoding)
                 .connection("source")
                 .stdin_piped()
                 .stdout_piped()
@@ -135,7 +141,7 @@ fn start_dump(db: &str, snapshot: &str, encoding: &str, dump: Dump) -> Result<Se
                 "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\n\
                  SET TRANSACTION SNAPSHOT {};\n{}\n{query}\nCOMMIT;\n",
                 sql::literal(snapshot),
-                crate::chunked_restore::SESSION_SETTINGS
+                crate::chunked_restore::session_settings(encoding)
             );
             let stdin = child.take_stdin()?;
             write_all(&stdin, script.as_bytes())?;
@@ -200,6 +206,29 @@ fn list_tables(db: &str, snapshot: &str) -> Result<(String, Vec<Table>), Error> 
         });
     }
     Ok((encoding, tables))
+}
+
+/// The sequences whose values the backup keeps (quoted, schema-qualified,
+/// as pg_dump's `--table` patterns match them literally).
+fn list_sequences(db: &str, snapshot: &str) -> Result<Vec<String>, Error> {
+    let script = format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\n\
+         SET TRANSACTION SNAPSHOT {};\n{}",
+        sql::literal(snapshot),
+        sql::LIST_SEQUENCES
+    );
+    let out = psql(db)
+        .args(["-R", "\u{1e}", "-f", "-"])
+        .connection("source")
+        .output(Some(script.as_bytes()), LIST_LIMIT)?;
+    let out = String::from_utf8(out)
+        .map_err(|_| Error::Other("psql's sequence list is not UTF-8".into()))?;
+    let out = out.strip_suffix('\n').unwrap_or(&out);
+    Ok(out
+        .split('\u{1e}')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect())
 }
 
 /// `WHERE` clauses splitting a table of `blocks` blocks into ranges of

@@ -31,6 +31,15 @@ const TEXT_LIMIT: usize = 256 << 20;
 pub const SESSION_SETTINGS: &str = "SET datestyle = ISO;\nSET intervalstyle = postgres;\n\
 SET extra_float_digits = 3;\nSET row_security = off;\n";
 
+/// [`SESSION_SETTINGS`] with the source's encoding as client encoding,
+/// so COPY text is read as it was written.
+pub fn session_settings(encoding: &str) -> String {
+    format!(
+        "{SESSION_SETTINGS}SET client_encoding TO {};\n",
+        literal(encoding)
+    )
+}
+
 /// Prints the artifact id when the scratch database is resumable: the
 /// bookkeeping exists and the schema before the data was loaded.
 pub fn resumable_id_query() -> String {
@@ -147,7 +156,7 @@ fn restore_section(job: &Replacement, chunk: &str) -> Result<(), Error> {
 /// committed only after the host verified the chunk (the trailer).
 fn start_copy(job: &Replacement, plan: &Plan, chunk: &DataChunk) -> Result<Session, Error> {
     let source = chunks::open(&chunk.chunk)?;
-    let (cmd, preamble) = job.psql_session(&plan.encoding);
+    let (cmd, preamble) = job.psql_session();
     let mut child = cmd.stdin_piped().spawn()?;
     let stdin = child.take_stdin()?;
     let columns = if chunk.columns.is_empty() {
@@ -156,7 +165,8 @@ fn start_copy(job: &Replacement, plan: &Plan, chunk: &DataChunk) -> Result<Sessi
         format!(" ({})", chunk.columns)
     };
     let script = format!(
-        "{preamble}{SESSION_SETTINGS}BEGIN;\n{}COPY {}{columns} FROM STDIN;\n",
+        "{preamble}{}BEGIN;\n{}COPY {}{columns} FROM STDIN;\n",
+        session_settings(&plan.encoding),
         mark_sql(&chunk.chunk),
         chunk.table
     );
@@ -203,20 +213,19 @@ fn post_data(
     for (i, entry) in independent.into_iter().enumerate() {
         scripts[i % sessions_count].push(entry);
     }
-    run_scripts(job, plan, &setup, scripts)?;
-    run_scripts(job, plan, &setup, vec![rest])
+    run_scripts(job, &setup, scripts)?;
+    run_scripts(job, &setup, vec![rest])
 }
 
 /// Runs each list of entries in a psql session of its own, all at once.
 fn run_scripts(
     job: &Replacement,
-    plan: &Plan,
     setup: &str,
     scripts: Vec<Vec<(String, Entry)>>,
 ) -> Result<(), Error> {
     let mut children = Vec::new();
     for entries in scripts.into_iter().filter(|s| !s.is_empty()) {
-        let (cmd, preamble) = job.psql_session(&plan.encoding);
+        let (cmd, preamble) = job.psql_session();
         let mut child = cmd.stdin_piped().spawn()?;
         let mut script = format!("{preamble}{setup}\n");
         for (name, entry) in &entries {

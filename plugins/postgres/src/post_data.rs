@@ -43,9 +43,14 @@ pub fn split(dump: &str) -> (String, Vec<Entry>) {
             i += 2;
             continue;
         }
-        match entries.last_mut() {
-            Some(entry) => entry.sql.push_str(line),
-            None => setup.push_str(line),
+        // pg_dump (since 17.6, 16.10, 15.14, …) fences a plain dump with
+        // `\restrict KEY` … `\unrestrict KEY`; the host's own `\restrict`
+        // already guards every psql session, which refuses a second one.
+        if !crate::sanitised::is_restrict_line(line.as_bytes()) {
+            match entries.last_mut() {
+                Some(entry) => entry.sql.push_str(line),
+                None => setup.push_str(line),
+            }
         }
         i += 1;
     }
@@ -72,7 +77,7 @@ fn has_sql(sql: &str) -> bool {
 mod tests {
     use super::*;
 
-    const DUMP: &str = "--\n-- PostgreSQL database dump\n--\n\nSET statement_timeout = 0;\n\
+    const DUMP: &str = "--\n-- PostgreSQL database dump\n--\n\n\\restrict abc\n\nSET statement_timeout = 0;\n\
 SELECT pg_catalog.set_config('search_path', '', false);\n\n\
 --\n-- Name: orders orders_pkey; Type: CONSTRAINT; Schema: public; Owner: me\n--\n\n\
 ALTER TABLE ONLY public.orders\n    ADD CONSTRAINT orders_pkey PRIMARY KEY (id);\n\n\n\
@@ -80,12 +85,13 @@ ALTER TABLE ONLY public.orders\n    ADD CONSTRAINT orders_pkey PRIMARY KEY (id);
 CREATE INDEX orders_at ON public.orders USING btree (at);\n\n\n\
 --\n-- Name: lines lines_order_fkey; Type: FK CONSTRAINT; Schema: public; Owner: me\n--\n\n\
 ALTER TABLE ONLY public.lines\n    ADD CONSTRAINT lines_order_fkey FOREIGN KEY (o) REFERENCES public.orders(id);\n\n\n\
---\n-- PostgreSQL database dump complete\n--\n\n";
+--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict abc\n\n";
 
     #[test]
     fn entries_are_split_with_their_kind() {
         let (setup, entries) = split(DUMP);
         assert!(setup.contains("set_config('search_path'"));
+        assert!(!setup.contains("restrict") && !entries[2].sql.contains("restrict"));
         let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
         assert_eq!(kinds, ["CONSTRAINT", "INDEX", "FK CONSTRAINT"]);
         assert!(entries[0].sql.contains("PRIMARY KEY"));

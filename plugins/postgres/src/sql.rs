@@ -211,3 +211,18 @@ SELECT format('%I.%I', n.nspname, c.relname),
                       AND d.objid = c.oid AND d.deptype = 'e')
  ORDER BY 3 DESC, 1;
 ";
+
+/// The sequences of the database outside system schemas and extensions,
+/// each fully quoted (`"schema"."name"`, quotes doubled) so a pg_dump
+/// `--table` pattern matches it literally.
+pub const LIST_SEQUENCES: &str = "\
+SELECT '\"' || replace(n.nspname, '\"', '\"\"') || '\".\"' || replace(c.relname, '\"', '\"\"') || '\"'
+  FROM pg_catalog.pg_class c
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'S'
+   AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'
+   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                    WHERE d.classid = 'pg_catalog.pg_class'::regclass
+                      AND d.objid = c.oid AND d.deptype = 'e')
+ ORDER BY 1;
+";

@@ -147,8 +147,9 @@ impl Replacement {
     /// session of a parallel load: triggers quiet as for pg_restore,
     /// commits not waiting for the disk (the scratch database is not live
     /// until the swap, and a crash only means a rerun), more memory for
-    /// index builds. With the text to send first (`SET ROLE` of `owner`).
-    pub fn psql_session(&self, encoding: &str) -> (Command, String) {
+    /// index builds. With the text to send first (its application name,
+    /// `SET ROLE` of `owner`).
+    pub fn psql_session(&self) -> (Command, String) {
         let mut options = format!(
             "-c synchronous_commit=off -c maintenance_work_mem={}",
             self.settings.maintenance_work_mem
@@ -161,13 +162,12 @@ impl Replacement {
             .arg(format!("--dbname={}", sql::conninfo(&self.names.scratch)))
             .args(["-f", "-"])
             .connection("target")
-            .env("PGOPTIONS", &options)
-            .env("PGCLIENTENCODING", encoding)
-            .env("PGAPPNAME", "envsync-restore");
-        let preamble = match &self.settings.owner {
-            Some(owner) => format!("SET ROLE {};\n", sql::ident(owner)),
-            None => String::new(),
-        };
+            .env("PGOPTIONS", &options);
+        // Named so operators (and tests) can tell the load sessions apart.
+        let mut preamble = "SET application_name = 'envsync-restore';\n".to_string();
+        if let Some(owner) = &self.settings.owner {
+            preamble.push_str(&format!("SET ROLE {};\n", sql::ident(owner)));
+        }
         (cmd, preamble)
     }
 
