@@ -782,11 +782,11 @@ impl Step<'_> {
                 self.job.jobs.max(1)
             );
         }
-        sandbox.state().chunks = ChunkAccess::Restore(ChunkReads {
+        sandbox.state().chunks = ChunkAccess::Restore(Box::new(ChunkReads {
             catalog: catalog.clone(),
             manifest: manifest.clone(),
             identities: identities.clone(),
-        });
+        }));
         let label = format!("artifact {}", manifest.key);
         let progress = progress::show(
             format!("restore of {}", target.database),

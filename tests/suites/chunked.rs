@@ -135,7 +135,10 @@ impl Env {
         }
         self.pg.create_database(LIVE).unwrap();
         self.pg
-            .psql(LIVE, "CREATE TABLE keep (v text); INSERT INTO keep VALUES ('live data');")
+            .psql(
+                LIVE,
+                "CREATE TABLE keep (v text); INSERT INTO keep VALUES ('live data');",
+            )
             .unwrap();
         self.pg.fingerprint(LIVE).unwrap()
     }
@@ -158,7 +161,10 @@ fn round_trips_at_jobs_1_2_and_4_are_identical() {
         let manifest = env.backup(jobs);
         let chunks = data_chunks(&manifest);
         // 2 larger tables of ~12 MiB in 1 MiB ranges, plus the small ones.
-        assert!(chunks.len() >= 20, "expected block-range chunks: {chunks:?}");
+        assert!(
+            chunks.len() >= 20,
+            "expected block-range chunks: {chunks:?}"
+        );
         env.reset_live();
         env.restore_step(jobs)
             .run(&env.host)
@@ -207,7 +213,10 @@ fn a_killed_restore_resumes_and_loads_no_chunk_twice() {
     let wanted = (all.len() * 6 / 10) as u64;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        assert!(!running.has_exited().unwrap(), "the restore ended before the kill");
+        assert!(
+            !running.has_exited().unwrap(),
+            "the restore ended before the kill"
+        );
         assert!(Instant::now() < deadline, "no progress to kill at");
         let loaded = env
             .pg
@@ -238,7 +247,10 @@ fn a_killed_restore_resumes_and_loads_no_chunk_twice() {
         .assert_same(&live, "the live target after the kill");
     let committed: BTreeSet<String> = env
         .pg
-        .psql(SCRATCH, "SELECT name FROM envsync_restore.loaded WHERE name LIKE 'data-%'")
+        .psql(
+            SCRATCH,
+            "SELECT name FROM envsync_restore.loaded WHERE name LIKE 'data-%'",
+        )
         .unwrap()
         .lines()
         .map(str::to_string)
@@ -260,7 +272,10 @@ fn a_killed_restore_resumes_and_loads_no_chunk_twice() {
         committed.len()
     );
     assert!(
-        log.contains(&format!("loading {} data chunks", all.len() - committed.len())),
+        log.contains(&format!(
+            "loading {} data chunks",
+            all.len() - committed.len()
+        )),
         "the rerun should load only the rest:\n{log}"
     );
     // Identical to the source: a chunk loaded twice would show as duplicate
@@ -316,4 +331,3 @@ fn a_single_stream_artifact_still_restores() {
         .unwrap()
         .assert_same(&env.source, "single-stream restore");
 }
-

@@ -24,7 +24,7 @@ pub enum ChunkAccess {
     #[default]
     None,
     Backup(ChunkUploads),
-    Restore(ChunkReads),
+    Restore(Box<ChunkReads>),
 }
 
 /// The chunks of the backup being written.

@@ -2,8 +2,8 @@
 //! which moves bulk data host-side so it never passes through guest memory.
 
 use super::HostResult;
-use crate::runtime::bindings::WitError;
 use crate::capabilities::chunks::ChunkWriter;
+use crate::runtime::bindings::WitError;
 use crate::runtime::bindings::envsync::plugin::streams::{
     Host, HostByteSink, HostByteSource, HostTransfer,
 };
@@ -411,7 +411,9 @@ impl Drop for Transfer {
 impl Transfer {
     fn settle(&mut self, joined: Result<Result<u64, WitError>, tokio::task::JoinError>) {
         self.task = None;
-        self.result = Some(joined.unwrap_or_else(|e| Err(WitError::Other(format!("the transfer stopped: {e}")))));
+        self.result = Some(
+            joined.unwrap_or_else(|e| Err(WitError::Other(format!("the transfer stopped: {e}")))),
+        );
     }
 }
 
@@ -435,7 +437,8 @@ async fn run_transfer(
         // A stored chunk that cannot be decoded is damaged (or the store
         // failed): either way nothing read from it may be committed.
         Err(WitError::Io(message))
-            if message.starts_with("reading ") && matches!(source.kind, SourceKind::Artifact(_)) =>
+            if message.starts_with("reading ")
+                && matches!(source.kind, SourceKind::Artifact(_)) =>
         {
             let damage = source
                 .artifact_mut()

@@ -877,7 +877,11 @@ impl Reader<'_, '_> {
             .integer(&mut self.report, "memory_cap_mib", memory_caps())
             .map(|n| n.value as u64);
         let jobs = f
-            .integer(&mut self.report, "jobs", 1..=crate::jobs::request::MAX_JOBS as i64)
+            .integer(
+                &mut self.report,
+                "jobs",
+                1..=crate::jobs::request::MAX_JOBS as i64,
+            )
             .map(|n| n.value as u32);
         let allow_programs = f.has("allow_programs").then(|| {
             f.strings(&mut self.report, "allow_programs")

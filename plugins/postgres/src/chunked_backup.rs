@@ -18,10 +18,7 @@ const LIST_LIMIT: usize = 64 << 20;
 /// What one dump session produces.
 enum Dump {
     /// pg_dump of one section into a chunk.
-    Section {
-        chunk: String,
-        args: Vec<String>,
-    },
+    Section { chunk: String, args: Vec<String> },
     /// COPY of one table or block range into a chunk.
     Rows { chunk: String, query: String },
 }
@@ -71,10 +68,7 @@ fn dump_all(
             } else {
                 format!("SELECT {}", table.columns)
             };
-            let query = format!(
-                "COPY ({select} FROM ONLY {}{range}) TO STDOUT;",
-                table.name
-            );
+            let query = format!("COPY ({select} FROM ONLY {}{range}) TO STDOUT;", table.name);
             dumps.push(Dump::Rows {
                 chunk: chunk.clone(),
                 query,
@@ -110,7 +104,9 @@ fn dump_all(
         dumps.len(),
         tables.len()
     ));
-    sessions::run(jobs, dumps, |dump| start_dump(db, snapshot, &encoding, dump))?;
+    sessions::run(jobs, dumps, |dump| {
+        start_dump(db, snapshot, &encoding, dump)
+    })?;
     write_all(artifact, plan.render().as_bytes())
 }
 
@@ -320,10 +316,7 @@ impl SnapshotHolder {
         let stdin = self.stdin.as_ref().expect("open until end");
         for batch in tables.chunks(500) {
             let names: Vec<&str> = batch.iter().map(|t| t.name.as_str()).collect();
-            let statement = format!(
-                "LOCK TABLE {} IN ACCESS SHARE MODE;\n",
-                names.join(", ")
-            );
+            let statement = format!("LOCK TABLE {} IN ACCESS SHARE MODE;\n", names.join(", "));
             write_all(stdin, statement.as_bytes())?;
         }
         write_all(stdin, b"SELECT 'locked';\n")?;

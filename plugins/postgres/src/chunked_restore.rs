@@ -14,9 +14,7 @@ use crate::post_data::{self, Entry};
 use crate::sessions::{self, Session};
 use crate::sql::literal;
 use crate::swap::{Replacement, replace_target_resumable};
-use envsync_plugin_sdk::{
-    ByteSource, Error, chunks, info, job, read_all, start_splice, write_all,
-};
+use envsync_plugin_sdk::{ByteSource, Error, chunks, info, job, read_all, start_splice, write_all};
 use std::collections::BTreeSet;
 
 /// The bookkeeping schema in the scratch database.
@@ -100,9 +98,7 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
         mark(job, &plan.sequences)?;
     }
     post_data(job, plan, jobs, &done)?;
-    job.scratch_psql(&format!(
-        "DROP SCHEMA {BOOKKEEPING} CASCADE;\n"
-    ))?;
+    job.scratch_psql(&format!("DROP SCHEMA {BOOKKEEPING} CASCADE;\n"))?;
     Ok(())
 }
 
@@ -229,7 +225,11 @@ fn run_scripts(
         let mut child = cmd.stdin_piped().spawn()?;
         let mut script = format!("{preamble}{setup}\n");
         for (name, entry) in &entries {
-            script.push_str(&format!("BEGIN;\n{}{}\nCOMMIT;\n", mark_sql(name), entry.sql));
+            script.push_str(&format!(
+                "BEGIN;\n{}{}\nCOMMIT;\n",
+                mark_sql(name),
+                entry.sql
+            ));
         }
         let stdin = child.take_stdin()?;
         let written = write_all(&stdin, script.as_bytes()).and_then(|()| stdin.close());
@@ -249,4 +249,3 @@ fn run_scripts(
     }
     first_error.map_or(Ok(()), Err)
 }
-

@@ -64,7 +64,12 @@ impl Plan {
         let mut plan = Plan::default();
         for (number, line) in body.lines().enumerate() {
             let fields: Vec<String> = line.split('\t').map(unescape).collect();
-            let bad = || format!("line {} of the plan is not understood: {line:?}", number + 2);
+            let bad = || {
+                format!(
+                    "line {} of the plan is not understood: {line:?}",
+                    number + 2
+                )
+            };
             match (fields[0].as_str(), fields.len()) {
                 ("id", 2) => plan.id = fields[1].clone(),
                 ("encoding", 2) => plan.encoding = fields[1].clone(),

@@ -20,7 +20,10 @@ impl Entry {
     /// keys need the referenced keys, index attachments both indexes,
     /// triggers and the rest keep pg_dump's order.
     pub fn independent(&self) -> bool {
-        matches!(self.kind.as_str(), "INDEX" | "CONSTRAINT" | "CHECK CONSTRAINT")
+        matches!(
+            self.kind.as_str(),
+            "INDEX" | "CONSTRAINT" | "CHECK CONSTRAINT"
+        )
     }
 }
 

@@ -127,9 +127,8 @@ impl LoadSettings {
 /// PGOPTIONS, where a space would start another option).
 fn memory_setting() -> Result<String, Error> {
     let value = param_or("maintenance-work-mem", "256MB");
-    let plain = !value.is_empty()
-        && value.len() <= 16
-        && value.bytes().all(|b| b.is_ascii_alphanumeric());
+    let plain =
+        !value.is_empty() && value.len() <= 16 && value.bytes().all(|b| b.is_ascii_alphanumeric());
     if plain {
         Ok(value)
     } else {

@@ -196,13 +196,13 @@ pub mod sanitiser;
 pub mod sniff;
 
 #[cfg(feature = "engine")]
+pub use bindings::envsync::plugin::chunks::{self, ChunkInfo};
+#[cfg(feature = "engine")]
 pub use bindings::envsync::plugin::job::{self, ConnectionInfo};
 #[cfg(feature = "engine")]
 pub use bindings::envsync::plugin::log::{self, Level};
 #[cfg(feature = "engine")]
 pub use bindings::envsync::plugin::process::{self, Child, ExitStatus, Stdio};
-#[cfg(feature = "engine")]
-pub use bindings::envsync::plugin::chunks::{self, ChunkInfo};
 #[cfg(feature = "engine")]
 pub use bindings::envsync::plugin::streams::{
     self, ByteSink, ByteSource, Transfer, splice, start_splice, wait_any,
