@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use envsync_tests::host_cli::{Expect, Host, Step, exit};
 use envsync_tests::postgres::{Fingerprint, PgCluster};
 use envsync_tests::procs;
+use envsync_tests::s3::S3Server;
 use envsync_tests::store::LocalStore;
 
 const INSTANCE: &str = "127.0.0.1";
@@ -115,9 +116,13 @@ impl Env {
     }
 
     fn restore_step(&self, jobs: u32) -> Step {
+        self.restore_from(&self.store.path_arg(), jobs)
+    }
+
+    fn restore_from(&self, store: &str, jobs: u32) -> Step {
         self.pg
             .step("restore", LIVE)
-            .opt("--store", self.store.path_arg())
+            .opt("--store", store)
             .opt("--from-database", SOURCE)
             .opt("--jobs", jobs)
     }
@@ -330,4 +335,50 @@ fn a_single_stream_artifact_still_restores() {
         .fingerprint(LIVE)
         .unwrap()
         .assert_same(&env.source, "single-stream restore");
+}
+
+/// A chunked backup to S3 (s3s-fs) and a restore from it with 8 sessions:
+/// every chunk is its own object beside the artifact, the round trip is
+/// identical, and the host's peak RSS stays within 150 MiB.
+#[test]
+fn s3_round_trip_with_eight_jobs_in_bounded_memory() {
+    let env = setup();
+    let s3 = S3Server::start().expect("start a throwaway S3 server");
+    s3.create_bucket("chunked").unwrap();
+    let store = s3.store("chunked", "envsync");
+    s3.run(
+        &env.host,
+        &env.pg
+            .step("backup", SOURCE)
+            .opt("--store", store.url())
+            .opt("--jobs", 4)
+            .param("chunk-mib", 1),
+    )
+    .expect_ok("chunked backup to S3");
+    let key = store.pointer(INSTANCE, SOURCE).expect("a pointer");
+    let chunk_objects: Vec<String> = store
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with(&format!("{key}.chunks/data-")))
+        .collect();
+    assert!(chunk_objects.len() >= 20, "{:#?}", store.keys());
+    env.reset_live();
+    let out = s3.run(
+        &env.host,
+        &env.restore_from(&store.url(), 8)
+            .opt("--log-format", "json"),
+    );
+    out.expect_ok("restore from S3 with --jobs 8");
+    let peak = out.json()["host_peak_rss_bytes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no host_peak_rss_bytes in the JSON summary\n{out}"));
+    eprintln!(
+        "host peak RSS, restore from S3 at --jobs 8: {} MiB",
+        peak >> 20
+    );
+    assert!(peak <= 150 << 20, "peak RSS {} MiB", peak >> 20);
+    env.pg
+        .fingerprint(LIVE)
+        .unwrap()
+        .assert_same(&env.source, "restore from S3");
 }
