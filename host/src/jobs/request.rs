@@ -611,9 +611,9 @@ mod tests {
             ),
             (
                 "copy from another server, limits",
-                "memory_cap_mib = 128\nallow_programs = [\"pg_dump\", \"psql\"]\n[task.source]\nhost = \"db1.prod\"\nname = \"shop\"\npassword_file = \"{src.pw}\"",
+                "memory_cap_mib = 128\njobs = 3\nallow_programs = [\"pg_dump\", \"psql\"]\n[task.source]\nhost = \"db1.prod\"\nname = \"shop\"\npassword_file = \"{src.pw}\"",
                 "op = \"copy\"".into(),
-                "--op copy --source-database shop --source-host db1.prod --source-password-file {src.pw} --memory-cap-mib 128 --allow-program pg_dump --allow-program psql".into(),
+                "--op copy --source-database shop --source-host db1.prod --source-password-file {src.pw} --memory-cap-mib 128 --jobs 3 --allow-program pg_dump --allow-program psql".into(),
             ),
             (
                 "sanitised backup",
