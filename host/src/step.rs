@@ -2,6 +2,7 @@
 //! script), hand it to the plugin in a fresh sandbox, and finish host-side
 //! work (publish the backup) only when the plugin succeeded.
 
+use crate::capabilities::chunks::{ChunkAccess, ChunkReads, ChunkUploads};
 use crate::capabilities::job::JobContext;
 use crate::capabilities::objects::ObjectGrant;
 use crate::capabilities::process::ProcessPolicy;
@@ -369,8 +370,12 @@ impl Step<'_> {
 
     /// Compression and encryption of a new backup.
     fn backup_codec(&self) -> Result<Codec> {
+        // A backup with --jobs may be chunked, its chunks raw rows (the
+        // postgres plugin's are COPY text): the format's own compression
+        // cannot be counted on, so the host's applies (docs/decisions/0019).
+        let compressed = self.backup_format()?.compressed && !self.job.jobs_chosen;
         let (compression, warning) =
-            codec::choose_compression(self.request.compression, self.backup_format()?.compressed);
+            codec::choose_compression(self.request.compression, compressed);
         if let Some(warning) = warning {
             tracing::warn!(plugin = self.name(), "{warning}");
         }
@@ -472,16 +477,36 @@ impl Step<'_> {
             None,
         );
         let sink = ByteSink::new(format!("artifact {key}"), SinkKind::Artifact(writer));
-        let (result, sink) = if self.request.sanitise.is_some() {
-            self.sanitised_backup(sink).await
+        let (result, sink, chunks) = if self.request.sanitise.is_some() {
+            let (result, sink) = self.sanitised_backup(sink).await;
+            (result, sink, Ok(Vec::new()))
         } else {
-            self.plain_backup(sink).await
+            let uploads = ChunkUploads::new(catalog.clone(), key.clone(), codec.clone());
+            self.plain_backup(sink, uploads).await
         };
         drop(progress);
+        // A failed backup leaves no chunks behind either.
+        let result = match (result, chunks) {
+            (Ok(summary), Ok(chunks)) => Ok((summary, chunks)),
+            (Ok(_), Err(why)) => Err(Failure::new(
+                Kind::Plugin,
+                format!("plugin {}: {why}; nothing was published", self.name()),
+            )
+            .into()),
+            (Err(e), _) => Err(e),
+        };
+        if result.is_err()
+            && let Err(e) = catalog.discard_chunks(&key).await
+        {
+            tracing::warn!(plugin = self.name(), "{e:#}");
+        }
         let writer = sink.and_then(ByteSink::into_artifact);
-        let (sanitise_summary, writer) = match (result, writer) {
-            (Ok(summary), Some(writer)) => (summary, writer),
-            (Ok(_), None) => anyhow::bail!("the upload of {key} was lost"),
+        let ((sanitise_summary, chunks), writer) = match (result, writer) {
+            (Ok(done), Some(writer)) => (done, writer),
+            (Ok(_), None) => {
+                let _ = catalog.discard_chunks(&key).await;
+                anyhow::bail!("the upload of {key} was lost")
+            }
             (Err(e), writer) => {
                 if let Some(writer) = writer {
                     writer.abort().await;
@@ -490,7 +515,19 @@ impl Step<'_> {
             }
         };
         let captured_head = writer.head().to_vec();
-        let uploaded = catalog.upload(writer).await?;
+        let uploaded = match catalog.upload(writer).await {
+            Ok(uploaded) => uploaded,
+            Err(e) => {
+                let _ = catalog.discard_chunks(&key).await;
+                return Err(e);
+            }
+        };
+        if let Err(e) = catalog.verify_chunks(&key, &chunks).await {
+            if let Err(removal) = catalog.discard(uploaded).await {
+                tracing::warn!(plugin = self.name(), "{removal:#}");
+            }
+            return Err(e);
+        }
         let manifest = uploaded.describe(Manifest {
             key: String::new(),
             size: 0,
@@ -511,6 +548,7 @@ impl Step<'_> {
                 database: source.database.clone(),
             },
             envsync_version: env!("CARGO_PKG_VERSION").to_string(),
+            chunks,
         });
         let checked = self
             .check_backup(&catalog, &manifest, captured_head, head_size)
@@ -537,22 +575,38 @@ impl Step<'_> {
         Ok((summary, Some(manifest)))
     }
 
-    /// One `backup` call writing `artifact`. Gives the artifact back
-    /// (None if the plugin's table lost it) to publish or abort.
-    async fn plain_backup(&self, artifact: ByteSink) -> (Result<Option<String>>, Option<ByteSink>) {
+    /// One `backup` call writing `artifact` and any chunks. Gives the
+    /// artifact back (None if the plugin's table lost it) to publish or
+    /// abort, with the chunks stored (or why they are incomplete).
+    async fn plain_backup(
+        &self,
+        artifact: ByteSink,
+        uploads: ChunkUploads,
+    ) -> (
+        Result<Option<String>>,
+        Option<ByteSink>,
+        Result<Vec<crate::store::manifest::Chunk>, String>,
+    ) {
         let mut sandbox = match self.sandbox().await {
             Ok(sandbox) => sandbox,
-            Err(e) => return (Err(e), Some(artifact)),
+            Err(e) => return (Err(e), Some(artifact), Ok(Vec::new())),
         };
+        sandbox.state().chunks = ChunkAccess::Backup(uploads);
         let sink = match sandbox.push_sink(artifact) {
             Ok(sink) => sink,
-            Err(e) => return (Err(e), None),
+            Err(e) => return (Err(e), None, Ok(Vec::new())),
         };
         let result = sandbox.backup(Resource::new_borrow(sink.rep())).await;
         // Whatever happened, take the artifact back from the plugin's table.
         let artifact = sandbox.state().table.delete(sink).ok();
         let result = result.and_then(|r| self.plugin_result("backup", r));
-        (result.map(|()| None), artifact)
+        let chunks = match std::mem::take(&mut sandbox.state().chunks) {
+            ChunkAccess::Backup(uploads) => uploads.finish(),
+            _ => Ok(Vec::new()),
+        };
+        // Chunk sinks the plugin left open are dropped (aborted) with it.
+        drop(sandbox);
+        (result.map(|()| None), artifact, chunks)
     }
 
     /// A sanitised backup, written by the host (docs/decisions/0015): the
@@ -702,7 +756,7 @@ impl Step<'_> {
             .clone()
             .unwrap_or_else(|| target.database.clone());
         let catalog = self.catalog().await?;
-        let identities = codec::load_identities(&self.request.identities)?;
+        let identities = Arc::new(codec::load_identities(&self.request.identities)?);
         let manifest = catalog
             .resolve(
                 &from_instance,
@@ -746,6 +800,20 @@ impl Step<'_> {
                 .message_with_suffix(format!("; {} was not changed", target.database))
         })?;
         let reader = catalog.open(&manifest, &identities).await?;
+        if !manifest.chunks.is_empty() {
+            tracing::info!(
+                plugin = self.name(),
+                "{} is chunked ({} chunks); the plugin loads them with up to {} session(s)",
+                manifest.key,
+                manifest.chunks.len(),
+                self.job.jobs.max(1)
+            );
+        }
+        sandbox.state().chunks = ChunkAccess::Restore(Box::new(ChunkReads {
+            catalog: catalog.clone(),
+            manifest: manifest.clone(),
+            identities: identities.clone(),
+        }));
         let label = format!("artifact {}", manifest.key);
         let progress = self.request.progress.stream(
             format!("restore of {}", target.database),

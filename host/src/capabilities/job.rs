@@ -1,7 +1,7 @@
 //! `envsync:plugin/job`: the step's parameters and non-secret connection facts.
 
 use crate::connection::Connection;
-use crate::runtime::bindings::envsync::plugin::job::{ConnectionInfo, Host};
+use crate::runtime::bindings::envsync::plugin::job::{ConnectionInfo, Host, ParallelSessions};
 use crate::runtime::sandbox::StepState;
 use std::collections::BTreeMap;
 
@@ -12,6 +12,10 @@ pub struct JobContext {
     pub params: Vec<(String, String)>,
     /// Keyed by role: `source`, `target`.
     pub connections: BTreeMap<String, Connection>,
+    /// Sessions the plugin may run at once (0 in contexts that grant none: 1).
+    pub jobs: u32,
+    /// True when the operator chose `jobs` (else it is automatic).
+    pub jobs_chosen: bool,
 }
 
 impl JobContext {
@@ -32,6 +36,13 @@ impl Host for StepState {
 
     async fn params(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
         Ok(self.job.params.clone())
+    }
+
+    async fn parallelism(&mut self) -> wasmtime::Result<ParallelSessions> {
+        Ok(ParallelSessions {
+            jobs: self.job.jobs.max(1),
+            chosen: self.job.jobs_chosen,
+        })
     }
 
     async fn connection(&mut self, role: String) -> wasmtime::Result<Option<ConnectionInfo>> {

@@ -2,6 +2,7 @@
 //! Each module holds the host state for its interface and the trait impl the
 //! bindings call.
 
+pub mod chunks;
 pub mod confine;
 pub mod http;
 pub mod job;

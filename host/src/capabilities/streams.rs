@@ -2,11 +2,15 @@
 //! which moves bulk data host-side so it never passes through guest memory.
 
 use super::HostResult;
+use crate::capabilities::chunks::ChunkWriter;
 use crate::runtime::bindings::WitError;
-use crate::runtime::bindings::envsync::plugin::streams::{Host, HostByteSink, HostByteSource};
+use crate::runtime::bindings::envsync::plugin::streams::{
+    Host, HostByteSink, HostByteSource, HostTransfer,
+};
 use crate::runtime::sandbox::StepState;
 use crate::store::ObjectWriter;
 use crate::store::checksum::{ArtifactReader, ArtifactWriter};
+use std::future::Future as _;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use wasmtime::component::Resource;
@@ -103,6 +107,8 @@ impl ByteSource {
 pub enum SinkKind {
     /// The artifact of a backup; the host commits it after the plugin returns.
     Artifact(ArtifactWriter),
+    /// A chunk of a backup; stored when closed.
+    Chunk(Box<ChunkWriter>),
     /// A child's stdin.
     Pipe(Box<dyn AsyncWrite + Send + Unpin>),
     /// An object being written (`capabilities::objects`): visible only
@@ -151,6 +157,10 @@ impl ByteSink {
         }
         match &mut self.kind {
             SinkKind::Artifact(w) => Ok(w),
+            SinkKind::Chunk(c) => match c.writer() {
+                Some(w) => Ok(w),
+                None => Err(WitError::Io(format!("{} is closed", self.label))),
+            },
             SinkKind::Pipe(w) => Ok(w.as_mut()),
             SinkKind::Object(w) => Ok(w.as_mut()),
             SinkKind::Closed => Err(WitError::Io(format!("{} is closed", self.label))),
@@ -167,6 +177,10 @@ impl ByteSink {
         let written = match &mut self.kind {
             // The artifact's codec task takes the buffer itself, uncopied.
             SinkKind::Artifact(w) => w.write_owned(bytes).await,
+            SinkKind::Chunk(c) => match c.writer() {
+                Some(w) => w.write_owned(bytes).await,
+                None => unreachable!("refused by writer()"),
+            },
             SinkKind::Pipe(w) => w.write_all(&bytes).await,
             SinkKind::Object(w) => w.write_all(&bytes).await,
             SinkKind::Closed | SinkKind::Busy => unreachable!("refused by writer()"),
@@ -194,6 +208,8 @@ impl ByteSink {
         }
         let result = match &mut self.kind {
             SinkKind::Artifact(w) => w.flush().await,
+            // A chunk is complete when closed: store it now.
+            SinkKind::Chunk(c) => return c.close().await.map_err(WitError::Io),
             SinkKind::Pipe(w) => w.shutdown().await,
             SinkKind::Object(_) | SinkKind::Closed | SinkKind::Busy => Ok(()),
         };
@@ -287,19 +303,86 @@ impl HostByteSink for StepState {
 
     async fn drop(&mut self, this: Resource<ByteSink>) -> wasmtime::Result<()> {
         let mut sink = self.table.delete(this)?;
-        // An object the plugin did not close is abandoned, never committed
-        // half-written.
-        if let SinkKind::Object(w) = std::mem::replace(&mut sink.kind, SinkKind::Closed) {
-            w.abort().await;
-            return Ok(());
+        match std::mem::replace(&mut sink.kind, SinkKind::Closed) {
+            // An object the plugin did not close is abandoned, never
+            // committed half-written.
+            SinkKind::Object(w) => w.abort().await,
+            // So is a chunk (its upload aborts): only a close says it is
+            // complete.
+            SinkKind::Chunk(chunk) => drop(chunk),
+            // Dropping a child's stdin must not lose buffered bytes.
+            kind => {
+                sink.kind = kind;
+                let _ = sink.close().await;
+            }
         }
-        // Dropping a child's stdin must not lose buffered bytes.
-        let _ = sink.close().await;
         Ok(())
     }
 }
 
 impl Host for StepState {
+    async fn start_splice(
+        &mut self,
+        input: Resource<ByteSource>,
+        output: Resource<ByteSink>,
+        trailer: Vec<u8>,
+    ) -> HostResult<Resource<Transfer>> {
+        let source = self.table.delete(input)?;
+        let sink = self.table.delete(output)?;
+        if let Err(e) = sink.closed.then_some(()).map_or(Ok(()), |()| {
+            Err(WitError::Io(format!("{} is closed", sink.label)))
+        }) {
+            return Ok(Err(e));
+        }
+        let task = tokio::spawn(run_transfer(source, sink, trailer));
+        let transfer = Transfer {
+            task: Some(task),
+            result: None,
+        };
+        Ok(Ok(self.table.push(transfer)?))
+    }
+
+    async fn wait_any(&mut self, transfers: Vec<Resource<Transfer>>) -> HostResult<u32> {
+        if transfers.is_empty() {
+            return Ok(Err(WitError::InvalidParam(
+                "wait-any needs at least one transfer".into(),
+            )));
+        }
+        // Take the running tasks out of the table to poll them together,
+        // then put back those still running.
+        for (position, t) in transfers.iter().enumerate() {
+            if self.table.get(t)?.task.is_none() {
+                return Ok(Ok(position as u32));
+            }
+        }
+        let mut running = Vec::new();
+        for (position, t) in transfers.iter().enumerate() {
+            if let Some(task) = self.table.get_mut(t)?.task.take() {
+                running.push((position, task));
+            }
+        }
+        let (index, joined) = std::future::poll_fn(|cx| {
+            for (index, (_, task)) in running.iter_mut().enumerate() {
+                if let std::task::Poll::Ready(joined) = std::pin::Pin::new(task).poll(cx) {
+                    return std::task::Poll::Ready((index, joined));
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await;
+        let mut finished = None;
+        for (index_now, (position, task)) in running.into_iter().enumerate() {
+            if index_now == index {
+                finished = Some(position);
+                continue;
+            }
+            self.table.get_mut(&transfers[position])?.task = Some(task);
+        }
+        let position = finished.expect("one finished");
+        self.table.get_mut(&transfers[position])?.settle(joined);
+        Ok(Ok(position as u32))
+    }
+
     async fn splice(
         &mut self,
         input: Resource<ByteSource>,
@@ -326,6 +409,7 @@ impl Host for StepState {
                 };
                 let writer: &mut (dyn AsyncWrite + Send + Unpin) = match &mut sink_kind {
                     SinkKind::Artifact(w) => w,
+                    SinkKind::Chunk(c) => c.writer().expect("checked above"),
                     SinkKind::Pipe(w) => w.as_mut(),
                     SinkKind::Object(w) => w.as_mut(),
                     SinkKind::Closed | SinkKind::Busy => unreachable!("checked above"),
@@ -345,5 +429,89 @@ impl Host for StepState {
             source.eof = true;
         }
         Ok(result)
+    }
+}
+
+/// A copy running on the host's runtime (`start-splice`). Dropping it (the
+/// plugin dropped it, or its sandbox ended) stops the copy; its streams are
+/// dropped with it, so a child sees its input end and a chunk is abandoned.
+pub struct Transfer {
+    task: Option<tokio::task::JoinHandle<Result<u64, WitError>>>,
+    result: Option<Result<u64, WitError>>,
+}
+
+impl Drop for Transfer {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+impl Transfer {
+    fn settle(&mut self, joined: Result<Result<u64, WitError>, tokio::task::JoinError>) {
+        self.task = None;
+        self.result = Some(
+            joined.unwrap_or_else(|e| Err(WitError::Other(format!("the transfer stopped: {e}")))),
+        );
+    }
+}
+
+/// The body of a transfer: copy, verify the source, write the trailer,
+/// close the sink, in that order, so a loader gets the trailer (its commit)
+/// only after the bytes before it proved intact.
+async fn run_transfer(
+    mut source: ByteSource,
+    mut sink: ByteSink,
+    trailer: Vec<u8>,
+) -> Result<u64, WitError> {
+    let from = source.label.clone();
+    let to = sink.label.clone();
+    let copied = {
+        let reader = source.reader()?;
+        let writer = sink.writer()?;
+        copy(reader, writer, &from, &to).await
+    };
+    let copied = match copied {
+        Ok(n) => n,
+        // A stored chunk that cannot be decoded is damaged (or the store
+        // failed): either way nothing read from it may be committed.
+        Err(WitError::Io(message))
+            if message.starts_with("reading ")
+                && matches!(source.kind, SourceKind::Artifact(_)) =>
+        {
+            let damage = source
+                .artifact_mut()
+                .and_then(|r| r.damage())
+                .unwrap_or(message);
+            return Err(WitError::Integrity(format!(
+                "{damage}; {from} is damaged or unreadable: restore another backup (--artifact) \
+                 or make a new one"
+            )));
+        }
+        Err(e) => return Err(e),
+    };
+    source.eof = true;
+    source.verify().await?;
+    if !trailer.is_empty() {
+        sink.write(trailer).await?;
+    }
+    sink.close().await?;
+    Ok(copied)
+}
+
+impl HostTransfer for StepState {
+    async fn wait(&mut self, this: Resource<Transfer>) -> HostResult<u64> {
+        let transfer = self.table.get_mut(&this)?;
+        if let Some(task) = transfer.task.as_mut() {
+            let joined = task.await;
+            transfer.settle(joined);
+        }
+        Ok(transfer.result.clone().expect("settled above"))
+    }
+
+    async fn drop(&mut self, this: Resource<Transfer>) -> wasmtime::Result<()> {
+        self.table.delete(this)?;
+        Ok(())
     }
 }

@@ -61,6 +61,7 @@ const IN_THE_CONFIG: &[(&str, &str)] = &[
     ("read_only_stores", "upper_store in [environment]"),
     ("max_runtime", "max_runtime on each [[task.step]]"),
     ("memory_cap_mib", "memory_cap_mib in [[task]]"),
+    ("jobs", "jobs in [[task]]"),
     ("allow_programs", "allow_programs in [[task]]"),
     ("params", "params in [[task]] or [[task.step]]"),
     ("identities", "identity on the restore step"),
@@ -189,6 +190,9 @@ pub struct RunArgs {
     /// Cap on the plugin's memory, in MiB (16 to 65536) [default: 256].
     #[arg(long, value_parser = clap::value_parser!(u64).range(*request::MEMORY_CAP_MIB.start()..=*request::MEMORY_CAP_MIB.end()))]
     pub memory_cap_mib: Option<u64>,
+    /// Sessions the plugin may run at once (backup and restore of chunked artifacts) [default: the number of cores, at most 4].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=request::MAX_JOBS as i64))]
+    pub jobs: Option<u32>,
     /// Allow only these of the plugin's declared programs (repeatable) [default: all it declares].
     #[arg(long = "allow-program", value_name = "PROGRAM")]
     pub allow_programs: Vec<String>,
@@ -359,6 +363,7 @@ impl RunArgs {
         inputs.script = self.script.clone();
         inputs.max_runtime = self.max_runtime;
         inputs.memory_cap_mib = self.memory_cap_mib;
+        inputs.jobs = self.jobs;
         inputs.allow_programs =
             (!self.allow_programs.is_empty()).then(|| self.allow_programs.clone());
         inputs.sanitise = self.sanitise()?;

@@ -118,6 +118,8 @@ pub struct Task {
     pub source: Option<DatabaseSpec>,
     pub steps: Vec<StepSpec>,
     pub memory_cap_mib: Option<u64>,
+    /// Sessions a step may run at once (`jobs`); None: automatic.
+    pub jobs: Option<u32>,
     pub allow_programs: Option<Vec<String>>,
     /// `[task.sanitise]`: backups and copies of this task pass their rows
     /// through a sanitiser.
@@ -449,6 +451,7 @@ const TASK_FIELDS: &[&str] = &[
     "source",
     "step",
     "memory_cap_mib",
+    "jobs",
     "allow_programs",
     "sanitise",
 ];
@@ -908,6 +911,13 @@ impl Reader<'_, '_> {
         let memory_cap_mib = f
             .integer(&mut self.report, "memory_cap_mib", memory_caps())
             .map(|n| n.value as u64);
+        let jobs = f
+            .integer(
+                &mut self.report,
+                "jobs",
+                1..=crate::jobs::request::MAX_JOBS as i64,
+            )
+            .map(|n| n.value as u32);
         let allow_programs = f.has("allow_programs").then(|| {
             f.strings(&mut self.report, "allow_programs")
                 .into_iter()
@@ -955,6 +965,7 @@ impl Reader<'_, '_> {
             source,
             steps,
             memory_cap_mib,
+            jobs,
             allow_programs,
             sanitise,
             line,

@@ -99,6 +99,8 @@ pub struct StepInputs {
     pub memory_cap_mib: Option<u64>,
     /// Unset: every program the plugin declares.
     pub allow_programs: Option<Vec<String>>,
+    /// Sessions the plugin may run at once; unset: [`automatic_jobs`].
+    pub jobs: Option<u32>,
     /// Backup and copy: sanitise the rows.
     pub sanitise: Option<SanitiseSpec>,
 }
@@ -130,6 +132,7 @@ impl StepInputs {
             max_runtime: None,
             memory_cap_mib: None,
             allow_programs: None,
+            jobs: None,
             sanitise: None,
         }
     }
@@ -325,6 +328,17 @@ impl StepInputs {
     }
 }
 
+/// Most sessions a step may run at once: each costs the host a bounded
+/// transfer buffer (docs/decisions/0019), and the server a backend.
+pub const MAX_JOBS: u32 = 32;
+
+/// The default of `jobs`: one session per core, at most 4 (beyond that a
+/// restore's gain depends on the target server, which the operator knows).
+pub fn automatic_jobs() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.clamp(1, 4) as u32
+}
+
 /// The request for `inputs`: checks what belongs to the operation, reads
 /// passwords, recipients files, rules and salt, and fills the defaults.
 pub fn build(inputs: StepInputs) -> Result<StepRequest> {
@@ -332,6 +346,8 @@ pub fn build(inputs: StepInputs) -> Result<StepRequest> {
     let o = inputs.origin;
     let mut job = JobContext {
         params: inputs.params.clone(),
+        jobs: inputs.jobs.unwrap_or_else(automatic_jobs),
+        jobs_chosen: inputs.jobs.is_some(),
         ..Default::default()
     };
     let main = inputs.connection(&inputs.database, "database")?;
@@ -596,9 +612,9 @@ mod tests {
             ),
             (
                 "copy from another server, limits",
-                "memory_cap_mib = 128\nallow_programs = [\"pg_dump\", \"psql\"]\n[task.source]\nhost = \"db1.prod\"\nname = \"shop\"\npassword_file = \"{src.pw}\"",
+                "memory_cap_mib = 128\njobs = 3\nallow_programs = [\"pg_dump\", \"psql\"]\n[task.source]\nhost = \"db1.prod\"\nname = \"shop\"\npassword_file = \"{src.pw}\"",
                 "op = \"copy\"".into(),
-                "--op copy --source-database shop --source-host db1.prod --source-password-file {src.pw} --memory-cap-mib 128 --allow-program pg_dump --allow-program psql".into(),
+                "--op copy --source-database shop --source-host db1.prod --source-password-file {src.pw} --memory-cap-mib 128 --jobs 3 --allow-program pg_dump --allow-program psql".into(),
             ),
             (
                 "sanitised backup",

@@ -62,6 +62,7 @@ pub fn step_inputs(
     inputs.script = step.script.clone();
     inputs.max_runtime = Some(step.max_runtime);
     inputs.memory_cap_mib = task.memory_cap_mib;
+    inputs.jobs = task.jobs;
     inputs.allow_programs = task.allow_programs.clone();
     // `[task.sanitise]` is the task's: it applies to its backups and copies.
     if matches!(step.op, StepOp::Backup | StepOp::Copy) {

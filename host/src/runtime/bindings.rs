@@ -8,6 +8,7 @@ wasmtime::component::bindgen!({
     with: {
         "envsync:plugin/streams.byte-source": crate::capabilities::streams::ByteSource,
         "envsync:plugin/streams.byte-sink": crate::capabilities::streams::ByteSink,
+        "envsync:plugin/streams.transfer": crate::capabilities::streams::Transfer,
         "envsync:plugin/process.child": crate::capabilities::process::ChildProcess,
     },
 });

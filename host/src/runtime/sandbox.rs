@@ -143,6 +143,8 @@ pub struct StepState {
     pub(crate) sanitised_rows: Option<Box<crate::capabilities::sanitised_rows::SanitisedRows>>,
     /// Where the plugin's `log.progress` goes (besides the log).
     pub(crate) progress: Option<crate::progress::Tracker>,
+    /// The chunks of the artifact being written or restored.
+    pub(crate) chunks: crate::capabilities::chunks::ChunkAccess,
 }
 
 impl StepState {
@@ -174,6 +176,7 @@ impl StepState {
             objects: Default::default(),
             sanitised_rows: None,
             progress: None,
+            chunks: Default::default(),
         }
     }
 

@@ -5,13 +5,14 @@
 use super::checksum::{self, ArtifactReader, ArtifactWriter, Digested};
 use super::codec::{Codec, Identities};
 use super::layout::{self, artifact_time, manifest_key, pointer_key};
-use super::manifest::Manifest;
+use super::manifest::{Chunk, Manifest};
 use super::{ObjectMeta, ObjectStore};
 use crate::failure::{Failure, Kind};
 use anyhow::{Context, Result};
 use chrono::Utc;
 use std::sync::Arc;
 
+#[derive(Clone)]
 pub struct Catalog {
     store: Arc<dyn ObjectStore>,
 }
@@ -123,12 +124,94 @@ impl Catalog {
         Ok(manifest)
     }
 
-    /// Removes an uploaded artifact that will not be published.
+    /// Removes an uploaded artifact that will not be published, and its chunks.
     pub async fn discard(&self, uploaded: Uploaded) -> Result<()> {
+        self.discard_chunks(&uploaded.key).await?;
         self.store
             .delete(&uploaded.key)
             .await
             .with_context(|| format!("removing the unpublished {}", uploaded.key))
+    }
+
+    /// Starts the upload of chunk `name` of the artifact at `artifact_key`
+    /// (not yet published), encoded like the artifact.
+    pub async fn begin_chunk(
+        &self,
+        artifact_key: &str,
+        name: &str,
+        codec: &Codec,
+    ) -> Result<ArtifactWriter> {
+        layout::check_chunk_name(name).map_err(|e| Failure::new(Kind::Plugin, e))?;
+        let key = layout::chunk_key(artifact_key, name);
+        let writer = self.store.create(&key).await?;
+        ArtifactWriter::new(key, writer, codec)
+    }
+
+    /// Re-reads every chunk of the artifact at `artifact_key` and checks it
+    /// is stored as written, as [`Self::upload`] does for the main stream.
+    pub async fn verify_chunks(&self, artifact_key: &str, chunks: &[Chunk]) -> Result<()> {
+        for chunk in chunks {
+            let key = layout::chunk_key(artifact_key, &chunk.name);
+            let stored = checksum::digest(self.store.open(&key).await?)
+                .await
+                .with_context(|| format!("re-reading {key} to verify it"))?;
+            if stored.size != chunk.size || stored.sha256 != chunk.sha256 {
+                anyhow::bail!(
+                    "chunk {key} in {} does not read back as written (wrote {} bytes sha256 {}, \
+                     read {} bytes sha256 {}); the pointer was not moved",
+                    self.store.location(),
+                    chunk.size,
+                    chunk.sha256,
+                    stored.size,
+                    stored.sha256
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes whatever chunks are stored for the artifact at `artifact_key`
+    /// (an unpublished backup's, or a pruned artifact's).
+    pub async fn discard_chunks(&self, artifact_key: &str) -> Result<()> {
+        for object in self.store.list(&layout::chunk_prefix(artifact_key)).await? {
+            self.store
+                .delete(&object.key)
+                .await
+                .with_context(|| format!("removing chunk {}", object.key))?;
+        }
+        Ok(())
+    }
+
+    /// Streams chunk `name` of `manifest`'s artifact decoded, checked
+    /// against its manifest entry by the reader's `verify`.
+    pub async fn open_chunk(
+        &self,
+        manifest: &Manifest,
+        name: &str,
+        identities: &Identities,
+    ) -> Result<ArtifactReader, String> {
+        let Some(chunk) = manifest.chunks.iter().find(|c| c.name == name) else {
+            return Err(format!(
+                "artifact {} has no chunk {name:?} (it has {})",
+                manifest.key,
+                manifest.chunks.len()
+            ));
+        };
+        let codec = Codec::from_manifest(&manifest.compression, manifest.encryption.as_deref())
+            .map_err(|e| format!("{}: {e:#}", manifest.key))?;
+        let key = layout::chunk_key(&manifest.key, name);
+        let reader = self
+            .store
+            .open(&key)
+            .await
+            .map_err(|e| format!("opening chunk {key}: {e:#}"))?;
+        let expected = Digested {
+            size: chunk.size,
+            sha256: chunk.sha256.clone(),
+        };
+        ArtifactReader::new(key, reader, expected, &codec, identities)
+            .await
+            .map_err(|e| format!("{e:#}"))
     }
 
     /// The key the pointer of `database` from `instance` names, if any.
@@ -260,6 +343,7 @@ impl Catalog {
         }
         if !dry_run {
             for item in &doomed {
+                self.discard_chunks(&item.key).await?;
                 self.store.delete(&item.key).await?;
                 self.store.delete(&manifest_key(&item.key)).await?;
                 tracing::info!("deleted {}", item.key);

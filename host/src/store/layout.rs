@@ -31,6 +31,34 @@ pub fn pointer_key(instance: &str, database: &str) -> String {
     format!("{instance}/latest-{database}.txt")
 }
 
+/// Where chunk `name` of the artifact at `artifact_key` is stored: in a
+/// folder beside it, so listing and pruning see one artifact.
+pub fn chunk_key(artifact_key: &str, name: &str) -> String {
+    format!("{}{name}", chunk_prefix(artifact_key))
+}
+
+/// The folder of an artifact's chunks.
+pub fn chunk_prefix(artifact_key: &str) -> String {
+    format!("{artifact_key}.chunks/")
+}
+
+/// Refuses a chunk name a plugin gave that is not a plain short name (it
+/// becomes part of a store key).
+pub fn check_chunk_name(name: &str) -> Result<(), String> {
+    let plain = (1..=100).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if plain {
+        Ok(())
+    } else {
+        Err(format!(
+            "chunk name {name:?} is not usable: use 1 to 100 of A-Z a-z 0-9 . _ -, not starting with '.'"
+        ))
+    }
+}
+
 pub fn manifest_key(artifact_key: &str) -> String {
     format!("{artifact_key}{MANIFEST_SUFFIX}")
 }
@@ -39,7 +67,10 @@ pub fn manifest_key(artifact_key: &str) -> String {
 /// `database` (any extension).
 pub fn artifact_time(key: &str, database: Option<&str>) -> Option<DateTime<Utc>> {
     let name = key.rsplit('/').next()?;
-    if name.ends_with(MANIFEST_SUFFIX) || name.len() <= TIMESTAMP_LEN + 1 {
+    if name.ends_with(MANIFEST_SUFFIX)
+        || name.len() <= TIMESTAMP_LEN + 1
+        || key.contains(".chunks/")
+    {
         return None;
     }
     let (stamp, rest) = name.split_at(TIMESTAMP_LEN);
@@ -72,6 +103,13 @@ mod tests {
         assert_eq!(artifact_time(&key, Some("sho")), None);
         assert_eq!(artifact_time(&manifest_key(&key), None), None);
         assert_eq!(artifact_time("db1.prod/latest-shop.txt", None), None);
+        // A chunk named like an artifact is still not one.
+        let chunk = chunk_key(&key, "2026-11-21T101500Z-shop.pgdump");
+        assert_eq!(artifact_time(&chunk, None), None);
+        assert!(check_chunk_name("data-0001.t").is_ok());
+        assert!(check_chunk_name("../x").is_err());
+        assert!(check_chunk_name(".x").is_err());
+        assert!(check_chunk_name("").is_err());
     }
 
     #[test]

@@ -24,6 +24,20 @@ pub struct Manifest {
     pub created_at: DateTime<Utc>,
     pub source: Source,
     pub envsync_version: String,
+    /// The chunks of a chunked artifact (docs/decisions/0019), in the order
+    /// the backup created them; empty for a single-stream artifact. Each is
+    /// one object under [`crate::store::layout::chunk_key`], encoded like
+    /// the main stream, with its own size and checksum.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<Chunk>,
+}
+
+/// One chunk of a chunked artifact, as stored.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Chunk {
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
 }
 
 /// Where the dumped database lived.

@@ -34,6 +34,8 @@ pub enum Kind {
     Custom,
     /// A plain SQL dump of one database (sanitised backups), loaded with psql.
     Plain,
+    /// The plan of a chunked artifact (`plan`), whose chunks the host holds.
+    Chunked,
 }
 
 /// Ok when `head` starts a custom-format archive or a plain SQL dump of one
@@ -53,6 +55,9 @@ pub fn kind(head: &[u8]) -> Result<Kind, String> {
     }
     if head.starts_with(MAGIC) {
         return check_archive_header(head).map(|()| Kind::Custom);
+    }
+    if head.starts_with(crate::plan::MAGIC) {
+        return Ok(Kind::Chunked);
     }
     let text = sniff::text_start(head);
     match sniff::identify(head) {

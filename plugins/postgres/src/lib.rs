@@ -7,16 +7,21 @@
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod alloc;
 mod backup;
+mod chunked_backup;
+mod chunked_restore;
 mod copy;
 mod copydata;
 mod flags;
 mod format_check;
 mod names;
+mod plan;
+mod post_data;
 mod programs;
 mod restore;
 mod sanitised;
 mod sanitised_backup;
 mod schema;
+mod sessions;
 mod settings;
 mod sql;
 mod swap;
@@ -112,7 +117,22 @@ impl Engine for Postgres {
     }
 
     fn backup(artifact: &ByteSink) -> Result<(), Error> {
-        backup::backup(artifact)
+        // `--jobs` makes a chunked artifact (docs/decisions/0019); without
+        // it, or with pg_dump flags of the operator's, the backup stays one
+        // pg_dump stream.
+        let parallelism = envsync_plugin_sdk::job::parallelism();
+        if !parallelism.chosen {
+            return backup::backup(artifact);
+        }
+        if settings::custom_dump_flags() {
+            envsync_plugin_sdk::warn(
+                "dump-flags is set: a chunked backup cannot honour arbitrary pg_dump flags, so \
+                 this backup is one pg_dump stream (--jobs applies to restores only)",
+            );
+            return backup::backup(artifact);
+        }
+        let jobs = parallelism.jobs as usize;
+        chunked_backup::backup(artifact, jobs, settings::chunk_blocks()?)
     }
 
     fn backup_structure(part: StructurePart, artifact: &ByteSink) -> Result<(), Error> {

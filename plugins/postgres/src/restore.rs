@@ -16,6 +16,9 @@ const HEAD: usize = 4096;
 pub fn restore(artifact: &ByteSource) -> Result<(), Error> {
     let head = read_head(artifact, HEAD)?;
     let kind = format_check::kind(&head).map_err(Error::BadArtifact)?;
+    if kind == Kind::Chunked {
+        return crate::chunked_restore::restore(artifact, &head);
+    }
     replace_target(|job| {
         if kind == Kind::Plain {
             return sanitised::load_plain(job, &head, artifact);

@@ -200,7 +200,7 @@ pub fn load_plain(job: &Replacement, head: &[u8], artifact: &ByteSource) -> Resu
 }
 
 /// `\restrict KEY` / `\unrestrict KEY` as pg_dump writes them.
-fn is_restrict_line(line: &[u8]) -> bool {
+pub fn is_restrict_line(line: &[u8]) -> bool {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let key = line
         .strip_prefix(b"\\restrict ")

@@ -48,6 +48,18 @@ const PARAMS: &[(&str, &str, Option<&str>)] = &[
         Some("postgres"),
     ),
     (
+        "maintenance-work-mem",
+        "maintenance_work_mem of each session building indexes and constraints in a \
+         parallel restore of a chunked artifact (each of the --jobs sessions may use this much).",
+        Some("256MB"),
+    ),
+    (
+        "chunk-mib",
+        "Chunked backups: tables larger than this many MiB are split into block ranges of \
+         about this size, so one big table loads with several sessions.",
+        Some("256"),
+    ),
+    (
         "disable-triggers",
         "Load with session_replication_role=replica so triggers and foreign-key checks do not \
          fire during the restore (needs a superuser, or SET privilege on that parameter).",
@@ -83,6 +95,7 @@ pub struct LoadSettings {
     pub owner: Option<String>,
     pub restore_flags: Vec<String>,
     pub disable_triggers: bool,
+    pub maintenance_work_mem: String,
     pub maintenance_db: String,
     pub swap_retries: u32,
     pub swap_retry_delay: Duration,
@@ -102,9 +115,42 @@ impl LoadSettings {
             owner: param("owner"),
             restore_flags: restore_flags()?,
             disable_triggers: param_bool("disable-triggers", true)?,
+            maintenance_work_mem: memory_setting()?,
             maintenance_db: param_or("maintenance-database", "postgres"),
             swap_retries,
             swap_retry_delay: Duration::from_millis(param_number("swap-retry-delay-ms", 1000)?),
         })
     }
+}
+
+/// `maintenance-work-mem`, checked to be a plain size (it goes into
+/// PGOPTIONS, where a space would start another option).
+fn memory_setting() -> Result<String, Error> {
+    let value = param_or("maintenance-work-mem", "256MB");
+    let plain =
+        !value.is_empty() && value.len() <= 16 && value.bytes().all(|b| b.is_ascii_alphanumeric());
+    if plain {
+        Ok(value)
+    } else {
+        Err(Error::InvalidParam(format!(
+            "parameter maintenance-work-mem {value:?} is not a size such as 256MB or 1GB"
+        )))
+    }
+}
+
+/// `chunk-mib` in blocks of 8 KiB (PostgreSQL's default block size).
+pub fn chunk_blocks() -> Result<u64, Error> {
+    let mib: u64 = param_number("chunk-mib", 256)?;
+    if mib == 0 {
+        return Err(Error::InvalidParam(
+            "parameter chunk-mib must be at least 1".into(),
+        ));
+    }
+    Ok(mib * 128)
+}
+
+/// True when the operator set `dump-flags`: a chunked backup cannot honour
+/// arbitrary pg_dump flags, so the backup stays one pg_dump stream.
+pub fn custom_dump_flags() -> bool {
+    param("dump-flags").is_some()
 }

@@ -16,6 +16,25 @@ use std::thread;
 /// scratch database, flags); it must run one to success and check its input
 /// (e.g. `artifact.verify()`), or return the error that stops the swap.
 pub fn replace_target(load: impl FnOnce(&Replacement) -> Result<(), Error>) -> Result<(), Error> {
+    replace(None, |job, _| load(job))
+}
+
+/// [`replace_target`] for a load that can resume: when the scratch
+/// database holds an earlier, interrupted load of the artifact `id` (its
+/// bookkeeping says so, see `chunked_restore`), it is kept and `load` gets
+/// `true`; and when `load` fails for any reason but a damaged artifact, the
+/// scratch database is kept for the rerun instead of dropped.
+pub fn replace_target_resumable(
+    id: &str,
+    load: impl FnOnce(&Replacement, bool) -> Result<(), Error>,
+) -> Result<(), Error> {
+    replace(Some(id), load)
+}
+
+fn replace(
+    resume_id: Option<&str>,
+    load: impl FnOnce(&Replacement, bool) -> Result<(), Error>,
+) -> Result<(), Error> {
     let target = connection("target")?.database;
     let names = Names::for_target(&target).map_err(Error::InvalidParam)?;
     let settings = LoadSettings::read()?;
@@ -30,31 +49,51 @@ pub fn replace_target(load: impl FnOnce(&Replacement) -> Result<(), Error>) -> R
     let job = Replacement { names, settings };
 
     let existed = job.target_exists()?;
-    info(format!(
-        "{} database {:?}: loading into scratch database {:?} first",
-        if existed { "replacing" } else { "creating" },
-        job.names.target,
-        job.names.scratch
-    ));
-    job.psql(&sql::prepare_scratch(&job.names.scratch, &job.names.old))
-        .map_err(|e| {
-            e.context(format!(
-                "could not create scratch database {:?}",
-                job.names.scratch
-            ))
-        })
-        .map_err(|e| job.unchanged(e, existed))?;
+    let resumed = resume_id.is_some_and(|id| job.holds_load_of(id));
+    if resumed {
+        info(format!(
+            "{} database {:?}: resuming the interrupted load in scratch database {:?}",
+            if existed { "replacing" } else { "creating" },
+            job.names.target,
+            job.names.scratch
+        ));
+    } else {
+        info(format!(
+            "{} database {:?}: loading into scratch database {:?} first",
+            if existed { "replacing" } else { "creating" },
+            job.names.target,
+            job.names.scratch
+        ));
+        job.psql(&sql::prepare_scratch(&job.names.scratch, &job.names.old))
+            .map_err(|e| {
+                e.context(format!(
+                    "could not create scratch database {:?}",
+                    job.names.scratch
+                ))
+            })
+            .map_err(|e| job.unchanged(e, existed))?;
+    }
 
     // With an `owner`, pg_restore creates objects as that role (--role), so
     // it must own the database, and thereby the public schema, before the
     // load. Otherwise the connecting user loads into its own database and
     // hands it to the replaced database's owner afterwards.
     let loaded = match &job.settings.owner {
-        Some(owner) => job.give_to(owner).and_then(|()| load(&job)),
-        None => load(&job).and_then(|()| job.keep_owner()),
+        Some(owner) if resumed => load(&job, resumed).and_then(|()| job.give_to(owner)),
+        Some(owner) => job.give_to(owner).and_then(|()| load(&job, resumed)),
+        None => load(&job, resumed).and_then(|()| job.keep_owner()),
     };
     if let Err(e) = loaded {
-        job.drop_scratch();
+        let damaged = matches!(e, Error::Integrity(_) | Error::BadArtifact(_));
+        if resume_id.is_some() && !damaged {
+            warn(format!(
+                "kept scratch database {:?} with what was loaded so far: running the same \
+                 restore again resumes it (a restore of another artifact drops it)",
+                job.names.scratch
+            ));
+        } else {
+            job.drop_scratch();
+        }
         return Err(job.unchanged(job.hint(e), existed));
     }
 
@@ -85,6 +124,51 @@ pub struct Replacement {
 impl Replacement {
     fn psql(&self, script: &str) -> Result<String, Error> {
         run_psql(&self.settings.maintenance_db, script)
+    }
+
+    /// Runs `script` with psql in the scratch database.
+    pub fn scratch_psql(&self, script: &str) -> Result<String, Error> {
+        run_psql(&self.names.scratch, script)
+    }
+
+    /// True when the scratch database holds an interrupted load of the
+    /// artifact `id` that got past its schema (see `chunked_restore`).
+    fn holds_load_of(&self, id: &str) -> bool {
+        let exists = self
+            .psql(&sql::exists(&self.names.scratch))
+            .is_ok_and(|out| !out.trim().is_empty());
+        exists
+            && self
+                .scratch_psql(&crate::chunked_restore::resumable_id_query())
+                .is_ok_and(|out| out.strip_suffix('\n').unwrap_or(&out) == id)
+    }
+
+    /// psql running a script from stdin in the scratch database, one
+    /// session of a parallel load: triggers quiet as for pg_restore,
+    /// commits not waiting for the disk (the scratch database is not live
+    /// until the swap, and a crash only means a rerun), more memory for
+    /// index builds. With the text to send first (its application name,
+    /// `SET ROLE` of `owner`).
+    pub fn psql_session(&self) -> (Command, String) {
+        let mut options = format!(
+            "-c synchronous_commit=off -c maintenance_work_mem={}",
+            self.settings.maintenance_work_mem
+        );
+        if self.settings.disable_triggers {
+            options.push_str(" -c session_replication_role=replica");
+        }
+        let cmd = Command::new("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
+            .arg(format!("--dbname={}", sql::conninfo(&self.names.scratch)))
+            .args(["-f", "-"])
+            .connection("target")
+            .env("PGOPTIONS", &options);
+        // Named so operators (and tests) can tell the load sessions apart.
+        let mut preamble = "SET application_name = 'envsync-restore';\n".to_string();
+        if let Some(owner) = &self.settings.owner {
+            preamble.push_str(&format!("SET ROLE {};\n", sql::ident(owner)));
+        }
+        (cmd, preamble)
     }
 
     fn target_exists(&self) -> Result<bool, Error> {

@@ -196,6 +196,8 @@ pub mod sanitiser;
 pub mod sniff;
 
 #[cfg(feature = "engine")]
+pub use bindings::envsync::plugin::chunks::{self, ChunkInfo};
+#[cfg(feature = "engine")]
 pub use bindings::envsync::plugin::job::{self, ConnectionInfo};
 #[cfg(feature = "engine")]
 pub use bindings::envsync::plugin::log::{self, Level};
@@ -204,7 +206,9 @@ pub use bindings::envsync::plugin::objects;
 #[cfg(feature = "engine")]
 pub use bindings::envsync::plugin::process::{self, Child, ExitStatus, Stdio};
 #[cfg(feature = "engine")]
-pub use bindings::envsync::plugin::streams::{self, ByteSink, ByteSource, splice};
+pub use bindings::envsync::plugin::streams::{
+    self, ByteSink, ByteSource, Transfer, splice, start_splice, wait_any,
+};
 #[cfg(feature = "engine")]
 pub use bindings::envsync::plugin::types::{
     ArtifactFormat, ColumnInfo, CredentialEnv, Error, Operation, ParamInfo, PluginInfo, RowBatch,

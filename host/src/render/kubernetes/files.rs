@@ -686,6 +686,7 @@ impl Builder<'_, '_, '_> {
             source,
             steps,
             memory_cap_mib: _,
+            jobs: _,
             allow_programs: _,
             sanitise,
             line: _,

@@ -1,0 +1,251 @@
+//! Restoring a chunked artifact (docs/decisions/0019) into the scratch
+//! database: the schema before the data, then the data chunks with `jobs`
+//! sessions at once, then indexes and constraints with `jobs` sessions,
+//! then the rest of the schema; the swap is `swap`'s.
+//!
+//! Resume: the scratch database holds a bookkeeping schema naming the
+//! artifact and every chunk (and post-data entry) already committed. Each
+//! chunk's row is inserted in the same transaction as its COPY, so a chunk
+//! is either loaded and recorded or neither; a rerun of the same artifact
+//! skips what is recorded. The schema is dropped before the swap.
+
+use crate::plan::{DataChunk, Plan};
+use crate::post_data::{self, Entry};
+use crate::sessions::{self, Session};
+use crate::sql::literal;
+use crate::swap::{Replacement, replace_target_resumable};
+use envsync_plugin_sdk::{ByteSource, Error, chunks, info, job, read_all, start_splice, write_all};
+use std::collections::BTreeSet;
+
+/// The bookkeeping schema in the scratch database.
+const BOOKKEEPING: &str = "envsync_restore";
+/// Largest plan or post-data section read into memory.
+const TEXT_LIMIT: usize = 256 << 20;
+
+/// Session settings the rows are dumped and loaded with on both sides, so
+/// their text form does not depend on server or client defaults (as
+/// pg_dump sets them). Row security off: a dump never silently skips rows
+/// (it fails instead).
+pub const SESSION_SETTINGS: &str = "SET datestyle = ISO;\nSET intervalstyle = postgres;\n\
+SET extra_float_digits = 3;\nSET row_security = off;\n";
+
+/// [`SESSION_SETTINGS`] with the source's encoding as client encoding,
+/// so COPY text is read as it was written.
+pub fn session_settings(encoding: &str) -> String {
+    format!(
+        "{SESSION_SETTINGS}SET client_encoding TO {};\n",
+        literal(encoding)
+    )
+}
+
+/// Prints the artifact id when the scratch database is resumable: the
+/// bookkeeping exists and the schema before the data was loaded.
+pub fn resumable_id_query() -> String {
+    format!(
+        "SELECT id FROM {BOOKKEEPING}.artifact \
+         WHERE EXISTS (SELECT 1 FROM {BOOKKEEPING}.loaded WHERE name = 'pre-data');\n"
+    )
+}
+
+pub fn restore(artifact: &ByteSource, head: &[u8]) -> Result<(), Error> {
+    let mut text = head.to_vec();
+    text.extend(read_all(artifact, TEXT_LIMIT)?);
+    artifact.verify()?;
+    let plan = Plan::parse(&text).map_err(Error::BadArtifact)?;
+    let stored: BTreeSet<String> = chunks::contents()?.into_iter().map(|c| c.name).collect();
+    let named = [&plan.pre_data, &plan.sequences, &plan.post_data]
+        .into_iter()
+        .chain(plan.data.iter().map(|d| &d.chunk));
+    for name in named {
+        if !stored.contains(name) {
+            return Err(Error::BadArtifact(format!(
+                "the artifact's plan names chunk {name:?}, which the artifact does not hold; \
+                 restore another backup"
+            )));
+        }
+    }
+    let jobs = job::parallelism().jobs.max(1) as usize;
+    replace_target_resumable(&plan.id, |job, resumed| load(job, &plan, jobs, resumed))
+}
+
+fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<(), Error> {
+    if !resumed {
+        job.scratch_psql(&bookkeeping_setup(&plan.id))?;
+        info("loading the schema (pre-data)");
+        restore_section(job, &plan.pre_data)?;
+        mark(job, &plan.pre_data)?;
+    }
+    let done = loaded(job)?;
+    let pending: Vec<&DataChunk> = plan
+        .data
+        .iter()
+        .filter(|d| !done.contains(&d.chunk))
+        .collect();
+    if resumed {
+        info(format!(
+            "resuming: {} of {} data chunks were already loaded and are skipped",
+            plan.data.len() - pending.len(),
+            plan.data.len()
+        ));
+    }
+    info(format!(
+        "loading {} data chunks with {jobs} session(s)",
+        pending.len()
+    ));
+    sessions::run(jobs, pending, |chunk| start_copy(job, plan, chunk))?;
+    if !done.contains(&plan.sequences) {
+        restore_section(job, &plan.sequences)?;
+        mark(job, &plan.sequences)?;
+    }
+    post_data(job, plan, jobs, &done)?;
+    job.scratch_psql(&format!("DROP SCHEMA {BOOKKEEPING} CASCADE;\n"))?;
+    Ok(())
+}
+
+fn bookkeeping_setup(id: &str) -> String {
+    format!(
+        "CREATE SCHEMA {BOOKKEEPING};\n\
+         CREATE TABLE {BOOKKEEPING}.artifact (id text NOT NULL);\n\
+         INSERT INTO {BOOKKEEPING}.artifact VALUES ({});\n\
+         CREATE TABLE {BOOKKEEPING}.loaded (name text PRIMARY KEY, at timestamptz DEFAULT now());\n",
+        literal(id)
+    )
+}
+
+fn mark_sql(name: &str) -> String {
+    format!(
+        "INSERT INTO {BOOKKEEPING}.loaded (name) VALUES ({});\n",
+        literal(name)
+    )
+}
+
+fn mark(job: &Replacement, name: &str) -> Result<(), Error> {
+    job.scratch_psql(&mark_sql(name)).map(drop)
+}
+
+/// Names of the chunks and entries already committed.
+fn loaded(job: &Replacement) -> Result<BTreeSet<String>, Error> {
+    let out = job.scratch_psql(&format!("SELECT name FROM {BOOKKEEPING}.loaded;\n"))?;
+    Ok(out.lines().map(str::to_string).collect())
+}
+
+/// pg_restore of a custom-format section chunk in one transaction.
+fn restore_section(job: &Replacement, chunk: &str) -> Result<(), Error> {
+    let source = chunks::open(chunk)?;
+    sessions::run(1, [source], |source| {
+        let mut child = job
+            .pg_restore()
+            .arg("--single-transaction")
+            .stdin_piped()
+            .spawn()?;
+        let stdin = child.take_stdin()?;
+        let transfer = start_splice(source, stdin, &[])?;
+        Ok(Session {
+            label: format!("pg_restore of chunk {chunk}"),
+            child,
+            transfer,
+        })
+    })
+}
+
+/// One data chunk: its COPY and its bookkeeping row in one transaction,
+/// committed only after the host verified the chunk (the trailer).
+fn start_copy(job: &Replacement, plan: &Plan, chunk: &DataChunk) -> Result<Session, Error> {
+    let source = chunks::open(&chunk.chunk)?;
+    let (cmd, preamble) = job.psql_session();
+    let mut child = cmd.stdin_piped().spawn()?;
+    let stdin = child.take_stdin()?;
+    let columns = if chunk.columns.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", chunk.columns)
+    };
+    let script = format!(
+        "{preamble}{}BEGIN;\n{}COPY {}{columns} FROM STDIN;\n",
+        session_settings(&plan.encoding),
+        mark_sql(&chunk.chunk),
+        chunk.table
+    );
+    write_all(&stdin, script.as_bytes())?;
+    let transfer = start_splice(source, stdin, b"\\.\nCOMMIT;\n")?;
+    Ok(Session {
+        label: format!("loading chunk {} into {}", chunk.chunk, chunk.table),
+        child,
+        transfer,
+    })
+}
+
+/// Indexes and constraints with `jobs` sessions, then everything else in
+/// pg_dump's order; each entry commits with its bookkeeping row.
+fn post_data(
+    job: &Replacement,
+    plan: &Plan,
+    jobs: usize,
+    done: &BTreeSet<String>,
+) -> Result<(), Error> {
+    let source = chunks::open(&plan.post_data)?;
+    let text = read_all(&source, TEXT_LIMIT)?;
+    source.verify()?;
+    let text = String::from_utf8(text)
+        .map_err(|_| Error::BadArtifact("the post-data chunk is not UTF-8 text".into()))?;
+    let (setup, entries) = post_data::split(&text);
+    let numbered: Vec<(String, Entry)> = entries
+        .into_iter()
+        .enumerate()
+        .map(|(n, e)| (format!("{}-{n:05}", plan.post_data), e))
+        .filter(|(name, _)| !done.contains(name))
+        .collect();
+    let (independent, rest): (Vec<_>, Vec<_>) =
+        numbered.into_iter().partition(|(_, e)| e.independent());
+    info(format!(
+        "building {} indexes and constraints with {jobs} session(s), then {} other entries",
+        independent.len(),
+        rest.len()
+    ));
+    // Spread the independent entries over the sessions; each session runs
+    // its share in order.
+    let sessions_count = jobs.min(independent.len()).max(1);
+    let mut scripts = vec![Vec::new(); sessions_count];
+    for (i, entry) in independent.into_iter().enumerate() {
+        scripts[i % sessions_count].push(entry);
+    }
+    run_scripts(job, &setup, scripts)?;
+    run_scripts(job, &setup, vec![rest])
+}
+
+/// Runs each list of entries in a psql session of its own, all at once.
+fn run_scripts(
+    job: &Replacement,
+    setup: &str,
+    scripts: Vec<Vec<(String, Entry)>>,
+) -> Result<(), Error> {
+    let mut children = Vec::new();
+    for entries in scripts.into_iter().filter(|s| !s.is_empty()) {
+        let (cmd, preamble) = job.psql_session();
+        let mut child = cmd.stdin_piped().spawn()?;
+        let mut script = format!("{preamble}{setup}\n");
+        for (name, entry) in &entries {
+            script.push_str(&format!(
+                "BEGIN;\n{}{}\nCOMMIT;\n",
+                mark_sql(name),
+                entry.sql
+            ));
+        }
+        let stdin = child.take_stdin()?;
+        let written = write_all(&stdin, script.as_bytes()).and_then(|()| stdin.close());
+        drop(stdin);
+        if let Err(e) = written {
+            // psql's own failure is the real cause.
+            let status = child.wait()?;
+            return Err(child.stream_failure(&status, e, false));
+        }
+        children.push(child);
+    }
+    let mut first_error = None;
+    for child in children {
+        if let Err(e) = child.finish() {
+            first_error.get_or_insert(e.context("building the schema after the data"));
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}

@@ -1,0 +1,106 @@
+//! Splitting pg_dump's plain post-data section (indexes, constraints,
+//! triggers, …) into its entries, so a restore can build the independent
+//! ones concurrently. Pure logic, unit-tested natively.
+//!
+//! pg_dump heads every entry with a comment block
+//! `--\n-- Name: …; Type: T; Schema: …; Owner: …\n--`; the text before the
+//! first one is the session setup every session must run first.
+
+/// One entry of the section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// pg_dump's object type, e.g. `INDEX`, `FK CONSTRAINT`.
+    pub kind: String,
+    pub sql: String,
+}
+
+impl Entry {
+    /// Entries that depend only on their own table's rows and the tables
+    /// themselves: built concurrently, before everything else. Foreign
+    /// keys need the referenced keys, index attachments both indexes,
+    /// triggers and the rest keep pg_dump's order.
+    pub fn independent(&self) -> bool {
+        matches!(
+            self.kind.as_str(),
+            "INDEX" | "CONSTRAINT" | "CHECK CONSTRAINT"
+        )
+    }
+}
+
+/// The setup text and the entries of a plain post-data dump, in order.
+pub fn split(dump: &str) -> (String, Vec<Entry>) {
+    let lines: Vec<&str> = dump.split_inclusive('\n').collect();
+    let mut setup = String::new();
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        let header = lines.get(i + 1).and_then(|next| entry_kind(next));
+        if line.trim_end() == "--"
+            && let Some(kind) = header
+        {
+            entries.push(Entry {
+                kind,
+                sql: String::new(),
+            });
+            i += 2;
+            continue;
+        }
+        // pg_dump (since 17.6, 16.10, 15.14, …) fences a plain dump with
+        // `\restrict KEY` … `\unrestrict KEY`; the host's own `\restrict`
+        // already guards every psql session, which refuses a second one.
+        if !crate::sanitised::is_restrict_line(line.as_bytes()) {
+            match entries.last_mut() {
+                Some(entry) => entry.sql.push_str(line),
+                None => setup.push_str(line),
+            }
+        }
+        i += 1;
+    }
+    entries.retain(|e| has_sql(&e.sql));
+    (setup, entries)
+}
+
+/// The type named in an entry's header line, if `line` is one.
+fn entry_kind(line: &str) -> Option<String> {
+    let rest = line.strip_prefix("-- Name: ")?;
+    let (_, after) = rest.split_once("; Type: ")?;
+    let kind = after.split(';').next()?.trim();
+    Some(kind.to_string())
+}
+
+/// True when `sql` holds more than comments and blank lines.
+fn has_sql(sql: &str) -> bool {
+    sql.lines()
+        .map(str::trim)
+        .any(|l| !l.is_empty() && !l.starts_with("--"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DUMP: &str = "--\n-- PostgreSQL database dump\n--\n\n\\restrict abc\n\nSET statement_timeout = 0;\n\
+SELECT pg_catalog.set_config('search_path', '', false);\n\n\
+--\n-- Name: orders orders_pkey; Type: CONSTRAINT; Schema: public; Owner: me\n--\n\n\
+ALTER TABLE ONLY public.orders\n    ADD CONSTRAINT orders_pkey PRIMARY KEY (id);\n\n\n\
+--\n-- Name: orders_at; Type: INDEX; Schema: public; Owner: me\n--\n\n\
+CREATE INDEX orders_at ON public.orders USING btree (at);\n\n\n\
+--\n-- Name: lines lines_order_fkey; Type: FK CONSTRAINT; Schema: public; Owner: me\n--\n\n\
+ALTER TABLE ONLY public.lines\n    ADD CONSTRAINT lines_order_fkey FOREIGN KEY (o) REFERENCES public.orders(id);\n\n\n\
+--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict abc\n\n";
+
+    #[test]
+    fn entries_are_split_with_their_kind() {
+        let (setup, entries) = split(DUMP);
+        assert!(setup.contains("set_config('search_path'"));
+        assert!(!setup.contains("restrict") && !entries[2].sql.contains("restrict"));
+        let kinds: Vec<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["CONSTRAINT", "INDEX", "FK CONSTRAINT"]);
+        assert!(entries[0].sql.contains("PRIMARY KEY"));
+        assert!(entries[2].sql.contains("FOREIGN KEY"));
+        assert!(!entries[2].sql.contains("dump complete") || !has_sql("-- x\n"));
+        assert!(entries[0].independent() && entries[1].independent());
+        assert!(!entries[2].independent());
+    }
+}
