@@ -17,7 +17,7 @@
 #   MYSQL_ROWS=1500000              rows of the MariaDB benchmark table (~240 MB)
 #   MONGO_DOCS=1000000              documents of the MongoDB benchmark (one collection)
 #   PAR_MB=400                      parallel: size of its PostgreSQL database (about 1.2 × MB)
-#   PAR_MYSQL_MB=200                parallel: size of its MariaDB database (about MB)
+#   PAR_MYSQL_MB=200                parallel: size of its MariaDB database (about 0.9 × MB)
 #   PAR_RATE=10MiB                  parallel: the proxy's limit for each connection and direction
 #   HOST_PROFILE=release            the host build to measure: release, or debug (quicker to
 #                                   build; say so next to the figures)
@@ -232,7 +232,7 @@ if [[ " $targets " == *" parallel "* ]]; then
     CREATE TABLE customers (id BIGINT PRIMARY KEY, name VARCHAR(64) NOT NULL, email VARCHAR(64) NOT NULL,
       created DATETIME NOT NULL, KEY (email)) ENGINE=InnoDB;
     CREATE TABLE orders (id BIGINT PRIMARY KEY, customer_id BIGINT NOT NULL, placed DATETIME NOT NULL,
-      status VARCHAR(16) NOT NULL, note VARCHAR(80), KEY (placed),
+      status VARCHAR(16) NOT NULL, note VARCHAR(100), KEY (placed),
       FOREIGN KEY (customer_id) REFERENCES customers (id)) ENGINE=InnoDB;
     CREATE TABLE order_items (order_id BIGINT NOT NULL, line INT NOT NULL, sku VARCHAR(16) NOT NULL,
       qty INT NOT NULL, price DECIMAL(10,2) NOT NULL, PRIMARY KEY (order_id, line), KEY (sku),
@@ -240,9 +240,10 @@ if [[ " $targets " == *" parallel "* ]]; then
     INSERT INTO customers SELECT seq, CONCAT('customer ', seq), CONCAT('c', seq, '@example.test'),
       '2020-01-01' + INTERVAL seq SECOND FROM seq_1_to_$((par_orders / 4));
     INSERT INTO orders SELECT seq, 1 + seq % $((par_orders / 4)), '2025-01-01' + INTERVAL seq * 3 SECOND,
-      ELT(1 + seq % 4, 'new', 'paid', 'shipped', 'done'), MD5(seq) FROM seq_1_to_$par_orders;
+      ELT(1 + seq % 4, 'new', 'paid', 'shipped', 'done'), REPEAT(MD5(seq), 3) FROM seq_1_to_$par_orders;
     INSERT INTO order_items SELECT o.seq, l.seq, CONCAT('SKU-', LPAD((o.seq * 7 + l.seq) % 20000, 8, '0')),
       1 + o.seq % 5, ((o.seq + l.seq) % 10000) / 10 FROM seq_1_to_$par_orders o, seq_1_to_2 l;"
+  mdb_sql par -e "ANALYZE TABLE customers, orders, order_items" >/dev/null # fresh statistics for the size
   par_mysql_size=$(mdb_sql -N -e "SELECT CONCAT(ROUND(SUM(data_length + index_length) / 1048576), ' MiB') FROM information_schema.tables WHERE table_schema = 'par'")
   par_mysql_counts_sql="SELECT CONCAT_WS(' ', (SELECT COUNT(*) FROM customers), (SELECT COUNT(*) FROM orders), (SELECT COUNT(*) FROM order_items))"
   par_mysql_counts=$(mdb_sql par -N -e "$par_mysql_counts_sql")
@@ -288,24 +289,28 @@ for round in $(seq 1 "$rounds"); do
       record parallel proxy-pg plain "$(timed pg_restore -h 127.0.0.1 -p "$pg_proxy_port" -U postgres -d par_plain "$work/par.pgdump")" 0
       par_check_pg par_plain
       for j in "${par_jobs[@]}"; do
-        pg_psql postgres -c "DROP DATABASE IF EXISTS par_restored" >/dev/null
+        pg_psql postgres -c "DROP DATABASE IF EXISTS par_restored" >/dev/null 2>&1
         # shellcheck disable=SC2046 # the flag is two words or none
         read -r secs rss < <(envsync run --plugin postgres --op restore --database par_restored --from-database par \
           --db-host 127.0.0.1 --db-port "$pg_proxy_port" --db-user postgres --store "$work/par-store" $(jobs_flag "$j"))
         record parallel "proxy-pg-j$j" envsync "$secs" "$rss"
         par_check_pg par_restored
       done
-      # Without it: pg_restore -j 2 from a local directory-format dump against envsync.
+      # Without it: pg_restore -j 2 from a local directory-format dump against envsync; serial
+      # pg_restore too, to show how much the proxy slowed it.
+      fresh_db par_plain
+      record parallel direct-pg-serial plain "$(timed pg_restore -d par_plain "$work/par.pgdump")" 0
+      par_check_pg par_plain
       fresh_db par_plain
       record parallel direct-pg plain "$(timed pg_restore -j 2 -d par_plain "$work/par.dir")" 0
       par_check_pg par_plain
-      pg_psql postgres -c "DROP DATABASE IF EXISTS par_restored" >/dev/null
+      pg_psql postgres -c "DROP DATABASE IF EXISTS par_restored" >/dev/null 2>&1
       # shellcheck disable=SC2046
       read -r secs rss < <(envsync run --plugin postgres --op restore --database par_restored --from-database par \
         "${conn[@]}" --store "$work/par-store" $(jobs_flag 2))
       record parallel direct-pg envsync "$secs" "$rss"
       par_check_pg par_restored
-      pg_psql postgres -c "DROP DATABASE IF EXISTS par_restored" -c "DROP DATABASE IF EXISTS par_plain" >/dev/null
+      pg_psql postgres -c "DROP DATABASE IF EXISTS par_restored" -c "DROP DATABASE IF EXISTS par_plain" >/dev/null 2>&1
       # MariaDB through the proxy: the plain SQL dump into mariadb against envsync.
       mdb_sql -e "DROP DATABASE IF EXISTS par_plain; CREATE DATABASE par_plain"
       record parallel proxy-mysql plain "$(timed bash -c 'mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$1" -u root par_plain < "$0"' "$work/par.sql" "$mdb_proxy_port")" 0
@@ -535,6 +540,10 @@ if ("parallel", "proxy-pg", "plain") in runs:
     baseline(proxy, "PostgreSQL: `pg_restore` serial, custom-format file", "proxy-pg")
     for j in jobs:
         row(proxy, "PostgreSQL: " + envsync_jobs(j), f"proxy-pg-j{j}", "proxy-pg", "≤ 0.35" if j == 4 else "—")
+    if ("parallel", "direct-pg-serial", "plain") in runs:
+        secs = med("direct-pg-serial", "plain")
+        print(f"| direct | PostgreSQL: `pg_restore` serial, custom-format file (what the proxy costs it) | {secs:.2f} "
+              f"| {secs / med('proxy-pg', 'plain'):.2f} of proxied | — | — |")
     baseline("direct", "PostgreSQL: `pg_restore -j 2`, local directory-format dump", "direct-pg")
     row("direct", "PostgreSQL: " + (envsync_jobs(2) if has_jobs == "1" else envsync_jobs(1)), "direct-pg", "direct-pg", "≤ 1.1")
     baseline(proxy, "MariaDB: `mariadb < dump.sql`", "proxy-mysql")
