@@ -66,7 +66,8 @@ search_pid=
 mongo_pid=
 proxy_pids=()
 cleanup() {
-  for pid in "${proxy_pids[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
+  # `|| true`: wait reports the signal, and set -e would end the cleanup there.
+  for pid in "${proxy_pids[@]}"; do { kill "$pid" && wait "$pid"; } 2>/dev/null || true; done
   [ -n "$s3_pid" ] && kill "$s3_pid" 2>/dev/null && wait "$s3_pid" 2>/dev/null
   [ -n "$search_pid" ] && kill "$search_pid" 2>/dev/null && wait "$search_pid" 2>/dev/null
   [ -n "$mongo_pid" ] && kill "$mongo_pid" 2>/dev/null && wait "$mongo_pid" 2>/dev/null
@@ -192,14 +193,15 @@ PY
 }
 fresh_db() { pg_psql postgres -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null 2>&1; }
 
-# Starts throttle-proxy in front of 127.0.0.1:PORT; prints the port it listens on.
+# Starts throttle-proxy in front of 127.0.0.1:PORT and sets proxy_port to the port it listens
+# on. Not in a $(…) subshell: the cleanup must know its pid, and it must not hold our stdout.
 start_throttle_proxy() {
   local addr_file=$work/proxy-$1.addr
-  "$throttle_proxy" --target "127.0.0.1:$1" --rate "$par_rate" > "$addr_file" &
+  "$throttle_proxy" --target "127.0.0.1:$1" --rate "$par_rate" > "$addr_file" 2> "$work/proxy-$1.log" &
   proxy_pids+=($!)
   for _ in $(seq 100); do [ -s "$addr_file" ] && break; sleep 0.05; done
-  [ -s "$addr_file" ] || { echo "throttle-proxy did not start" >&2; exit 1; }
-  sed 's/.*://' "$addr_file"
+  [ -s "$addr_file" ] || { echo "throttle-proxy did not start:" >&2; cat "$work/proxy-$1.log" >&2; exit 1; }
+  proxy_port=$(sed 's/.*://' "$addr_file")
 }
 
 if [[ " $targets " == *" parallel "* ]]; then
@@ -222,7 +224,7 @@ if [[ " $targets " == *" parallel "* ]]; then
   pg_dump -Fc -Z1 -d par > "$work/par.pgdump"
   pg_dump -Fd -Z1 -j 2 -d par -f "$work/par.dir"
   envsync run --plugin postgres --op backup --database par "${conn[@]}" --store "$work/par-store" >/dev/null
-  pg_proxy_port=$(start_throttle_proxy "$PG_PORT")
+  start_throttle_proxy "$PG_PORT"; pg_proxy_port=$proxy_port
 
   echo "loading the parallel benchmark's MariaDB database (PAR_MYSQL_MB=$par_mysql_mb) ..." >&2
   [ -n "${MDB_PORT:-}" ] || mdb_start "$work/mariadb"
@@ -250,7 +252,7 @@ if [[ " $targets " == *" parallel "* ]]; then
   mariadb-dump --no-defaults --protocol=TCP -h 127.0.0.1 -P "$MDB_PORT" -u root --single-transaction --quick par > "$work/par.sql"
   envsync run --plugin mysql --op backup --database par --db-host 127.0.0.1 --db-port "$MDB_PORT" --db-user root \
     --store "$work/par-mysql-store" >/dev/null
-  mdb_proxy_port=$(start_throttle_proxy "$MDB_PORT")
+  start_throttle_proxy "$MDB_PORT"; mdb_proxy_port=$proxy_port
 
   # --jobs N where this build has it (issue 17); otherwise jobs 1 is today's single stream.
   run_help=$("$host" run --help 2>&1 || true)
@@ -283,6 +285,9 @@ for round in $(seq 1 "$rounds"); do
         [ "$got" = "$par_mysql_counts" ] || { echo "parallel: MariaDB $1 holds $got rows, not $par_mysql_counts" >&2; exit 1; }
       }
       jobs_flag() { [ "$has_jobs" = 1 ] && echo "--jobs $1" || true; }
+      # A restore at some --jobs that fails (e.g. a plugin without chunked artifacts yet) is
+      # reported and shown as n/a; the other rows still get measured.
+      par_failed() { echo "parallel: envsync restore ($1) failed, see above; shown as n/a" >&2; }
       # Through the proxy: serial pg_restore against envsync at each --jobs. Every restore
       # goes into a database that does not exist yet (envsync: dropped first, so no old copy to swap out).
       fresh_db par_plain
@@ -291,10 +296,13 @@ for round in $(seq 1 "$rounds"); do
       for j in "${par_jobs[@]}"; do
         pg_psql postgres -c "DROP DATABASE IF EXISTS par_restored" >/dev/null 2>&1
         # shellcheck disable=SC2046 # the flag is two words or none
-        read -r secs rss < <(envsync run --plugin postgres --op restore --database par_restored --from-database par \
-          --db-host 127.0.0.1 --db-port "$pg_proxy_port" --db-user postgres --store "$work/par-store" $(jobs_flag "$j"))
-        record parallel "proxy-pg-j$j" envsync "$secs" "$rss"
-        par_check_pg par_restored
+        if read -r secs rss < <(envsync run --plugin postgres --op restore --database par_restored --from-database par \
+          --db-host 127.0.0.1 --db-port "$pg_proxy_port" --db-user postgres --store "$work/par-store" $(jobs_flag "$j")); then
+          record parallel "proxy-pg-j$j" envsync "$secs" "$rss"
+          par_check_pg par_restored
+        else
+          par_failed "PostgreSQL --jobs $j"
+        fi
       done
       # Without it: pg_restore -j 2 from a local directory-format dump against envsync; serial
       # pg_restore too, to show how much the proxy slowed it.
@@ -318,10 +326,13 @@ for round in $(seq 1 "$rounds"); do
       for j in "${par_jobs[@]}"; do
         mdb_sql -e "DROP DATABASE IF EXISTS par_restored"
         # shellcheck disable=SC2046
-        read -r secs rss < <(envsync run --plugin mysql --op restore --database par_restored --from-database par \
-          --db-host 127.0.0.1 --db-port "$mdb_proxy_port" --db-user root --store "$work/par-mysql-store" $(jobs_flag "$j"))
-        record parallel "proxy-mysql-j$j" envsync "$secs" "$rss"
-        par_check_mysql par_restored
+        if read -r secs rss < <(envsync run --plugin mysql --op restore --database par_restored --from-database par \
+          --db-host 127.0.0.1 --db-port "$mdb_proxy_port" --db-user root --store "$work/par-mysql-store" $(jobs_flag "$j")); then
+          record parallel "proxy-mysql-j$j" envsync "$secs" "$rss"
+          par_check_mysql par_restored
+        else
+          par_failed "MariaDB --jobs $j"
+        fi
       done
       mdb_sql -e "DROP DATABASE IF EXISTS par_restored; DROP DATABASE IF EXISTS par_plain"
       continue
@@ -529,7 +540,9 @@ if ("parallel", "proxy-pg", "plain") in runs:
         print(f"| {path} | {what} | {med(step, 'plain'):.2f} | 1.00 | baseline | — |")
     def row(path, what, step, base, goal):
         if ("parallel", step, "envsync") not in runs:
-            print(f"| {path} | {what} | n/a (no --jobs in this build) | | {goal} | |")
+            no_flag = has_jobs != "1" and not step.endswith("-j1")
+            why = "no --jobs in this build" if no_flag else "failed: see the run's stderr"
+            print(f"| {path} | {what} | n/a ({why}) | | {goal} | |")
             return
         e = med(step, "envsync")
         print(f"| {path} | {what} | {e:.2f} | {e / med(base, 'plain'):.2f} | {goal} "
