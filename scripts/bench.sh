@@ -2,17 +2,27 @@
 # Benchmark: envsync against the plain tools on the same data, in the same run.
 #   scripts/bench.sh [SCALE]        pgbench scale, default 50 (about 750 MB)
 #   ROUNDS=3 scripts/bench.sh       rounds per measurement (median is shown)
-#   TARGETS="local s3 mysql sanitise search mongo"  what to measure (default: all but mongo, which
-#                                   takes ~17 minutes at its default size): PostgreSQL
+#   TARGETS="local s3 mysql sanitise search mongo parallel"  what to measure (default: all but
+#                                   mongo, which takes ~17 minutes at its default size, and
+#                                   parallel): PostgreSQL
 #                                   to a local folder and to S3, MySQL/MariaDB to a folder, a
 #                                   sanitised PostgreSQL backup against an unsanitised one, an
 #                                   OpenSearch-API index (osmem-server) dumped and restored, and
-#                                   a MongoDB database (SecantusDB) against plain mongosh scripts
+#                                   a MongoDB database (SecantusDB) against plain mongosh scripts;
+#                                   parallel: restores through a per-connection throttling proxy
+#                                   (a remote many-core server, simulated) at --jobs 1/2/4
+#                                   against serial pg_restore and mariadb, and without it against
+#                                   pg_restore -j 2 (docs/benchmarks.md)
 #   SEARCH_DOCS=1000000             documents of the search benchmark
 #   MYSQL_ROWS=1500000              rows of the MariaDB benchmark table (~240 MB)
 #   MONGO_DOCS=1000000              documents of the MongoDB benchmark (one collection)
-#   NO_BUILD=1                      use the release host and plugins already built
-#                                   (target/release, target/plugins) instead of building them
+#   PAR_MB=400                      parallel: size of its PostgreSQL database (about 1.2 × MB)
+#   PAR_MYSQL_MB=200                parallel: size of its MariaDB database (about 0.9 × MB)
+#   PAR_RATE=10MiB                  parallel: the proxy's limit for each connection and direction
+#   HOST_PROFILE=release            the host build to measure: release, or debug (quicker to
+#                                   build; say so next to the figures)
+#   NO_BUILD=1                      use the host, plugins and throttle-proxy already built
+#                                   (target/PROFILE, target/plugins) instead of building them
 # Prints a table of times, ratios and the host's peak RSS. Quote the ratios:
 # absolute times on shared machines are noise.
 set -euo pipefail
@@ -23,10 +33,25 @@ targets=${TARGETS:-local s3 mysql sanitise search}
 search_docs=${SEARCH_DOCS:-1000000}
 mysql_rows=${MYSQL_ROWS:-1500000}
 mongo_docs=${MONGO_DOCS:-1000000}
+par_mb=${PAR_MB:-400}
+par_mysql_mb=${PAR_MYSQL_MB:-200}
+par_rate=${PAR_RATE:-10MiB}
+profile=${HOST_PROFILE:-release}
+case $profile in
+  release) build_flag=(--release) ;;
+  debug) build_flag=() ;;
+  *) echo "HOST_PROFILE=$profile: use release or debug" >&2; exit 2 ;;
+esac
 
 scripts/setup.sh >/dev/null
-[ "${NO_BUILD:-0}" = 1 ] || scripts/build.sh --release >/dev/null
-host=$PWD/target/release/envsync-host
+if [ "${NO_BUILD:-0}" != 1 ]; then
+  scripts/build.sh "${build_flag[@]}" >/dev/null
+  if [[ " $targets " == *" parallel "* ]]; then
+    cargo build "${build_flag[@]}" -q -p envsync-tests --bin throttle-proxy
+  fi
+fi
+host=$PWD/target/$profile/envsync-host
+throttle_proxy=$PWD/target/$profile/throttle-proxy
 if [[ " $targets " == *" s3 "* ]] && ! command -v aws >/dev/null; then
   pip install -q awscli # the baseline's S3 client
 fi
@@ -39,7 +64,10 @@ pg_start "$work/pg"
 s3_pid=
 search_pid=
 mongo_pid=
+proxy_pids=()
 cleanup() {
+  # `|| true`: wait reports the signal, and set -e would end the cleanup there.
+  for pid in "${proxy_pids[@]}"; do { kill "$pid" && wait "$pid"; } 2>/dev/null || true; done
   [ -n "$s3_pid" ] && kill "$s3_pid" 2>/dev/null && wait "$s3_pid" 2>/dev/null
   [ -n "$search_pid" ] && kill "$search_pid" 2>/dev/null && wait "$search_pid" 2>/dev/null
   [ -n "$mongo_pid" ] && kill "$mongo_pid" 2>/dev/null && wait "$mongo_pid" 2>/dev/null
@@ -165,6 +193,72 @@ PY
 }
 fresh_db() { pg_psql postgres -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null 2>&1; }
 
+# Starts throttle-proxy in front of 127.0.0.1:PORT and sets proxy_port to the port it listens
+# on. Not in a $(…) subshell: the cleanup must know its pid, and it must not hold our stdout.
+start_throttle_proxy() {
+  local addr_file=$work/proxy-$1.addr
+  "$throttle_proxy" --target "127.0.0.1:$1" --rate "$par_rate" > "$addr_file" 2> "$work/proxy-$1.log" &
+  proxy_pids+=($!)
+  for _ in $(seq 100); do [ -s "$addr_file" ] && break; sleep 0.05; done
+  [ -s "$addr_file" ] || { echo "throttle-proxy did not start:" >&2; cat "$work/proxy-$1.log" >&2; exit 1; }
+  proxy_port=$(sed 's/.*://' "$addr_file")
+}
+
+if [[ " $targets " == *" parallel "* ]]; then
+  echo "loading the parallel benchmark's PostgreSQL database (PAR_MB=$par_mb) ..." >&2
+  pg_psql postgres -c "CREATE DATABASE par"
+  pg_psql par -v mb="$par_mb" -f scripts/bench/par-load.sql >/dev/null
+  par_size=$(pg_psql par -At -c "SELECT pg_size_pretty(pg_database_size('par'))")
+  # "table size size …" of the largest tables (a partitioned table counts its partitions).
+  par_tables=$(pg_psql par -At -F ' ' -c "SELECT coalesce(p.relname, c.relname),
+      pg_size_pretty(sum(pg_total_relation_size(c.oid))) FROM pg_class c
+      LEFT JOIN pg_inherits i ON i.inhrelid = c.oid LEFT JOIN pg_class p ON p.oid = i.inhparent
+      WHERE c.relkind = 'r' AND c.relnamespace = 'public'::regnamespace
+      GROUP BY 1 ORDER BY sum(pg_total_relation_size(c.oid)) DESC LIMIT 4" | paste -sd, | sed 's/,/, /g')
+  # Row counts of every table: each restore must give the same (checked outside the timings).
+  par_counts_sql="SELECT string_agg(t || '=' || n, ' ' ORDER BY t) FROM (
+      SELECT 'customers' t, count(*) n FROM customers UNION ALL SELECT 'products', count(*) FROM products
+      UNION ALL SELECT 'orders', count(*) FROM orders UNION ALL SELECT 'order_items', count(*) FROM order_items
+      UNION ALL SELECT 'events', count(*) FROM events) x"
+  par_counts=$(pg_psql par -At -c "$par_counts_sql")
+  pg_dump -Fc -Z1 -d par > "$work/par.pgdump"
+  pg_dump -Fd -Z1 -j 2 -d par -f "$work/par.dir"
+  envsync run --plugin postgres --op backup --database par "${conn[@]}" --store "$work/par-store" >/dev/null
+  start_throttle_proxy "$PG_PORT"; pg_proxy_port=$proxy_port
+
+  echo "loading the parallel benchmark's MariaDB database (PAR_MYSQL_MB=$par_mysql_mb) ..." >&2
+  [ -n "${MDB_PORT:-}" ] || mdb_start "$work/mariadb"
+  par_orders=$((par_mysql_mb * 2000))
+  mdb_sql -e "CREATE DATABASE par"
+  mdb_sql par -e "
+    CREATE TABLE customers (id BIGINT PRIMARY KEY, name VARCHAR(64) NOT NULL, email VARCHAR(64) NOT NULL,
+      created DATETIME NOT NULL, KEY (email)) ENGINE=InnoDB;
+    CREATE TABLE orders (id BIGINT PRIMARY KEY, customer_id BIGINT NOT NULL, placed DATETIME NOT NULL,
+      status VARCHAR(16) NOT NULL, note VARCHAR(100), KEY (placed),
+      FOREIGN KEY (customer_id) REFERENCES customers (id)) ENGINE=InnoDB;
+    CREATE TABLE order_items (order_id BIGINT NOT NULL, line INT NOT NULL, sku VARCHAR(16) NOT NULL,
+      qty INT NOT NULL, price DECIMAL(10,2) NOT NULL, PRIMARY KEY (order_id, line), KEY (sku),
+      FOREIGN KEY (order_id) REFERENCES orders (id)) ENGINE=InnoDB;
+    INSERT INTO customers SELECT seq, CONCAT('customer ', seq), CONCAT('c', seq, '@example.test'),
+      '2020-01-01' + INTERVAL seq SECOND FROM seq_1_to_$((par_orders / 4));
+    INSERT INTO orders SELECT seq, 1 + seq % $((par_orders / 4)), '2025-01-01' + INTERVAL seq * 3 SECOND,
+      ELT(1 + seq % 4, 'new', 'paid', 'shipped', 'done'), REPEAT(MD5(seq), 3) FROM seq_1_to_$par_orders;
+    INSERT INTO order_items SELECT o.seq, l.seq, CONCAT('SKU-', LPAD((o.seq * 7 + l.seq) % 20000, 8, '0')),
+      1 + o.seq % 5, ((o.seq + l.seq) % 10000) / 10 FROM seq_1_to_$par_orders o, seq_1_to_2 l;"
+  mdb_sql par -e "ANALYZE TABLE customers, orders, order_items" >/dev/null # fresh statistics for the size
+  par_mysql_size=$(mdb_sql -N -e "SELECT CONCAT(ROUND(SUM(data_length + index_length) / 1048576), ' MiB') FROM information_schema.tables WHERE table_schema = 'par'")
+  par_mysql_counts_sql="SELECT CONCAT_WS(' ', (SELECT COUNT(*) FROM customers), (SELECT COUNT(*) FROM orders), (SELECT COUNT(*) FROM order_items))"
+  par_mysql_counts=$(mdb_sql par -N -e "$par_mysql_counts_sql")
+  mariadb-dump --no-defaults --protocol=TCP -h 127.0.0.1 -P "$MDB_PORT" -u root --single-transaction --quick par > "$work/par.sql"
+  envsync run --plugin mysql --op backup --database par --db-host 127.0.0.1 --db-port "$MDB_PORT" --db-user root \
+    --store "$work/par-mysql-store" >/dev/null
+  start_throttle_proxy "$MDB_PORT"; mdb_proxy_port=$proxy_port
+
+  # --jobs N where this build has it (issue 17); otherwise jobs 1 is today's single stream.
+  run_help=$("$host" run --help 2>&1 || true)
+  if [[ $run_help == *--jobs* ]]; then par_jobs=(1 2 4); has_jobs=1; else par_jobs=(1); has_jobs=0; fi
+fi
+
 for round in $(seq 1 "$rounds"); do
   echo "round $round ..." >&2
   for target in $targets; do
@@ -180,6 +274,69 @@ for round in $(seq 1 "$rounds"); do
         plain_restore() { aws s3 cp s3://bench/plain/bench.pgdump - --quiet | pg_restore -d plain_restore; }
         ;;
     esac
+    if [ "$target" = parallel ]; then
+      # Outside the timings: a failed restore shows here, not as a short time.
+      par_check_pg() {
+        local got; got=$(pg_psql "$1" -At -c "$par_counts_sql")
+        [ "$got" = "$par_counts" ] || { echo "parallel: $1 holds $got, not $par_counts" >&2; exit 1; }
+      }
+      par_check_mysql() {
+        local got; got=$(mdb_sql "$1" -N -e "$par_mysql_counts_sql")
+        [ "$got" = "$par_mysql_counts" ] || { echo "parallel: MariaDB $1 holds $got rows, not $par_mysql_counts" >&2; exit 1; }
+      }
+      jobs_flag() { [ "$has_jobs" = 1 ] && echo "--jobs $1" || true; }
+      # A restore at some --jobs that fails (e.g. a plugin without chunked artifacts yet) is
+      # reported and shown as n/a; the other rows still get measured.
+      par_failed() { echo "parallel: envsync restore ($1) failed, see above; shown as n/a" >&2; }
+      # Through the proxy: serial pg_restore against envsync at each --jobs. Every restore
+      # goes into a database that does not exist yet (envsync: dropped first, so no old copy to swap out).
+      fresh_db par_plain
+      record parallel proxy-pg plain "$(timed pg_restore -h 127.0.0.1 -p "$pg_proxy_port" -U postgres -d par_plain "$work/par.pgdump")" 0
+      par_check_pg par_plain
+      for j in "${par_jobs[@]}"; do
+        pg_psql postgres -c "DROP DATABASE IF EXISTS par_restored" >/dev/null 2>&1
+        # shellcheck disable=SC2046 # the flag is two words or none
+        if read -r secs rss < <(envsync run --plugin postgres --op restore --database par_restored --from-database par \
+          --db-host 127.0.0.1 --db-port "$pg_proxy_port" --db-user postgres --store "$work/par-store" $(jobs_flag "$j")); then
+          record parallel "proxy-pg-j$j" envsync "$secs" "$rss"
+          par_check_pg par_restored
+        else
+          par_failed "PostgreSQL --jobs $j"
+        fi
+      done
+      # Without it: pg_restore -j 2 from a local directory-format dump against envsync; serial
+      # pg_restore too, to show how much the proxy slowed it.
+      fresh_db par_plain
+      record parallel direct-pg-serial plain "$(timed pg_restore -d par_plain "$work/par.pgdump")" 0
+      par_check_pg par_plain
+      fresh_db par_plain
+      record parallel direct-pg plain "$(timed pg_restore -j 2 -d par_plain "$work/par.dir")" 0
+      par_check_pg par_plain
+      pg_psql postgres -c "DROP DATABASE IF EXISTS par_restored" >/dev/null 2>&1
+      # shellcheck disable=SC2046
+      read -r secs rss < <(envsync run --plugin postgres --op restore --database par_restored --from-database par \
+        "${conn[@]}" --store "$work/par-store" $(jobs_flag 2))
+      record parallel direct-pg envsync "$secs" "$rss"
+      par_check_pg par_restored
+      pg_psql postgres -c "DROP DATABASE IF EXISTS par_restored" -c "DROP DATABASE IF EXISTS par_plain" >/dev/null 2>&1
+      # MariaDB through the proxy: the plain SQL dump into mariadb against envsync.
+      mdb_sql -e "DROP DATABASE IF EXISTS par_plain; CREATE DATABASE par_plain"
+      record parallel proxy-mysql plain "$(timed bash -c 'mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$1" -u root par_plain < "$0"' "$work/par.sql" "$mdb_proxy_port")" 0
+      par_check_mysql par_plain
+      for j in "${par_jobs[@]}"; do
+        mdb_sql -e "DROP DATABASE IF EXISTS par_restored"
+        # shellcheck disable=SC2046
+        if read -r secs rss < <(envsync run --plugin mysql --op restore --database par_restored --from-database par \
+          --db-host 127.0.0.1 --db-port "$mdb_proxy_port" --db-user root --store "$work/par-mysql-store" $(jobs_flag "$j")); then
+          record parallel "proxy-mysql-j$j" envsync "$secs" "$rss"
+          par_check_mysql par_restored
+        else
+          par_failed "MariaDB --jobs $j"
+        fi
+      done
+      mdb_sql -e "DROP DATABASE IF EXISTS par_restored; DROP DATABASE IF EXISTS par_plain"
+      continue
+    fi
     if [ "$target" = search ]; then
       # No plain-tools baseline is measured for search yet: documents per second each
       # way and the host's peak RSS.
@@ -297,9 +454,11 @@ TOML
 done
 
 python3 - "$scale" "$size" "$rounds" "$results" "${mysql_size:-}" "$work/sanitiser-rate" "$search_docs" \
-  "$mongo_docs" "${mongo_size:-}" <<'PY'
+  "$mongo_docs" "${mongo_size:-}" "${par_size:-}" "${par_tables:-}" "${par_mysql_size:-}" "$par_rate" \
+  "${has_jobs:-0}" "$profile" <<'PY'
 import os, sys, statistics as st, collections
 scale, size, rounds, path, mysql_size, rates, search_docs, mongo_docs, mongo_size = sys.argv[1:10]
+par_size, par_tables, par_mysql_size, par_rate, has_jobs, profile = sys.argv[10:16]
 runs = collections.defaultdict(list)
 rss = collections.defaultdict(int)
 for line in open(path):
@@ -364,6 +523,50 @@ if ("search", "backup", "envsync") in runs:
     for step in ("backup", "restore"):
         secs = st.median(runs[("search", step, "envsync")])
         print(f"  {step:<7} {int(search_docs) / secs:>10,.0f} documents/s   host peak RSS {rss[('search', step)] / 2**20:.1f} MiB")
+if ("parallel", "proxy-pg", "plain") in runs:
+    def med(step, who):
+        return st.median(runs[("parallel", step, who)])
+    jobs = (1, 2, 4)
+    print()
+    print(f"Parallel restore (issue 17), {profile} host, median of {rounds} rounds. PostgreSQL database `par`: "
+          f"{par_size} (largest: {par_tables}; secondary indexes, foreign keys, `events` partitioned in 4). "
+          f"MariaDB `par`: {par_mysql_size} (3 tables, foreign keys, secondary indexes).")
+    print(f"proxy: through throttle-proxy, EACH connection held to {par_rate}/s in each direction: a simulation of a")
+    print("remote many-core server whose sessions are each bound by their own backend, not a measurement of one.")
+    print()
+    print("| path   | restore | seconds | × baseline | goal | host peak RSS (MiB) |")
+    print("|--------|---------|--------:|-----------:|------|--------------------:|")
+    def baseline(path, what, step):
+        print(f"| {path} | {what} | {med(step, 'plain'):.2f} | 1.00 | baseline | — |")
+    def row(path, what, step, base, goal):
+        if ("parallel", step, "envsync") not in runs:
+            no_flag = has_jobs != "1" and not step.endswith("-j1")
+            why = "no --jobs in this build" if no_flag else "failed: see the run's stderr"
+            print(f"| {path} | {what} | n/a ({why}) | | {goal} | |")
+            return
+        e = med(step, "envsync")
+        print(f"| {path} | {what} | {e:.2f} | {e / med(base, 'plain'):.2f} | {goal} "
+              f"| {rss[('parallel', step)] / 2**20:.1f} |")
+    def envsync_jobs(j):
+        return f"envsync `--jobs {j}`" if has_jobs == "1" or j != 1 else "envsync (one stream: no `--jobs` in this build)"
+    proxy = f"proxy {par_rate}/s per connection"
+    baseline(proxy, "PostgreSQL: `pg_restore` serial, custom-format file", "proxy-pg")
+    for j in jobs:
+        row(proxy, "PostgreSQL: " + envsync_jobs(j), f"proxy-pg-j{j}", "proxy-pg", "≤ 0.35" if j == 4 else "—")
+    if ("parallel", "direct-pg-serial", "plain") in runs:
+        secs = med("direct-pg-serial", "plain")
+        print(f"| direct | PostgreSQL: `pg_restore` serial, custom-format file (what the proxy costs it) | {secs:.2f} "
+              f"| {secs / med('proxy-pg', 'plain'):.2f} of proxied | — | — |")
+    baseline("direct", "PostgreSQL: `pg_restore -j 2`, local directory-format dump", "direct-pg")
+    row("direct", "PostgreSQL: " + (envsync_jobs(2) if has_jobs == "1" else envsync_jobs(1)), "direct-pg", "direct-pg", "≤ 1.1")
+    baseline(proxy, "MariaDB: `mariadb < dump.sql`", "proxy-mysql")
+    for j in jobs:
+        row(proxy, "MariaDB: " + envsync_jobs(j), f"proxy-mysql-j{j}", "proxy-mysql", "—")
+    print()
+    print("Every restore goes into a database that does not exist yet; the row counts of every table are checked")
+    print("after each (outside the timings). envsync restores from a local folder store (zstd 1), loads a scratch")
+    print("database, verifies the artifact and swaps it in; the plain tools read local dumps (`pg_dump -Fc -Z1`,")
+    print("`pg_dump -Fd -Z1 -j 2`, `mariadb-dump --single-transaction --quick` uncompressed).")
 if os.path.exists(rates):
     r = [tuple(map(float, l.split())) for l in open(rates) if l.strip()]
     if r:

@@ -16,17 +16,25 @@
 //!   refused with `403 AccessDenied` without reaching the server — the double
 //!   of read-only credentials, which s3s-fs (one key pair) cannot express.
 //!
+//! Started with [`FaultyProxy::throttled_tcp`] it is a plain TCP proxy for
+//! any protocol (PostgreSQL, MariaDB, …) that holds EACH connection, each
+//! direction, to a rate ([`crate::throttle`]): N connections get N times the
+//! rate, as N sessions of a remote server bound by their own backends do.
+//! The `throttle-proxy` binary runs that for `scripts/bench.sh`.
+//!
 //! Threads, not processes: nothing to reap. Dropping the proxy stops the
 //! listener, shuts every live connection down and joins the threads.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+
+use crate::throttle::Throttled;
 
 /// One request that went through the proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,9 +63,31 @@ impl RequestRecord {
     }
 }
 
+/// How a [`FaultyProxy`] is set up.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Where to listen (port 0: any free port).
+    pub listen: SocketAddr,
+    /// Where every connection is forwarded.
+    pub upstream: SocketAddr,
+    /// Read the client's bytes as HTTP/1.1 requests (recorded, refusable in
+    /// read-only mode); `false`: copy them as they come, any protocol.
+    pub http: bool,
+    /// Bytes per second allowed to each connection in each direction.
+    pub rate_per_connection: Option<u64>,
+}
+
+/// One accepted connection: its sockets (to shut down on drop) and its two
+/// forwarding threads. Dropped once both threads end, closing the sockets.
+struct Live {
+    sockets: [TcpStream; 2],
+    threads: [JoinHandle<()>; 2],
+}
+
 #[derive(Default)]
 struct State {
     stop: AtomicBool,
+    http: bool,
     /// Cut a connection once its responses carried more than this many bytes.
     cut_after: AtomicU64,
     /// How many more connections may be cut.
@@ -66,19 +96,18 @@ struct State {
     /// The connections cut, in order.
     cut_connections: Mutex<Vec<u64>>,
     read_only: AtomicBool,
-    /// Responses limited to this many bytes per second per connection (0: no limit).
-    rate: AtomicU64,
+    /// Each connection held to this many bytes per second in each direction
+    /// (0: no limit); [`FaultyProxy::throttle`] changes it.
+    rate: Arc<AtomicU64>,
     next_connection: AtomicU64,
     requests: Mutex<Vec<RequestRecord>>,
-    /// Clones of every socket, to shut them down on drop.
-    sockets: Mutex<Vec<TcpStream>>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    connections: Mutex<Vec<Live>>,
 }
 
 /// A running proxy; see the module documentation.
 pub struct FaultyProxy {
-    port: u16,
-    upstream: u16,
+    listen: SocketAddr,
+    upstream: SocketAddr,
     state: Arc<State>,
     acceptor: Option<JoinHandle<()>>,
 }
@@ -87,32 +116,68 @@ impl FaultyProxy {
     /// Listens on a random port of 127.0.0.1, forwarding to
     /// `127.0.0.1:upstream_port`; not armed.
     pub fn start(upstream_port: u16) -> Result<FaultyProxy> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-        let port = listener.local_addr()?.port();
-        let state = Arc::new(State::default());
+        FaultyProxy::start_with(ProxyConfig {
+            listen: (Ipv4Addr::LOCALHOST, 0).into(),
+            upstream: (Ipv4Addr::LOCALHOST, upstream_port).into(),
+            http: true,
+            rate_per_connection: None,
+        })
+    }
+
+    /// A plain TCP proxy on a random port of 127.0.0.1 to `upstream`, each
+    /// connection held to `rate` bytes per second in each direction.
+    pub fn throttled_tcp(upstream: SocketAddr, rate: u64) -> Result<FaultyProxy> {
+        FaultyProxy::start_with(ProxyConfig {
+            listen: (Ipv4Addr::LOCALHOST, 0).into(),
+            upstream,
+            http: false,
+            rate_per_connection: Some(rate),
+        })
+    }
+
+    pub fn start_with(config: ProxyConfig) -> Result<FaultyProxy> {
+        let listener = TcpListener::bind(config.listen)
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let listen = listener.local_addr()?;
+        let state = Arc::new(State {
+            http: config.http,
+            rate: Arc::new(AtomicU64::new(config.rate_per_connection.unwrap_or(0))),
+            ..State::default()
+        });
         let acceptor = {
             let state = state.clone();
-            std::thread::spawn(move || accept_loop(listener, upstream_port, state))
+            let upstream = config.upstream;
+            std::thread::spawn(move || accept_loop(listener, upstream, state))
         };
         Ok(FaultyProxy {
-            port,
-            upstream: upstream_port,
+            listen,
+            upstream: config.upstream,
             state,
             acceptor: Some(acceptor),
         })
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.listen.port()
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listen
     }
 
     pub fn upstream_port(&self) -> u16 {
-        self.upstream
+        self.upstream.port()
     }
 
     /// `http://127.0.0.1:PORT` (what `--s3-endpoint` takes).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://127.0.0.1:{}", self.port())
+    }
+
+    /// How many connections were accepted so far.
+    pub fn connections_accepted(&self) -> u64 {
+        self.state.next_connection.load(Ordering::SeqCst)
     }
 
     /// Arms the cut: the next `times` connections whose responses carry more
@@ -132,7 +197,7 @@ impl FaultyProxy {
         self.state.cut_connections.lock().unwrap().clone()
     }
 
-    /// Limits every connection's responses to `bytes_per_second` (0: no
+    /// Limits every connection to `bytes_per_second` in each direction (0: no
     /// limit), from the next bytes on.
     pub fn throttle(&self, bytes_per_second: u64) {
         self.state.rate.store(bytes_per_second, Ordering::SeqCst);
@@ -157,28 +222,36 @@ impl FaultyProxy {
 impl Drop for FaultyProxy {
     fn drop(&mut self) {
         self.state.stop.store(true, Ordering::SeqCst);
-        // Wake the acceptor up.
-        let _ = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port));
+        // Wake the acceptor up (an unspecified listen address is reached on loopback).
+        let mut wake = self.listen;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(Ipv4Addr::LOCALHOST.into());
+        }
+        let _ = TcpStream::connect(wake);
         if let Some(t) = self.acceptor.take() {
             let _ = t.join();
         }
-        for s in self.state.sockets.lock().unwrap().drain(..) {
-            let _ = s.shutdown(Shutdown::Both);
+        let live: Vec<Live> = self.state.connections.lock().unwrap().drain(..).collect();
+        for conn in &live {
+            for s in &conn.sockets {
+                let _ = s.shutdown(Shutdown::Both);
+            }
         }
-        let threads: Vec<_> = self.state.threads.lock().unwrap().drain(..).collect();
-        for t in threads {
-            let _ = t.join();
+        for conn in live {
+            for t in conn.threads {
+                let _ = t.join();
+            }
         }
     }
 }
 
-fn accept_loop(listener: TcpListener, upstream_port: u16, state: Arc<State>) {
+fn accept_loop(listener: TcpListener, upstream: SocketAddr, state: Arc<State>) {
     for client in listener.incoming() {
         if state.stop.load(Ordering::SeqCst) {
             break;
         }
         let Ok(client) = client else { continue };
-        let Ok(server) = TcpStream::connect((Ipv4Addr::LOCALHOST, upstream_port)) else {
+        let Ok(server) = TcpStream::connect(upstream) else {
             // Upstream down: the client sees the connection closed.
             let _ = client.shutdown(Shutdown::Both);
             continue;
@@ -195,25 +268,36 @@ fn accept_loop(listener: TcpListener, upstream_port: u16, state: Arc<State>) {
         let (Ok(c2), Ok(s2), Ok(c3), Ok(s3)) = clones else {
             continue;
         };
-        state.sockets.lock().unwrap().extend([c3, s3]);
+        let server = Throttled::new(server, state.rate.clone());
+        let c2 = Throttled::new(c2, state.rate.clone());
         let requests = {
             let state = state.clone();
-            std::thread::spawn(move || forward_requests(id, client, server, &state))
+            std::thread::spawn(move || {
+                if state.http {
+                    forward_requests(id, client, server, &state)
+                } else {
+                    forward_bytes(client, server)
+                }
+            })
         };
         let responses = {
             let state = state.clone();
             std::thread::spawn(move || forward_responses(id, s2, c2, &state))
         };
-        let mut threads = state.threads.lock().unwrap();
-        threads.retain(|t| !t.is_finished());
-        threads.extend([requests, responses]);
+        let mut connections = state.connections.lock().unwrap();
+        // Finished connections go, closing their sockets: a long-running proxy keeps no fds.
+        connections.retain(|c| !c.threads.iter().all(|t| t.is_finished()));
+        connections.push(Live {
+            sockets: [c3, s3],
+            threads: [requests, responses],
+        });
     }
 }
 
 /// Client → server, one request at a time, recording each and refusing
 /// writes in read-only mode. Falls back to a plain copy when a request's
 /// framing is not understood.
-fn forward_requests(id: u64, client: TcpStream, mut server: TcpStream, state: &State) {
+fn forward_requests(id: u64, client: TcpStream, mut server: Throttled<TcpStream>, state: &State) {
     let mut reader = BufReader::with_capacity(
         1 << 16,
         match client.try_clone() {
@@ -263,7 +347,7 @@ fn forward_requests(id: u64, client: TcpStream, mut server: TcpStream, state: &S
             let _ = client_out.write_all(response.as_bytes());
             let _ = client_out.flush();
             let _ = client_out.shutdown(Shutdown::Both);
-            let _ = server.shutdown(Shutdown::Both);
+            let _ = server.get_ref().shutdown(Shutdown::Both);
             return;
         }
         if server.write_all(&head).is_err() {
@@ -279,7 +363,13 @@ fn forward_requests(id: u64, client: TcpStream, mut server: TcpStream, state: &S
             break;
         }
     }
-    let _ = server.shutdown(Shutdown::Write);
+    let _ = server.get_ref().shutdown(Shutdown::Write);
+}
+
+/// Client → server as the bytes come (any protocol).
+fn forward_bytes(mut client: TcpStream, mut server: Throttled<TcpStream>) {
+    let _ = std::io::copy(&mut client, &mut server);
+    let _ = server.get_ref().shutdown(Shutdown::Write);
 }
 
 /// Reads a request head up to and including the blank line; `None` at EOF
@@ -308,7 +398,7 @@ fn read_head(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
 }
 
 /// Forwards a chunked body (chunks, trailers, final blank line) verbatim.
-fn forward_chunked(reader: &mut BufReader<TcpStream>, server: &mut TcpStream) -> bool {
+fn forward_chunked(reader: &mut BufReader<TcpStream>, server: &mut Throttled<TcpStream>) -> bool {
     loop {
         let mut line = Vec::new();
         if reader.read_until(b'\n', &mut line).unwrap_or(0) == 0 {
@@ -345,25 +435,18 @@ fn forward_chunked(reader: &mut BufReader<TcpStream>, server: &mut TcpStream) ->
     }
 }
 
-/// Writes `bytes` to the client, in slices of a twentieth of the
-/// throttle's rate with a 50 ms pause after each when throttled.
-fn write_paced(client: &mut TcpStream, bytes: &[u8], state: &State) -> std::io::Result<()> {
-    let rate = state.rate.load(Ordering::SeqCst);
-    if rate == 0 {
-        return client.write_all(bytes);
-    }
-    let slice = (rate / 20).max(1) as usize;
-    for part in bytes.chunks(slice) {
-        client.write_all(part)?;
-        client.flush()?;
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
-}
-
 /// Server → client, counting bytes; cuts the connection when armed.
-fn forward_responses(id: u64, mut server: TcpStream, mut client: TcpStream, state: &State) {
-    let _ = server.set_read_timeout(Some(Duration::from_secs(600)));
+fn forward_responses(
+    id: u64,
+    mut server: TcpStream,
+    mut client: Throttled<TcpStream>,
+    state: &State,
+) {
+    if state.http {
+        // A stuck S3 response fails the test; a database session may rightly
+        // stay silent longer (an index build), so raw TCP waits as long as it takes.
+        let _ = server.set_read_timeout(Some(Duration::from_secs(600)));
+    }
     let mut buf = vec![0u8; 1 << 16];
     let mut carried: u64 = 0;
     loop {
@@ -387,15 +470,15 @@ fn forward_responses(id: u64, mut server: TcpStream, mut client: TcpStream, stat
                 let _ = client.flush();
                 state.cut_connections.lock().unwrap().push(id);
                 state.cuts_done.fetch_add(1, Ordering::SeqCst);
-                let _ = client.shutdown(Shutdown::Both);
+                let _ = client.get_ref().shutdown(Shutdown::Both);
                 let _ = server.shutdown(Shutdown::Both);
                 return;
             }
         }
-        if write_paced(&mut client, &buf[..n], state).is_err() {
+        if client.write_all(&buf[..n]).is_err() {
             break;
         }
         carried += n as u64;
     }
-    let _ = client.shutdown(Shutdown::Write);
+    let _ = client.get_ref().shutdown(Shutdown::Write);
 }

@@ -8,7 +8,8 @@
 //! `envsync-host` CLI ([`host_cli`]) and inspecting a local folder store
 //! ([`store`]). For object storage: a throwaway S3 server, a signed client
 //! and a view of an `s3://` store ([`s3`]), and a network-fault double to put
-//! in front of it ([`faulty_proxy`]). For metrics: a throwaway Prometheus
+//! in front of it ([`faulty_proxy`]), which also runs as a per-connection
+//! throttling TCP proxy for any server ([`throttle`]). For metrics: a throwaway Prometheus
 //! Pushgateway, a reader of its text exposition and where `promtool` is
 //! ([`pushgateway`]), and a throwaway Prometheus evaluating alert rules
 //! ([`prometheus`]). For Kubernetes: reading rendered manifests and the
@@ -39,3 +40,4 @@ pub mod s3;
 pub mod search;
 pub mod snapshot_double;
 pub mod store;
+pub mod throttle;
