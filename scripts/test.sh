@@ -10,8 +10,8 @@ scripts/build.sh
 
 cargo fmt --all --check
 cargo clippy -p envsync-host -p envsync-tests --all-targets -- -D warnings
-cargo clippy --target wasm32-wasip2 --profile wasm -p envsync-plugin-sdk -p envsync-postgres -p envsync-mysql -p envsync-sqlite -p envsync-elasticsearch -p envsync-sanitise -p envsync-mongodb -p sandbox-probe -p future-contract -p hostile-sanitiser -p hostile-engine -- -D warnings
+cargo clippy --target wasm32-wasip2 --profile wasm -p envsync-plugin-sdk -p envsync-postgres -p envsync-mysql -p envsync-sqlite -p envsync-elasticsearch -p envsync-sanitise -p envsync-mongodb -p envsync-objects -p sandbox-probe -p future-contract -p hostile-sanitiser -p hostile-engine -- -D warnings
 
 # Unit tests (host, and plugin logic that runs natively), then end to end.
-cargo test -p envsync-host -p envsync-plugin-sdk -p envsync-postgres -p envsync-mysql -p envsync-sqlite -p envsync-elasticsearch -p envsync-sanitise -p envsync-mongodb
+cargo test -p envsync-host -p envsync-plugin-sdk -p envsync-postgres -p envsync-mysql -p envsync-sqlite -p envsync-elasticsearch -p envsync-sanitise -p envsync-mongodb -p envsync-objects
 cargo test -p envsync-tests -- --test-threads 2
