@@ -11,8 +11,10 @@
 //! dozens of chunks.
 
 use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use envsync_tests::faulty_proxy::FaultyProxy;
 use envsync_tests::host_cli::{Expect, Host, Step, exit};
 use envsync_tests::postgres::{Fingerprint, PgCluster};
 use envsync_tests::procs;
@@ -187,7 +189,21 @@ fn a_parallel_restore_runs_n_load_sessions_at_once() {
     let env = setup();
     env.backup(2);
     env.reset_live();
-    let mut running = env.restore_step(2).spawn(&env.host).unwrap();
+    // Each session through a proxy held to 2 MiB/s, as a remote server's
+    // sessions are each bound by their own backend: a chunk takes about half
+    // a second to load, so concurrent sessions are there to be seen even on a
+    // loaded machine where local loads end in milliseconds.
+    let proxy = FaultyProxy::throttled_tcp((Ipv4Addr::LOCALHOST, env.pg.port()).into(), 2 << 20)
+        .expect("a throttling proxy");
+    let step = Step::new("postgres", "restore")
+        .opt("--database", LIVE)
+        .opt("--db-host", "127.0.0.1")
+        .opt("--db-port", proxy.port())
+        .opt("--db-user", env.pg.user())
+        .opt("--store", env.store.path_arg())
+        .opt("--from-database", SOURCE)
+        .opt("--jobs", 2);
+    let mut running = step.spawn(&env.host).unwrap();
     let sessions = "SELECT count(*) FROM pg_stat_activity \
                     WHERE application_name = 'envsync-restore' AND query LIKE 'COPY%'";
     let mut most = 0;
@@ -197,7 +213,7 @@ fn a_parallel_restore_runs_n_load_sessions_at_once() {
         std::thread::sleep(Duration::from_millis(5));
     }
     running
-        .wait_timeout(Duration::from_secs(60))
+        .wait_timeout(Duration::from_secs(120))
         .expect_ok("parallel restore");
     assert_eq!(most, 2, "the server should show 2 concurrent COPY sessions");
     env.pg
@@ -212,7 +228,21 @@ fn a_killed_restore_resumes_and_loads_no_chunk_twice() {
     let manifest = env.backup(2);
     let all = data_chunks(&manifest);
     let live = env.reset_live();
-    let mut running = env.restore_step(2).spawn(&env.host).unwrap();
+    // Each session through a proxy held to 2 MiB/s, as a remote server's
+    // sessions are each bound by their own backend: a chunk takes about half
+    // a second to load, so concurrent sessions are there to be seen even on a
+    // loaded machine where local loads end in milliseconds.
+    let proxy = FaultyProxy::throttled_tcp((Ipv4Addr::LOCALHOST, env.pg.port()).into(), 2 << 20)
+        .expect("a throttling proxy");
+    let step = Step::new("postgres", "restore")
+        .opt("--database", LIVE)
+        .opt("--db-host", "127.0.0.1")
+        .opt("--db-port", proxy.port())
+        .opt("--db-user", env.pg.user())
+        .opt("--store", env.store.path_arg())
+        .opt("--from-database", SOURCE)
+        .opt("--jobs", 2);
+    let mut running = step.spawn(&env.host).unwrap();
     // Kill the host once most data chunks are committed.
     let loaded_sql = "SELECT count(*) FROM envsync_restore.loaded WHERE name LIKE 'data-%'";
     let wanted = (all.len() * 6 / 10) as u64;
@@ -381,4 +411,45 @@ fn s3_round_trip_with_eight_jobs_in_bounded_memory() {
         .fingerprint(LIVE)
         .unwrap()
         .assert_same(&env.source, "restore from S3");
+}
+
+/// A damaged chunk that its loader chokes on before the end (psql rejects a
+/// row) is still reported as damaged, not as psql's failure: the host reads
+/// on and finds the checksum wrong.
+#[test]
+fn a_chunk_its_loader_rejects_midway_is_reported_as_damaged() {
+    let env = setup();
+    env.pg
+        .step("backup", SOURCE)
+        .opt("--store", env.store.path_arg())
+        .opt("--jobs", 2)
+        .opt("--compression", "none")
+        .param("chunk-mib", 1)
+        .run(&env.host)
+        .expect_ok("uncompressed chunked backup");
+    let manifest = env.latest_manifest();
+    let key = manifest["key"].as_str().unwrap();
+    // The events chunks hold JSON payloads: break one near the start.
+    let (chunk, path, text) = data_chunks(&manifest)
+        .into_iter()
+        .find_map(|chunk| {
+            let path = env.store.root().join(format!("{key}.chunks/{chunk}"));
+            let text = String::from_utf8(std::fs::read(&path).unwrap()).ok()?;
+            text.contains("{\"h\": ").then_some((chunk, path, text))
+        })
+        .expect("a chunk of events in plain text");
+    let broken = text.replacen("{\"h\": ", "{\"h\"! ", 1);
+    assert_eq!(broken.len(), text.len());
+    std::fs::write(&path, broken).unwrap();
+    let live = env.reset_live();
+    let out = env.restore_step(2).run(&env.host);
+    out.expect_fail(
+        &[exit::ARTIFACT_REJECTED],
+        &[chunk.as_str(), "damaged"],
+        "restore of a chunk psql rejects midway",
+    );
+    env.pg
+        .fingerprint(LIVE)
+        .unwrap()
+        .assert_same(&live, "the live target after the refused restore");
 }

@@ -20,6 +20,9 @@ use wasmtime::component::Resource;
 const MAX_READ: u32 = 8 * 1024 * 1024;
 /// Buffer of one `splice`.
 const SPLICE_BUF: usize = 1024 * 1024;
+/// How long a failed transfer reads on to learn whether its source was
+/// damaged (the likely cause of the failure).
+const VERIFY_AFTER_FAILURE: Duration = Duration::from_secs(30);
 /// How often a long splice logs its progress (a copy between programs; an
 /// artifact's progress is shown by `crate::progress`).
 const PROGRESS_EVERY: Duration = Duration::from_secs(15);
@@ -489,7 +492,18 @@ async fn run_transfer(
                  or make a new one"
             )));
         }
-        Err(e) => return Err(e),
+        // The other end stopped taking bytes (a loader that failed): if
+        // what it was fed was damaged, that is the cause to report, so read
+        // on and check — for a bounded time, since the rest may be large.
+        Err(e) => {
+            if matches!(source.kind, SourceKind::Artifact(_)) {
+                let verified = tokio::time::timeout(VERIFY_AFTER_FAILURE, source.verify()).await;
+                if let Ok(Err(damage)) = verified {
+                    return Err(damage);
+                }
+            }
+            return Err(e);
+        }
     };
     source.eof = true;
     source.verify().await?;

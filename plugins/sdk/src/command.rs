@@ -352,8 +352,9 @@ impl Running {
     /// The error for a stream that failed while this child was at its other
     /// end, given its exit `status`. A child that exited with an error code
     /// by itself usually caused the failure, so its stderr comes first (the
-    /// stream error is logged at debug level); a child the plugin killed
-    /// itself (`we_killed`, ended by a signal) has nothing to add.
+    /// stream error is logged at debug level) — unless the stream was found
+    /// damaged, which then explains the child's failure; a child the plugin
+    /// killed itself (`we_killed`, ended by a signal) has nothing to add.
     pub fn stream_failure(
         &self,
         status: &ExitStatus,
@@ -361,6 +362,15 @@ impl Running {
         we_killed: bool,
     ) -> Error {
         if status.success || (we_killed && status.code.is_none()) {
+            return stream_error;
+        }
+        // Damaged input explains whatever the child then did with it.
+        if matches!(stream_error, Error::Integrity(_)) {
+            debug(format!(
+                "{} failed on damaged input: {}",
+                self.program,
+                self.exit_error(status).message()
+            ));
             return stream_error;
         }
         debug(format!(
