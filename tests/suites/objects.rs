@@ -604,7 +604,7 @@ fn redacted_objects_never_reach_the_target_in_the_clear() {
 }
 
 /// The hostile engine (tests/fixtures/hostile-engine) asks the objects
-/// capability for keys outside its prefix, another role, an escaping copy,
+/// capability for keys outside its prefix, another role, escaping ETags, copy,
 /// write and delete, and an unclosed write; each is refused and nothing
 /// outside the prefix is read, written or deleted.
 #[test]
@@ -653,6 +653,11 @@ fn a_hostile_plugin_cannot_reach_an_ungranted_bucket_or_prefix() {
             "no \"store\" object location",
         ),
         ("objects-list-escape", "-", "\"..\" segment"),
+        (
+            "objects-etags-escape",
+            "../secret/canary.txt",
+            "\"..\" segment",
+        ),
         (
             "objects-copy-escape",
             "../secret/canary.txt",
