@@ -392,10 +392,11 @@ fn copy_source(bucket: &str, key: &str) -> String {
 
 /// The source's user metadata plus [`SOURCE_ETAG`].
 fn metadata_with_source(
-    head: &aws_sdk_s3::operation::head_object::HeadObjectOutput,
+    metadata: Option<&HashMap<String, String>>,
+    etag: Option<&str>,
 ) -> HashMap<String, String> {
-    let mut metadata = head.metadata().cloned().unwrap_or_default();
-    metadata.insert(SOURCE_ETAG.to_string(), unquote(head.e_tag()));
+    let mut metadata = metadata.cloned().unwrap_or_default();
+    metadata.insert(SOURCE_ETAG.to_string(), unquote(etag));
     metadata
 }
 
@@ -427,15 +428,15 @@ impl Ends {
                 bytes: size,
             });
         }
-        let head = from
-            .head_object()
-            .bucket(&from_loc.bucket)
-            .key(&from_key)
-            .send()
-            .await
-            .map_err(|e| io(&format!("reading {from_key}"), &e))?;
-        let size = head.content_length().unwrap_or(0).max(0) as u64;
         if self.server_side {
+            let head = from
+                .head_object()
+                .bucket(&from_loc.bucket)
+                .key(&from_key)
+                .send()
+                .await
+                .map_err(|e| io(&format!("reading {from_key}"), &e))?;
+            let size = head.content_length().unwrap_or(0).max(0) as u64;
             if size <= MAX_SINGLE_COPY {
                 self.copy_object(&from_key, &to_key).await?;
             } else {
@@ -446,15 +447,20 @@ impl Ends {
                 bytes: size,
             });
         }
+        // Streamed: the GET answers size, content type and metadata, so no
+        // HEAD first. A body waiting for a large slot holds a connection,
+        // not memory.
+        let (mut reader, got) =
+            S3Reader::open_with_head(from.clone(), &from_loc.bucket, from_key.clone())
+                .await
+                .map_err(|e| WitError::Io(format!("{e:#}")))?;
+        let size = got.size;
         let part = STREAM_PART.max((size / 9_000) as usize + 1);
         let _large = if size as usize > part {
             Some(self.large.acquire().await.expect("never closed"))
         } else {
             None
         };
-        let mut reader = S3Reader::open(from.clone(), &from_loc.bucket, from_key.clone())
-            .await
-            .map_err(|e| WitError::Io(format!("{e:#}")))?;
         let mut writer = Box::new(S3Writer::new(
             to.clone(),
             &to_loc.bucket,
@@ -464,11 +470,14 @@ impl Ends {
             UploadJournal::default_location(),
             PutOptions {
                 new_only: false,
-                content_type: head.content_type().map(str::to_string),
-                metadata: Some(metadata_with_source(&head)),
+                content_type: got.content_type.clone(),
+                metadata: Some(metadata_with_source(
+                    got.metadata.as_ref(),
+                    got.etag.as_deref(),
+                )),
             },
         ));
-        let mut buf = vec![0u8; 256 << 10];
+        let mut buf = vec![0u8; (size as usize).clamp(8 << 10, 256 << 10)];
         let mut bytes = 0u64;
         let moved: std::io::Result<()> = async {
             loop {
@@ -527,7 +536,7 @@ impl Ends {
             .bucket(&to_loc.bucket)
             .key(to_key)
             .set_content_type(head.content_type().map(str::to_string))
-            .set_metadata(Some(metadata_with_source(head)))
+            .set_metadata(Some(metadata_with_source(head.metadata(), head.e_tag())))
             .send()
             .await
             .map_err(|e| io(&what, &e))?;
