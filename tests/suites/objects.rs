@@ -269,12 +269,14 @@ fn copies_incrementally_across_endpoints_and_within_one_server() {
         &["objects: 0 copied", &format!("{} unchanged", n + 3)],
     );
 
-    // One object changed, one added: exactly those two.
+    // One object changed, one changed with its size kept (only the ETag
+    // tells), one added: exactly those three.
     src.put("u/01/00001.txt", b"changed content", &[]);
+    src.put("names/a b ü+x.txt", b"odd KEY", &[]);
     src.put("new.txt", b"new", &[]);
     let out = run(&staging, &host, &copy(&src, &dst));
-    out.expect_ok("copy after two changes");
-    assert_summary(&out, &["objects: 2 copied"]);
+    out.expect_ok("copy after three changes");
+    assert_summary(&out, &["objects: 3 copied"]);
     assert_eq!(dst.contents(), src.contents());
 
     // Within one server, same key: server-side.
@@ -604,7 +606,7 @@ fn redacted_objects_never_reach_the_target_in_the_clear() {
 }
 
 /// The hostile engine (tests/fixtures/hostile-engine) asks the objects
-/// capability for keys outside its prefix, another role, an escaping copy,
+/// capability for keys outside its prefix, another role, escaping ETags, copy,
 /// write and delete, and an unclosed write; each is refused and nothing
 /// outside the prefix is read, written or deleted.
 #[test]
@@ -653,6 +655,11 @@ fn a_hostile_plugin_cannot_reach_an_ungranted_bucket_or_prefix() {
             "no \"store\" object location",
         ),
         ("objects-list-escape", "-", "\"..\" segment"),
+        (
+            "objects-etags-escape",
+            "../secret/canary.txt",
+            "\"..\" segment",
+        ),
         (
             "objects-copy-escape",
             "../secret/canary.txt",

@@ -23,7 +23,7 @@ use crate::store::upload_journal::UploadJournal;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
@@ -31,6 +31,12 @@ use wasmtime::component::Resource;
 
 /// Objects copied at once by one `copy` batch.
 pub const OBJECTS_IN_FLIGHT: usize = 8;
+/// HEADs of one `etags` call in flight (each a few hundred bytes).
+const HEADS_IN_FLIGHT: usize = 16;
+/// Listing pages of each role whose sizes the host keeps, so a server-side
+/// copy of a listed key needs no HEAD: a plugin's copy batch spans a few
+/// pages at most (1,000 keys a page; a key not kept is HEADed).
+const PAGES_KEPT: usize = 4;
 /// Of those, objects larger than one part streamed at once: each holds up
 /// to `1 + STREAM_PARTS_IN_FLIGHT` part buffers, a small one at most one.
 const LARGE_IN_FLIGHT: usize = 2;
@@ -218,6 +224,8 @@ pub struct ObjectGrant {
     /// Region and addressing of every client (the environment's S3 settings).
     options: S3Options,
     clients: BTreeMap<String, Client>,
+    /// Sizes of the last `PAGES_KEPT` listing pages of each role, by full key.
+    listed: BTreeMap<String, VecDeque<HashMap<String, u64>>>,
     pub stats: ObjectStats,
 }
 
@@ -236,6 +244,7 @@ impl ObjectGrant {
                 ..options.clone()
             },
             clients: BTreeMap::new(),
+            listed: BTreeMap::new(),
             stats: ObjectStats::default(),
         }
     }
@@ -294,6 +303,28 @@ impl ObjectGrant {
         self.clients.insert(role.to_string(), client.clone());
         Ok((client, location))
     }
+
+    /// Remembers the sizes of a page `role` listed, dropping the oldest.
+    fn remember_page(&mut self, role: &str, location: &ObjectLocation, page: &[ObjectInfo]) {
+        let pages = self.listed.entry(role.to_string()).or_default();
+        if pages.len() == PAGES_KEPT {
+            pages.pop_front();
+        }
+        pages.push_back(
+            page.iter()
+                .map(|o| (format!("{}{}", location.prefix, o.key), o.size))
+                .collect(),
+        );
+    }
+
+    /// The listed size of the full key `key` of `role`, if a kept page has it.
+    fn listed_size(&self, role: &str, key: &str) -> Option<u64> {
+        self.listed
+            .get(role)?
+            .iter()
+            .rev()
+            .find_map(|page| page.get(key).copied())
+    }
 }
 
 fn full_key(location: &ObjectLocation, key: &str) -> Result<String, WitError> {
@@ -319,42 +350,30 @@ fn io<E: std::error::Error + 'static>(what: &str, e: &E) -> WitError {
     WitError::Io(format!("{what}: {}", s3_errors::describe(e)))
 }
 
-/// Some servers (s3s-fs) list objects without their ETags; the plugin
-/// compares them, so the host fills them in with HEADs, several at once.
-async fn fill_etags(
-    client: &Client,
-    location: &ObjectLocation,
-    objects: &mut [ObjectInfo],
-) -> Result<(), WitError> {
-    let slots = Arc::new(Semaphore::new(OBJECTS_IN_FLIGHT * 2));
+/// The ETags of the full keys `keys`, HEADed `HEADS_IN_FLIGHT` at a time:
+/// for servers (s3s-fs) that list objects without them. A key that cannot
+/// be read (gone since the listing, say) gets an empty ETag, so the plugin
+/// compares it as changed and its copy reports the error.
+async fn fetch_etags(client: &Client, bucket: &str, keys: Vec<String>) -> Vec<String> {
+    let slots = Arc::new(Semaphore::new(HEADS_IN_FLIGHT));
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, o) in objects
-        .iter()
-        .enumerate()
-        .filter(|(_, o)| o.etag.is_empty())
-    {
+    let mut etags = vec![String::new(); keys.len()];
+    for (i, key) in keys.into_iter().enumerate() {
         let client = client.clone();
-        let bucket = location.bucket.clone();
-        let key = format!("{}{}", location.prefix, o.key);
+        let bucket = bucket.to_string();
         let slot = slots.clone().acquire_owned().await.expect("never closed");
         tasks.spawn(async move {
-            let r = client.head_object().bucket(bucket).key(&key).send().await;
+            let r = client.head_object().bucket(bucket).key(key).send().await;
             drop(slot);
-            (
-                i,
-                r.map(|h| unquote(h.e_tag()))
-                    .map_err(|e| io(&format!("reading {key}"), &e)),
-            )
+            (i, r.ok().map(|h| unquote(h.e_tag())))
         });
     }
     while let Some(done) = tasks.join_next().await {
-        let (i, etag) = done.map_err(|e| WitError::Other(format!("a HEAD task failed: {e}")))?;
-        // Gone since the listing: left unknown, so it is compared as changed.
-        if let Ok(etag) = etag {
-            objects[i].etag = etag;
+        if let Ok((i, Some(etag))) = done {
+            etags[i] = etag;
         }
     }
-    Ok(())
+    etags
 }
 
 /// `bucket/key` percent-encoded for `x-amz-copy-source`.
@@ -373,10 +392,11 @@ fn copy_source(bucket: &str, key: &str) -> String {
 
 /// The source's user metadata plus [`SOURCE_ETAG`].
 fn metadata_with_source(
-    head: &aws_sdk_s3::operation::head_object::HeadObjectOutput,
+    metadata: Option<&HashMap<String, String>>,
+    etag: Option<&str>,
 ) -> HashMap<String, String> {
-    let mut metadata = head.metadata().cloned().unwrap_or_default();
-    metadata.insert(SOURCE_ETAG.to_string(), unquote(head.e_tag()));
+    let mut metadata = metadata.cloned().unwrap_or_default();
+    metadata.insert(SOURCE_ETAG.to_string(), unquote(etag));
     metadata
 }
 
@@ -390,27 +410,35 @@ struct Ends {
 }
 
 impl Ends {
-    async fn copy_one(&self, from_key: String, to_key: String) -> Result<Copied, WitError> {
+    /// Copies one object. `listed` is its size from a listing the host
+    /// kept: a server-side copy of it below 5 GiB is then one CopyObject
+    /// (the COPY directive keeps content type and metadata), no HEAD first.
+    async fn copy_one(
+        &self,
+        from_key: String,
+        to_key: String,
+        listed: Option<u64>,
+    ) -> Result<Copied, WitError> {
         let (from, from_loc) = &self.from;
         let (to, to_loc) = &self.to;
-        let head = from
-            .head_object()
-            .bucket(&from_loc.bucket)
-            .key(&from_key)
-            .send()
-            .await
-            .map_err(|e| io(&format!("reading {from_key}"), &e))?;
-        let size = head.content_length().unwrap_or(0).max(0) as u64;
+        if let Some(size) = listed.filter(|s| self.server_side && *s <= MAX_SINGLE_COPY) {
+            self.copy_object(&from_key, &to_key).await?;
+            return Ok(Copied {
+                method: CopyMethod::ServerSide,
+                bytes: size,
+            });
+        }
         if self.server_side {
+            let head = from
+                .head_object()
+                .bucket(&from_loc.bucket)
+                .key(&from_key)
+                .send()
+                .await
+                .map_err(|e| io(&format!("reading {from_key}"), &e))?;
+            let size = head.content_length().unwrap_or(0).max(0) as u64;
             if size <= MAX_SINGLE_COPY {
-                to.copy_object()
-                    .bucket(&to_loc.bucket)
-                    .key(&to_key)
-                    .copy_source(copy_source(&from_loc.bucket, &from_key))
-                    .metadata_directive(MetadataDirective::Copy)
-                    .send()
-                    .await
-                    .map_err(|e| io(&format!("copying {from_key} to {to_key}"), &e))?;
+                self.copy_object(&from_key, &to_key).await?;
             } else {
                 self.multipart_copy(&from_key, &to_key, size, &head).await?;
             }
@@ -419,15 +447,20 @@ impl Ends {
                 bytes: size,
             });
         }
+        // Streamed: the GET answers size, content type and metadata, so no
+        // HEAD first. A body waiting for a large slot holds a connection,
+        // not memory.
+        let (mut reader, got) =
+            S3Reader::open_with_head(from.clone(), &from_loc.bucket, from_key.clone())
+                .await
+                .map_err(|e| WitError::Io(format!("{e:#}")))?;
+        let size = got.size;
         let part = STREAM_PART.max((size / 9_000) as usize + 1);
         let _large = if size as usize > part {
             Some(self.large.acquire().await.expect("never closed"))
         } else {
             None
         };
-        let mut reader = S3Reader::open(from.clone(), &from_loc.bucket, from_key.clone())
-            .await
-            .map_err(|e| WitError::Io(format!("{e:#}")))?;
         let mut writer = Box::new(S3Writer::new(
             to.clone(),
             &to_loc.bucket,
@@ -437,11 +470,14 @@ impl Ends {
             UploadJournal::default_location(),
             PutOptions {
                 new_only: false,
-                content_type: head.content_type().map(str::to_string),
-                metadata: Some(metadata_with_source(&head)),
+                content_type: got.content_type.clone(),
+                metadata: Some(metadata_with_source(
+                    got.metadata.as_ref(),
+                    got.etag.as_deref(),
+                )),
             },
         ));
-        let mut buf = vec![0u8; 256 << 10];
+        let mut buf = vec![0u8; (size as usize).clamp(8 << 10, 256 << 10)];
         let mut bytes = 0u64;
         let moved: std::io::Result<()> = async {
             loop {
@@ -470,6 +506,21 @@ impl Ends {
         })
     }
 
+    /// One CopyObject, content type and user metadata copied with it.
+    async fn copy_object(&self, from_key: &str, to_key: &str) -> Result<(), WitError> {
+        self.to
+            .0
+            .copy_object()
+            .bucket(&self.to.1.bucket)
+            .key(to_key)
+            .copy_source(copy_source(&self.from.1.bucket, from_key))
+            .metadata_directive(MetadataDirective::Copy)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| io(&format!("copying {from_key} to {to_key}"), &e))
+    }
+
     /// UploadPartCopy in `COPY_PART` ranges, for objects over 5 GiB.
     async fn multipart_copy(
         &self,
@@ -485,7 +536,7 @@ impl Ends {
             .bucket(&to_loc.bucket)
             .key(to_key)
             .set_content_type(head.content_type().map(str::to_string))
-            .set_metadata(Some(metadata_with_source(head)))
+            .set_metadata(Some(metadata_with_source(head.metadata(), head.e_tag())))
             .send()
             .await
             .map_err(|e| io(&what, &e))?;
@@ -597,7 +648,7 @@ impl Host for StepState {
             Ok(p) => p,
             Err(e) => return Ok(Err(io(&format!("listing {}", location.describe()), &e))),
         };
-        let mut objects: Vec<ObjectInfo> = page
+        let objects: Vec<ObjectInfo> = page
             .contents()
             .iter()
             .filter_map(|o| {
@@ -609,9 +660,7 @@ impl Host for StepState {
                 })
             })
             .collect();
-        if let Err(e) = fill_etags(&client, &location, &mut objects).await {
-            return Ok(Err(e));
-        }
+        self.objects.remember_page(&role, &location, &objects);
         let continuation = if page.is_truncated() == Some(true) {
             page.next_continuation_token().map(str::to_string)
         } else {
@@ -621,6 +670,21 @@ impl Host for StepState {
             objects,
             continuation,
         }))
+    }
+
+    async fn etags(&mut self, role: String, keys: Vec<String>) -> HostResult<Vec<String>> {
+        let (client, location) = match self.objects.client(&role, &self.job.connections).await {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut full = Vec::with_capacity(keys.len());
+        for k in &keys {
+            match full_key(&location, k) {
+                Ok(f) => full.push(f),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        Ok(Ok(fetch_etags(&client, &location.bucket, full).await))
     }
 
     async fn head(&mut self, role: String, key: String) -> HostResult<Option<ObjectHead>> {
@@ -754,9 +818,10 @@ impl Host for StepState {
         let mut tasks = tokio::task::JoinSet::new();
         for (i, (a, b)) in pairs.into_iter().enumerate() {
             let ends = ends.clone();
+            let listed = self.objects.listed_size(&from_role, &a);
             let slot = slots.clone().acquire_owned().await.expect("never closed");
             tasks.spawn(async move {
-                let result = ends.copy_one(a, b).await;
+                let result = ends.copy_one(a, b, listed).await;
                 drop(slot);
                 (i, result)
             });

@@ -607,6 +607,60 @@ impl S3Reader {
             state: ReaderState::Reading(body),
         })
     }
+
+    /// Like `open`, and also what the GET said of the object, so a copy
+    /// needs no HEAD before it.
+    pub(crate) async fn open_with_head(
+        client: Client,
+        bucket: &str,
+        key: String,
+    ) -> Result<(Self, GetHead)> {
+        let out = client
+            .get_object()
+            .bucket(bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| get_error(&e, &key, bucket))?;
+        let head = GetHead {
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+            etag: out.e_tag().map(str::to_string),
+            content_type: out.content_type().map(str::to_string),
+            metadata: out.metadata().cloned(),
+        };
+        let body: BodyReader = Box::new(out.body.into_async_read());
+        let reader = S3Reader {
+            client,
+            bucket: bucket.to_string(),
+            key,
+            offset: 0,
+            etag: head.etag.clone(),
+            resumes: 0,
+            state: ReaderState::Reading(body),
+        };
+        Ok((reader, head))
+    }
+}
+
+/// What a GET answered besides the body.
+pub(crate) struct GetHead {
+    pub size: u64,
+    /// As the server gave it, quotes included.
+    pub etag: Option<String>,
+    pub content_type: Option<String>,
+    pub metadata: Option<std::collections::HashMap<String, String>>,
+}
+
+fn get_error(
+    e: &aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::get_object::GetObjectError>,
+    key: &str,
+    bucket: &str,
+) -> anyhow::Error {
+    match e.code() {
+        Some("NoSuchKey") => anyhow!("{key} does not exist in bucket {bucket}"),
+        Some("PreconditionFailed") => anyhow!("{key} changed while it was being read"),
+        _ => anyhow!("reading {key}: {}", describe(e)),
+    }
 }
 
 enum ReaderState {
@@ -630,11 +684,10 @@ fn open_at(
         if let Some(etag) = &etag {
             request = request.if_match(etag);
         }
-        let out = request.send().await.map_err(|e| match e.code() {
-            Some("NoSuchKey") => anyhow!("{key} does not exist in bucket {bucket}"),
-            Some("PreconditionFailed") => anyhow!("{key} changed while it was being read"),
-            _ => anyhow!("reading {key}: {}", describe(&e)),
-        })?;
+        let out = request
+            .send()
+            .await
+            .map_err(|e| get_error(&e, &key, &bucket))?;
         let etag = out.e_tag().map(str::to_string);
         let body: BodyReader = Box::new(out.body.into_async_read());
         Ok((body, etag))

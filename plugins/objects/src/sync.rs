@@ -3,7 +3,9 @@
 //! copied (or, when redacted, replaced by the placeholder); one the target
 //! has alike is left; a target object the source lacks is deleted when
 //! `delete` is on. Copies and deletes go to the host in batches, which it
-//! runs several at a time.
+//! runs several at a time. Where a server lists no ETags, only objects on
+//! both sides with equal sizes need theirs; the host fetches them in
+//! batches too (a key on one side only, or of another size, needs none).
 
 use crate::listing::Listing;
 use crate::settings::{DEFAULT_PLACEHOLDER, Settings};
@@ -31,6 +33,8 @@ struct Run<'s> {
     placeholder_id: String,
     copies: Vec<(String, String)>,
     deletes: Vec<String>,
+    /// Objects on both sides, of equal size, waiting for ETags to compare.
+    compares: Vec<(ObjectInfo, ObjectInfo)>,
     counts: Counts,
 }
 
@@ -69,6 +73,7 @@ pub fn run(settings: &Settings) -> Result<(), Error> {
         placeholder_id,
         copies: Vec::new(),
         deletes: Vec::new(),
+        compares: Vec::new(),
         counts: Counts::default(),
     };
     let mut src = Listing::new("source");
@@ -96,6 +101,7 @@ pub fn run(settings: &Settings) -> Result<(), Error> {
             }
         }
     }
+    run.flush_compares()?;
     run.flush_copies()?;
     run.flush_deletes()?;
     objects::note_unchanged(run.counts.unchanged);
@@ -143,13 +149,39 @@ impl Run<'_> {
             }
             return self.redact(&s.key);
         }
-        if s.size == t.size
-            && (!s.etag.is_empty() && s.etag == t.etag || self.copied_from(&s, &t)?)
-        {
+        if s.size != t.size {
+            return self.copy(s);
+        }
+        if s.etag.is_empty() || t.etag.is_empty() {
+            self.compares.push((s, t));
+            if self.compares.len() >= self.settings.batch {
+                self.flush_compares()?;
+            }
+            return Ok(());
+        }
+        self.compare(s, t)
+    }
+
+    /// Objects of equal size: unchanged when the ETags match or the target
+    /// is a streamed copy of this very source object, copied otherwise.
+    fn compare(&mut self, s: ObjectInfo, t: ObjectInfo) -> Result<(), Error> {
+        if !s.etag.is_empty() && s.etag == t.etag || self.copied_from(&s, &t)? {
             self.counts.unchanged += 1;
             return Ok(());
         }
         self.copy(s)
+    }
+
+    /// Fetches the missing ETags of the waiting objects (one host call per
+    /// side, which HEADs several at once) and compares them.
+    fn flush_compares(&mut self) -> Result<(), Error> {
+        let mut batch = std::mem::take(&mut self.compares);
+        fill_etags("source", batch.iter_mut().map(|(s, _)| s))?;
+        fill_etags("target", batch.iter_mut().map(|(_, t)| t))?;
+        for (s, t) in batch {
+            self.compare(s, t)?;
+        }
+        Ok(())
     }
 
     /// Whether the target object is a streamed copy of this very source
@@ -266,6 +298,23 @@ impl Run<'_> {
         objects::delete("target", &batch)?;
         Ok(())
     }
+}
+
+/// Fills the empty ETags of `objects` from `role`, in one host call.
+fn fill_etags<'o>(
+    role: &str,
+    objects: impl Iterator<Item = &'o mut ObjectInfo>,
+) -> Result<(), Error> {
+    let mut missing: Vec<&mut ObjectInfo> = objects.filter(|o| o.etag.is_empty()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<String> = missing.iter().map(|o| o.key.clone()).collect();
+    let etags = objects::etags(role, &keys)?;
+    for (o, etag) in missing.iter_mut().zip(etags) {
+        o.etag = etag;
+    }
+    Ok(())
 }
 
 fn describe(e: &Error) -> String {
