@@ -44,6 +44,17 @@ pub trait Engine {
     fn encode(_piece: Piece) -> Result<Vec<u8>, Error> {
         Err(no_sanitised_backups())
     }
+
+    /// Streams `artifact` (and its chunks) out as one dump the datastore's
+    /// own tools load. Plugins whose artifacts already are such a dump
+    /// need not implement it.
+    fn export_dump(_artifact: &ByteSource, _out: &ByteSink) -> Result<(), Error> {
+        Err(Error::Other(
+            "this plugin's artifacts are already one dump its datastore's tools load: \
+             download the artifact (`backups list` names it) and decode it"
+                .into(),
+        ))
+    }
 }
 
 fn no_sanitised_backups() -> Error {
@@ -97,6 +108,12 @@ macro_rules! export_engine {
                 piece: $crate::Piece,
             ) -> ::std::result::Result<::std::vec::Vec<u8>, $crate::Error> {
                 <$ty as $crate::Engine>::encode(piece)
+            }
+            fn export_dump(
+                artifact: &$crate::ByteSource,
+                out: &$crate::ByteSink,
+            ) -> ::std::result::Result<(), $crate::Error> {
+                <$ty as $crate::Engine>::export_dump(artifact, out)
             }
         }
 
