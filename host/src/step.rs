@@ -5,8 +5,9 @@
 use crate::capabilities::chunks::{ChunkAccess, ChunkReads, ChunkUploads};
 use crate::capabilities::job::JobContext;
 use crate::capabilities::objects::ObjectGrant;
+use crate::capabilities::parallel_rows::{ParallelRows, WorkerParts};
 use crate::capabilities::process::ProcessPolicy;
-use crate::capabilities::sanitised_rows::SanitisedRows;
+use crate::capabilities::sanitised_rows::{NameCheck, PieceWriter, RowsTarget, SanitisedRows};
 use crate::capabilities::streams::{ByteSink, ByteSource, SinkKind, SourceKind};
 use crate::failure::{Failure, Kind};
 use crate::progress;
@@ -18,7 +19,7 @@ use crate::sanitiser::{LoadedSanitiser, SanitiseOptions, SanitiserSession};
 use crate::store::StoreOptions;
 use crate::store::catalog::Catalog;
 use crate::store::codec::{self, Codec, Compression, Encryption};
-use crate::store::manifest::{Manifest, Source};
+use crate::store::manifest::{Chunk, Manifest, Source};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -477,11 +478,10 @@ impl Step<'_> {
             None,
         );
         let sink = ByteSink::new(format!("artifact {key}"), SinkKind::Artifact(writer));
+        let uploads = ChunkUploads::new(catalog.clone(), key.clone(), codec.clone());
         let (result, sink, chunks) = if self.request.sanitise.is_some() {
-            let (result, sink) = self.sanitised_backup(sink).await;
-            (result, sink, Ok(Vec::new()))
+            self.sanitised_backup(sink, uploads).await
         } else {
-            let uploads = ChunkUploads::new(catalog.clone(), key.clone(), codec.clone());
             self.plain_backup(sink, uploads).await
         };
         drop(progress);
@@ -613,85 +613,221 @@ impl Step<'_> {
     /// structure from two calls that can read no rows, and between them the
     /// rows from a call that never holds the artifact, each batch going
     /// through the sanitiser and then the engine's `encode` in a sandbox
-    /// with nothing granted. Returns the sanitiser's summary.
+    /// with nothing granted. With `--jobs` the structure calls may create
+    /// chunks; an engine that does gets its rows as chunks too, sanitised
+    /// by `jobs` sanitiser instances at once (docs/decisions/0021).
+    /// Returns the sanitiser's summary, the artifact, and the chunks.
     async fn sanitised_backup(
         &self,
         artifact: ByteSink,
-    ) -> (Result<Option<String>>, Option<ByteSink>) {
+        uploads: ChunkUploads,
+    ) -> (
+        Result<Option<String>>,
+        Option<ByteSink>,
+        Result<Vec<Chunk>, String>,
+    ) {
+        let no_chunks = || Ok(Vec::new());
         let started = Instant::now();
         let left = || self.request.max_runtime.saturating_sub(started.elapsed());
         // The schema and the strict check come first: nothing is written
         // when the rules miss a column.
         let mut rows = match self.sandbox().await {
             Ok(sandbox) => sandbox,
-            Err(e) => return (Err(e), Some(artifact)),
+            Err(e) => return (Err(e), Some(artifact), no_chunks()),
         };
         let schema = match self.start_sanitiser(&mut rows).await {
             Ok(schema) => schema,
-            Err(e) => return (Err(e), Some(artifact)),
+            Err(e) => return (Err(e), Some(artifact), no_chunks()),
         };
-        let (result, artifact) = self
-            .structure(StructurePart::BeforeRows, artifact, left())
+        let offered = self.job.jobs_chosen.then_some(uploads);
+        let (result, artifact, uploads) = self
+            .structure(StructurePart::BeforeRows, artifact, left(), offered)
             .await;
         let Some(artifact) = artifact else {
-            return (result.map(|()| None), None);
+            return (result.map(|()| None), None, no_chunks());
         };
         if let Err(e) = result {
-            return (Err(e), Some(artifact));
+            return (Err(e), Some(artifact), no_chunks());
         }
-        let encoder = match self.sandbox_with(Grant::Nothing, left()).await {
-            Ok(sandbox) => sandbox,
-            Err(e) => return (Err(e), Some(artifact)),
+        // The engine opted into chunks by creating one (its schema).
+        let (result, artifact, uploads) = match uploads {
+            Some(uploads) if uploads.created_with("") > 0 => {
+                let (result, uploads) = self
+                    .parallel_rows(&mut rows, &schema, uploads, left())
+                    .await;
+                (result, artifact, Some(uploads))
+            }
+            uploads => {
+                let (result, artifact) = self
+                    .rows_in_one_stream(&mut rows, &schema, artifact, left())
+                    .await;
+                (result, artifact, uploads)
+            }
         };
-        rows.state().sanitised_rows =
-            Some(Box::new(SanitisedRows::new(encoder, artifact, &schema)));
+        let summary = match self.finish_sanitiser(&mut rows, result) {
+            Ok(summary) => summary,
+            Err(e) => return (Err(e), Some(artifact), no_chunks()),
+        };
+        drop(rows);
+        let (result, artifact, uploads) = self
+            .structure(StructurePart::AfterRows, artifact, left(), uploads)
+            .await;
+        let chunks = uploads.map_or_else(no_chunks, ChunkUploads::finish);
+        (result.map(|()| summary), artifact, chunks)
+    }
+
+    /// `backup-rows` writing into the artifact: every batch sanitised and
+    /// encoded before `write-rows` returns.
+    async fn rows_in_one_stream(
+        &self,
+        rows: &mut Sandbox,
+        schema: &[TableInfo],
+        artifact: ByteSink,
+        max_runtime: Duration,
+    ) -> (Result<()>, ByteSink) {
+        let encoder = match self.sandbox_with(Grant::Nothing, max_runtime).await {
+            Ok(sandbox) => sandbox,
+            Err(e) => return (Err(e), artifact),
+        };
+        rows.state().sanitised_rows = Some(RowsTarget::One(Box::new(SanitisedRows::new(
+            encoder, artifact, schema,
+        ))));
         let result = rows.backup_rows().await;
         let result = result.and_then(|r| self.plugin_result("backup-rows", r));
-        let writer = rows
-            .state()
-            .sanitised_rows
-            .take()
-            .expect("the host put it there");
-        let (result, artifact) = match writer.finish().await {
+        let Some(RowsTarget::One(writer)) = rows.state().sanitised_rows.take() else {
+            unreachable!("the host put it there");
+        };
+        match writer.finish().await {
             Ok(artifact) => (result, artifact),
             Err((why, artifact)) => (
                 Err(Failure::new(Kind::Plugin, format!("plugin {}: {why}", self.name())).into()),
                 artifact,
             ),
-        };
-        let summary = match self.finish_sanitiser(&mut rows, result) {
-            Ok(summary) => summary,
-            Err(e) => return (Err(e), Some(artifact)),
-        };
-        drop(rows);
-        let (result, artifact) = self
-            .structure(StructurePart::AfterRows, artifact, left())
-            .await;
-        (result.map(|()| summary), artifact)
+        }
     }
 
-    /// One `backup-structure` call, in a sandbox that can read no rows.
+    /// `backup-rows` writing row chunks, sanitised by `jobs` workers, each
+    /// with its own sanitiser instance and encoder. The instances' work is
+    /// merged back into the step's sanitiser session for the strict check
+    /// and the summary.
+    async fn parallel_rows(
+        &self,
+        rows: &mut Sandbox,
+        schema: &[TableInfo],
+        uploads: ChunkUploads,
+        max_runtime: Duration,
+    ) -> (Result<()>, ChunkUploads) {
+        let workers = match self.sanitising_workers(rows, max_runtime).await {
+            Ok(workers) => workers,
+            Err(e) => return (Err(e), uploads),
+        };
+        let count = workers.len();
+        tracing::info!(
+            plugin = self.name(),
+            "sanitising the rows with {count} sanitiser instance(s) at once, into chunks"
+        );
+        let shared = Arc::new(tokio::sync::Mutex::new(uploads));
+        let parallel = ParallelRows::start(NameCheck::new(schema), workers, shared.clone());
+        rows.state().sanitised_rows = Some(RowsTarget::Chunked(Box::new(parallel)));
+        let result = rows.backup_rows().await;
+        let result = result.and_then(|r| self.plugin_result("backup-rows", r));
+        let Some(RowsTarget::Chunked(parallel)) = rows.state().sanitised_rows.take() else {
+            unreachable!("the host put it there");
+        };
+        let finished = parallel.finish().await;
+        let mut sessions = finished.sessions.into_iter();
+        if let Some(mut merged) = sessions.next() {
+            sessions.for_each(|s| merged.absorb(s));
+            rows.state().sanitiser = Some(merged);
+        }
+        let result = match (result, finished.failure) {
+            (Ok(()), Some(why)) => {
+                Err(Failure::new(Kind::Plugin, format!("plugin {}: {why}", self.name())).into())
+            }
+            (result, _) => result,
+        };
+        let uploads = Arc::try_unwrap(shared)
+            .map(tokio::sync::Mutex::into_inner)
+            .unwrap_or_else(|_| unreachable!("every worker has ended"));
+        (result, uploads)
+    }
+
+    /// One sanitiser instance and one encoder per job: the step's session
+    /// (already configured and checked against the schema) and `jobs - 1`
+    /// more configured the same way.
+    async fn sanitising_workers(
+        &self,
+        rows: &mut Sandbox,
+        max_runtime: Duration,
+    ) -> Result<Vec<WorkerParts>> {
+        let (Some(options), Some(sanitiser)) = (&self.request.sanitise, self.sanitiser) else {
+            anyhow::bail!("a sanitised backup without a sanitiser");
+        };
+        let first = rows
+            .state()
+            .sanitiser
+            .take()
+            .context("the step's sanitiser was not started")?;
+        let started_at = first.started_at();
+        let mut sessions = Vec::new();
+        for _ in 1..self.job.jobs.max(1) {
+            let session = SanitiserSession::start_at(
+                self.runtime.engine(),
+                sanitiser,
+                options,
+                self.request.stop.clone(),
+                started_at,
+            )
+            .await;
+            match session {
+                Ok(session) => sessions.push(session),
+                Err(e) => {
+                    rows.state().sanitiser = Some(first);
+                    return Err(e);
+                }
+            }
+        }
+        sessions.insert(0, first);
+        let mut workers = Vec::new();
+        for session in sessions {
+            let encoder = self.sandbox_with(Grant::Nothing, max_runtime).await?;
+            workers.push(WorkerParts {
+                session,
+                writer: PieceWriter::new(encoder),
+            });
+        }
+        Ok(workers)
+    }
+
+    /// One `backup-structure` call, in a sandbox that can read no rows,
+    /// offered `uploads` (to create chunks of schema) when given.
     async fn structure(
         &self,
         part: StructurePart,
         artifact: ByteSink,
         max_runtime: Duration,
-    ) -> (Result<()>, Option<ByteSink>) {
+        uploads: Option<ChunkUploads>,
+    ) -> (Result<()>, Option<ByteSink>, Option<ChunkUploads>) {
         let mut sandbox = match self.sandbox_with(Grant::Structure, max_runtime).await {
             Ok(sandbox) => sandbox,
-            Err(e) => return (Err(e), Some(artifact)),
+            Err(e) => return (Err(e), Some(artifact), uploads),
         };
+        if let Some(uploads) = uploads {
+            sandbox.state().chunks = ChunkAccess::Backup(uploads);
+        }
         let sink = match sandbox.push_sink(artifact) {
             Ok(sink) => sink,
-            Err(e) => return (Err(e), None),
+            Err(e) => return (Err(e), None, take_uploads(&mut sandbox)),
         };
         let result = sandbox
             .backup_structure(part, Resource::new_borrow(sink.rep()))
             .await;
         let artifact = sandbox.state().table.delete(sink).ok();
+        let uploads = take_uploads(&mut sandbox);
         (
             result.and_then(|r| self.plugin_result("backup-structure", r)),
             artifact,
+            uploads,
         )
     }
 
@@ -940,6 +1076,14 @@ impl Failure {
 pub const MAX_HEAD_SIZE: usize = 1 << 20;
 
 /// The head size of `format`, clamped to [`MAX_HEAD_SIZE`].
+/// The chunk uploads a structure call was offered, back from its sandbox.
+fn take_uploads(sandbox: &mut Sandbox) -> Option<ChunkUploads> {
+    match std::mem::take(&mut sandbox.state().chunks) {
+        ChunkAccess::Backup(uploads) => Some(uploads),
+        _ => None,
+    }
+}
+
 fn head_size(format: &ArtifactFormat) -> usize {
     (format.head_size as usize).min(MAX_HEAD_SIZE)
 }

@@ -669,3 +669,178 @@ fn a_sanitised_postgres_copy_fills_the_target_without_personal_data() {
         store.visible_files()
     );
 }
+
+/// Every chunk file of a stored artifact, decompressed (`zstd -d`).
+fn decoded_chunks(store: &LocalStore, key: &str) -> Vec<(String, Vec<u8>)> {
+    let manifest = store.manifest(key).unwrap();
+    let mut out = Vec::new();
+    for chunk in manifest["chunks"].as_array().expect("chunks") {
+        let name = chunk["name"].as_str().unwrap().to_string();
+        let path = store.root().join(format!("{key}.chunks/{name}"));
+        let decoded = std::process::Command::new("zstd")
+            .args(["-q", "-d", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(decoded.status.success(), "zstd -d {}", path.display());
+        out.push((name, decoded.stdout));
+    }
+    out
+}
+
+/// With `--jobs` a sanitised backup is chunked: the schema in chunks of
+/// its own, the rows in `rows-*` chunks sanitised by one sanitiser
+/// instance per job, the artifact a plan. None of the originals is in any
+/// chunk; restored with several sessions it is the same database as the
+/// single-stream sanitised backup restores to (same rules, same salt).
+#[test]
+fn a_sanitised_backup_with_jobs_is_sanitised_in_parallel_into_chunks() {
+    let host = host_with_sanitisers();
+    let pg = pg_shop();
+    // Enough events for several batches (8,192 rows each), so that one
+    // table's rows are sanitised by several instances at once.
+    pg.psql(
+        "shop",
+        "INSERT INTO events SELECT i, 1 + i % 3000, 'page ' || i, now() - interval '2 days' \
+         FROM generate_series(2001, 42000) AS i",
+    )
+    .unwrap();
+    let files = Files::new();
+    let sanitised_backup = |store: &LocalStore, jobs: Option<&str>| {
+        let mut step = pg
+            .step("backup", "shop")
+            .opt("--store", store.path_arg())
+            .opt("--sanitiser", "sanitise")
+            .opt("--rules", files.path("rules.toml").display())
+            .opt("--salt-file", files.path("salt.key").display())
+            .arg("--strict")
+            .opt("--allowed-email-domain", "example.com");
+        if let Some(jobs) = jobs {
+            step = step.opt("--jobs", jobs);
+        }
+        let out = step.run(&host);
+        out.expect_ok("sanitised backup");
+        assert!(out.stdout.contains("residual personal data: none"), "{out}");
+        out
+    };
+    let one = LocalStore::new().unwrap();
+    sanitised_backup(&one, None);
+    let parallel = LocalStore::new().unwrap();
+    let out = sanitised_backup(&parallel, Some("3"));
+    let log = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        log.contains("with 3 sanitiser instance(s) at once"),
+        "{out}"
+    );
+    // Every row went through the sanitiser once, whichever instance had
+    // it: the merged summary counts them all (3,000 users, 5,000 orders,
+    // 42,000 events, 500 sessions).
+    assert!(out.stdout.contains("sanitised 50500 rows"), "{out}");
+
+    let key = parallel.pointer(INSTANCE, "shop").expect("a pointer");
+    let chunks = decoded_chunks(&parallel, &key);
+    let names: Vec<&str> = chunks.iter().map(|(n, _)| n.as_str()).collect();
+    for section in ["pre-data", "post-data", "sequences"] {
+        assert!(names.contains(&section), "{names:?}");
+    }
+    // One chunk per table and instance that had some of its rows: the
+    // events' six batches went round all three instances.
+    let row_chunks = names.iter().filter(|n| n.starts_with("rows-")).count();
+    assert!(row_chunks >= 6, "the rows spread over chunks: {names:?}");
+    let events_chunks = chunks
+        .iter()
+        .filter(|(_, b)| b.starts_with(b"COPY \"public\".\"events\""))
+        .count();
+    assert_eq!(events_chunks, 3, "{names:?}");
+    let originals = pg_originals(&pg, "shop");
+    for (name, bytes) in &chunks {
+        let text = String::from_utf8_lossy(bytes);
+        let leaked: Vec<&String> = originals
+            .iter()
+            .filter(|o| o.len() > 3 && text.contains(o.as_str()))
+            .take(5)
+            .collect();
+        assert!(
+            leaked.is_empty(),
+            "chunk {name} holds originals: {leaked:?}"
+        );
+        for marker in PERSONAL_MARKERS {
+            assert!(!text.contains(marker), "chunk {name} holds {marker:?}");
+        }
+    }
+    // The schema chunks hold no rows: only the host writes COPY data.
+    for (name, bytes) in &chunks {
+        if !name.starts_with("rows-") {
+            let text = String::from_utf8_lossy(bytes);
+            assert!(!text.contains("FROM stdin;"), "chunk {name} holds rows");
+        }
+    }
+
+    for (store, copy, jobs) in [(&one, "shop_one", "1"), (&parallel, "shop_par", "3")] {
+        pg.step("restore", copy)
+            .opt("--store", store.path_arg())
+            .opt("--from-database", "shop")
+            .opt("--jobs", jobs)
+            .run(&host)
+            .expect_ok("restore of a sanitised backup");
+    }
+    assert_no_personal_data(&pg_values(&pg, "shop_par"), &originals, "parallel");
+    // Tables, indexes, constraints and sequences alike.
+    pg.fingerprint("shop_par").unwrap().assert_same(
+        &pg.fingerprint("shop_one").unwrap(),
+        "chunked vs one stream",
+    );
+}
+
+/// A chunked sanitised backup fails as a single-stream one does, and
+/// leaves nothing behind: a worker's sanitiser crashing, and the strict
+/// residual scan adding up what every instance found.
+#[test]
+fn a_failing_parallel_sanitised_backup_publishes_nothing() {
+    let host = host_with_sanitisers();
+    let pg = pg_shop();
+    let store = LocalStore::new().unwrap();
+    let files = Files::new();
+    let leaky = std::fs::read_to_string(files.path("rules.toml"))
+        .unwrap()
+        .replacen("email = \"fake_email\"", "email = \"keep\"", 1);
+    std::fs::write(files.path("leaky.toml"), leaky).unwrap();
+    std::fs::write(files.path("hostile-panic.toml"), "mode = \"panic\"\n").unwrap();
+    let cases: &[(&str, &str, i32, &[&str])] = &[
+        (
+            "sanitise",
+            "leaky.toml",
+            exit::STEP_FAILED,
+            &[
+                "residual-PII scan",
+                "3000 e-mail addresses",
+                "nothing was published",
+            ],
+        ),
+        (
+            "hostile",
+            "hostile-panic.toml",
+            exit::SANDBOX,
+            &["sanitiser hostile", "crashed"],
+        ),
+    ];
+    for (sanitiser, rules, code, phrases) in cases {
+        let out = pg
+            .step("backup", "shop")
+            .opt("--store", store.path_arg())
+            .opt("--sanitiser", sanitiser)
+            .opt("--rules", files.path(rules).display())
+            .opt("--salt-file", files.path("salt.key").display())
+            .arg("--strict")
+            .opt("--allowed-email-domain", "example.com")
+            .opt("--jobs", "2")
+            .run(&host);
+        out.expect_fail(&[*code], phrases, &format!("{sanitiser} with {rules}"));
+        assert_eq!(store.pointer(INSTANCE, "shop"), None, "{rules}");
+        assert!(
+            store.visible_files().is_empty(),
+            "{rules}: {:#?}",
+            store.visible_files()
+        );
+    }
+}

@@ -49,6 +49,55 @@ impl ChunkUploads {
         }
     }
 
+    /// Starts chunk `name`: checked, unique, within the limit.
+    pub async fn create(&mut self, name: &str) -> Result<ByteSink, WitError> {
+        crate::store::layout::check_chunk_name(name).map_err(WitError::InvalidParam)?;
+        if self.created.iter().any(|c| c == name) {
+            return Err(WitError::InvalidParam(format!(
+                "chunk {name:?} was already created in this backup"
+            )));
+        }
+        if self.created.len() >= MAX_CHUNKS {
+            return Err(WitError::Denied(format!(
+                "an artifact may have at most {MAX_CHUNKS} chunks"
+            )));
+        }
+        let writer = self
+            .catalog
+            .begin_chunk(&self.artifact_key, name, &self.codec)
+            .await
+            .map_err(|e| WitError::Io(format!("{e:#}")))?;
+        self.created.push(name.to_string());
+        let label = format!("chunk {name} of {}", self.artifact_key);
+        let chunk = ChunkWriter {
+            name: name.to_string(),
+            writer: Some(writer),
+            stored: self.stored.clone(),
+        };
+        Ok(ByteSink::new(label, SinkKind::Chunk(Box::new(chunk))))
+    }
+
+    /// How many chunks were created whose name starts with `prefix`.
+    pub fn created_with(&self, prefix: &str) -> usize {
+        self.created
+            .iter()
+            .filter(|c| c.starts_with(prefix))
+            .count()
+    }
+
+    /// The chunks stored so far, in the order they were created.
+    pub fn stored_so_far(&self) -> Vec<ChunkInfo> {
+        let stored = self.stored.lock().expect("chunks");
+        self.created
+            .iter()
+            .filter_map(|name| stored.iter().find(|c| &c.name == name))
+            .map(|c| ChunkInfo {
+                name: c.name.clone(),
+                stored_size: c.size,
+            })
+            .collect()
+    }
+
     /// The stored chunks in the order they were created, or which one the
     /// plugin never finished.
     pub fn finish(self) -> Result<Vec<Chunk>, String> {
@@ -112,43 +161,23 @@ impl Host for StepState {
                 "chunks can be created only during a backup".into(),
             )));
         };
-        if let Err(e) = crate::store::layout::check_chunk_name(&name) {
-            return Ok(Err(WitError::InvalidParam(e)));
+        match uploads.create(&name).await {
+            Ok(sink) => Ok(Ok(self.table.push(sink)?)),
+            Err(e) => Ok(Err(e)),
         }
-        if uploads.created.contains(&name) {
-            return Ok(Err(WitError::InvalidParam(format!(
-                "chunk {name:?} was already created in this backup"
-            ))));
-        }
-        if uploads.created.len() >= MAX_CHUNKS {
-            return Ok(Err(WitError::Denied(format!(
-                "an artifact may have at most {MAX_CHUNKS} chunks"
-            ))));
-        }
-        let writer = match uploads
-            .catalog
-            .begin_chunk(&uploads.artifact_key, &name, &uploads.codec)
-            .await
-        {
-            Ok(writer) => writer,
-            Err(e) => return Ok(Err(WitError::Io(format!("{e:#}")))),
-        };
-        uploads.created.push(name.clone());
-        let label = format!("chunk {name} of {}", uploads.artifact_key);
-        let chunk = ChunkWriter {
-            name,
-            writer: Some(writer),
-            stored: uploads.stored.clone(),
-        };
-        let sink = ByteSink::new(label, SinkKind::Chunk(Box::new(chunk)));
-        Ok(Ok(self.table.push(sink)?))
     }
 
     async fn contents(&mut self) -> HostResult<Vec<ChunkInfo>> {
-        let ChunkAccess::Restore(reads) = &self.chunks else {
-            return Ok(Err(WitError::Denied(
-                "chunks can be listed only during a restore".into(),
-            )));
+        let reads = match &self.chunks {
+            ChunkAccess::Restore(reads) => reads,
+            // A backup lists what it stored so far (a sanitised backup's
+            // engine names the host's row chunks this way).
+            ChunkAccess::Backup(uploads) => return Ok(Ok(uploads.stored_so_far())),
+            ChunkAccess::None => {
+                return Ok(Err(WitError::Denied(
+                    "chunks can be listed only during a backup or a restore".into(),
+                )));
+            }
         };
         Ok(Ok(reads
             .manifest

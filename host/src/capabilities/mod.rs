@@ -8,6 +8,7 @@ pub mod http;
 pub mod job;
 pub mod log;
 pub mod objects;
+pub mod parallel_rows;
 pub mod process;
 pub mod program_policy;
 pub mod sanitised_rows;

@@ -4,6 +4,7 @@
 //! the sanitiser never sees anything but rows.
 
 use super::HostResult;
+use super::sanitised_rows::RowsTarget;
 use crate::runtime::bindings::WitError;
 use crate::runtime::bindings::envsync::plugin::sanitising::{Host, SanitisePlan};
 use crate::runtime::bindings::envsync::plugin::types::{RowBatch, ValueKind};
@@ -11,9 +12,15 @@ use crate::runtime::sandbox::StepState;
 
 impl Host for StepState {
     async fn plan(&mut self) -> wasmtime::Result<Option<SanitisePlan>> {
-        Ok(self.sanitiser.as_ref().map(|s| SanitisePlan {
-            tables: s.plan_tables(),
-        }))
+        // In a chunked backup the workers hold the sanitiser instances.
+        let chunked = matches!(self.sanitised_rows, Some(RowsTarget::Chunked(_)));
+        Ok(match &self.sanitiser {
+            Some(s) => Some(SanitisePlan {
+                tables: s.plan_tables(),
+            }),
+            None if chunked => Some(SanitisePlan { tables: None }),
+            None => None,
+        })
     }
 
     async fn transform_rows(
@@ -57,36 +64,35 @@ impl Host for StepState {
         kinds: Vec<ValueKind>,
         rows: RowBatch,
     ) -> HostResult<u32> {
-        let (Some(writer), Some(session)) = (self.sanitised_rows.as_mut(), self.sanitiser.as_mut())
-        else {
-            return Ok(Err(not_backup_rows()));
-        };
-        if let Err(e) = writer.check_names(&table, &columns, &kinds) {
-            return Ok(Err(e));
-        }
-        let kept = match session
-            .transform_rows(table.clone(), columns.clone(), rows)
-            .await
-        {
-            Ok(kept) => kept,
-            Err(e) => return Ok(Err(WitError::Other(e))),
-        };
-        Ok(writer.rows(table, columns, kinds, kept).await)
+        Ok(
+            match (self.sanitised_rows.as_mut(), self.sanitiser.as_mut()) {
+                (Some(RowsTarget::One(writer)), Some(session)) => {
+                    writer
+                        .write_rows(session, table, columns, kinds, rows)
+                        .await
+                }
+                (Some(RowsTarget::Chunked(rows_out)), _) => {
+                    rows_out.write_rows(table, columns, kinds, rows).await
+                }
+                _ => Err(not_backup_rows()),
+            },
+        )
     }
 
     async fn write_documents(&mut self, index: String, documents: Vec<String>) -> HostResult<u32> {
-        let (Some(writer), Some(session)) = (self.sanitised_rows.as_mut(), self.sanitiser.as_mut())
-        else {
-            return Ok(Err(not_backup_rows()));
-        };
-        if let Err(e) = writer.check_index(&index) {
-            return Ok(Err(e));
-        }
-        let kept = match session.transform_documents(index.clone(), documents).await {
-            Ok(kept) => kept,
-            Err(e) => return Ok(Err(WitError::Other(e))),
-        };
-        Ok(writer.documents(index, kept).await)
+        Ok(
+            match (self.sanitised_rows.as_mut(), self.sanitiser.as_mut()) {
+                (Some(RowsTarget::One(writer)), Some(session)) => {
+                    writer.write_documents(session, index, documents).await
+                }
+                (Some(RowsTarget::Chunked(_)), _) => Err(WitError::Denied(
+                    "write-documents: a chunked sanitised backup holds rows only; create no chunk \
+                 in backup-structure to write documents"
+                        .into(),
+                )),
+                _ => Err(not_backup_rows()),
+            },
+        )
     }
 }
 

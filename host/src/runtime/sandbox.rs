@@ -138,9 +138,9 @@ pub struct StepState {
     pub(crate) http: crate::capabilities::http::HttpClients,
     /// Object-store locations of the step (`capabilities::objects`).
     pub(crate) objects: crate::capabilities::objects::ObjectGrant,
-    /// The artifact of a sanitised backup during `backup-rows`
-    /// (`capabilities::sanitised_rows`).
-    pub(crate) sanitised_rows: Option<Box<crate::capabilities::sanitised_rows::SanitisedRows>>,
+    /// Where `write-rows` goes during a sanitised backup's `backup-rows`
+    /// (`capabilities::sanitised_rows`, `capabilities::parallel_rows`).
+    pub(crate) sanitised_rows: Option<crate::capabilities::sanitised_rows::RowsTarget>,
     /// Where the plugin's `log.progress` goes (besides the log).
     pub(crate) progress: Option<crate::progress::Tracker>,
     /// The chunks of the artifact being written or restored.

@@ -91,6 +91,20 @@ fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
 }
 
 impl SanitiseStats {
+    /// Adds another instance's work (parallel sanitising).
+    pub fn absorb(&mut self, other: &SanitiseStats) {
+        self.tables.extend(other.tables.iter().cloned());
+        self.rows_in += other.rows_in;
+        self.rows_out += other.rows_out;
+        self.rows_passed += other.rows_passed;
+        self.batches += other.batches;
+        self.bytes_in += other.bytes_in;
+        self.documents_in += other.documents_in;
+        self.documents_out += other.documents_out;
+        self.busy += other.busy;
+        self.findings.add(&other.findings);
+    }
+
     /// `sanitised 10,000 rows of 2 tables (120 dropped) with sanitise in
     /// 1.2s (8,333 rows/s, 2.1 MiB/s); residual personal data: none`.
     pub fn summary(&self, sanitiser: &str) -> String {
@@ -355,6 +369,8 @@ pub struct SanitiserSession {
     /// The first failure; later calls fail with it.
     failure: Option<String>,
     failure_kind: Kind,
+    /// The run context's start, shared by every instance of one step.
+    started_at: i64,
 }
 
 impl SanitiserSession {
@@ -364,6 +380,34 @@ impl SanitiserSession {
         sanitiser: &LoadedSanitiser,
         options: &SanitiseOptions,
         stop: CancellationToken,
+    ) -> Result<SanitiserSession> {
+        let started_at = chrono::Utc::now().timestamp();
+        Self::start_at(engine, sanitiser, options, stop, started_at).await
+    }
+
+    /// When this session's run context started: another instance
+    /// started with the same (`start_at`) masks every value as this one
+    /// would (parallel sanitising).
+    pub fn started_at(&self) -> i64 {
+        self.started_at
+    }
+
+    /// Takes in another instance's statistics and failure.
+    pub fn absorb(&mut self, other: SanitiserSession) {
+        self.stats.absorb(&other.stats);
+        if self.failure.is_none() && other.failure.is_some() {
+            self.failure = other.failure;
+            self.failure_kind = other.failure_kind;
+        }
+    }
+
+    /// [`SanitiserSession::start`] with a given run context start.
+    pub async fn start_at(
+        engine: &Engine,
+        sanitiser: &LoadedSanitiser,
+        options: &SanitiseOptions,
+        stop: CancellationToken,
+        started_at: i64,
     ) -> Result<SanitiserSession> {
         let name = sanitiser.info.name.clone();
         let mut instance = Instance::start(
@@ -377,7 +421,7 @@ impl SanitiserSession {
         )
         .await?;
         let context = RunContext {
-            started_at: chrono::Utc::now().timestamp(),
+            started_at,
             environment: options.environment.clone(),
         };
         let wanted = instance
@@ -402,6 +446,7 @@ impl SanitiserSession {
             stats: SanitiseStats::default(),
             failure: None,
             failure_kind: Kind::Sandbox,
+            started_at,
         })
     }
 

@@ -53,6 +53,7 @@ fn dump_all(
         sequences: "sequences".into(),
         post_data: "post-data".into(),
         data: Vec::new(),
+        sanitised: false,
     };
     let mut dumps = vec![Dump::Section {
         chunk: plan.pre_data.clone(),

@@ -72,8 +72,7 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
     if !resumed {
         job.scratch_psql(&bookkeeping_setup(&plan.id))?;
         info("loading the schema (pre-data)");
-        restore_section(job, &plan.pre_data)?;
-        mark(job, &plan.pre_data)?;
+        load_section(job, plan, &plan.pre_data)?;
     }
     let done = loaded(job)?;
     let pending: Vec<&DataChunk> = plan
@@ -92,10 +91,15 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
         "loading {} data chunks with {jobs} session(s)",
         pending.len()
     ));
-    sessions::run(jobs, pending, |chunk| start_copy(job, plan, chunk))?;
+    sessions::run(jobs, pending, |chunk| {
+        if plan.sanitised {
+            start_script(job, plan, &chunk.chunk)
+        } else {
+            start_copy(job, plan, chunk)
+        }
+    })?;
     if !done.contains(&plan.sequences) {
-        restore_section(job, &plan.sequences)?;
-        mark(job, &plan.sequences)?;
+        load_section(job, plan, &plan.sequences)?;
     }
     post_data(job, plan, jobs, &done)?;
     job.scratch_psql(&format!("DROP SCHEMA {BOOKKEEPING} CASCADE;\n"))?;
@@ -127,6 +131,17 @@ fn mark(job: &Replacement, name: &str) -> Result<(), Error> {
 fn loaded(job: &Replacement) -> Result<BTreeSet<String>, Error> {
     let out = job.scratch_psql(&format!("SELECT name FROM {BOOKKEEPING}.loaded;\n"))?;
     Ok(out.lines().map(str::to_string).collect())
+}
+
+/// A section chunk (pre-data, sequences) in one transaction with its
+/// bookkeeping row: a custom-format archive through pg_restore, or a
+/// sanitised plan's SQL script through psql.
+fn load_section(job: &Replacement, plan: &Plan, chunk: &str) -> Result<(), Error> {
+    if plan.sanitised {
+        return sessions::run(1, [chunk], |chunk| start_script(job, plan, chunk));
+    }
+    restore_section(job, chunk)?;
+    mark(job, chunk)
 }
 
 /// pg_restore of a custom-format section chunk in one transaction.
@@ -170,6 +185,28 @@ fn start_copy(job: &Replacement, plan: &Plan, chunk: &DataChunk) -> Result<Sessi
     let transfer = start_splice(source, stdin, b"\\.\nCOMMIT;\n")?;
     Ok(Session {
         label: format!("loading chunk {} into {}", chunk.chunk, chunk.table),
+        child,
+        transfer,
+    })
+}
+
+/// One SQL script chunk of a sanitised plan (data chunks carry their own
+/// `COPY … FROM stdin;`) and its bookkeeping row in one transaction,
+/// committed only after the host verified the chunk (the trailer).
+fn start_script(job: &Replacement, plan: &Plan, chunk: &str) -> Result<Session, Error> {
+    let source = chunks::open(chunk)?;
+    let (cmd, preamble) = job.psql_session();
+    let mut child = cmd.stdin_piped().spawn()?;
+    let stdin = child.take_stdin()?;
+    let script = format!(
+        "{preamble}{}BEGIN;\n{}",
+        session_settings(&plan.encoding),
+        mark_sql(chunk),
+    );
+    write_all(&stdin, script.as_bytes())?;
+    let transfer = start_splice(source, stdin, b"COMMIT;\n")?;
+    Ok(Session {
+        label: format!("loading chunk {chunk}"),
         child,
         transfer,
     })

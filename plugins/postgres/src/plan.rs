@@ -11,6 +11,12 @@
 //! post-data <chunk>                    pg_dump -Fp --section=post-data
 //! ```
 //!
+//! A sanitised backup's plan (docs/decisions/0021) has a line `kind
+//! sanitised` after `encoding`; its pre-data and sequences chunks are
+//! plain SQL scripts, and its data lines name only a chunk: a script with
+//! its own `COPY … FROM stdin;` written by the host from the rows the
+//! sanitiser kept.
+//!
 //! Fields are separated by tabs; a field's `\`, tab and newline are escaped
 //! as `\\`, `\t`, `\n` (quoted identifiers may hold any character).
 
@@ -21,7 +27,8 @@ pub const MAGIC: &[u8] = b"ENVSYNC-POSTGRES-CHUNKED 1\n";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DataChunk {
     pub chunk: String,
-    /// Schema-qualified, quoted: `"public"."orders"`.
+    /// Schema-qualified, quoted: `"public"."orders"`; empty in a sanitised
+    /// plan, whose chunks name their table themselves.
     pub table: String,
     /// Quoted column list without parentheses (empty for no columns).
     pub columns: String,
@@ -35,6 +42,9 @@ pub struct Plan {
     pub data: Vec<DataChunk>,
     pub sequences: String,
     pub post_data: String,
+    /// A sanitised backup's plan: pre-data and sequences are SQL scripts,
+    /// data chunks are scripts with their own COPY.
+    pub sanitised: bool,
 }
 
 impl Plan {
@@ -47,9 +57,16 @@ impl Plan {
         };
         line(&["id", &self.id]);
         line(&["encoding", &self.encoding]);
+        if self.sanitised {
+            line(&["kind", "sanitised"]);
+        }
         line(&["pre-data", &self.pre_data]);
         for d in &self.data {
-            line(&["data", &d.chunk, &d.table, &d.columns]);
+            if self.sanitised {
+                line(&["data", &d.chunk]);
+            } else {
+                line(&["data", &d.chunk, &d.table, &d.columns]);
+            }
         }
         line(&["sequences", &self.sequences]);
         line(&["post-data", &self.post_data]);
@@ -73,13 +90,19 @@ impl Plan {
             match (fields[0].as_str(), fields.len()) {
                 ("id", 2) => plan.id = fields[1].clone(),
                 ("encoding", 2) => plan.encoding = fields[1].clone(),
+                ("kind", 2) if fields[1] == "sanitised" => plan.sanitised = true,
                 ("pre-data", 2) => plan.pre_data = fields[1].clone(),
                 ("sequences", 2) => plan.sequences = fields[1].clone(),
                 ("post-data", 2) => plan.post_data = fields[1].clone(),
-                ("data", 4) => plan.data.push(DataChunk {
+                ("data", 4) if !plan.sanitised => plan.data.push(DataChunk {
                     chunk: fields[1].clone(),
                     table: fields[2].clone(),
                     columns: fields[3].clone(),
+                }),
+                ("data", 2) if plan.sanitised => plan.data.push(DataChunk {
+                    chunk: fields[1].clone(),
+                    table: String::new(),
+                    columns: String::new(),
                 }),
                 _ => return Err(bad()),
             }
@@ -133,10 +156,35 @@ mod tests {
             }],
             sequences: "sequences".into(),
             post_data: "post-data".into(),
+            sanitised: false,
         };
         let text = plan.render();
         assert!(text.as_bytes().starts_with(MAGIC));
         assert_eq!(Plan::parse(text.as_bytes()).unwrap(), plan);
+    }
+
+    #[test]
+    fn sanitised_plans_round_trip_and_their_data_lines_name_only_chunks() {
+        let plan = Plan {
+            id: "sanitised-1".into(),
+            encoding: "UTF8".into(),
+            pre_data: "pre-data".into(),
+            data: vec![DataChunk {
+                chunk: "rows-00001".into(),
+                table: String::new(),
+                columns: String::new(),
+            }],
+            sequences: "sequences".into(),
+            post_data: "post-data".into(),
+            sanitised: true,
+        };
+        let text = plan.render();
+        assert!(text.contains("\nkind\tsanitised\n"), "{text}");
+        assert!(text.contains("\ndata\trows-00001\n"), "{text}");
+        assert_eq!(Plan::parse(text.as_bytes()).unwrap(), plan);
+        // A table-less data line outside a sanitised plan is refused.
+        let plain = text.replace("kind\tsanitised\n", "");
+        assert!(Plan::parse(plain.as_bytes()).is_err());
     }
 
     #[test]

@@ -12,12 +12,20 @@
 //!   section fails the backup rather than being lost.
 //! - `encode`: COPY headers and COPY lines for the rows the sanitiser kept,
 //!   written by the host between the two structure parts.
+//!
+//! With `--jobs` the backup is chunked (docs/decisions/0021): the schema
+//! goes into chunks `pre-data` and `post-data`, the sequence reset into
+//! `sequences`, the host writes the rows as chunks `rows-NNNNN` (sanitised
+//! by several sanitiser instances at once), and the artifact is a plan
+//! naming them (`plan.rs`, kind `sanitised`) for a parallel restore.
 
 use crate::copydata;
+use crate::plan::{DataChunk, Plan};
 use crate::{sanitised, sql};
 use envsync_plugin_sdk::bindings::envsync::plugin::sanitising;
 use envsync_plugin_sdk::{
-    ByteSink, CHUNK, Error, Piece, RowBatch, StructurePart, ValueKind, connection, info,
+    ByteSink, CHUNK, Error, Piece, RowBatch, StructurePart, ValueKind, chunks, connection, info,
+    job, read_all, write_all,
 };
 
 /// Runs at the end of a restore: every sequence owned by a column (serial
@@ -52,6 +60,9 @@ $envsync$;
 
 /// The schema before or after the rows.
 pub fn structure(part: StructurePart, artifact: &ByteSink) -> Result<(), Error> {
+    if job::parallelism().chosen {
+        return chunked_structure(part, artifact);
+    }
     let source = connection("source")?;
     let section = match part {
         StructurePart::BeforeRows => "pre-data",
@@ -68,6 +79,109 @@ pub fn structure(part: StructurePart, artifact: &ByteSink) -> Result<(), Error> 
         artifact.write(RESET_SEQUENCES.as_bytes())?;
     }
     Ok(())
+}
+
+/// The chunks named in a sanitised plan besides the host's row chunks.
+const PRE_DATA: &str = "pre-data";
+const POST_DATA: &str = "post-data";
+const SEQUENCES: &str = "sequences";
+/// Prefix of the row chunks the host writes.
+const ROWS_PREFIX: &str = "rows-";
+/// Largest post-data section read into memory.
+const TEXT_LIMIT: usize = 256 << 20;
+
+/// The structure of a chunked sanitised backup: before the rows, the
+/// schema as chunk `pre-data` (creating it tells the host to write the
+/// rows as chunks); after them, chunks `post-data` and `sequences` and the
+/// plan naming every chunk, as the artifact.
+fn chunked_structure(part: StructurePart, artifact: &ByteSink) -> Result<(), Error> {
+    let source = connection("source")?;
+    let section = match part {
+        StructurePart::BeforeRows => "--section=pre-data",
+        StructurePart::AfterRows => "--section=post-data",
+    };
+    let mut dump =
+        sanitised::plain_dump(&source, &["--schema-only", section], "the schema (no rows)")?;
+    let stdout = dump.take_stdout()?;
+    let text = read_all(&stdout, TEXT_LIMIT);
+    drop(stdout);
+    let text = match text {
+        Ok(text) => text,
+        Err(e) => return Err(dump.abort_upstream(e)),
+    };
+    dump.finish()?;
+    // Restores run psql restricted with a key of the host's, where
+    // pg_dump's own `\restrict` would be refused.
+    let text = without_restrict_lines(&text);
+    if part == StructurePart::BeforeRows {
+        let sink = chunks::create(PRE_DATA)?;
+        write_all(&sink, &text)?;
+        return sink.close();
+    }
+    let post_data = text;
+    let encoding = client_encoding(&post_data).ok_or_else(|| {
+        Error::Other(
+            "pg_dump's schema output sets no client_encoding; cannot tell the rows' encoding"
+                .into(),
+        )
+    })?;
+    for (name, text) in [
+        (POST_DATA, post_data.as_slice()),
+        (SEQUENCES, RESET_SEQUENCES.as_bytes()),
+    ] {
+        let sink = chunks::create(name)?;
+        write_all(&sink, text)?;
+        sink.close()?;
+    }
+    let data: Vec<DataChunk> = chunks::contents()?
+        .into_iter()
+        .filter(|c| c.name.starts_with(ROWS_PREFIX))
+        .map(|c| DataChunk {
+            chunk: c.name,
+            table: String::new(),
+            columns: String::new(),
+        })
+        .collect();
+    info(format!("the rows are in {} chunk(s)", data.len()));
+    let plan = Plan {
+        id: format!("sanitised {}", unique_id()),
+        encoding,
+        pre_data: PRE_DATA.into(),
+        data,
+        sequences: SEQUENCES.into(),
+        post_data: POST_DATA.into(),
+        sanitised: true,
+    };
+    write_all(artifact, plan.render().as_bytes())
+}
+
+/// The encoding pg_dump's `SET client_encoding = '…';` names: the one it
+/// wrote the rows in too.
+fn client_encoding(dump: &[u8]) -> Option<String> {
+    dump.split(|&b| b == b'\n').find_map(|line| {
+        let line = std::str::from_utf8(line).ok()?;
+        let value = line
+            .strip_prefix("SET client_encoding = '")?
+            .strip_suffix("';")?;
+        Some(value.to_string())
+    })
+}
+
+/// `text` without pg_dump's `\restrict KEY` / `\unrestrict KEY` lines.
+fn without_restrict_lines(text: &[u8]) -> Vec<u8> {
+    text.split_inclusive(|&b| b == b'\n')
+        .filter(|line| !sanitised::is_restrict_line(line))
+        .flatten()
+        .copied()
+        .collect()
+}
+
+/// Unique enough to tell two backups apart in a resumed restore.
+fn unique_id() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
 }
 
 /// The rows, through the host's `write-rows`.
@@ -204,6 +318,22 @@ impl OtherStatements {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schema_chunks_lose_pg_dumps_restrict_lines_only() {
+        let dump = b"--\n\\restrict abc1\nCREATE TABLE t (a int);\n\\unrestrict abc1\n\\restrict\n";
+        assert_eq!(
+            without_restrict_lines(dump),
+            b"--\nCREATE TABLE t (a int);\n\\restrict\n".to_vec()
+        );
+    }
+
+    #[test]
+    fn the_rows_encoding_is_read_from_pg_dumps_settings() {
+        let dump = b"--\n-- PostgreSQL database dump\n--\n\nSET statement_timeout = 0;\nSET client_encoding = 'LATIN1';\n";
+        assert_eq!(client_encoding(dump).as_deref(), Some("LATIN1"));
+        assert_eq!(client_encoding(b"SET x = 1;\n"), None);
+    }
 
     #[test]
     fn other_data_statements_are_refused() {
