@@ -306,6 +306,35 @@ for round in $(seq 1 "$rounds"); do
           par_failed "PostgreSQL --jobs $j"
         fi
       done
+      # Resume (issue 17): a --jobs 4 restore through the proxy, its host SIGKILLed once about 80 % of
+      # the data chunks are committed (the scratch database's bookkeeping says so), then the same
+      # restore again, timed: it skips what was committed.
+      if [ "$has_jobs" = 1 ]; then
+        pg_psql postgres -c "DROP DATABASE IF EXISTS par_restored" >/dev/null 2>&1
+        chunks_dir=$(ls -d "$work"/par-store/*/*.chunks | tail -1)
+        total=$(find "$chunks_dir" -name 'data-*' | wc -l)
+        "$host" run --plugin postgres --op restore --database par_restored --from-database par \
+          --db-host 127.0.0.1 --db-port "$pg_proxy_port" --db-user postgres --store "$work/par-store" \
+          --jobs 4 >/dev/null 2>"$work/host-killed.err" &
+        victim=$!
+        loaded=0
+        while kill -0 "$victim" 2>/dev/null; do
+          loaded=$(pg_psql par_restored-restore -At -c \
+            "SELECT count(*) FROM envsync_restore.loaded WHERE name LIKE 'data-%'" 2>/dev/null || echo 0)
+          if [ $((loaded * 100)) -ge $((total * 80)) ]; then kill -9 "$victim"; break; fi
+          sleep 0.2
+        done
+        wait "$victim" 2>/dev/null || true
+        echo "parallel: host killed with $loaded of $total data chunks committed" >&2
+        echo "$loaded $total" > "$work/resume-point"
+        if read -r secs rss < <(envsync run --plugin postgres --op restore --database par_restored --from-database par \
+          --db-host 127.0.0.1 --db-port "$pg_proxy_port" --db-user postgres --store "$work/par-store" --jobs 4); then
+          record parallel proxy-pg-resume envsync "$secs" "$rss"
+          par_check_pg par_restored
+        else
+          par_failed "PostgreSQL resume"
+        fi
+      fi
       # Without it: pg_restore -j 2 from a local directory-format dump against envsync; serial
       # pg_restore too, to show how much the proxy slowed it.
       fresh_db par_plain
@@ -405,9 +434,9 @@ delta = "keep"
 mtime = "keep"
 filler = "keep"
 TOML
-        for task in plain masked; do
+        for task in plain masked masked_jobs2; do
           extra=""
-          [ "$task" = masked ] && extra='[task.sanitise]
+          [ "$task" != plain ] && extra='[task.sanitise]
 sanitiser = "sanitise"
 rules = "rules.toml"
 salt_file = "salt.key"
@@ -417,6 +446,7 @@ $( [ "$task" = plain ] && printf '[environment]\nname = "bench"\nstore = "%s"\ns
 [[task]]
 name = "$task"
 plugin = "postgres"
+$( [ "$task" = masked_jobs2 ] && echo 'jobs = 2' )
 [task.database]
 host = "127.0.0.1"
 port = $PG_PORT
@@ -433,6 +463,9 @@ TOML
       read -r secs rss rows_s bytes_s < <(envsync_task run --config "$work/sanitise/env.toml" --task masked)
       record sanitise backup envsync "$secs" "$rss"
       echo "$rows_s $bytes_s" >> "$work/sanitiser-rate"
+      # Chunked, sanitised by two sanitiser instances at once (issue 17).
+      read -r secs rss _ _ < <(envsync_task run --config "$work/sanitise/env.toml" --task masked_jobs2)
+      record sanitise backup-jobs2 envsync "$secs" "$rss"
       continue
     fi
     if [ "$target" = mysql ]; then
@@ -491,6 +524,13 @@ if any(key[0] in sql for key in runs):
     print("envsync restores load into a scratch database and swap it in (plus checksum verification).")
     print("sanitise: plain tools = envsync's unsanitised backup (custom format) in the same run; envsync = the")
     print("sanitised backup (plain COPY rewritten through the `sanitise` sanitiser: filler → lorem, abalance → 0).")
+    if ("sanitise", "backup-jobs2", "envsync") in runs:
+        p = st.median(runs[("sanitise", "backup", "plain")])
+        one = st.median(runs[("sanitise", "backup", "envsync")])
+        two = st.median(runs[("sanitise", "backup-jobs2", "envsync")])
+        print(f"sanitised backup with `jobs = 2` (chunked; rows sanitised by 2 sanitiser instances at once): "
+              f"{two:.2f} s, {two/p:.2f}× the unsanitised backup, {two/one:.2f}× the one-stream sanitised backup; "
+              f"host peak RSS {rss[('sanitise', 'backup-jobs2')]/2**20:.1f} MiB")
 if ("mongo", "backup", "envsync") in runs:
     n = int(mongo_docs)
     print()
@@ -556,6 +596,12 @@ if ("parallel", "proxy-pg", "plain") in runs:
     baseline(proxy, "PostgreSQL: `pg_restore` serial, custom-format file", "proxy-pg")
     for j in jobs:
         row(proxy, "PostgreSQL: " + envsync_jobs(j), f"proxy-pg-j{j}", "proxy-pg", "≤ 0.35" if j == 4 else "—")
+    if ("parallel", "proxy-pg-resume", "envsync") in runs:
+        e, full = med("proxy-pg-resume", "envsync"), med("proxy-pg-j4", "envsync")
+        point = open(os.path.join(os.path.dirname(path), "resume-point")).read().split()
+        print(f"| {proxy} | PostgreSQL: envsync `--jobs 4` rerun after the host was SIGKILLed with "
+              f"{point[0]} of {point[1]} data chunks committed | {e:.2f} | {e / full:.2f} of a full `--jobs 4` "
+              f"restore | ≤ 0.30 | {rss[('parallel', 'proxy-pg-resume')] / 2**20:.1f} |")
     if ("parallel", "direct-pg-serial", "plain") in runs:
         secs = med("direct-pg-serial", "plain")
         print(f"| direct | PostgreSQL: `pg_restore` serial, custom-format file (what the proxy costs it) | {secs:.2f} "
