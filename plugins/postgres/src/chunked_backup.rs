@@ -23,7 +23,7 @@ enum Dump {
     Rows { chunk: String, query: String },
 }
 
-pub fn backup(artifact: &ByteSink, jobs: usize, chunk_blocks: u64) -> Result<(), Error> {
+pub fn backup(artifact: &ByteSink, jobs: usize, chunk_blocks: Option<u64>) -> Result<(), Error> {
     let source = connection("source")?;
     let db = source.database.clone();
     let mut holder = SnapshotHolder::start(&db)?;
@@ -38,10 +38,13 @@ fn dump_all(
     db: &str,
     snapshot: &str,
     jobs: usize,
-    chunk_blocks: u64,
+    chunk_blocks: Option<u64>,
     holder: &mut SnapshotHolder,
 ) -> Result<(), Error> {
     let (encoding, tables) = list_tables(db, snapshot)?;
+    let chunk_blocks = chunk_blocks.unwrap_or_else(|| {
+        crate::settings::auto_chunk_blocks(tables.iter().map(|t| t.blocks).sum())
+    });
     let sequences = list_sequences(db, snapshot)?;
     // Like pg_dump: hold a share lock on every table dumped, so none is
     // dropped or rewritten before its rows are read.

@@ -56,8 +56,9 @@ const PARAMS: &[(&str, &str, Option<&str>)] = &[
     (
         "chunk-mib",
         "Chunked backups: tables larger than this many MiB are split into block ranges of \
-         about this size, so one big table loads with several sessions.",
-        Some("256"),
+         about this size, so one big table loads with several sessions. Unset: the database's \
+         size / 64, between 16 and 4096 MiB, so even one big table spreads over the sessions.",
+        None,
     ),
     (
         "disable-triggers",
@@ -138,19 +139,48 @@ fn memory_setting() -> Result<String, Error> {
     }
 }
 
-/// `chunk-mib` in blocks of 8 KiB (PostgreSQL's default block size).
-pub fn chunk_blocks() -> Result<u64, Error> {
-    let mib: u64 = param_number("chunk-mib", 256)?;
+/// `chunk-mib` in blocks of 8 KiB (PostgreSQL's default block size); None
+/// when unset (see [`auto_chunk_blocks`]).
+pub fn chunk_blocks() -> Result<Option<u64>, Error> {
+    if param("chunk-mib").is_none() {
+        return Ok(None);
+    }
+    let mib: u64 = param_number("chunk-mib", 0)?;
     if mib == 0 {
         return Err(Error::InvalidParam(
             "parameter chunk-mib must be at least 1".into(),
         ));
     }
-    Ok(mib * 128)
+    Ok(Some(mib * 128))
+}
+
+/// The chunk size for a database of `total_blocks` when `chunk-mib` is
+/// unset: a 64th of it, so the largest table (often most of the data)
+/// still spreads over any number of sessions up to 8 or so, between
+/// 16 MiB (below that, per-chunk costs weigh) and 4 GiB (so even a 20 TiB
+/// database stays under the 10,000 chunks an artifact may have).
+pub fn auto_chunk_blocks(total_blocks: u64) -> u64 {
+    (total_blocks / 64).clamp(16 * 128, 4096 * 128)
 }
 
 /// True when the operator set `dump-flags`: a chunked backup cannot honour
 /// arbitrary pg_dump flags, so the backup stays one pg_dump stream.
 pub fn custom_dump_flags() -> bool {
     param("dump-flags").is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn automatic_chunks_are_a_64th_of_the_database_within_bounds() {
+        const MIB: u64 = 128; // blocks of 8 KiB
+        assert_eq!(auto_chunk_blocks(0), 16 * MIB);
+        assert_eq!(auto_chunk_blocks(8 * 1024 * MIB), 128 * MIB);
+        // 20 TiB: 4 GiB chunks, 5,120 of them.
+        let huge = 20 * 1024 * 1024 * MIB;
+        assert_eq!(auto_chunk_blocks(huge), 4096 * MIB);
+        assert!(huge / auto_chunk_blocks(huge) < 10_000);
+    }
 }
