@@ -230,24 +230,49 @@ fn post_data(
         .into_iter()
         .enumerate()
         .map(|(n, e)| (format!("{}-{n:05}", plan.post_data), e))
-        .filter(|(name, _)| !done.contains(name))
         .collect();
     let (independent, rest): (Vec<_>, Vec<_>) =
         numbered.into_iter().partition(|(_, e)| e.independent());
+    let independent: Vec<_> = independent
+        .into_iter()
+        .filter(|(name, _)| !done.contains(name))
+        .collect();
+    // Foreign keys are added NOT VALID in order, then validated
+    // concurrently; each half has its own bookkeeping name.
+    let mut validations = Vec::new();
+    let rest: Vec<(String, Entry)> = rest
+        .into_iter()
+        .filter_map(|(name, entry)| match post_data::split_validation(&entry) {
+            Some((add, validate)) => {
+                let check = format!("{name}-validate");
+                if !done.contains(&check) {
+                    validations.push((check, validate));
+                }
+                (!done.contains(&name)).then_some((name, add))
+            }
+            None => (!done.contains(&name)).then_some((name, entry)),
+        })
+        .collect();
     info(format!(
-        "building {} indexes and constraints with {jobs} session(s), then {} other entries",
+        "building {} indexes and constraints with {jobs} session(s), then {} other entries, \
+         then validating {} foreign keys with {jobs} session(s)",
         independent.len(),
-        rest.len()
+        rest.len(),
+        validations.len()
     ));
-    // Spread the independent entries over the sessions; each session runs
-    // its share in order.
-    let sessions_count = jobs.min(independent.len()).max(1);
-    let mut scripts = vec![Vec::new(); sessions_count];
-    for (i, entry) in independent.into_iter().enumerate() {
-        scripts[i % sessions_count].push(entry);
+    run_scripts(job, &setup, spread(independent, jobs))?;
+    run_scripts(job, &setup, vec![rest])?;
+    run_scripts(job, &setup, spread(validations, jobs))
+}
+
+/// Entries dealt over up to `jobs` sessions; each runs its share in order.
+fn spread(entries: Vec<(String, Entry)>, jobs: usize) -> Vec<Vec<(String, Entry)>> {
+    let sessions = jobs.min(entries.len()).max(1);
+    let mut scripts = vec![Vec::new(); sessions];
+    for (i, entry) in entries.into_iter().enumerate() {
+        scripts[i % sessions].push(entry);
     }
-    run_scripts(job, &setup, scripts)?;
-    run_scripts(job, &setup, vec![rest])
+    scripts
 }
 
 /// Runs each list of entries in a psql session of its own, all at once.

@@ -27,6 +27,70 @@ impl Entry {
     }
 }
 
+/// A foreign key split in two: added `NOT VALID` (brief: no rows are
+/// read) in pg_dump's order, then validated with the other validations
+/// concurrently. `VALIDATE CONSTRAINT` locks the referencing table only
+/// against schema changes and the referenced one not at all, so
+/// validations neither wait for each other nor deadlock, where adding
+/// foreign keys that share a table would. Only `ALTER TABLE ONLY` (a
+/// plain table): a partitioned table's foreign key cannot be `NOT VALID`
+/// before PostgreSQL 18, so it stays whole.
+pub fn split_validation(entry: &Entry) -> Option<(Entry, Entry)> {
+    if entry.kind != "FK CONSTRAINT" {
+        return None;
+    }
+    // Without trailing comments (the dump's closing lines end the last entry).
+    let statement: Vec<&str> = entry
+        .sql
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with("--"))
+        .collect();
+    let sql = statement.join("\n");
+    let body = sql.strip_suffix(';')?;
+    let start = sql.find("ALTER TABLE ONLY ")?;
+    let rest = &sql[start + "ALTER TABLE ONLY ".len()..];
+    let (table, rest) = rest.split_once('\n')?;
+    let constraint = identifier(rest.trim_start().strip_prefix("ADD CONSTRAINT ")?)?;
+    // One statement only: anything after the first `;` is not ours to move.
+    if body.contains(';') || body.contains("NOT VALID") {
+        return None;
+    }
+    let add = Entry {
+        kind: entry.kind.clone(),
+        sql: format!("{body} NOT VALID;\n"),
+    };
+    let validate = Entry {
+        kind: "FK VALIDATION".into(),
+        sql: format!(
+            "ALTER TABLE ONLY {} VALIDATE CONSTRAINT {constraint};\n",
+            table.trim()
+        ),
+    };
+    Some((add, validate))
+}
+
+/// The identifier `text` starts with: a double-quoted one (`""` inside)
+/// or a plain word.
+fn identifier(text: &str) -> Option<&str> {
+    if let Some(quoted) = text.strip_prefix('"') {
+        let mut i = 0;
+        let bytes = quoted.as_bytes();
+        while i < bytes.len() {
+            if bytes[i] == b'"' {
+                if bytes.get(i + 1) == Some(&b'"') {
+                    i += 2;
+                    continue;
+                }
+                return Some(&text[..i + 2]);
+            }
+            i += 1;
+        }
+        return None;
+    }
+    let end = text.find(|c: char| c.is_whitespace()).unwrap_or(text.len());
+    (end > 0).then(|| &text[..end])
+}
+
 /// The setup text and the entries of a plain post-data dump, in order.
 pub fn split(dump: &str) -> (String, Vec<Entry>) {
     let lines: Vec<&str> = dump.split_inclusive('\n').collect();
@@ -102,5 +166,44 @@ ALTER TABLE ONLY public.lines\n    ADD CONSTRAINT lines_order_fkey FOREIGN KEY (
         assert!(!entries[2].sql.contains("dump complete") || !has_sql("-- x\n"));
         assert!(entries[0].independent() && entries[1].independent());
         assert!(!entries[2].independent());
+    }
+
+    #[test]
+    fn foreign_keys_of_plain_tables_are_added_not_valid_then_validated() {
+        let (_, entries) = split(DUMP);
+        let (add, validate) = split_validation(&entries[2]).unwrap();
+        assert!(
+            add.sql
+                .ends_with("REFERENCES public.orders(id) NOT VALID;\n"),
+            "{}",
+            add.sql
+        );
+        assert_eq!(
+            validate.sql,
+            "ALTER TABLE ONLY public.lines VALIDATE CONSTRAINT lines_order_fkey;\n"
+        );
+        assert!(split_validation(&entries[0]).is_none());
+        let quoted = Entry {
+            kind: "FK CONSTRAINT".into(),
+            sql: "ALTER TABLE ONLY \"my schema\".\"t\"\n    ADD CONSTRAINT \"fk \"\"x\"\"\" FOREIGN KEY (a) \
+                  REFERENCES s.p(id) DEFERRABLE INITIALLY DEFERRED;\n\n"
+                .into(),
+        };
+        let (add, validate) = split_validation(&quoted).unwrap();
+        assert!(
+            add.sql
+                .ends_with("DEFERRABLE INITIALLY DEFERRED NOT VALID;\n")
+        );
+        assert_eq!(
+            validate.sql,
+            "ALTER TABLE ONLY \"my schema\".\"t\" VALIDATE CONSTRAINT \"fk \"\"x\"\"\";\n"
+        );
+        // A partitioned table's foreign key (no ONLY) stays whole.
+        let partitioned = Entry {
+            kind: "FK CONSTRAINT".into(),
+            sql: "ALTER TABLE public.events\n    ADD CONSTRAINT e_fk FOREIGN KEY (c) REFERENCES public.c(id);\n"
+                .into(),
+        };
+        assert!(split_validation(&partitioned).is_none());
     }
 }
