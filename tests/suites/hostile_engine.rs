@@ -396,21 +396,29 @@ fn sanitised_backups_hold_only_what_the_sanitiser_returned() {
         "0123456789abcdef0123456789abcdef\n",
     )
     .unwrap();
+    // Each in one stream, and the row attacks again with `jobs` set, where
+    // the engine opts into a chunked backup sanitised in parallel.
     let attacks = [
-        ("structure-full-dump", "schema alone"),
-        ("structure-psql", "structure call"),
-        ("rows-table-name", "did not list"),
-        ("rows-ignore-refusal", "did not list"),
-        ("rows-kinds", "back from"),
-        ("encode-escape", "may not run"),
+        ("structure-full-dump", "schema alone", ""),
+        ("structure-psql", "structure call", ""),
+        ("rows-table-name", "did not list", ""),
+        ("rows-ignore-refusal", "did not list", ""),
+        ("rows-kinds", "back from", ""),
+        ("encode-escape", "may not run", ""),
+        ("rows-into-chunk", "only during a backup", ""),
+        ("rows-table-name", "did not list", "jobs = 2\n"),
+        ("rows-ignore-refusal", "did not list", "jobs = 2\n"),
+        ("rows-kinds", "back from", "jobs = 2\n"),
+        ("encode-escape", "may not run", "jobs = 2\n"),
+        ("rows-into-chunk", "only during a backup", "jobs = 2\n"),
     ];
-    for (attack, why) in attacks {
+    for (attack, why, jobs) in attacks {
         let config = dir.path().join(format!("{attack}.toml"));
         std::fs::write(
             &config,
             format!(
                 "[environment]\nname = \"staging\"\nstore = \"{store}\"\nstate_dir = \"state\"\n\n\
-                 [[task]]\nname = \"shop\"\nplugin = \"hostile-engine\"\n\
+                 [[task]]\nname = \"shop\"\nplugin = \"hostile-engine\"\n{jobs}\
                  params = {{ attack = \"{attack}\" }}\n\
                  [task.database]\nhost = \"{host}\"\nport = {port}\nuser = \"{USER}\"\nname = \"shop\"\n\
                  password_env = \"ENVSYNC_DB_PASSWORD\"\n\
@@ -438,6 +446,12 @@ fn sanitised_backups_hold_only_what_the_sanitiser_returned() {
             .env("AWS_SECRET_ACCESS_KEY", CANARY_AWS);
         let out = world.host.run_command(cmd);
         let all = assert_stopped(&world, attack, &out, why);
+        if !jobs.is_empty() {
+            assert!(
+                all.contains("sanitiser instance(s) at once, into chunks"),
+                "{attack}: not the chunked path:\n{all}"
+            );
+        }
         assert!(
             !all.contains("realmail.test"),
             "{attack}: the row reached the host's output:\n{all}"
