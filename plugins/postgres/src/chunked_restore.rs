@@ -15,7 +15,7 @@ use crate::sessions::{self, Session};
 use crate::sql::literal;
 use crate::swap::{Replacement, replace_target_resumable};
 use envsync_plugin_sdk::{ByteSource, Error, chunks, info, job, read_all, start_splice, write_all};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The bookkeeping schema in the scratch database.
 const BOOKKEEPING: &str = "envsync_restore";
@@ -260,19 +260,46 @@ fn post_data(
         rest.len(),
         validations.len()
     ));
-    run_scripts(job, &setup, spread(independent, jobs))?;
+    let sizes = table_sizes(job)?;
+    run_scripts(job, &setup, spread(independent, jobs, &sizes))?;
     run_scripts(job, &setup, vec![rest])?;
-    run_scripts(job, &setup, spread(validations, jobs))
+    run_scripts(job, &setup, spread(validations, jobs, &sizes))
 }
 
-/// Entries dealt over up to `jobs` sessions; each runs its share in order.
-fn spread(entries: Vec<(String, Entry)>, jobs: usize) -> Vec<Vec<(String, Entry)>> {
-    let sessions = jobs.min(entries.len()).max(1);
-    let mut scripts = vec![Vec::new(); sessions];
-    for (i, entry) in entries.into_iter().enumerate() {
-        scripts[i % sessions].push(entry);
-    }
-    scripts
+/// Entries dealt over up to `jobs` sessions by the size of their table.
+fn spread(
+    entries: Vec<(String, Entry)>,
+    jobs: usize,
+    sizes: &BTreeMap<String, u64>,
+) -> Vec<Vec<(String, Entry)>> {
+    let sized = entries
+        .into_iter()
+        .map(|(name, entry)| {
+            let size = post_data::table_of(&entry)
+                .and_then(|t| sizes.get(t))
+                .copied()
+                .unwrap_or(0);
+            (size, (name, entry))
+        })
+        .collect();
+    post_data::deal(sized, jobs)
+}
+
+/// The size of every table in the scratch database, by the name pg_dump
+/// gives it (schema-qualified, quoted where needed).
+fn table_sizes(job: &Replacement) -> Result<BTreeMap<String, u64>, Error> {
+    let out = job.scratch_psql(
+        "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_relation_size(c.oid) \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r', 'm', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema');\n",
+    )?;
+    Ok(out
+        .lines()
+        .filter_map(|line| {
+            let (name, size) = line.rsplit_once('|')?;
+            Some((name.to_string(), size.trim().parse().ok()?))
+        })
+        .collect())
 }
 
 /// Runs each list of entries in a psql session of its own, all at once.

@@ -27,6 +27,58 @@ impl Entry {
     }
 }
 
+/// The table an index, constraint or validation entry works on, as pg_dump
+/// names it (`public.orders`, `"Odd"."Name"`): what `ON [ONLY] …` or
+/// `ALTER TABLE [ONLY] …` names.
+pub fn table_of(entry: &Entry) -> Option<&str> {
+    let sql = entry.sql.as_str();
+    let rest = if let Some(i) = sql.find("ALTER TABLE ") {
+        let rest = &sql[i + "ALTER TABLE ".len()..];
+        rest.strip_prefix("ONLY ").unwrap_or(rest)
+    } else {
+        let i = sql.find(" ON ")?;
+        let rest = &sql[i + " ON ".len()..];
+        rest.strip_prefix("ONLY ").unwrap_or(rest)
+    };
+    let end = rest
+        .find(|c: char| c == '\n' || c == ' ')
+        .unwrap_or(rest.len());
+    // A quoted name may hold spaces: up to the space after its closing quote.
+    if rest.contains('"') {
+        let mut quoted = false;
+        for (i, c) in rest.char_indices() {
+            match c {
+                '"' => quoted = !quoted,
+                ' ' | '\n' if !quoted => return Some(&rest[..i]),
+                _ => {}
+            }
+        }
+        return Some(rest);
+    }
+    Some(&rest[..end])
+}
+
+/// Deals `entries` (with their sizes) to `sessions` sessions, largest
+/// first to the least loaded, so one big table's indexes do not all wait in
+/// one session while the others idle. Only for entries that do not depend
+/// on each other (each session runs its share largest first).
+pub fn deal<T>(mut entries: Vec<(u64, T)>, sessions: usize) -> Vec<Vec<T>> {
+    let sessions = sessions.min(entries.len()).max(1);
+    entries.sort_by(|a, b| b.0.cmp(&a.0));
+    let mut load = vec![0u64; sessions];
+    let mut out: Vec<Vec<T>> = (0..sessions).map(|_| Vec::new()).collect();
+    for (size, entry) in entries {
+        let (least, _) = load
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, l)| **l)
+            .expect("at least one session");
+        load[least] += size.max(1);
+        out[least].push(entry);
+    }
+    out
+}
+
 /// A foreign key split in two: added `NOT VALID` (brief: no rows are
 /// read) in pg_dump's order, then validated with the other validations
 /// concurrently. `VALIDATE CONSTRAINT` locks the referencing table only
@@ -166,6 +218,32 @@ ALTER TABLE ONLY public.lines\n    ADD CONSTRAINT lines_order_fkey FOREIGN KEY (
         assert!(!entries[2].sql.contains("dump complete") || !has_sql("-- x\n"));
         assert!(entries[0].independent() && entries[1].independent());
         assert!(!entries[2].independent());
+    }
+
+    #[test]
+    fn entries_name_their_table() {
+        let (_, entries) = split(DUMP);
+        let tables: Vec<Option<&str>> = entries.iter().map(table_of).collect();
+        assert_eq!(
+            tables,
+            [
+                Some("public.orders"),
+                Some("public.orders"),
+                Some("public.lines")
+            ]
+        );
+        let quoted = Entry {
+            kind: "INDEX".into(),
+            sql: "CREATE INDEX i ON ONLY \"my s\".\"t x\" USING btree (a);\n".into(),
+        };
+        assert_eq!(table_of(&quoted), Some("\"my s\".\"t x\""));
+    }
+
+    #[test]
+    fn the_largest_entries_are_dealt_first_to_the_least_loaded_session() {
+        let dealt = deal(vec![(1, "a"), (100, "big"), (60, "b"), (50, "c")], 2);
+        assert_eq!(dealt, vec![vec!["big", "a"], vec!["b", "c"]]);
+        assert_eq!(deal(Vec::<(u64, u8)>::new(), 4).len(), 1);
     }
 
     #[test]
