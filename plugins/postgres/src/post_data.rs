@@ -40,9 +40,7 @@ pub fn table_of(entry: &Entry) -> Option<&str> {
         let rest = &sql[i + " ON ".len()..];
         rest.strip_prefix("ONLY ").unwrap_or(rest)
     };
-    let end = rest
-        .find(|c: char| c == '\n' || c == ' ')
-        .unwrap_or(rest.len());
+    let end = rest.find(['\n', ' ']).unwrap_or(rest.len());
     // A quoted name may hold spaces: up to the space after its closing quote.
     if rest.contains('"') {
         let mut quoted = false;
@@ -64,7 +62,7 @@ pub fn table_of(entry: &Entry) -> Option<&str> {
 /// on each other (each session runs its share largest first).
 pub fn deal<T>(mut entries: Vec<(u64, T)>, sessions: usize) -> Vec<Vec<T>> {
     let sessions = sessions.min(entries.len()).max(1);
-    entries.sort_by(|a, b| b.0.cmp(&a.0));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.0));
     let mut load = vec![0u64; sessions];
     let mut out: Vec<Vec<T>> = (0..sessions).map(|_| Vec::new()).collect();
     for (size, entry) in entries {
