@@ -301,32 +301,30 @@ for round in $(seq 1 "$rounds"); do
         if read -r secs rss < <(envsync run --plugin postgres --op restore --database par_restored --from-database par \
           --db-host 127.0.0.1 --db-port "$pg_proxy_port" --db-user postgres --store "$work/par-store" $(jobs_flag "$j")); then
           record parallel "proxy-pg-j$j" envsync "$secs" "$rss"
+          [ "$j" = 4 ] && full_j4=$secs
           par_check_pg par_restored
         else
           par_failed "PostgreSQL --jobs $j"
         fi
       done
-      # Resume (issue 17): a --jobs 4 restore through the proxy, its host SIGKILLed once about 80 % of
-      # the data chunks are committed (the scratch database's bookkeeping says so), then the same
-      # restore again, timed: it skips what was committed.
-      if [ "$has_jobs" = 1 ]; then
+      # Resume (issue 17): a --jobs 4 restore through the proxy, its host SIGKILLed at 80 % of the
+      # time the full --jobs 4 restore just took, then the same restore again, timed: it skips the
+      # data chunks and the indexes already committed (the scratch database's bookkeeping).
+      if [ "$has_jobs" = 1 ] && [ -n "${full_j4:-}" ]; then
         pg_psql postgres -c "DROP DATABASE IF EXISTS par_restored" >/dev/null 2>&1
-        chunks_dir=$(ls -d "$work"/par-store/*/*.chunks | tail -1)
-        total=$(find "$chunks_dir" -name 'data-*' | wc -l)
         "$host" run --plugin postgres --op restore --database par_restored --from-database par \
           --db-host 127.0.0.1 --db-port "$pg_proxy_port" --db-user postgres --store "$work/par-store" \
           --jobs 4 >/dev/null 2>"$work/host-killed.err" &
         victim=$!
-        loaded=0
-        while kill -0 "$victim" 2>/dev/null; do
-          loaded=$(pg_psql par_restored-restore -At -c \
-            "SELECT count(*) FROM envsync_restore.loaded WHERE name LIKE 'data-%'" 2>/dev/null || echo 0)
-          if [ $((loaded * 100)) -ge $((total * 80)) ]; then kill -9 "$victim"; break; fi
-          sleep 0.2
-        done
+        sleep "$(python3 -c "print($full_j4 * 0.8)")"
+        kill -9 "$victim" 2>/dev/null || true
         wait "$victim" 2>/dev/null || true
-        echo "parallel: host killed with $loaded of $total data chunks committed" >&2
-        echo "$loaded $total" > "$work/resume-point"
+        done_at_kill=$(pg_psql par_restored-restore -At -c \
+          "SELECT count(*) FILTER (WHERE name LIKE 'data-%') || ' data chunks and ' || \
+           count(*) FILTER (WHERE name LIKE 'post-data-%') || ' schema entries'
+           FROM envsync_restore.loaded" 2>/dev/null || echo "nothing")
+        echo "parallel: host killed at 80 % of ${full_j4}s with $done_at_kill committed" >&2
+        echo "$done_at_kill" > "$work/resume-point"
         if read -r secs rss < <(envsync run --plugin postgres --op restore --database par_restored --from-database par \
           --db-host 127.0.0.1 --db-port "$pg_proxy_port" --db-user postgres --store "$work/par-store" --jobs 4); then
           record parallel proxy-pg-resume envsync "$secs" "$rss"
@@ -598,9 +596,9 @@ if ("parallel", "proxy-pg", "plain") in runs:
         row(proxy, "PostgreSQL: " + envsync_jobs(j), f"proxy-pg-j{j}", "proxy-pg", "≤ 0.35" if j == 4 else "—")
     if ("parallel", "proxy-pg-resume", "envsync") in runs:
         e, full = med("proxy-pg-resume", "envsync"), med("proxy-pg-j4", "envsync")
-        point = open(os.path.join(os.path.dirname(path), "resume-point")).read().split()
-        print(f"| {proxy} | PostgreSQL: envsync `--jobs 4` rerun after the host was SIGKILLed with "
-              f"{point[0]} of {point[1]} data chunks committed | {e:.2f} | {e / full:.2f} of a full `--jobs 4` "
+        point = open(os.path.join(os.path.dirname(path), "resume-point")).read().strip()
+        print(f"| {proxy} | PostgreSQL: envsync `--jobs 4` rerun after the host was SIGKILLed at 80 % of a full "
+              f"restore's time ({point} committed) | {e:.2f} | {e / full:.2f} of a full `--jobs 4` "
               f"restore | ≤ 0.30 | {rss[('parallel', 'proxy-pg-resume')] / 2**20:.1f} |")
     if ("parallel", "direct-pg-serial", "plain") in runs:
         secs = med("direct-pg-serial", "plain")
