@@ -65,12 +65,11 @@ s3_pid=
 search_pid=
 mongo_pid=
 proxy_pids=()
+# `|| true`: wait reports the signal, and set -e would end the cleanup there
+# (skipping the servers after it).
+stop_pid() { [ -z "$1" ] || { kill "$1" && wait "$1"; } 2>/dev/null || true; }
 cleanup() {
-  # `|| true`: wait reports the signal, and set -e would end the cleanup there.
-  for pid in "${proxy_pids[@]}"; do { kill "$pid" && wait "$pid"; } 2>/dev/null || true; done
-  [ -n "$s3_pid" ] && kill "$s3_pid" 2>/dev/null && wait "$s3_pid" 2>/dev/null
-  [ -n "$search_pid" ] && kill "$search_pid" 2>/dev/null && wait "$search_pid" 2>/dev/null
-  [ -n "$mongo_pid" ] && kill "$mongo_pid" 2>/dev/null && wait "$mongo_pid" 2>/dev/null
+  for pid in "${proxy_pids[@]}" "$s3_pid" "$search_pid" "$mongo_pid"; do stop_pid "$pid"; done
   pg_stop; mdb_stop
 }
 trap cleanup EXIT
