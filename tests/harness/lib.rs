@@ -25,6 +25,7 @@
 pub mod faulty_proxy;
 pub mod host_cli;
 pub mod http;
+pub mod http_server;
 pub mod kubernetes;
 pub mod mariadb;
 pub mod mongo;

@@ -8,15 +8,13 @@
 //! it kills and reaps it on drop. It is ready when `GET /-/ready` answers
 //! 200.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::ports::free_port;
+use crate::http_server::{HttpServer, Launch};
 use crate::pushgateway::find_program;
 
 /// `prometheus`: `ENVSYNC_PROMETHEUS_BIN`, `PATH`, or `/usr/bin/prometheus`.
@@ -33,10 +31,7 @@ pub const INTERVAL: Duration = Duration::from_secs(1);
 
 /// A running throwaway Prometheus; killed and reaped on drop.
 pub struct Prometheus {
-    port: u16,
-    child: Option<Child>,
-    // Declared last: removed after the server is gone.
-    dir: tempfile::TempDir,
+    server: HttpServer,
 }
 
 /// One alert of `GET /api/v1/alerts`.
@@ -77,98 +72,41 @@ impl Prometheus {
             rules = serde_json::to_string(&rules.display().to_string())?,
         );
         std::fs::write(dir.path().join("prometheus.yml"), config)?;
-        let mut server = Prometheus {
-            port: 0,
-            child: None,
-            dir,
+        let launch = Launch {
+            name: "Prometheus",
+            program: &program,
+            ready_path: "/-/ready",
+            timeout: Duration::from_secs(60),
         };
-        let mut last_error = String::new();
-        for _attempt in 0..8 {
-            server.port = free_port()?;
-            let log = File::options()
-                .create(true)
-                .append(true)
-                .open(server.log_path())?;
-            let child = Command::new(&program)
-                .arg(format!(
-                    "--config.file={}",
-                    server.dir.path().join("prometheus.yml").display()
-                ))
-                .arg(format!(
-                    "--storage.tsdb.path={}",
-                    server.dir.path().join("data").display()
-                ))
-                .arg(format!("--web.listen-address=127.0.0.1:{}", server.port))
-                .arg("--log.level=warn")
-                .current_dir(server.dir.path())
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .with_context(|| format!("could not start {}", program.display()))?;
-            server.child = Some(child);
-            match server.wait_ready(Duration::from_secs(60)) {
-                Ok(()) => return Ok(server),
-                Err(e) => {
-                    server.kill();
-                    let log = server.log();
-                    last_error = format!("{e:#}\n--- server log ---\n{log}");
-                    if !log.contains("address already in use") {
-                        bail!("Prometheus did not start: {last_error}");
-                    }
-                }
-            }
-        }
-        bail!("Prometheus did not start on any of 8 random ports: {last_error}")
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("prometheus.log")
+        let server = HttpServer::start(&launch, dir, |port, dir| {
+            vec![
+                format!("--config.file={}", dir.join("prometheus.yml").display()),
+                format!("--storage.tsdb.path={}", dir.join("data").display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+                "--log.level=warn".into(),
+            ]
+        })?;
+        Ok(Prometheus { server })
     }
 
     /// What the server printed so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
-    }
-
-    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        let mut last: String;
-        loop {
-            if let Some(child) = self.child.as_mut()
-                && let Some(status) = child.try_wait()?
-            {
-                self.child = None;
-                bail!("Prometheus exited during start-up ({status})");
-            }
-            match crate::http::get(self.port, "/-/ready") {
-                Ok((200, _)) => return Ok(()),
-                Ok((status, body)) => last = format!("/-/ready answered {status}: {body}"),
-                Err(e) => last = format!("{e:#}"),
-            }
-            if Instant::now() >= deadline {
-                bail!("Prometheus was not ready after {timeout:?}: {last}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.server.log()
     }
 
     /// Kills the server (SIGKILL) and reaps it.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.server.kill();
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port()
     }
 
     /// The alerts Prometheus holds now (`GET /api/v1/alerts`), pending and
     /// firing.
     pub fn alerts(&self) -> Result<Vec<Alert>> {
-        let (status, body) = crate::http::get(self.port, "/api/v1/alerts")?;
+        let (status, body) = crate::http::get(self.port(), "/api/v1/alerts")?;
         if status != 200 {
             bail!("GET /api/v1/alerts answered {status}: {body}");
         }
@@ -214,11 +152,5 @@ impl Prometheus {
             }
             std::thread::sleep(Duration::from_millis(250));
         }
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        self.kill();
     }
 }

@@ -9,14 +9,12 @@
 //! ready when `GET /-/ready` answers 200.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 
-use crate::ports::free_port;
+use crate::http_server::{HttpServer, Launch};
 
 /// A program from an environment variable, `PATH`, or a fixed fallback.
 pub(crate) fn find_program(var: &str, name: &str, fallback: &str) -> Option<PathBuf> {
@@ -49,10 +47,7 @@ pub fn promtool_program() -> Option<PathBuf> {
 
 /// A running throwaway Pushgateway; killed and reaped on drop.
 pub struct Pushgateway {
-    port: u16,
-    child: Option<Child>,
-    // Declared last: removed after the server is gone.
-    dir: tempfile::TempDir,
+    server: HttpServer,
 }
 
 impl Pushgateway {
@@ -68,97 +63,46 @@ impl Pushgateway {
         let dir = tempfile::Builder::new()
             .prefix("envsync-pushgateway-")
             .tempdir()?;
-        let mut gateway = Pushgateway {
-            port: 0,
-            child: None,
-            dir,
+        let launch = Launch {
+            name: "the Pushgateway",
+            program: &program,
+            ready_path: "/-/ready",
+            timeout: Duration::from_secs(20),
         };
-        let mut last_error = String::new();
-        for _attempt in 0..8 {
-            gateway.port = free_port()?;
-            let log = File::options()
-                .create(true)
-                .append(true)
-                .open(gateway.log_path())?;
-            let child = Command::new(&program)
-                .arg(format!("--web.listen-address=127.0.0.1:{}", gateway.port))
+        let server = HttpServer::start(&launch, dir, |port, _| {
+            vec![
+                format!("--web.listen-address=127.0.0.1:{port}"),
                 // Debian's build defaults to /var/lib/prometheus/pushgateway.data:
                 // every gateway would load what earlier ones saved.
-                .arg("--persistence.file=")
-                .arg("--log.level=warn")
-                .current_dir(gateway.dir.path())
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .with_context(|| format!("could not start {}", program.display()))?;
-            gateway.child = Some(child);
-            match gateway.wait_ready(Duration::from_secs(20)) {
-                Ok(()) => return Ok(gateway),
-                Err(e) => {
-                    gateway.kill();
-                    let log = gateway.log();
-                    last_error = format!("{e:#}\n--- server log ---\n{log}");
-                    if !log.contains("address already in use") {
-                        bail!("the Pushgateway did not start: {last_error}");
-                    }
-                }
-            }
-        }
-        bail!("the Pushgateway did not start on any of 8 random ports: {last_error}")
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("pushgateway.log")
+                "--persistence.file=".into(),
+                "--log.level=warn".into(),
+            ]
+        })?;
+        Ok(Pushgateway { server })
     }
 
     /// What the server printed so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
-    }
-
-    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        let mut last: String;
-        loop {
-            if let Some(child) = self.child.as_mut()
-                && let Some(status) = child.try_wait()?
-            {
-                self.child = None;
-                bail!("the Pushgateway exited during start-up ({status})");
-            }
-            match self.get("/-/ready") {
-                Ok((200, _)) => return Ok(()),
-                Ok((status, body)) => last = format!("/-/ready answered {status}: {body}"),
-                Err(e) => last = format!("{e:#}"),
-            }
-            if Instant::now() >= deadline {
-                bail!("the Pushgateway was not ready after {timeout:?}: {last}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.server.log()
     }
 
     /// Kills the server (SIGKILL) and reaps it.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.server.kill();
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port()
     }
 
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.server.url()
     }
 
     /// `GET path`: status and body.
     pub fn get(&self, path: &str) -> Result<(u16, String)> {
-        crate::http::get(self.port, path)
+        crate::http::get(self.port(), path)
     }
 
     /// The text exposition of `GET /metrics`.
@@ -176,12 +120,6 @@ impl Pushgateway {
             .into_iter()
             .filter(|s| s.name.starts_with(prefix))
             .collect())
-    }
-}
-
-impl Drop for Pushgateway {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

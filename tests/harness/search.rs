@@ -3,16 +3,15 @@
 //! wheel; `scripts/setup.sh` installs it), started on a free port of
 //! 127.0.0.1, killed and reaped on drop. Plus small JSON helpers on it.
 
-use std::fs::File;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::http;
-use crate::ports::free_port;
+use crate::http_server::{HttpServer, Launch};
 
 /// Where the osmem-server binary is: `ENVSYNC_OSMEM_BIN`, else inside the
 /// installed `osmem_server` Python package.
@@ -45,8 +44,7 @@ pub fn osmem_program() -> Result<PathBuf> {
 /// A running osmem-server; killed and reaped on drop.
 pub struct SearchServer {
     pub port: u16,
-    child: Option<Child>,
-    dir: tempfile::TempDir,
+    server: HttpServer,
 }
 
 impl SearchServer {
@@ -57,77 +55,33 @@ impl SearchServer {
         let dir = tempfile::Builder::new()
             .prefix("envsync-osmem-")
             .tempdir()?;
-        let mut server = SearchServer {
-            port: 0,
-            child: None,
-            dir,
+        let launch = Launch {
+            name: "osmem-server",
+            program: &program,
+            ready_path: "/",
+            timeout: Duration::from_secs(20),
         };
-        let mut last_error = String::new();
-        for _attempt in 0..8 {
-            server.port = free_port()?;
-            let log = File::options()
-                .create(true)
-                .append(true)
-                .open(server.log_path())?;
-            let child = Command::new(&program)
-                .arg("-addr")
-                .arg(format!("127.0.0.1:{}", server.port))
-                .arg("-no-stdin-watch")
-                .current_dir(server.dir.path())
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .with_context(|| format!("could not start {}", program.display()))?;
-            server.child = Some(child);
-            match server.wait_ready(Duration::from_secs(20)) {
-                Ok(()) => return Ok(server),
-                Err(e) => {
-                    server.kill();
-                    let log = server.log();
-                    last_error = format!("{e:#}\n--- server log ---\n{log}");
-                    if !log.contains("address already in use") {
-                        bail!("osmem-server did not start: {last_error}");
-                    }
-                }
-            }
-        }
-        bail!("osmem-server did not start on any of 8 random ports: {last_error}")
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("osmem.log")
+        let server = HttpServer::start(&launch, dir, |port, _| {
+            vec![
+                "-addr".into(),
+                format!("127.0.0.1:{port}"),
+                "-no-stdin-watch".into(),
+            ]
+        })?;
+        Ok(SearchServer {
+            port: server.port(),
+            server,
+        })
     }
 
     /// What the server printed so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
-    }
-
-    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(child) = self.child.as_mut()
-                && let Some(status) = child.try_wait()?
-            {
-                bail!("osmem-server exited with {status}");
-            }
-            if let Ok((200, _)) = http::get(self.port, "/") {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!("no answer on port {} within {timeout:?}", self.port);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.server.log()
     }
 
     /// Kills and reaps the server (also done on drop).
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.server.kill();
     }
 
     /// `--db-host`/`--db-port` style address for the host CLI.
@@ -224,11 +178,5 @@ impl SearchServer {
         v["count"]
             .as_u64()
             .with_context(|| format!("no count in {v}"))
-    }
-}
-
-impl Drop for SearchServer {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
