@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use envsync_tests::faulty_proxy::FaultyProxy;
 use envsync_tests::host_cli::{Expect, Host, Step, exit};
 use envsync_tests::postgres::{Fingerprint, PgCluster};
+use envsync_tests::process::Running;
 use envsync_tests::procs;
 use envsync_tests::s3::S3Server;
 use envsync_tests::store::LocalStore;
@@ -99,6 +100,57 @@ fn setup() -> Env {
 }
 
 impl Env {
+    /// A proxy to the server holding each connection to 2 MiB/s, as a
+    /// remote server's sessions are each bound by their own backend: a
+    /// chunk takes about half a second to load, so a restore lasts long
+    /// enough to be watched (or interrupted) even on a loaded machine where
+    /// local loads end in milliseconds.
+    fn throttle(&self) -> FaultyProxy {
+        FaultyProxy::throttled_tcp((Ipv4Addr::LOCALHOST, self.pg.port()).into(), 2 << 20)
+            .expect("a throttling proxy")
+    }
+
+    /// A restore of the latest backup into the live database through
+    /// `proxy` with `jobs` sessions, running.
+    fn restore_through(&self, proxy: &FaultyProxy, jobs: u32) -> Running {
+        Step::new("postgres", "restore")
+            .opt("--database", LIVE)
+            .opt("--db-host", "127.0.0.1")
+            .opt("--db-port", proxy.port())
+            .opt("--db-user", self.pg.user())
+            .opt("--store", self.store.path_arg())
+            .opt("--from-database", SOURCE)
+            .opt("--jobs", jobs)
+            .spawn(&self.host)
+            .unwrap()
+    }
+
+    /// The data chunks the scratch database records as committed.
+    fn committed(&self) -> BTreeSet<String> {
+        self.pg
+            .psql(
+                SCRATCH,
+                "SELECT name FROM envsync_restore.loaded WHERE name LIKE 'data-%'",
+            )
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits until `running` has committed at least `wanted` data chunks.
+    fn wait_for_committed(&self, running: &mut Running, wanted: u64) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while (self.committed().len() as u64) < wanted {
+            assert!(
+                !running.has_exited().unwrap(),
+                "the restore ended before it was interrupted"
+            );
+            assert!(Instant::now() < deadline, "no progress to interrupt at");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// A chunked backup of the source with `jobs` sessions; its manifest.
     fn backup(&self, jobs: u32) -> serde_json::Value {
         self.pg
@@ -189,21 +241,8 @@ fn a_parallel_restore_runs_n_load_sessions_at_once() {
     let env = setup();
     env.backup(2);
     env.reset_live();
-    // Each session through a proxy held to 2 MiB/s, as a remote server's
-    // sessions are each bound by their own backend: a chunk takes about half
-    // a second to load, so concurrent sessions are there to be seen even on a
-    // loaded machine where local loads end in milliseconds.
-    let proxy = FaultyProxy::throttled_tcp((Ipv4Addr::LOCALHOST, env.pg.port()).into(), 2 << 20)
-        .expect("a throttling proxy");
-    let step = Step::new("postgres", "restore")
-        .opt("--database", LIVE)
-        .opt("--db-host", "127.0.0.1")
-        .opt("--db-port", proxy.port())
-        .opt("--db-user", env.pg.user())
-        .opt("--store", env.store.path_arg())
-        .opt("--from-database", SOURCE)
-        .opt("--jobs", 2);
-    let mut running = step.spawn(&env.host).unwrap();
+    let proxy = env.throttle();
+    let mut running = env.restore_through(&proxy, 2);
     let sessions = "SELECT count(*) FROM pg_stat_activity \
                     WHERE application_name = 'envsync-restore' AND query LIKE 'COPY%'";
     let mut most = 0;
@@ -228,42 +267,11 @@ fn a_killed_restore_resumes_and_loads_no_chunk_twice() {
     let manifest = env.backup(2);
     let all = data_chunks(&manifest);
     let live = env.reset_live();
-    // Each session through a proxy held to 2 MiB/s, as a remote server's
-    // sessions are each bound by their own backend: a chunk takes about half
-    // a second to load, so concurrent sessions are there to be seen even on a
-    // loaded machine where local loads end in milliseconds.
-    let proxy = FaultyProxy::throttled_tcp((Ipv4Addr::LOCALHOST, env.pg.port()).into(), 2 << 20)
-        .expect("a throttling proxy");
-    let step = Step::new("postgres", "restore")
-        .opt("--database", LIVE)
-        .opt("--db-host", "127.0.0.1")
-        .opt("--db-port", proxy.port())
-        .opt("--db-user", env.pg.user())
-        .opt("--store", env.store.path_arg())
-        .opt("--from-database", SOURCE)
-        .opt("--jobs", 2);
-    let mut running = step.spawn(&env.host).unwrap();
+    let proxy = env.throttle();
+    let mut running = env.restore_through(&proxy, 2);
     // Kill the host once most data chunks are committed.
-    let loaded_sql = "SELECT count(*) FROM envsync_restore.loaded WHERE name LIKE 'data-%'";
     let wanted = (all.len() * 6 / 10) as u64;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        assert!(
-            !running.has_exited().unwrap(),
-            "the restore ended before the kill"
-        );
-        assert!(Instant::now() < deadline, "no progress to kill at");
-        let loaded = env
-            .pg
-            .psql(SCRATCH, loaded_sql)
-            .ok()
-            .and_then(|out| out.parse::<u64>().ok())
-            .unwrap_or(0);
-        if loaded >= wanted {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    env.wait_for_committed(&mut running, wanted);
     running.signal(libc::SIGKILL);
     running.wait_timeout(Duration::from_secs(10));
     // The children die with the host: nothing keeps loading.
@@ -280,16 +288,7 @@ fn a_killed_restore_resumes_and_loads_no_chunk_twice() {
         .fingerprint(LIVE)
         .unwrap()
         .assert_same(&live, "the live target after the kill");
-    let committed: BTreeSet<String> = env
-        .pg
-        .psql(
-            SCRATCH,
-            "SELECT name FROM envsync_restore.loaded WHERE name LIKE 'data-%'",
-        )
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let committed = env.committed();
     assert!(committed.len() as u64 >= wanted);
     // Each committed chunk's rows are in the scratch database exactly once
     // so far: the larger tables hold as many rows as their committed chunks.
@@ -319,6 +318,54 @@ fn a_killed_restore_resumes_and_loads_no_chunk_twice() {
         .fingerprint(LIVE)
         .unwrap()
         .assert_same(&env.source, "the resumed restore");
+    assert!(!env.pg.database_exists(SCRATCH).unwrap());
+}
+
+/// The database server restarts (as after a crash: immediate shutdown,
+/// recovery) while a parallel restore loads: the run fails saying the
+/// scratch database is kept, the live target is intact, and the rerun
+/// resumes from what the server had committed, loading no chunk twice.
+#[test]
+fn a_database_restart_mid_restore_is_resumed_by_the_rerun() {
+    let mut env = setup();
+    let manifest = env.backup(2);
+    let all = data_chunks(&manifest);
+    let live = env.reset_live();
+    let proxy = env.throttle();
+    let mut running = env.restore_through(&proxy, 2);
+    env.wait_for_committed(&mut running, (all.len() * 3 / 10) as u64);
+    env.pg.restart().expect("restart the server");
+    running.wait_timeout(Duration::from_secs(120)).expect_fail(
+        &[exit::STEP_FAILED],
+        &["kept scratch database"],
+        "a restore whose server restarted",
+    );
+    env.pg
+        .fingerprint(LIVE)
+        .unwrap()
+        .assert_same(&live, "the live target after the restart");
+    // What survived the restart is what the rerun skips: each chunk's rows
+    // and its bookkeeping row were one transaction.
+    let committed = env.committed();
+    assert!(!committed.is_empty() && committed.len() < all.len());
+
+    let out = env.restore_step(2).run(&env.host);
+    out.expect_ok("rerun after the restart");
+    let log = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        log.contains(&format!(
+            "resuming: {} of {} data chunks were already loaded and are skipped",
+            committed.len(),
+            all.len()
+        )),
+        "the rerun should skip the {} committed chunks:\n{log}",
+        committed.len()
+    );
+    // `events` has no key: a chunk loaded twice would show here.
+    env.pg
+        .fingerprint(LIVE)
+        .unwrap()
+        .assert_same(&env.source, "the restore resumed after the restart");
     assert!(!env.pg.database_exists(SCRATCH).unwrap());
 }
 
