@@ -96,10 +96,13 @@ pub struct StepOutcome {
 }
 
 impl StepOutcome {
-    /// The step's size for metrics and history: the artifact's, else the
-    /// bytes moved.
+    /// The step's size for metrics and history: the artifact's (with its
+    /// chunks), else the bytes moved.
     pub fn size(&self) -> Option<u64> {
-        self.manifest.as_ref().map(|m| m.size).or(self.moved)
+        self.manifest
+            .as_ref()
+            .map(Manifest::total_size)
+            .or(self.moved)
     }
 }
 
@@ -478,7 +481,8 @@ impl Step<'_> {
             None,
         );
         let sink = ByteSink::new(format!("artifact {key}"), SinkKind::Artifact(writer));
-        let uploads = ChunkUploads::new(catalog.clone(), key.clone(), codec.clone());
+        let uploads = ChunkUploads::new(catalog.clone(), key.clone(), codec.clone())
+            .with_progress(self.request.progress.clone());
         let (result, sink, chunks) = if self.request.sanitise.is_some() {
             self.sanitised_backup(sink, uploads).await
         } else {
@@ -565,9 +569,12 @@ impl Step<'_> {
             source.database,
             manifest.key,
             catalog.location(),
-            human_size(manifest.size),
+            human_size(manifest.total_size()),
             manifest.sha256
         );
+        if !manifest.chunks.is_empty() {
+            summary.push_str(&format!("; {} chunks beside it", manifest.chunks.len()));
+        }
         if let Some(s) = sanitise_summary {
             summary.push_str("; ");
             summary.push_str(&s);
@@ -949,12 +956,15 @@ impl Step<'_> {
             catalog: catalog.clone(),
             manifest: manifest.clone(),
             identities: identities.clone(),
+            progress: self.request.progress.clone(),
         }));
         let label = format!("artifact {}", manifest.key);
+        // The exact total: the main stream and every chunk.
+        let total = manifest.total_size();
         let progress = self.request.progress.stream(
             format!("restore of {}", target.database),
             reader.meter(),
-            Some(manifest.size),
+            Some(total),
         );
         let source = sandbox.push_source(ByteSource::new(label, SourceKind::Artifact(reader)))?;
         let result = sandbox.restore(Resource::new_borrow(source.rep())).await;

@@ -456,9 +456,13 @@ fn a_long_restore_pushes_progress_and_prometheus_fires_its_alerts() {
     let s3 = S3Server::start().expect("start an S3 server");
     s3.create_bucket("prod").unwrap();
     s3.create_bucket("staging").unwrap();
+    // Chunked (`--jobs 2`): the progress counts the chunks' bytes too.
     s3.run(
         &host,
-        &pg.step("backup", SOURCE).opt("--store", "s3://prod/db"),
+        &pg.step("backup", SOURCE)
+            .opt("--store", "s3://prod/db")
+            .opt("--jobs", "2")
+            .param("chunk-mib", 1),
     )
     .expect_ok("production backup");
     let proxy = FaultyProxy::start(s3.port()).unwrap();
@@ -611,10 +615,22 @@ from_database = "{SOURCE}"
     // After it: the progress ended at the artifact's size, and the data's
     // age is the backup's; Prometheus fires the data-age alert on it.
     assert_eq!(value("db_backup_job_state"), Some(2.0));
+    // The whole artifact: its plan and every chunk.
     assert_eq!(
         value("db_backup_job_progress_bytes"),
         value("db_backup_job_file_size_bytes"),
         "the last progress is the whole artifact"
+    );
+    let chunks = s3
+        .client()
+        .list_objects("prod", "")
+        .unwrap()
+        .into_iter()
+        .filter(|o| o.key.contains(".chunks/"))
+        .count();
+    assert!(
+        chunks >= 3,
+        "the backup was not chunked: {chunks} chunk objects"
     );
     let data_at = value("db_backup_job_data_timestamp_seconds").expect("no data timestamp");
     let now = SystemTime::now()

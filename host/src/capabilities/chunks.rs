@@ -4,6 +4,7 @@
 
 use super::HostResult;
 use super::streams::{ByteSink, ByteSource, SinkKind, SourceKind};
+use crate::progress::Tracker;
 use crate::runtime::bindings::WitError;
 use crate::runtime::bindings::envsync::plugin::chunks::{ChunkInfo, Host};
 use crate::runtime::sandbox::StepState;
@@ -36,6 +37,8 @@ pub struct ChunkUploads {
     created: Vec<String>,
     /// Chunks stored so far, in the order they were finished.
     stored: Arc<Mutex<Vec<Chunk>>>,
+    /// The step's progress, which counts the chunks' bytes too.
+    progress: Option<Tracker>,
 }
 
 impl ChunkUploads {
@@ -46,7 +49,14 @@ impl ChunkUploads {
             codec,
             created: Vec::new(),
             stored: Arc::default(),
+            progress: None,
         }
+    }
+
+    /// Counts every chunk's bytes in `progress`.
+    pub fn with_progress(mut self, progress: Tracker) -> Self {
+        self.progress = Some(progress);
+        self
     }
 
     /// Starts chunk `name`: checked, unique, within the limit.
@@ -67,6 +77,9 @@ impl ChunkUploads {
             .begin_chunk(&self.artifact_key, name, &self.codec)
             .await
             .map_err(|e| WitError::Io(format!("{e:#}")))?;
+        if let Some(progress) = &self.progress {
+            progress.add_chunk(writer.meter());
+        }
         self.created.push(name.to_string());
         let label = format!("chunk {name} of {}", self.artifact_key);
         let chunk = ChunkWriter {
@@ -122,6 +135,8 @@ pub struct ChunkReads {
     pub catalog: Catalog,
     pub manifest: Manifest,
     pub identities: Arc<Identities>,
+    /// The step's progress, which counts the chunks' bytes too.
+    pub progress: Tracker,
 }
 
 /// A chunk being written: stored (upload finished) when its sink closes.
@@ -204,6 +219,7 @@ impl Host for StepState {
             Ok(reader) => reader,
             Err(e) => return Ok(Err(WitError::BadArtifact(e))),
         };
+        reads.progress.add_chunk(reader.meter());
         let label = format!("chunk {name} of {}", reads.manifest.key);
         let source = ByteSource::new(label, SourceKind::Artifact(reader));
         Ok(Ok(self.table.push(source)?))

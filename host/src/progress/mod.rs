@@ -41,6 +41,9 @@ struct Inner {
     meter: Option<Meter>,
     /// Bytes of a stream that has ended (the meter is gone then).
     bytes_done: u64,
+    /// The chunks of a chunked artifact opened or created so far (each
+    /// meter still reads its final count after its chunk ended).
+    chunk_meters: Vec<Meter>,
     /// The artifact's exact stored size (restore).
     exact_total: Option<u64>,
     /// The previous successful run's size (backup, copy).
@@ -107,9 +110,16 @@ impl Tracker {
             inner.streaming_since = Some(Instant::now());
             inner.meter = Some(meter);
             inner.bytes_done = 0;
+            inner.chunk_meters.clear();
             inner.exact_total = total;
         }
         display::show(self.clone())
+    }
+
+    /// A chunk of the artifact streams through `meter` too: its bytes count
+    /// with the main stream's.
+    pub fn add_chunk(&self, meter: Meter) {
+        self.lock().chunk_meters.push(meter);
     }
 
     /// The stream ended: keep its final count, drop the meter.
@@ -141,7 +151,8 @@ impl Tracker {
         if inner.what.is_none() && inner.plugin.is_none() {
             return None;
         }
-        let bytes = inner.meter.as_ref().map_or(inner.bytes_done, Meter::bytes);
+        let bytes = inner.meter.as_ref().map_or(inner.bytes_done, Meter::bytes)
+            + inner.chunk_meters.iter().map(Meter::bytes).sum::<u64>();
         let elapsed = inner
             .streaming_since
             .map_or(Duration::ZERO, |s| s.elapsed());

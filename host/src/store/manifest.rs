@@ -32,6 +32,13 @@ pub struct Manifest {
     pub chunks: Vec<Chunk>,
 }
 
+impl Manifest {
+    /// The backup's stored size: the main artifact and every chunk.
+    pub fn total_size(&self) -> u64 {
+        self.size + self.chunks.iter().map(|c| c.size).sum::<u64>()
+    }
+}
+
 /// One chunk of a chunked artifact, as stored.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Chunk {
