@@ -539,3 +539,82 @@ fn the_status_page_renders_in_chromium_and_matches_status_json() {
     }
     drop(daemon);
 }
+
+/// `serve`'s `/metrics` is built from the run history, the data's age
+/// included: after a restore, `db_backup_job_data_timestamp_seconds` of the
+/// target is the restored backup's creation time, as pushed to a
+/// Pushgateway (and what `DbBackupTargetDataTooOld` alerts on).
+#[test]
+fn serve_metrics_carry_the_age_of_the_data_a_restore_left() {
+    let env = setup();
+    let restore = format!(
+        "[[task]]\nname = \"refresh\"\nplugin = \"postgres\"\n\
+         [task.database]\nhost = \"{host}\"\nport = {port}\nuser = \"{user}\"\nname = \"small_copy\"\n\
+         [[task.step]]\nop = \"restore\"\nfrom = \"own\"\nfrom_database = \"small\"\n",
+        host = env.pg.host(),
+        port = env.pg.port(),
+        user = env.pg.user(),
+    );
+    let tasks = format!("{}\n{restore}", env.backup_task("good", "small", None, ""));
+    let config = env.config("", &tasks);
+    let c = config.display().to_string();
+    for task in ["good", "refresh"] {
+        env.host
+            .run(&["run", "--config", &c, "--task", task])
+            .expect_ok(task);
+    }
+    let key = env.store.pointer(INSTANCE, "small").expect("a pointer");
+    let created = env.store.manifest(&key).unwrap()["created_at"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let created = chrono::DateTime::parse_from_rfc3339(&created).unwrap();
+    let recorded = env
+        .history()
+        .into_iter()
+        .rfind(|r| r["database"] == "small_copy")
+        .unwrap();
+    assert_eq!(
+        recorded["data_time"]
+            .as_str()
+            .map(|t| chrono::DateTime::parse_from_rfc3339(t).unwrap()),
+        Some(created),
+        "{recorded}"
+    );
+
+    let port = free_port().unwrap();
+    let serve = env
+        .host
+        .spawn(&[
+            "serve",
+            "--config",
+            &c,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .unwrap();
+    let _daemon = Daemon(Some(serve));
+    http::wait_for(port, "/healthz", Duration::from_secs(60)).unwrap();
+    let (status, metrics) = http::get(port, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("db_backup_job_data_timestamp_seconds{")
+                && l.contains("database_db_name=\"small_copy\"")
+        })
+        .unwrap_or_else(|| panic!("no data age for small_copy in /metrics:\n{metrics}"));
+    let value: f64 = line.rsplit_once(' ').unwrap().1.parse().unwrap();
+    assert!(
+        (value - created.timestamp_millis() as f64 / 1000.0).abs() < 0.002,
+        "{line} vs {created}"
+    );
+    // A backup leaves no data in a target: no data age for its series.
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("db_backup_job_data_timestamp_seconds{")
+                && l.contains("database_db_name=\"small\"")),
+        "{metrics}"
+    );
+}

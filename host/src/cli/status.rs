@@ -178,6 +178,7 @@ mod tests {
             duration_seconds: 2.0,
             size: Some(2048),
             key: None,
+            data_time: None,
         };
         let rows = [
             Row {

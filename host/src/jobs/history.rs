@@ -41,6 +41,10 @@ pub struct Record {
     /// Artifact key in the store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// How old the production data is that a successful step left in its
+    /// target (a restore: the backup's creation; a copy: its start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_time: Option<DateTime<Utc>>,
 }
 
 /// The state folder: `configured` (the config's `state_dir`), else
@@ -191,6 +195,7 @@ mod tests {
             duration_seconds: 1.5,
             size: Some(42),
             key: None,
+            data_time: None,
         }
     }
 

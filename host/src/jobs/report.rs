@@ -260,6 +260,7 @@ impl Reporter {
         if let Some(live) = &live {
             live.stop.cancel();
         }
+        let mut data_at = None;
         if let Some(live) = live {
             let _ = live.task.await;
             if let Some(s) = live.tracker.snapshot() {
@@ -272,6 +273,7 @@ impl Reporter {
                 && let Some(at) = data_time(&id.group.key.operation, o, live.started)
             {
                 self.pusher.data_from(&id.group, at);
+                data_at = Some(at);
             }
         }
         let (outcome, key) = match result {
@@ -310,6 +312,7 @@ impl Reporter {
                 Outcome::Failed { .. } => None,
             },
             key,
+            data_time: data_at.map(chrono::DateTime::<chrono::Utc>::from),
         };
         if let Err(e) = history.append(&record) {
             tracing::warn!("run history not written: {e:#}");

@@ -190,6 +190,9 @@ pub fn registry_from_history(records: &[Record]) -> Registry {
             r.duration_seconds,
             r.size.map(|s| s as f64),
         );
+        if let Some(at) = r.data_time {
+            registry.record_data_timestamp(&group, at.timestamp_millis() as f64 / 1000.0);
+        }
     }
     registry
 }

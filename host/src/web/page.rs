@@ -302,6 +302,7 @@ mod tests {
             duration_seconds: day as f64,
             size,
             key: None,
+            data_time: None,
         }
     }
 
