@@ -30,6 +30,9 @@ pub struct Connection {
     pub port: Option<u16>,
     pub user: Option<String>,
     pub password: Option<Secret>,
+    /// An object-store location's region (`capabilities::objects`);
+    /// database plugins do not use it.
+    pub region: Option<String>,
 }
 
 impl Connection {

@@ -48,6 +48,8 @@ pub struct RequestRecord {
     pub range: Option<String>,
     /// Whether the proxy refused it (read-only mode).
     pub refused: bool,
+    /// The region of a SigV4 `Authorization` header's credential scope.
+    pub signing_region: Option<String>,
 }
 
 impl RequestRecord {
@@ -316,6 +318,7 @@ fn forward_requests(id: u64, client: TcpStream, mut server: Throttled<TcpStream>
         let mut content_length: Option<u64> = None;
         let mut chunked = false;
         let mut range = None;
+        let mut signing_region = None;
         for line in lines {
             let Some((k, v)) = line.split_once(':') else {
                 continue;
@@ -325,6 +328,13 @@ fn forward_requests(id: u64, client: TcpStream, mut server: Throttled<TcpStream>
                 "content-length" => content_length = v.parse().ok(),
                 "transfer-encoding" => chunked = v.to_ascii_lowercase().contains("chunked"),
                 "range" => range = Some(v.to_string()),
+                // `AWS4-HMAC-SHA256 Credential=ID/DATE/REGION/s3/aws4_request, …`
+                "authorization" => {
+                    signing_region = v
+                        .split_once("Credential=")
+                        .and_then(|(_, c)| c.split('/').nth(2))
+                        .map(str::to_string);
+                }
                 _ => {}
             }
         }
@@ -335,6 +345,7 @@ fn forward_requests(id: u64, client: TcpStream, mut server: Throttled<TcpStream>
             target,
             range,
             refused: refuse,
+            signing_region,
         });
         if refuse {
             let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code>\

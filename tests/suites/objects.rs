@@ -691,3 +691,48 @@ fn a_hostile_plugin_cannot_reach_an_ungranted_bucket_or_prefix() {
         b"keep"
     );
 }
+
+/// Each location is signed for its own region (`--db-region`,
+/// `--source-region`; `region` in a config's location), over the
+/// environment's: production's bucket may live in another region than
+/// staging's. Seen in the SigV4 credential scope of every request, through
+/// a recording proxy in front of each side.
+#[test]
+fn each_location_is_signed_for_its_own_region() {
+    use envsync_tests::faulty_proxy::FaultyProxy;
+    let host = Host::built();
+    let dir = tempfile::tempdir().unwrap();
+    let server = S3Server::start().unwrap();
+    let from = loc(&server, "prod-region", "up", dir.path());
+    let to = loc(&server, "staging-region", "up", dir.path());
+    seed(&from, 20);
+    let source_proxy = FaultyProxy::start(server.port()).unwrap();
+    let target_proxy = FaultyProxy::start(server.port()).unwrap();
+    let step = copy_with(
+        &from,
+        &to,
+        &[
+            ("--source-host", source_proxy.endpoint()),
+            ("--db-host", target_proxy.endpoint()),
+        ],
+    )
+    .opt("--source-region", "eu-west-2")
+    .opt("--db-region", "eu-central-1");
+    run(&server, &host, &step).expect_ok("copy across regions");
+    assert_eq!(from.contents(), to.contents());
+    for (proxy, region) in [
+        (&source_proxy, "eu-west-2"),
+        (&target_proxy, "eu-central-1"),
+    ] {
+        let requests = proxy.requests();
+        assert!(!requests.is_empty());
+        let wrong: Vec<_> = requests
+            .iter()
+            .filter(|r| r.signing_region.as_deref() != Some(region))
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "signed for another region than {region}: {wrong:#?}"
+        );
+    }
+}

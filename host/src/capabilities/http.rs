@@ -240,8 +240,7 @@ mod tests {
             database: "logs".into(),
             host: Some(host.into()),
             port,
-            user: None,
-            password: None,
+            ..Default::default()
         }
     }
 

@@ -63,6 +63,9 @@ pub struct ObjectLocation {
     /// Empty or ending in `/`.
     pub prefix: String,
     pub key: Option<AccessKey>,
+    /// The region requests to it are signed for, when the location sets
+    /// one (else the environment's S3 region).
+    pub region: Option<String>,
 }
 
 impl ObjectLocation {
@@ -125,6 +128,7 @@ impl ObjectLocation {
                 format!("{prefix}/")
             },
             key,
+            region: conn.region.clone(),
         })
     }
 
@@ -140,7 +144,10 @@ impl ObjectLocation {
     /// Whether a server-side copy from `self` to `other` can be signed by
     /// one client: same endpoint, same credentials.
     fn same_account(&self, other: &ObjectLocation) -> bool {
+        // One endpoint, one key and one region: a server-side copy is one
+        // signed request to the target.
         self.endpoint == other.endpoint
+            && self.region == other.region
             && match (&self.key, &other.key) {
                 (None, None) => true,
                 (Some(a), Some(b)) => a.id == b.id && a.secret.expose() == b.secret.expose(),
@@ -281,6 +288,10 @@ impl ObjectGrant {
         }
         let options = S3Options {
             endpoint: location.endpoint.clone(),
+            region: location
+                .region
+                .clone()
+                .or_else(|| self.options.region.clone()),
             ..self.options.clone()
         };
         let what = location.describe();
@@ -963,6 +974,7 @@ mod tests {
             bucket: "b".into(),
             prefix: String::new(),
             key: k,
+            region: None,
         };
         assert!(at("http://a", key("1")).same_account(&at("http://a", key("1"))));
         assert!(!at("http://a", key("1")).same_account(&at("http://a", key("2"))));

@@ -122,6 +122,9 @@ pub struct RunArgs {
     /// File holding the database password (else $ENVSYNC_DB_PASSWORD, else the plugin's standard variables such as PGPASSWORD).
     #[arg(long)]
     pub db_password_file: Option<PathBuf>,
+    /// Object-store location (objects plugin): its region, for signing [default: the environment's S3 region].
+    #[arg(long)]
+    pub db_region: Option<String>,
     /// Store: a folder path or file:// URL.
     #[arg(long, env = "ENVSYNC_STORE")]
     pub store: Option<String>,
@@ -181,6 +184,9 @@ pub struct RunArgs {
     /// Copy: file holding the source password (else $ENVSYNC_SOURCE_DB_PASSWORD, else the target's).
     #[arg(long)]
     pub source_password_file: Option<PathBuf>,
+    /// Copy from an object-store location: its region [default: the environment's S3 region].
+    #[arg(long)]
+    pub source_region: Option<String>,
     /// Plugin parameter NAME=VALUE (repeatable; see `plugins inspect`).
     #[arg(long = "param", value_name = "NAME=VALUE")]
     pub params: Vec<String>,
@@ -308,6 +314,7 @@ impl RunArgs {
             port: self.db_port,
             user: self.db_user.clone(),
             password: password_source(self.db_password_file.as_ref(), "ENVSYNC_DB_PASSWORD"),
+            region: self.db_region.clone(),
         };
         let mut inputs = StepInputs::new(
             op,
@@ -326,7 +333,8 @@ impl RunArgs {
             || self.source_host.is_some()
             || self.source_port.is_some()
             || self.source_user.is_some()
-            || self.source_password_file.is_some();
+            || self.source_password_file.is_some()
+            || self.source_region.is_some();
         if source_given {
             inputs.source = Some(DatabaseSpec {
                 name: self.source_database.clone().ok_or_else(|| {
@@ -339,6 +347,7 @@ impl RunArgs {
                     self.source_password_file.as_ref(),
                     "ENVSYNC_SOURCE_DB_PASSWORD",
                 ),
+                region: self.source_region.clone(),
             });
         }
         inputs.store = self.store.clone();

@@ -186,6 +186,8 @@ pub struct DatabaseSpec {
     pub port: Option<u16>,
     pub user: Option<String>,
     pub password: PasswordSource,
+    /// An object-store location's region (signing), over `[environment.s3]`'s.
+    pub region: Option<String>,
 }
 
 /// Where a password comes from; never inline in the file.
@@ -472,6 +474,7 @@ const DATABASE_FIELDS: &[&str] = &[
     "user",
     "password_file",
     "password_env",
+    "region",
 ];
 const STEP_COMMON: &[&str] = &["op", "max_runtime", "params"];
 
@@ -770,6 +773,7 @@ impl Reader<'_, '_> {
         let host = f.string(r, "host").map(|s| s.value);
         let port = f.integer(r, "port", 1..=65535).map(|n| n.value as u16);
         let user = f.string(r, "user").map(|s| s.value);
+        let region = f.string(r, "region").map(|s| s.value);
         let file = f.string(r, "password_file");
         let env = f.string(r, "password_env");
         let password = match (file, env) {
@@ -819,6 +823,7 @@ impl Reader<'_, '_> {
             port,
             user,
             password,
+            region,
         })
     }
 

@@ -253,6 +253,7 @@ impl StepInputs {
             port: spec.port,
             user: spec.user.clone(),
             password: self.password(spec, role)?,
+            region: spec.region.clone(),
         })
     }
 

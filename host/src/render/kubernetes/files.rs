@@ -565,6 +565,8 @@ impl Builder<'_, '_, '_> {
             host: _,
             port: _,
             user: _,
+            // Neither a file nor a secret: it travels in the config as it is.
+            region: _,
             password,
         } = spec;
         let context = format!("{context} {field}");
