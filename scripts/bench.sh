@@ -12,7 +12,10 @@
 #                                   parallel: restores through a per-connection throttling proxy
 #                                   (a remote many-core server, simulated) at --jobs 1/2/4
 #                                   against serial pg_restore and mariadb, and without it against
-#                                   pg_restore -j 2 (docs/benchmarks.md)
+#                                   pg_restore -j 2 (docs/benchmarks.md); objects: the objects
+#                                   plugin's prefix copy against `aws s3 sync` on s3s-fs
+#                                   (scripts/bench_objects.sh, run once after the rounds)
+#   OBJECTS_N=10000                 objects: how many small objects
 #   SEARCH_DOCS=1000000             documents of the search benchmark
 #   MYSQL_ROWS=1500000              rows of the MariaDB benchmark table (~240 MB)
 #   MONGO_DOCS=1000000              documents of the MongoDB benchmark (one collection)
@@ -618,3 +621,10 @@ if os.path.exists(rates):
         print(f"sanitiser throughput (median): {st.median(x[0] for x in r):,.0f} rows/s, "
               f"{st.median(x[1] for x in r) / 2**20:.1f} MiB/s of values")
 PY
+
+# The objects plugin against `aws s3 sync` (issue 19): its own servers and data, once.
+if [[ " $targets " == *" objects "* ]]; then
+  echo
+  echo "Object-store prefix copy (issue 19), ${OBJECTS_N:-10000} small objects on s3s-fs, $profile host:"
+  HOST="$host" scripts/bench_objects.sh "${OBJECTS_N:-10000}"
+fi

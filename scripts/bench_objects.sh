@@ -39,14 +39,14 @@ rss_run() { # command… → prints "SECONDS MAX_RSS_KIB"
   /usr/bin/time -f '%e %M' -o "$work/time" "$@" >"$work/out" 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
   cat "$work/time"
 }
-copy() { # TARGET_SERVER TARGET_BUCKET
-  local tp=${1}_port
+copy() { # TARGET_SERVER TARGET_BUCKET [MORE FLAGS]
+  local tp=${1}_port server=$1 bucket=$2; shift 2
   rss_run env -i PATH="$PATH" HOME="$work" ENVSYNC_STATE_DIR="$work/state" "$host" --plugin-dir target/plugins \
     run --plugin objects --op copy \
     --source-database src/uploads --source-host "http://127.0.0.1:$a_port" --source-user AKa \
     --source-password-file "$work/a.secret" \
-    --database "$2/uploads" --db-host "http://127.0.0.1:${!tp}" --db-user "AK$1" \
-    --db-password-file "$work/$1.secret"
+    --database "$bucket/uploads" --db-host "http://127.0.0.1:${!tp}" --db-user "AK$server" \
+    --db-password-file "$work/$server.secret" "$@"
 }
 awsync() {
   rss_run env AWS_ACCESS_KEY_ID=AKa AWS_SECRET_ACCESS_KEY=SKasecret AWS_DEFAULT_REGION=us-east-1 \
@@ -59,5 +59,9 @@ echo "objects: $n, host: $host"
 env -i PATH="$PATH" HOME="$work" "$host" --plugin-dir target/plugins plugins inspect objects >/dev/null
 echo "within one server, first run:   envsync $(copy a dst-envsync)   aws s3 sync $(awsync)   (seconds, peak RSS KiB)"
 echo "within one server, no change:   envsync $(copy a dst-envsync)   aws s3 sync $(awsync)"
+# s3s-fs lists no ETags: by default envsync HEADs both sides of every object of equal size to
+# compare them; `verify=false` takes aws s3 sync's rule instead (equal size, target newer).
+echo "within one server, no change, verify=false (aws s3 sync's rule):   envsync $(copy a dst-envsync --param verify=false)   aws s3 sync $(awsync)"
 echo "across two servers, first run:  envsync $(copy b dst)"
 echo "across two servers, no change:  envsync $(copy b dst)"
+echo "across two servers, no change, verify=false:  envsync $(copy b dst --param verify=false)"

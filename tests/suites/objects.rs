@@ -736,3 +736,41 @@ fn each_location_is_signed_for_its_own_region() {
         );
     }
 }
+
+/// `verify=false` takes `aws s3 sync`'s rule where the server lists no
+/// ETags (s3s-fs): an equal-size target object newer than its source is
+/// unchanged without a HEAD on either side; a source rewritten since (same
+/// size) is newer than the copy and is copied again. The default compares
+/// ETags, so it also catches a target rewritten later with the same size.
+#[test]
+fn verify_false_skips_by_time_and_still_copies_a_source_changed_since() {
+    let host = Host::built();
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start().unwrap();
+    let src = loc(&s3, "prod", "up", dir.path());
+    let dst = loc(&s3, "staging", "up", dir.path());
+    for i in 0..5 {
+        src.put(&format!("f{i}.txt"), format!("body {i}").as_bytes(), &[]);
+    }
+    run(&s3, &host, &copy(&src, &dst)).expect_ok("first copy");
+    let fast = || copy(&src, &dst).param("verify", "false");
+    let out = run(&s3, &host, &fast());
+    out.expect_ok("rerun by time");
+    assert_summary(&out, &["0 copied", "5 unchanged"]);
+    // Same size, new content, written after the copy: newer than it.
+    std::thread::sleep(Duration::from_millis(1100));
+    src.put("f1.txt", b"BODY 1", &[]);
+    let out = run(&s3, &host, &fast());
+    out.expect_ok("rerun after a source change");
+    assert_summary(&out, &["1 copied", "4 unchanged"]);
+    assert_eq!(dst.contents(), src.contents());
+    // A target rewritten later with the same size: only the default's
+    // ETag comparison sees it.
+    std::thread::sleep(Duration::from_millis(1100));
+    dst.put("f2.txt", b"BODY 2", &[]);
+    assert_summary(&run(&s3, &host, &fast()), &["0 copied"]);
+    let out = run(&s3, &host, &copy(&src, &dst));
+    out.expect_ok("default rerun");
+    assert_summary(&out, &["1 copied", "4 unchanged"]);
+    assert_eq!(dst.contents(), src.contents());
+}

@@ -43,6 +43,14 @@ pub fn infos() -> Vec<ParamInfo> {
             Some("false"),
         ),
         (
+            "verify",
+            "true: objects of equal size are compared by ETag even where the server lists none \
+             (a HEAD on each side per object); false: where it lists none, an equal-size target \
+             object newer than its source counts as unchanged, as `aws s3 sync` does (faster, but \
+             misses a target object rewritten later with the same size)",
+            Some("true"),
+        ),
+        (
             "batch",
             "Objects handed to the host per copy call (the host copies several at once)",
             Some("256"),
@@ -57,6 +65,8 @@ pub struct Settings {
     pub placeholder_key: Option<String>,
     pub delete: bool,
     pub dry_run: bool,
+    /// Compare equal sizes by ETag even where that costs two HEADs.
+    pub verify: bool,
     pub batch: usize,
 }
 
@@ -99,6 +109,7 @@ impl Settings {
             placeholder_key: param("placeholder-key").filter(|k| !k.is_empty()),
             delete: param_bool("delete", false)?,
             dry_run: param_bool("dry-run", false)?,
+            verify: param_bool("verify", true)?,
             batch,
         })
     }
