@@ -636,3 +636,114 @@ from_database = "shop"
     );
     assert_eq!(count("SELECT count(*) FROM sessions"), 0);
 }
+
+/// An `objects` copy task rendered for Kubernetes: both locations' secret
+/// keys come from Secrets (neither is in the manifests), and the CronJob's
+/// command, run in a pod rebuilt from the ConfigMap and the Secrets, copies
+/// production's prefix into staging's bucket on another server with other
+/// keys.
+#[test]
+fn an_objects_copy_cron_job_runs_in_a_pod_built_from_the_manifests() {
+    use envsync_tests::s3::S3Server;
+    let host = Host::built();
+    let prod = S3Server::start().expect("production's S3 server");
+    let staging = S3Server::start().expect("staging's S3 server");
+    prod.create_bucket("prod-uploads").unwrap();
+    staging.create_bucket("staging-uploads").unwrap();
+    for i in 0..20 {
+        prod.client()
+            .put_object(
+                "prod-uploads",
+                &format!("up/{i:02}.txt"),
+                format!("file {i}").as_bytes(),
+            )
+            .unwrap();
+    }
+    let scratch = envsync_tests::paths::target_dir().join("k8s-pods");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let store = LocalStore::new_in(&scratch).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
+    let text = format!(
+        r#"[environment]
+name = "k8s-objects"
+store = "{store}"
+
+[kubernetes]
+image = "registry.example.com/envsync:test"
+volumes = {{ "{store}" = "envsync-backups" }}
+
+[[task]]
+name = "uploads"
+plugin = "objects"
+schedule = "30 5 * * *"
+params = {{ delete = true }}
+database = {{ host = "{staging_url}", name = "staging-uploads/up", user = "{staging_key}", password_env = "STAGING_UPLOADS_SECRET" }}
+source = {{ host = "{prod_url}", name = "prod-uploads/up", user = "{prod_key}", password_file = "keys/prod-uploads.secret", region = "eu-west-2" }}
+
+[[task.step]]
+op = "copy"
+"#,
+        store = store.path_arg(),
+        staging_url = staging.endpoint(),
+        staging_key = staging.access_key(),
+        prod_url = prod.endpoint(),
+        prod_key = prod.access_key(),
+    );
+    let config = dir.path().join("k8s-objects.toml");
+    std::fs::write(&config, text).unwrap();
+    let yaml = render(&host, &config, &[]);
+    assert!(
+        !yaml.contains(prod.secret_key()) && !yaml.contains(staging.secret_key()),
+        "{yaml}"
+    );
+    let docs = documents(&yaml).unwrap();
+    let config_map = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    let mut secrets = envsync_tests::kubernetes::SecretData::new();
+    for (name, key, value) in [
+        (
+            "envsync-k8s-objects-prod-uploads-secret",
+            "password",
+            prod.secret_key(),
+        ),
+        (
+            "envsync-k8s-objects-staging-uploads-secret",
+            "password",
+            staging.secret_key(),
+        ),
+    ] {
+        assert!(
+            yaml.contains(&format!("#   {name}, key {key}: ")),
+            "{name} is not listed\n{yaml}"
+        );
+        secrets
+            .entry(name.to_string())
+            .or_default()
+            .insert(key.to_string(), value.as_bytes().to_vec());
+    }
+    let image_env = [(
+        "ENVSYNC_PLUGIN_DIR",
+        host.plugin_dir().display().to_string(),
+    )];
+    let inputs = envsync_tests::kubernetes::PodInputs {
+        config_map,
+        secrets: &secrets,
+        claims: &[("envsync-backups", store.root())],
+        binary: host.bin(),
+        image_env: &image_env,
+        scratch: &scratch,
+    };
+    let pod = pod_spec(cron_job(&docs, "k8s-objects-uploads"));
+    let out =
+        envsync_tests::kubernetes::run_in_pod(pod, &inputs, Duration::from_secs(600)).unwrap();
+    out.expect_ok("the uploads CronJob's command in its pod");
+    assert!(strip_ansi(&out.stdout).contains("20 copied"), "{out}");
+    let copied: Vec<String> = staging
+        .client()
+        .list_objects("staging-uploads", "up/")
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(copied.len(), 20, "{copied:?}");
+}
