@@ -453,3 +453,109 @@ fn a_chunk_its_loader_rejects_midway_is_reported_as_damaged() {
         .unwrap()
         .assert_same(&live, "the live target after the refused restore");
 }
+
+/// `backups export` of this store's latest backup of the source into `output`.
+fn export(env: &Env, output: &std::path::Path) -> envsync_tests::process::Output {
+    let store = env.store.path_arg();
+    let output = output.to_str().unwrap();
+    env.host.run(&[
+        "backups",
+        "export",
+        "--store",
+        store.as_str(),
+        "--plugin",
+        "postgres",
+        "--instance",
+        INSTANCE,
+        "--database",
+        SOURCE,
+        "--output",
+        output,
+    ])
+}
+
+/// Loads `script` the way a user without envsync would: plain psql, one
+/// transaction, stopping at the first error, into a new database `db`.
+fn load_with_psql(env: &Env, db: &str, script: &std::path::Path) {
+    env.pg.create_database(db).unwrap();
+    let mut psql = env.pg.client("psql");
+    psql.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-1", "-d", db, "-f"])
+        .arg(script);
+    let out = envsync_tests::process::run(psql, None, Duration::from_secs(300)).unwrap();
+    assert!(
+        out.success(),
+        "psql could not load the export:\n{}",
+        out.stderr
+    );
+}
+
+/// Files left in `dir` (an export's temporary file would show here).
+fn files_in(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn a_chunked_artifact_exports_as_one_script_plain_psql_loads() {
+    let env = setup();
+    env.backup(2);
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("src.sql");
+    export(&env, &script).expect_ok("export of a chunked artifact");
+    let text = std::fs::read_to_string(&script).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("COPY public.events (") && l.ends_with(" FROM stdin;")),
+        "no COPY of events"
+    );
+    assert!(text.contains("CREATE TABLE"), "no schema before the data");
+    load_with_psql(&env, "exported", &script);
+    env.pg
+        .fingerprint("exported")
+        .unwrap()
+        .assert_same(&env.source, "the exported script loaded by psql");
+}
+
+#[test]
+fn an_export_with_a_damaged_chunk_fails_and_leaves_no_file() {
+    let env = setup();
+    let manifest = env.backup(2);
+    let key = manifest["key"].as_str().unwrap();
+    let chunk = &data_chunks(&manifest)[3];
+    let path = env.store.root().join(format!("{key}.chunks/{chunk}"));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&path, bytes).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    export(&env, &dir.path().join("src.sql")).expect_fail(
+        &[exit::ARTIFACT_REJECTED],
+        &[chunk.as_str(), "damaged"],
+        "export of an artifact with a damaged chunk",
+    );
+    assert_eq!(
+        files_in(dir.path()),
+        Vec::<String>::new(),
+        "nothing is left behind"
+    );
+}
+
+#[test]
+fn a_single_stream_artifact_exports_as_a_script_too() {
+    let env = setup();
+    env.pg
+        .step("backup", SOURCE)
+        .opt("--store", env.store.path_arg())
+        .run(&env.host)
+        .expect_ok("single-stream backup");
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("src.sql");
+    export(&env, &script).expect_ok("export of a single-stream artifact");
+    load_with_psql(&env, "exported", &script);
+    env.pg
+        .fingerprint("exported")
+        .unwrap()
+        .assert_same(&env.source, "the exported single-stream artifact");
+}

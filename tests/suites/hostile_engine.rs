@@ -462,3 +462,79 @@ fn sanitised_backups_hold_only_what_the_sanitiser_returned() {
         );
     }
 }
+
+/// `backups export` grants no connection: programs run only as offline
+/// converters (pg_restore `-f -`), so an export cannot reach a database,
+/// by option, conninfo, the step's connection or another program, nor
+/// write a file; the export fails naming the plugin and leaves no output.
+#[test]
+fn an_export_cannot_reach_a_database() {
+    let world = World::start();
+    // A listener that would see a connection if a child came here, and the
+    // real server, which must see none from the export either.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let ports = [
+        listener.local_addr().unwrap().port().to_string(),
+        world.pg.port().to_string(),
+    ];
+    let out_dir = tempfile::tempdir().unwrap();
+    for port in &ports {
+        for (attack, why) in [
+            ("export-restore-into", "not allowed"),
+            ("export-restore-conninfo", "not allowed"),
+            ("export-connection", "has no source connection"),
+            ("export-psql", "no offline form"),
+            ("export-file", "only - (standard output)"),
+        ] {
+            let params = [
+                ("export-attack", attack.to_string()),
+                ("port", port.clone()),
+            ];
+            let backup = world.backup("export-plan", &params, &[]);
+            assert_eq!(
+                backup.code(),
+                Some(exit::OK),
+                "{}\n{}",
+                backup.stdout,
+                backup.stderr
+            );
+            let output = out_dir.path().join("export.sql");
+            let store = world.store.path().display().to_string();
+            let mut cmd = world.host.command(&[
+                "backups",
+                "export",
+                "--store",
+                store.as_str(),
+                "--plugin",
+                "hostile-engine",
+                "--instance",
+                world.pg.host(),
+                "--database",
+                "shop",
+                "--output",
+                output.to_str().unwrap(),
+            ]);
+            cmd.env("HOME", world.home.path())
+                .env("PGPASSWORD", CANARY_PASSWORD)
+                .env("PGHOST", world.pg.host())
+                .env("PGPORT", world.pg.port().to_string())
+                .env("AWS_SECRET_ACCESS_KEY", CANARY_AWS);
+            let out = world.host.run_command(cmd);
+            let all = format!("{}\n{}", out.stdout, out.stderr);
+            assert_eq!(out.code(), Some(exit::SANDBOX), "{attack}:\n{all}");
+            assert!(
+                all.contains("hostile-engine"),
+                "{attack}: names the plugin:\n{all}"
+            );
+            assert!(all.contains(why), "{attack}: expected {why:?} in:\n{all}");
+            assert_no_canary(&format!("the output of export {attack}"), all.as_bytes());
+            assert!(listener.accept().is_err(), "{attack}: a child connected");
+            assert!(!output.exists(), "{attack}: an output was left");
+            assert!(
+                !Path::new("/tmp/envsync-export-attack").exists(),
+                "{attack}: pg_restore wrote a file"
+            );
+        }
+    }
+}
