@@ -144,30 +144,7 @@ impl PgCluster {
             let port = free_port()?;
             let log = File::options().create(true).append(true).open(&log_path)?;
             let log_start = log.metadata()?.len() as usize;
-            let mut server = Command::new(bin.join("postgres"));
-            server
-                .arg("-D")
-                .arg(&data)
-                .arg("-p")
-                .arg(port.to_string())
-                .arg("-k")
-                .arg(dir.path())
-                .args([
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "synchronous_commit=off",
-                    "-c",
-                    "full_page_writes=off",
-                    "-c",
-                    "listen_addresses=127.0.0.1",
-                ])
-                .current_dir(dir.path())
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log);
-            as_user(&mut server, user);
-            let mut child = server.spawn().context("could not start postgres")?;
+            let mut child = postmaster(&bin, dir.path(), port, log, user)?;
             match wait_ready(&mut child, &pid_file, Duration::from_secs(60)) {
                 Ok(()) => {
                     return Ok(PgCluster {
@@ -193,6 +170,29 @@ impl PgCluster {
             }
         }
         bail!("PostgreSQL did not start on any of 8 random ports: {last_error}")
+    }
+
+    /// Restarts the server as a crash would (immediate shutdown, then
+    /// crash recovery at start) on the same port, with the same data:
+    /// every session is cut off, and commits not yet flushed
+    /// (`synchronous_commit=off`) may be lost.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("log"))?;
+        let mut child = postmaster(&self.bin, self.dir.path(), self.port, log, server_user()?)?;
+        let pid_file = self.dir.path().join("data/postmaster.pid");
+        if let Err(e) = wait_ready(&mut child, &pid_file, Duration::from_secs(60)) {
+            shutdown(&mut child);
+            bail!(
+                "PostgreSQL did not come back after a restart: {e}\n{}",
+                self.log()
+            );
+        }
+        self.postmaster = Some(child);
+        Ok(())
     }
 
     /// Immediate shutdown; waits for the server.
@@ -577,6 +577,40 @@ impl Drop for PgCluster {
 
 /// Waits until the server says it is ready in `postmaster.pid` (line 8, as
 /// `pg_ctl -w` reads it), or fails if it exits or takes too long.
+/// Starts the server of the cluster in `dir` on `port`, logging to `log`.
+fn postmaster(
+    bin: &Path,
+    dir: &Path,
+    port: u16,
+    log: File,
+    user: Option<(u32, u32)>,
+) -> Result<Child> {
+    let mut server = Command::new(bin.join("postgres"));
+    server
+        .arg("-D")
+        .arg(dir.join("data"))
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("-k")
+        .arg(dir)
+        .args([
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "listen_addresses=127.0.0.1",
+        ])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    as_user(&mut server, user);
+    server.spawn().context("could not start postgres")
+}
+
 fn wait_ready(child: &mut Child, pid_file: &Path, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {

@@ -559,3 +559,89 @@ fn a_single_stream_artifact_exports_as_a_script_too() {
         .unwrap()
         .assert_same(&env.source, "the exported single-stream artifact");
 }
+
+/// The database server restarts (as a crash would: immediate shutdown, same
+/// port and data) while a `--jobs 2` restore loads through the throttled
+/// proxy. The run fails with a clear error, the live target is intact, and
+/// the rerun resumes: it skips what the bookkeeping recorded (a commit the
+/// crash lost is lost with its row, so it is loaded again, once), and the
+/// result equals the source — the key-less `events` table would show a
+/// chunk loaded twice.
+#[test]
+fn a_restore_cut_off_by_a_database_restart_resumes() {
+    let mut env = setup();
+    let manifest = env.backup(2);
+    let all = data_chunks(&manifest);
+    let live = env.reset_live();
+    let proxy = FaultyProxy::throttled_tcp((Ipv4Addr::LOCALHOST, env.pg.port()).into(), 2 << 20)
+        .expect("a throttling proxy");
+    let step = Step::new("postgres", "restore")
+        .opt("--database", LIVE)
+        .opt("--db-host", "127.0.0.1")
+        .opt("--db-port", proxy.port())
+        .opt("--db-user", env.pg.user())
+        .opt("--store", env.store.path_arg())
+        .opt("--from-database", SOURCE)
+        .opt("--jobs", 2);
+    let mut running = step.spawn(&env.host).unwrap();
+    let loaded_sql = "SELECT count(*) FROM envsync_restore.loaded WHERE name LIKE 'data-%'";
+    let wanted = (all.len() * 4 / 10) as u64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(
+            !running.has_exited().unwrap(),
+            "the restore ended before the restart"
+        );
+        assert!(Instant::now() < deadline, "no progress to cut off");
+        let loaded = env
+            .pg
+            .psql(SCRATCH, loaded_sql)
+            .ok()
+            .and_then(|out| out.parse::<u64>().ok())
+            .unwrap_or(0);
+        if loaded >= wanted {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    env.pg.restart().expect("the server restarts");
+    let out = running.wait_timeout(Duration::from_secs(120));
+    assert_ne!(
+        out.code(),
+        Some(exit::OK),
+        "the cut-off restore must fail\n{out}"
+    );
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        said.contains("restore") && said.contains("psql") && said.contains(LIVE),
+        "a clear error naming the step, the loader and the target:\n{said}"
+    );
+    env.pg
+        .fingerprint(LIVE)
+        .unwrap()
+        .assert_same(&live, "the live target after the restart");
+    // What survived the crash: each recorded chunk is in the scratch
+    // database with its rows, the rest are not.
+    let committed = env.count(SCRATCH, loaded_sql);
+    assert!(
+        committed > 0 && committed < all.len() as u64,
+        "{committed} of {}",
+        all.len()
+    );
+
+    let out = env.restore_step(2).run(&env.host);
+    out.expect_ok("rerun after the restart");
+    let log = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        log.contains(&format!(
+            "resuming: {committed} of {} data chunks were already loaded and are skipped",
+            all.len()
+        )),
+        "the rerun should skip the {committed} committed chunks:\n{log}"
+    );
+    env.pg
+        .fingerprint(LIVE)
+        .unwrap()
+        .assert_same(&env.source, "the restore resumed after the restart");
+    assert!(!env.pg.database_exists(SCRATCH).unwrap());
+}
