@@ -538,3 +538,75 @@ fn an_export_cannot_reach_a_database() {
         }
     }
 }
+
+/// The chunk calls and the transfer calls misused at the WIT boundary
+/// (host/src/store/layout.rs unit-tests the name rule itself): every probe
+/// gets a typed error (or the documented answer), never a host panic; the
+/// chunks of the failed backup are gone, nothing else was written, nothing
+/// was published.
+#[test]
+fn chunk_and_transfer_calls_refuse_misuse_with_typed_errors() {
+    let world = World::start();
+    let out = world.backup("chunks-backup", &[], &[]);
+    let all = format!("{}\n{}", out.stdout, out.stderr);
+    assert_eq!(out.code(), Some(exit::STEP_FAILED), "{all}");
+    for expected in [
+        "create ../x => invalid-param",
+        "create a/b => invalid-param",
+        "create .x => invalid-param",
+        "create empty => invalid-param",
+        "create 101 chars => invalid-param",
+        "create control char => invalid-param",
+        "create newline => invalid-param",
+        "create dup => ok",
+        "create dup again => invalid-param",
+        "open in backup => denied",
+        "contents in backup => ok 1",
+        "wait-any of nothing => invalid-param",
+        "wait => Ok(",
+        "wait again same => ok true",
+        "wait-any twice listed => ok 0",
+        "dropped transfer => ok",
+        "create past the limit at 10000 => denied",
+    ] {
+        assert!(all.contains(expected), "expected {expected:?} in:\n{all}");
+    }
+    assert!(!all.contains("panicked"), "{all}");
+    // The failed backup left nothing: no chunk (they are deleted with it),
+    // no file outside the artifact's `.chunks/` ever, no manifest, no pointer.
+    let files = world.store_files();
+    assert!(files.is_empty(), "the failed backup left {files:?}");
+    let parent = world.store.path().parent().unwrap();
+    assert!(!parent.join("x").exists() && !world.store.path().join("x").exists());
+
+    // In a restore: no creating, and only the manifest's chunks open.
+    let backup = world.backup("none", &[], &[]);
+    assert_eq!(
+        backup.code(),
+        Some(exit::OK),
+        "{}\n{}",
+        backup.stdout,
+        backup.stderr
+    );
+    let restore = Step::new("hostile-engine", "restore")
+        .opt("--database", "shop")
+        .opt("--db-host", world.pg.host())
+        .opt("--db-port", world.pg.port())
+        .opt("--db-user", USER)
+        .opt("--store", world.store.path().display())
+        .param("attack", "chunks-restore");
+    let mut cmd = world.host.command(restore.args());
+    cmd.env("ENVSYNC_DB_PASSWORD", CANARY_PASSWORD);
+    let out = world.host.run_command(cmd);
+    let all = format!("{}\n{}", out.stdout, out.stderr);
+    assert_eq!(out.code(), Some(exit::STEP_FAILED), "{all}");
+    for expected in [
+        "create in restore => denied",
+        "contents in restore => ok 0",
+        "open unlisted => bad-artifact",
+        "open ../x => bad-artifact",
+        "open manifest => bad-artifact",
+    ] {
+        assert!(all.contains(expected), "expected {expected:?} in:\n{all}");
+    }
+}
