@@ -573,7 +573,8 @@ impl Step<'_> {
             None,
         );
         let sink = ByteSink::new(format!("artifact {key}"), SinkKind::Artifact(writer));
-        let uploads = ChunkUploads::new(catalog.clone(), key.clone(), codec.clone());
+        let uploads = ChunkUploads::new(catalog.clone(), key.clone(), codec.clone())
+            .metered(self.request.progress.clone());
         let (result, sink, chunks) = if self.request.sanitise.is_some() {
             self.sanitised_backup(sink, uploads).await
         } else {
@@ -1029,7 +1030,7 @@ impl Step<'_> {
         let progress = self.request.progress.stream(
             format!("restore of {}", target.database),
             reader.meter(),
-            Some(manifest.size),
+            Some(manifest.size + manifest.chunks.iter().map(|c| c.size).sum::<u64>()),
         );
         let source = sandbox.push_source(ByteSource::new(label, SourceKind::Artifact(reader)))?;
         let result = sandbox.restore(Resource::new_borrow(source.rep())).await;

@@ -645,3 +645,102 @@ fn a_restore_cut_off_by_a_database_restart_resumes() {
         .assert_same(&env.source, "the restore resumed after the restart");
     assert!(!env.pg.database_exists(SCRATCH).unwrap());
 }
+
+/// Progress counts chunk bytes: a configured chunked backup and restore
+/// push their final progress to a Pushgateway, and the bytes cover every
+/// chunk (not only the main stream, a short plan); the restore's expected
+/// total is the main stream's size plus every chunk's stored size.
+#[test]
+fn progress_counts_the_bytes_of_every_chunk() {
+    use envsync_tests::pushgateway::Pushgateway;
+    let env = setup();
+    let gw = Pushgateway::start().expect("start a Pushgateway");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("env.toml");
+    let task = |name: &str, database: &str, step: &str| {
+        format!(
+            "[[task]]\nname = \"{name}\"\nplugin = \"postgres\"\njobs = 2\n\
+             params = {{ chunk-mib = 1 }}\n\
+             database = {{ host = \"{host}\", port = {port}, user = \"{user}\", name = \"{database}\" }}\n\
+             [[task.step]]\n{step}\n",
+            host = env.pg.host(),
+            port = env.pg.port(),
+            user = env.pg.user(),
+        )
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "[environment]\nname = \"test\"\nstore = \"{store}\"\npushgateway = \"{gw}\"\n\
+             state_dir = \"state\"\n\n{}{}",
+            task("save", SOURCE, "op = \"backup\""),
+            task(
+                "load",
+                LIVE,
+                &format!("op = \"restore\"\nfrom = \"own\"\nfrom_database = \"{SOURCE}\"")
+            ),
+            store = env.store.path_arg(),
+            gw = gw.url(),
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let progress = |database: &str, operation: &str| {
+        let value = |name: &str| {
+            gw.samples(name)
+                .unwrap()
+                .into_iter()
+                .find(|s| {
+                    s.name == name
+                        && s.labels.get("database_db_name").map(String::as_str) == Some(database)
+                        && s.labels.get("operation").map(String::as_str) == Some(operation)
+                })
+                .map(|s| s.value as u64)
+        };
+        (
+            value("db_backup_job_progress_bytes").expect("no progress bytes pushed"),
+            value("db_backup_job_progress_expected_bytes"),
+        )
+    };
+
+    env.host
+        .run(&["run", "--config", &config, "--task", "save"])
+        .expect_ok("configured chunked backup");
+    let manifest = env.latest_manifest();
+    let chunk_bytes: u64 = manifest["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["size"].as_u64().unwrap())
+        .sum();
+    let main = manifest["size"].as_u64().unwrap();
+    assert!(
+        chunk_bytes > main,
+        "{chunk_bytes} of chunks, {main} of plan"
+    );
+    let (bytes, _) = progress(SOURCE, "backup");
+    assert!(
+        bytes >= chunk_bytes,
+        "the backup's progress ({bytes}) must count its chunks ({chunk_bytes}): {:?}",
+        gw.samples("db_backup_job_progress").unwrap()
+    );
+
+    env.reset_live();
+    env.host
+        .run(&["run", "--config", &config, "--task", "load"])
+        .expect_ok("configured chunked restore");
+    let (bytes, expected) = progress(LIVE, "restore");
+    assert_eq!(
+        expected,
+        Some(main + chunk_bytes),
+        "the restore's expected total"
+    );
+    assert!(
+        bytes >= chunk_bytes,
+        "the restore's progress ({bytes}) must count its chunks ({chunk_bytes})"
+    );
+    env.pg
+        .fingerprint(LIVE)
+        .unwrap()
+        .assert_same(&env.source, "the configured restore");
+}

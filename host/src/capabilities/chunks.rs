@@ -4,6 +4,7 @@
 
 use super::HostResult;
 use super::streams::{ByteSink, ByteSource, SinkKind, SourceKind};
+use crate::progress::Tracker;
 use crate::runtime::bindings::WitError;
 use crate::runtime::bindings::envsync::plugin::chunks::{ChunkInfo, Host};
 use crate::runtime::sandbox::StepState;
@@ -36,6 +37,8 @@ pub struct ChunkUploads {
     created: Vec<String>,
     /// Chunks stored so far, in the order they were finished.
     stored: Arc<Mutex<Vec<Chunk>>>,
+    /// The step's progress, which counts every chunk's bytes.
+    progress: Option<Tracker>,
 }
 
 impl ChunkUploads {
@@ -46,7 +49,14 @@ impl ChunkUploads {
             codec,
             created: Vec::new(),
             stored: Arc::default(),
+            progress: None,
         }
+    }
+
+    /// Counts the bytes of every chunk in `progress`.
+    pub fn metered(mut self, progress: Tracker) -> Self {
+        self.progress = Some(progress);
+        self
     }
 
     /// Starts chunk `name`: checked, unique, within the limit.
@@ -68,6 +78,9 @@ impl ChunkUploads {
             .await
             .map_err(|e| WitError::Io(format!("{e:#}")))?;
         self.created.push(name.to_string());
+        if let Some(progress) = &self.progress {
+            progress.add_chunk(writer.meter());
+        }
         let label = format!("chunk {name} of {}", self.artifact_key);
         let chunk = ChunkWriter {
             name: name.to_string(),
@@ -204,6 +217,9 @@ impl Host for StepState {
             Ok(reader) => reader,
             Err(e) => return Ok(Err(WitError::BadArtifact(e))),
         };
+        if let Some(progress) = &self.progress {
+            progress.add_chunk(reader.meter());
+        }
         let label = format!("chunk {name} of {}", reads.manifest.key);
         let source = ByteSource::new(label, SourceKind::Artifact(reader));
         Ok(Ok(self.table.push(source)?))

@@ -1,7 +1,8 @@
 //! Progress of a running step, from one source: a [`Tracker`] per step.
 //!
 //! The step runner attaches the artifact's byte [`Meter`] (and the exact
-//! size on restore), the plugin adds its rows or documents through
+//! size on restore), the chunks of a chunked artifact add theirs as they
+//! are written or read ([`Tracker::add_chunk`]), the plugin adds its rows or documents through
 //! `log.progress`, and the reporter adds the previous success's size as the
 //! expected total. Everyone who shows progress reads the same
 //! [`Snapshot`]: the terminal bar and log lines ([`display`]), the
@@ -41,6 +42,8 @@ struct Inner {
     meter: Option<Meter>,
     /// Bytes of a stream that has ended (the meter is gone then).
     bytes_done: u64,
+    /// The chunks written or read so far (their meters outlive them).
+    chunks: Vec<Meter>,
     /// The artifact's exact stored size (restore).
     exact_total: Option<u64>,
     /// The previous successful run's size (backup, copy).
@@ -61,9 +64,11 @@ struct PluginProgress {
 pub struct Snapshot {
     /// E.g. `restore of shop`.
     pub what: String,
-    /// Artifact bytes streamed so far (stored, i.e. compressed, bytes).
+    /// Artifact bytes streamed so far, its chunks' included (stored, i.e.
+    /// compressed, bytes).
     pub bytes: u64,
-    /// The bytes expected in all: the artifact's size on restore, else the
+    /// The bytes expected in all: the artifact's size on restore (with
+    /// its chunks' stored sizes), else the
     /// previous successful run's size; none when unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_bytes: Option<u64>,
@@ -107,9 +112,16 @@ impl Tracker {
             inner.streaming_since = Some(Instant::now());
             inner.meter = Some(meter);
             inner.bytes_done = 0;
+            inner.chunks.clear();
             inner.exact_total = total;
         }
         display::show(self.clone())
+    }
+
+    /// A chunk of the artifact is being written or read through `meter`:
+    /// its stored bytes count with the main stream's.
+    pub fn add_chunk(&self, meter: Meter) {
+        self.lock().chunks.push(meter);
     }
 
     /// The stream ended: keep its final count, drop the meter.
@@ -141,7 +153,8 @@ impl Tracker {
         if inner.what.is_none() && inner.plugin.is_none() {
             return None;
         }
-        let bytes = inner.meter.as_ref().map_or(inner.bytes_done, Meter::bytes);
+        let bytes = inner.meter.as_ref().map_or(inner.bytes_done, Meter::bytes)
+            + inner.chunks.iter().map(Meter::bytes).sum::<u64>();
         let elapsed = inner
             .streaming_since
             .map_or(Duration::ZERO, |s| s.elapsed());
