@@ -13,6 +13,7 @@ compile_error!(
 pub mod capabilities;
 pub mod cli;
 pub mod connection;
+pub mod export;
 pub mod failure;
 pub mod http_client;
 pub mod jobs;

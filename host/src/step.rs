@@ -82,6 +82,101 @@ enum Grant {
     Structure,
     /// Nothing at all (`encode`).
     Nothing,
+    /// `backups export` (`export_sandbox`): no connection, parameters or
+    /// HTTP; programs only as offline converters (stdin to stdout, no
+    /// database option); the artifact's chunks readable.
+    Export,
+}
+
+/// The state of a sandbox holding no job: no connections, parameters or
+/// HTTP. [`Grant::Nothing`] runs no program; [`Grant::Export`] runs the
+/// plugin's programs only in their offline form, with no credentials passed
+/// through (the caller adds the artifact's chunks).
+fn limited_state(
+    grant: Grant,
+    plugin: &LoadedPlugin,
+    allow_programs: Option<&[String]>,
+    memory_cap: usize,
+) -> StepState {
+    let info = &plugin.info;
+    let policy = match grant {
+        Grant::Export => ProcessPolicy::new(
+            &info.name,
+            &info.programs,
+            allow_programs,
+            info.credentials.clone(),
+        )
+        .offline_only(),
+        _ => ProcessPolicy::none(),
+    };
+    StepState::new(
+        &info.name,
+        Arc::new(JobContext::default()),
+        policy,
+        memory_cap,
+    )
+}
+
+/// A sandbox of `plugin` for `backups export` ([`Grant::Export`]) that
+/// reads the chunks of `chunks.manifest`, stopped after `max_runtime` or
+/// when `stop` is cancelled.
+pub async fn export_sandbox(
+    runtime: &Runtime,
+    plugin: &LoadedPlugin,
+    limits: &ExportLimits,
+    chunks: ChunkReads,
+) -> Result<Sandbox> {
+    let memory_cap = (limits.memory_cap_mib << 20) as usize;
+    let mut state = limited_state(
+        Grant::Export,
+        plugin,
+        limits.allow_programs.as_deref(),
+        memory_cap,
+    );
+    state.chunks = ChunkAccess::Restore(Box::new(chunks));
+    runtime
+        .sandbox(plugin, state, limits.max_runtime, limits.stop.clone())
+        .await
+}
+
+/// The limits of an export's sandbox.
+#[derive(Clone, Debug)]
+pub struct ExportLimits {
+    pub max_runtime: Duration,
+    pub memory_cap_mib: u64,
+    /// Programs the operator allows; None allows what the plugin declares.
+    pub allow_programs: Option<Vec<String>>,
+    pub stop: CancellationToken,
+}
+
+/// The format of `manifest` among those `plugin` reads (its own, its
+/// sanitised one), else a refusal saying what the plugin `verb`s.
+pub fn artifact_format<'a>(
+    plugin: &'a LoadedPlugin,
+    manifest: &Manifest,
+    verb: &str,
+) -> Result<&'a ArtifactFormat> {
+    let info = &plugin.info;
+    if let Some(format) = std::iter::once(&info.artifact)
+        .chain(&info.sanitised_artifact)
+        .find(|f| f.name == manifest.format)
+    {
+        return Ok(format);
+    }
+    let mut formats = vec![info.artifact.name.as_str()];
+    formats.extend(info.sanitised_artifact.as_ref().map(|f| f.name.as_str()));
+    Err(Failure::new(
+        Kind::ArtifactRejected,
+        format!(
+            "{} is a {} artifact made by plugin {}; plugin {} {verb} {} artifacts. Nothing was changed.",
+            manifest.key,
+            manifest.format,
+            manifest.plugin,
+            info.name,
+            formats.join(" and ")
+        ),
+    )
+    .into())
 }
 
 /// What a finished step reports.
@@ -409,10 +504,10 @@ impl Step<'_> {
         let state = match grant {
             // No job, connections, programs or HTTP: what it returns can
             // depend only on what it is handed.
-            Grant::Nothing => StepState::new(
-                &info.name,
-                Arc::new(JobContext::default()),
-                ProcessPolicy::none(),
+            Grant::Nothing | Grant::Export => limited_state(
+                grant,
+                self.plugin,
+                self.request.allow_programs.as_deref(),
                 memory_cap,
             ),
             Grant::Full | Grant::Structure => {
@@ -482,7 +577,7 @@ impl Step<'_> {
         );
         let sink = ByteSink::new(format!("artifact {key}"), SinkKind::Artifact(writer));
         let uploads = ChunkUploads::new(catalog.clone(), key.clone(), codec.clone())
-            .with_progress(self.request.progress.clone());
+            .metered(self.request.progress.clone());
         let (result, sink, chunks) = if self.request.sanitise.is_some() {
             self.sanitised_backup(sink, uploads).await
         } else {
@@ -907,27 +1002,7 @@ impl Step<'_> {
                 self.request.artifact.as_deref(),
             )
             .await?;
-        // The plugin's own format, or its sanitised one.
-        let info = &self.plugin.info;
-        let Some(format) = std::iter::once(&info.artifact)
-            .chain(&info.sanitised_artifact)
-            .find(|f| f.name == manifest.format)
-        else {
-            let mut formats = vec![info.artifact.name.as_str()];
-            formats.extend(info.sanitised_artifact.as_ref().map(|f| f.name.as_str()));
-            return Err(Failure::new(
-                Kind::ArtifactRejected,
-                format!(
-                    "{} is a {} artifact made by plugin {}; plugin {} restores {} artifacts. Nothing was changed.",
-                    manifest.key,
-                    manifest.format,
-                    manifest.plugin,
-                    self.name(),
-                    formats.join(" and ")
-                ),
-            )
-            .into());
-        };
+        let format = artifact_format(self.plugin, &manifest, "restores")?;
         tracing::info!(
             plugin = self.name(),
             "restoring {} from {} into {}",
@@ -956,7 +1031,6 @@ impl Step<'_> {
             catalog: catalog.clone(),
             manifest: manifest.clone(),
             identities: identities.clone(),
-            progress: self.request.progress.clone(),
         }));
         let label = format!("artifact {}", manifest.key);
         // The exact total: the main stream and every chunk.

@@ -174,7 +174,8 @@ impl PgCluster {
 
     /// Restarts the server as a crash would (immediate shutdown, then
     /// crash recovery at start) on the same port, with the same data:
-    /// every session is cut off.
+    /// every session is cut off, and commits not yet flushed
+    /// (`synchronous_commit=off`) may be lost.
     pub fn restart(&mut self) -> Result<()> {
         self.stop();
         let log = File::options()
@@ -186,8 +187,7 @@ impl PgCluster {
         if let Err(e) = wait_ready(&mut child, &pid_file, Duration::from_secs(60)) {
             shutdown(&mut child);
             bail!(
-                "PostgreSQL did not come back after a restart: {e}
-{}",
+                "PostgreSQL did not come back after a restart: {e}\n{}",
                 self.log()
             );
         }
@@ -575,9 +575,7 @@ impl Drop for PgCluster {
     }
 }
 
-/// Waits until the server says it is ready in `postmaster.pid` (line 8, as
-/// `pg_ctl -w` reads it), or fails if it exits or takes too long.
-/// Starts the postmaster of the cluster in `dir` on `port`, logging to `log`.
+/// Starts the server of the cluster in `dir` on `port`, logging to `log`.
 fn postmaster(
     bin: &Path,
     dir: &Path,
@@ -611,6 +609,8 @@ fn postmaster(
     server.spawn().context("could not start postgres")
 }
 
+/// Waits until the server says it is ready in `postmaster.pid` (line 8, as
+/// `pg_ctl -w` reads it), or fails if it exits or takes too long.
 fn wait_ready(child: &mut Child, pid_file: &Path, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {

@@ -500,3 +500,208 @@ fn a_chunk_its_loader_rejects_midway_is_reported_as_damaged() {
         .unwrap()
         .assert_same(&live, "the live target after the refused restore");
 }
+
+/// `backups export` of this store's latest backup of the source into `output`.
+fn export(env: &Env, output: &std::path::Path) -> envsync_tests::process::Output {
+    let store = env.store.path_arg();
+    let output = output.to_str().unwrap();
+    env.host.run(&[
+        "backups",
+        "export",
+        "--store",
+        store.as_str(),
+        "--plugin",
+        "postgres",
+        "--instance",
+        INSTANCE,
+        "--database",
+        SOURCE,
+        "--output",
+        output,
+    ])
+}
+
+/// Loads `script` the way a user without envsync would: plain psql, one
+/// transaction, stopping at the first error, into a new database `db`.
+fn load_with_psql(env: &Env, db: &str, script: &std::path::Path) {
+    env.pg.create_database(db).unwrap();
+    let mut psql = env.pg.client("psql");
+    psql.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-1", "-d", db, "-f"])
+        .arg(script);
+    let out = envsync_tests::process::run(psql, None, Duration::from_secs(300)).unwrap();
+    assert!(
+        out.success(),
+        "psql could not load the export:\n{}",
+        out.stderr
+    );
+}
+
+/// Files left in `dir` (an export's temporary file would show here).
+fn files_in(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn a_chunked_artifact_exports_as_one_script_plain_psql_loads() {
+    let env = setup();
+    env.backup(2);
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("src.sql");
+    export(&env, &script).expect_ok("export of a chunked artifact");
+    let text = std::fs::read_to_string(&script).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("COPY public.events (") && l.ends_with(" FROM stdin;")),
+        "no COPY of events"
+    );
+    assert!(text.contains("CREATE TABLE"), "no schema before the data");
+    load_with_psql(&env, "exported", &script);
+    env.pg
+        .fingerprint("exported")
+        .unwrap()
+        .assert_same(&env.source, "the exported script loaded by psql");
+}
+
+#[test]
+fn an_export_with_a_damaged_chunk_fails_and_leaves_no_file() {
+    let env = setup();
+    let manifest = env.backup(2);
+    let key = manifest["key"].as_str().unwrap();
+    let chunk = &data_chunks(&manifest)[3];
+    let path = env.store.root().join(format!("{key}.chunks/{chunk}"));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&path, bytes).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    export(&env, &dir.path().join("src.sql")).expect_fail(
+        &[exit::ARTIFACT_REJECTED],
+        &[chunk.as_str(), "damaged"],
+        "export of an artifact with a damaged chunk",
+    );
+    assert_eq!(
+        files_in(dir.path()),
+        Vec::<String>::new(),
+        "nothing is left behind"
+    );
+}
+
+#[test]
+fn a_single_stream_artifact_exports_as_a_script_too() {
+    let env = setup();
+    env.pg
+        .step("backup", SOURCE)
+        .opt("--store", env.store.path_arg())
+        .run(&env.host)
+        .expect_ok("single-stream backup");
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("src.sql");
+    export(&env, &script).expect_ok("export of a single-stream artifact");
+    load_with_psql(&env, "exported", &script);
+    env.pg
+        .fingerprint("exported")
+        .unwrap()
+        .assert_same(&env.source, "the exported single-stream artifact");
+}
+
+/// Progress counts chunk bytes: a configured chunked backup and restore
+/// push their final progress to a Pushgateway, and the bytes cover every
+/// chunk (not only the main stream, a short plan); the restore's expected
+/// total is the main stream's size plus every chunk's stored size.
+#[test]
+fn progress_counts_the_bytes_of_every_chunk() {
+    use envsync_tests::pushgateway::Pushgateway;
+    let env = setup();
+    let gw = Pushgateway::start().expect("start a Pushgateway");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("env.toml");
+    let task = |name: &str, database: &str, step: &str| {
+        format!(
+            "[[task]]\nname = \"{name}\"\nplugin = \"postgres\"\njobs = 2\n\
+             params = {{ chunk-mib = 1 }}\n\
+             database = {{ host = \"{host}\", port = {port}, user = \"{user}\", name = \"{database}\" }}\n\
+             [[task.step]]\n{step}\n",
+            host = env.pg.host(),
+            port = env.pg.port(),
+            user = env.pg.user(),
+        )
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "[environment]\nname = \"test\"\nstore = \"{store}\"\npushgateway = \"{gw}\"\n\
+             state_dir = \"state\"\n\n{}{}",
+            task("save", SOURCE, "op = \"backup\""),
+            task(
+                "load",
+                LIVE,
+                &format!("op = \"restore\"\nfrom = \"own\"\nfrom_database = \"{SOURCE}\"")
+            ),
+            store = env.store.path_arg(),
+            gw = gw.url(),
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let progress = |database: &str, operation: &str| {
+        let value = |name: &str| {
+            gw.samples(name)
+                .unwrap()
+                .into_iter()
+                .find(|s| {
+                    s.name == name
+                        && s.labels.get("database_db_name").map(String::as_str) == Some(database)
+                        && s.labels.get("operation").map(String::as_str) == Some(operation)
+                })
+                .map(|s| s.value as u64)
+        };
+        (
+            value("db_backup_job_progress_bytes").expect("no progress bytes pushed"),
+            value("db_backup_job_progress_expected_bytes"),
+        )
+    };
+
+    env.host
+        .run(&["run", "--config", &config, "--task", "save"])
+        .expect_ok("configured chunked backup");
+    let manifest = env.latest_manifest();
+    let chunk_bytes: u64 = manifest["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["size"].as_u64().unwrap())
+        .sum();
+    let main = manifest["size"].as_u64().unwrap();
+    assert!(
+        chunk_bytes > main,
+        "{chunk_bytes} of chunks, {main} of plan"
+    );
+    let (bytes, _) = progress(SOURCE, "backup");
+    assert!(
+        bytes >= chunk_bytes,
+        "the backup's progress ({bytes}) must count its chunks ({chunk_bytes}): {:?}",
+        gw.samples("db_backup_job_progress").unwrap()
+    );
+
+    env.reset_live();
+    env.host
+        .run(&["run", "--config", &config, "--task", "load"])
+        .expect_ok("configured chunked restore");
+    let (bytes, expected) = progress(LIVE, "restore");
+    assert_eq!(
+        expected,
+        Some(main + chunk_bytes),
+        "the restore's expected total"
+    );
+    assert!(
+        bytes >= chunk_bytes,
+        "the restore's progress ({bytes}) must count its chunks ({chunk_bytes})"
+    );
+    env.pg
+        .fingerprint(LIVE)
+        .unwrap()
+        .assert_same(&env.source, "the configured restore");
+}

@@ -462,3 +462,151 @@ fn sanitised_backups_hold_only_what_the_sanitiser_returned() {
         );
     }
 }
+
+/// `backups export` grants no connection: programs run only as offline
+/// converters (pg_restore `-f -`), so an export cannot reach a database,
+/// by option, conninfo, the step's connection or another program, nor
+/// write a file; the export fails naming the plugin and leaves no output.
+#[test]
+fn an_export_cannot_reach_a_database() {
+    let world = World::start();
+    // A listener that would see a connection if a child came here, and the
+    // real server, which must see none from the export either.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let ports = [
+        listener.local_addr().unwrap().port().to_string(),
+        world.pg.port().to_string(),
+    ];
+    let out_dir = tempfile::tempdir().unwrap();
+    for port in &ports {
+        for (attack, why) in [
+            ("export-restore-into", "not allowed"),
+            ("export-restore-conninfo", "not allowed"),
+            ("export-connection", "has no source connection"),
+            ("export-psql", "no offline form"),
+            ("export-file", "only - (standard output)"),
+        ] {
+            let params = [
+                ("export-attack", attack.to_string()),
+                ("port", port.clone()),
+            ];
+            let backup = world.backup("export-plan", &params, &[]);
+            assert_eq!(
+                backup.code(),
+                Some(exit::OK),
+                "{}\n{}",
+                backup.stdout,
+                backup.stderr
+            );
+            let output = out_dir.path().join("export.sql");
+            let store = world.store.path().display().to_string();
+            let mut cmd = world.host.command(&[
+                "backups",
+                "export",
+                "--store",
+                store.as_str(),
+                "--plugin",
+                "hostile-engine",
+                "--instance",
+                world.pg.host(),
+                "--database",
+                "shop",
+                "--output",
+                output.to_str().unwrap(),
+            ]);
+            cmd.env("HOME", world.home.path())
+                .env("PGPASSWORD", CANARY_PASSWORD)
+                .env("PGHOST", world.pg.host())
+                .env("PGPORT", world.pg.port().to_string())
+                .env("AWS_SECRET_ACCESS_KEY", CANARY_AWS);
+            let out = world.host.run_command(cmd);
+            let all = format!("{}\n{}", out.stdout, out.stderr);
+            assert_eq!(out.code(), Some(exit::SANDBOX), "{attack}:\n{all}");
+            assert!(
+                all.contains("hostile-engine"),
+                "{attack}: names the plugin:\n{all}"
+            );
+            assert!(all.contains(why), "{attack}: expected {why:?} in:\n{all}");
+            assert_no_canary(&format!("the output of export {attack}"), all.as_bytes());
+            assert!(listener.accept().is_err(), "{attack}: a child connected");
+            assert!(!output.exists(), "{attack}: an output was left");
+            assert!(
+                !Path::new("/tmp/envsync-export-attack").exists(),
+                "{attack}: pg_restore wrote a file"
+            );
+        }
+    }
+}
+
+/// The chunk calls and the transfer calls misused at the WIT boundary
+/// (host/src/store/layout.rs unit-tests the name rule itself): every probe
+/// gets a typed error (or the documented answer), never a host panic; the
+/// chunks of the failed backup are gone, nothing else was written, nothing
+/// was published.
+#[test]
+fn chunk_and_transfer_calls_refuse_misuse_with_typed_errors() {
+    let world = World::start();
+    let out = world.backup("chunks-backup", &[], &[]);
+    let all = format!("{}\n{}", out.stdout, out.stderr);
+    assert_eq!(out.code(), Some(exit::STEP_FAILED), "{all}");
+    for expected in [
+        "create ../x => invalid-param",
+        "create a/b => invalid-param",
+        "create .x => invalid-param",
+        "create empty => invalid-param",
+        "create 101 chars => invalid-param",
+        "create control char => invalid-param",
+        "create newline => invalid-param",
+        "create dup => ok",
+        "create dup again => invalid-param",
+        "open in backup => denied",
+        "contents in backup => ok 1",
+        "wait-any of nothing => invalid-param",
+        "wait => Ok(",
+        "wait again same => ok true",
+        "wait-any twice listed => ok 0",
+        "dropped transfer => ok",
+        "create past the limit at 10000 => denied",
+    ] {
+        assert!(all.contains(expected), "expected {expected:?} in:\n{all}");
+    }
+    assert!(!all.contains("panicked"), "{all}");
+    // The failed backup left nothing: no chunk (they are deleted with it),
+    // no file outside the artifact's `.chunks/` ever, no manifest, no pointer.
+    let files = world.store_files();
+    assert!(files.is_empty(), "the failed backup left {files:?}");
+    let parent = world.store.path().parent().unwrap();
+    assert!(!parent.join("x").exists() && !world.store.path().join("x").exists());
+
+    // In a restore: no creating, and only the manifest's chunks open.
+    let backup = world.backup("none", &[], &[]);
+    assert_eq!(
+        backup.code(),
+        Some(exit::OK),
+        "{}\n{}",
+        backup.stdout,
+        backup.stderr
+    );
+    let restore = Step::new("hostile-engine", "restore")
+        .opt("--database", "shop")
+        .opt("--db-host", world.pg.host())
+        .opt("--db-port", world.pg.port())
+        .opt("--db-user", USER)
+        .opt("--store", world.store.path().display())
+        .param("attack", "chunks-restore");
+    let mut cmd = world.host.command(restore.args());
+    cmd.env("ENVSYNC_DB_PASSWORD", CANARY_PASSWORD);
+    let out = world.host.run_command(cmd);
+    let all = format!("{}\n{}", out.stdout, out.stderr);
+    assert_eq!(out.code(), Some(exit::STEP_FAILED), "{all}");
+    for expected in [
+        "create in restore => denied",
+        "contents in restore => ok 0",
+        "open unlisted => bad-artifact",
+        "open ../x => bad-artifact",
+        "open manifest => bad-artifact",
+    ] {
+        assert!(all.contains(expected), "expected {expected:?} in:\n{all}");
+    }
+}

@@ -790,6 +790,37 @@ fn a_sanitised_backup_with_jobs_is_sanitised_in_parallel_into_chunks() {
         &pg.fingerprint("shop_one").unwrap(),
         "chunked vs one stream",
     );
+    // `backups export` of both (a sanitised plan's SQL chunks, a plain
+    // script passed through) loads with plain psql into the same database.
+    for (store, db) in [(&one, "shop_one_export"), (&parallel, "shop_par_export")] {
+        let script = files.path(&format!("{db}.sql"));
+        host.run(&[
+            "backups",
+            "export",
+            "--store",
+            &store.path_arg(),
+            "--plugin",
+            "postgres",
+            "--instance",
+            INSTANCE,
+            "--database",
+            "shop",
+            "--output",
+            script.to_str().unwrap(),
+        ])
+        .expect_ok("export of a sanitised backup");
+        pg.create_database(db).unwrap();
+        let mut psql = pg.client("psql");
+        psql.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-1", "-d", db, "-f"])
+            .arg(&script);
+        let out =
+            envsync_tests::process::run(psql, None, std::time::Duration::from_secs(300)).unwrap();
+        assert!(out.success(), "psql could not load {db}:\n{}", out.stderr);
+        pg.fingerprint(db).unwrap().assert_same(
+            &pg.fingerprint("shop_one").unwrap(),
+            "the exported sanitised backup",
+        );
+    }
 }
 
 /// A chunked sanitised backup fails as a single-stream one does, and

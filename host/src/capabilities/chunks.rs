@@ -37,7 +37,7 @@ pub struct ChunkUploads {
     created: Vec<String>,
     /// Chunks stored so far, in the order they were finished.
     stored: Arc<Mutex<Vec<Chunk>>>,
-    /// The step's progress, which counts the chunks' bytes too.
+    /// The step's progress, which counts every chunk's bytes.
     progress: Option<Tracker>,
 }
 
@@ -53,8 +53,8 @@ impl ChunkUploads {
         }
     }
 
-    /// Counts every chunk's bytes in `progress`.
-    pub fn with_progress(mut self, progress: Tracker) -> Self {
+    /// Counts the bytes of every chunk in `progress`.
+    pub fn metered(mut self, progress: Tracker) -> Self {
         self.progress = Some(progress);
         self
     }
@@ -77,10 +77,10 @@ impl ChunkUploads {
             .begin_chunk(&self.artifact_key, name, &self.codec)
             .await
             .map_err(|e| WitError::Io(format!("{e:#}")))?;
+        self.created.push(name.to_string());
         if let Some(progress) = &self.progress {
             progress.add_chunk(writer.meter());
         }
-        self.created.push(name.to_string());
         let label = format!("chunk {name} of {}", self.artifact_key);
         let chunk = ChunkWriter {
             name: name.to_string(),
@@ -135,8 +135,6 @@ pub struct ChunkReads {
     pub catalog: Catalog,
     pub manifest: Manifest,
     pub identities: Arc<Identities>,
-    /// The step's progress, which counts the chunks' bytes too.
-    pub progress: Tracker,
 }
 
 /// A chunk being written: stored (upload finished) when its sink closes.
@@ -219,7 +217,9 @@ impl Host for StepState {
             Ok(reader) => reader,
             Err(e) => return Ok(Err(WitError::BadArtifact(e))),
         };
-        reads.progress.add_chunk(reader.meter());
+        if let Some(progress) = &self.progress {
+            progress.add_chunk(reader.meter());
+        }
         let label = format!("chunk {name} of {}", reads.manifest.key);
         let source = ByteSource::new(label, SourceKind::Artifact(reader));
         Ok(Ok(self.table.push(source)?))

@@ -62,6 +62,8 @@ pub struct ProcessPolicy {
     /// A sanitised backup's structure call: only schema-only invocations
     /// (`ProgramPolicy::for_structure`).
     structure_only: bool,
+    /// `backups export`: only offline converters (`ProgramPolicy::for_offline`).
+    offline_only: bool,
 }
 
 impl ProcessPolicy {
@@ -96,6 +98,7 @@ impl ProcessPolicy {
             scratch: OnceLock::new(),
             live: Arc::new(AtomicUsize::new(0)),
             structure_only: false,
+            offline_only: false,
         }
     }
 
@@ -103,6 +106,15 @@ impl ProcessPolicy {
     /// only in their schema-only form, so the call reads no rows.
     pub fn structure_only(mut self) -> Self {
         self.structure_only = true;
+        self
+    }
+
+    /// The same grant for `backups export`: programs run only as offline
+    /// converters (stdin to stdout, no database option), and no host
+    /// credential variable is passed through.
+    pub fn offline_only(mut self) -> Self {
+        self.offline_only = true;
+        self.credentials.passthrough.clear();
         self
     }
 
@@ -156,7 +168,18 @@ impl ProcessPolicy {
                     ))
                 })
             }
+            Some(policy) if self.offline_only => policy.for_offline().map(Some).map_err(|why| {
+                WitError::Denied(format!(
+                    "plugin {} may not run {program} in an export, which reaches no database: {why}",
+                    self.plugin
+                ))
+            }),
             Some(policy) => Ok(Some(policy)),
+            None if self.offline_only => Err(WitError::Denied(format!(
+                "plugin {} may not run {program} in an export: envsync-host has no offline \
+                 policy for it, so it could connect somewhere",
+                self.plugin
+            ))),
             None if self.structure_only => Err(WitError::Denied(format!(
                 "plugin {} may not run {program} in a sanitised backup's structure call: \
                  envsync-host has no schema-only policy for it, so it could read rows",

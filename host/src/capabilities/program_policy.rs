@@ -50,6 +50,8 @@ pub enum Check {
     Host,
     Port,
     User,
+    /// Only `-` (the program's standard output).
+    Stdout,
     Any,
     #[default]
     None,
@@ -91,6 +93,19 @@ struct RawPolicy {
     env: Vec<String>,
     database_folder: Option<String>,
     structure: Option<StructureRule>,
+    offline: Option<OfflineRule>,
+}
+
+/// How a program may run in `backups export`, which grants no connection:
+/// only as a converter from standard input to standard output. `deny`
+/// adds the options that would connect it anywhere; each option of
+/// `stdout` (otherwise refused as a file) may name only `-`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OfflineRule {
+    deny: Vec<String>,
+    #[serde(default)]
+    stdout: Vec<String>,
 }
 
 /// How a program may run in a sanitised backup's structure call, which
@@ -174,6 +189,24 @@ impl ProgramPolicy {
         };
         self.raw.deny.extend(rule.deny);
         self.required = Some(rule.require);
+        Ok(self)
+    }
+
+    /// The policy for `backups export`: the program's `offline` rule on
+    /// top of its usual one, or why it may not run there at all.
+    pub fn for_offline(mut self) -> Result<ProgramPolicy, String> {
+        let Some(rule) = self.raw.offline.take() else {
+            return Err(format!(
+                "{} has no offline form in envsync-host's policy (one that converts standard \
+                 input to standard output without connecting anywhere)",
+                self.name
+            ));
+        };
+        self.raw.deny.retain(|d| !rule.stdout.contains(d));
+        self.raw.deny.extend(rule.deny);
+        for option in rule.stdout {
+            self.raw.checks.insert(option, Check::Stdout);
+        }
         Ok(self)
     }
 
@@ -393,7 +426,7 @@ impl ProgramPolicy {
             Check::Any => true,
             Check::None => false,
             Check::Sql => !value.starts_with('\\'),
-            Check::Stdin => value == "-",
+            Check::Stdin | Check::Stdout => value == "-",
             Check::PsqlVariable => {
                 let name = value.split('=').next().unwrap_or("");
                 name == "ON_ERROR_STOP"
@@ -416,6 +449,7 @@ impl ProgramPolicy {
             ),
             Check::Sql => format!("{what} must be SQL, not a backslash command"),
             Check::Stdin => format!("{what} {value:?}: only - (standard input) is allowed"),
+            Check::Stdout => format!("{what} {value:?}: only - (standard output) is allowed"),
             _ => format!("{what} {value:?} is not allowed"),
         })
     }
@@ -619,6 +653,36 @@ mod tests {
         }
         assert!(check("pg_restore", &["/root/secret.dump"]).is_err());
         assert!(check("pg_restore", &["-d", "dbname='x'", "--no-owner", "-1"]).is_ok());
+    }
+
+    #[test]
+    fn offline_pg_restore_only_converts_stdin_to_stdout() {
+        let offline = policies().get("pg_restore").unwrap().for_offline().unwrap();
+        let check = |args: &[&str]| {
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            offline.arguments(&args, &Granted::default())
+        };
+        assert!(check(&["-f", "-"]).is_ok());
+        assert!(check(&["--file=-", "--no-owner"]).is_ok());
+        for bad in [
+            &["-f", "/tmp/x"][..],
+            &["--file=/tmp/x"],
+            &["-d", "dbname=x"],
+            &["--dbname=x"],
+            &["--db=x"],
+            &["-f", "-", "-dx"],
+            &["-h", "127.0.0.1"],
+            &["--port=5432"],
+            &["-"],
+        ] {
+            assert!(check(bad).is_err(), "{bad:?} must be refused offline");
+        }
+        for program in ["psql", "pg_dump", "mariadb"] {
+            assert!(
+                policies().get(program).unwrap().for_offline().is_err(),
+                "{program} has no offline form"
+            );
+        }
     }
 
     #[test]

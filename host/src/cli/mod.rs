@@ -72,7 +72,7 @@ pub enum Command {
     },
     /// The last run of each database and operation, from the run history.
     Status(status::StatusArgs),
-    /// List the backups in a store.
+    /// List, prune or export the backups in a store.
     Backups {
         #[command(subcommand)]
         command: backups::BackupsCommand,
@@ -159,7 +159,7 @@ impl Cli {
             }
             Command::Config { command } => config::execute(command, &self.plugin_dir()),
             Command::Status(args) => status::execute(args, self.log_format),
-            Command::Backups { command } => backups::execute(command, &self.s3.options()).await,
+            Command::Backups { command } => backups::execute(command, &self).await,
             Command::Render { command } => render::execute(command),
         }
     }

@@ -1,7 +1,8 @@
 //! Progress of a running step, from one source: a [`Tracker`] per step.
 //!
 //! The step runner attaches the artifact's byte [`Meter`] (and the exact
-//! size on restore), the plugin adds its rows or documents through
+//! size on restore), the chunks of a chunked artifact add theirs as they
+//! are written or read ([`Tracker::add_chunk`]), the plugin adds its rows or documents through
 //! `log.progress`, and the reporter adds the previous success's size as the
 //! expected total. Everyone who shows progress reads the same
 //! [`Snapshot`]: the terminal bar and log lines ([`display`]), the
@@ -41,9 +42,8 @@ struct Inner {
     meter: Option<Meter>,
     /// Bytes of a stream that has ended (the meter is gone then).
     bytes_done: u64,
-    /// The chunks of a chunked artifact opened or created so far (each
-    /// meter still reads its final count after its chunk ended).
-    chunk_meters: Vec<Meter>,
+    /// The chunks written or read so far (their meters outlive them).
+    chunks: Vec<Meter>,
     /// The artifact's exact stored size (restore).
     exact_total: Option<u64>,
     /// The previous successful run's size (backup, copy).
@@ -64,9 +64,11 @@ struct PluginProgress {
 pub struct Snapshot {
     /// E.g. `restore of shop`.
     pub what: String,
-    /// Artifact bytes streamed so far (stored, i.e. compressed, bytes).
+    /// Artifact bytes streamed so far, its chunks' included (stored, i.e.
+    /// compressed, bytes).
     pub bytes: u64,
-    /// The bytes expected in all: the artifact's size on restore, else the
+    /// The bytes expected in all: the artifact's size on restore (with
+    /// its chunks' stored sizes), else the
     /// previous successful run's size; none when unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_bytes: Option<u64>,
@@ -110,16 +112,16 @@ impl Tracker {
             inner.streaming_since = Some(Instant::now());
             inner.meter = Some(meter);
             inner.bytes_done = 0;
-            inner.chunk_meters.clear();
+            inner.chunks.clear();
             inner.exact_total = total;
         }
         display::show(self.clone())
     }
 
-    /// A chunk of the artifact streams through `meter` too: its bytes count
-    /// with the main stream's.
+    /// A chunk of the artifact is being written or read through `meter`:
+    /// its stored bytes count with the main stream's.
     pub fn add_chunk(&self, meter: Meter) {
-        self.lock().chunk_meters.push(meter);
+        self.lock().chunks.push(meter);
     }
 
     /// The stream ended: keep its final count, drop the meter.
@@ -152,7 +154,7 @@ impl Tracker {
             return None;
         }
         let bytes = inner.meter.as_ref().map_or(inner.bytes_done, Meter::bytes)
-            + inner.chunk_meters.iter().map(Meter::bytes).sum::<u64>();
+            + inner.chunks.iter().map(Meter::bytes).sum::<u64>();
         let elapsed = inner
             .streaming_since
             .map_or(Duration::ZERO, |s| s.elapsed());

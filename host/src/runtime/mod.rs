@@ -501,6 +501,17 @@ impl Sandbox {
         self.annotate(result)
     }
 
+    pub async fn export_dump(
+        &mut self,
+        artifact: Resource<ByteSource>,
+        out: Resource<ByteSink>,
+    ) -> Result<Result<(), WitError>> {
+        let ops = self.world.envsync_plugin_operations();
+        let fut = ops.call_export_dump(&mut self.store, artifact, out);
+        let result = guard(fut, &self.plugin, "export-dump", &self.limits).await;
+        self.annotate(result)
+    }
+
     pub async fn transform(
         &mut self,
         script: Resource<ByteSource>,

@@ -11,6 +11,7 @@ mod chunked_backup;
 mod chunked_restore;
 mod copy;
 mod copydata;
+mod export;
 mod flags;
 mod format_check;
 mod names;
@@ -149,6 +150,10 @@ impl Engine for Postgres {
 
     fn restore(artifact: &ByteSource) -> Result<(), Error> {
         restore::restore(artifact)
+    }
+
+    fn export_dump(artifact: &ByteSource, out: ByteSink) -> Result<(), Error> {
+        export::export_dump(artifact, out)
     }
 
     fn transform(script: &ByteSource) -> Result<(), Error> {

@@ -47,8 +47,9 @@ pub trait Engine {
 
     /// Streams `artifact` (and its chunks) out as one dump the datastore's
     /// own tools load. Plugins whose artifacts already are such a dump
-    /// need not implement it.
-    fn export_dump(_artifact: &ByteSource, _out: &ByteSink) -> Result<(), Error> {
+    /// need not implement it. `out` is kept only if this returns `Ok` and
+    /// `out` was closed (dropped, or handed to a `start_splice` that ended).
+    fn export_dump(_artifact: &ByteSource, _out: ByteSink) -> Result<(), Error> {
         Err(Error::Other(
             "this plugin's artifacts are already one dump its datastore's tools load: \
              download the artifact (`backups list` names it) and decode it"
@@ -111,7 +112,7 @@ macro_rules! export_engine {
             }
             fn export_dump(
                 artifact: &$crate::ByteSource,
-                out: &$crate::ByteSink,
+                out: $crate::ByteSink,
             ) -> ::std::result::Result<(), $crate::Error> {
                 <$ty as $crate::Engine>::export_dump(artifact, out)
             }
