@@ -253,7 +253,7 @@ impl Replacement<'_> {
             Err(e) => {
                 // A resumable load keeps what it committed for the rerun,
                 // unless the artifact itself is damaged.
-                if resume.is_some() && !matches!(e, Error::BadArtifact(_)) {
+                if resume.is_some() && !matches!(e, Error::Integrity(_) | Error::BadArtifact(_)) {
                     warn(format!(
                         "keeping scratch database {scratch:?}: restoring the same backup \
                          again resumes there"
