@@ -1,5 +1,5 @@
 //! A chunked backup (docs/decisions/0022): the schema, the rows cut into
-//! chunks of whole INSERT lines of one table, and the triggers, each a
+//! chunks of whole INSERT statements of one table, and the triggers, each a
 //! chunk; the plan as the main stream.
 //!
 //! The rows come from one `mariadb-dump --single-transaction` (one
@@ -120,6 +120,7 @@ fn cut_rows(
         let sink = open.as_ref().expect("a chunk is open after Start");
         write_all(sink, &line)?;
     }
+    cutter.finish().map_err(Error::Other)?;
     if let Some(sink) = open.take() {
         sink.close()?;
     }
