@@ -113,7 +113,10 @@ fn insert_start(line: &[u8]) -> Result<Option<(String, bool)>, String> {
     if harmless {
         Ok(None)
     } else {
-        Err(format!("unexpected line in the data dump: {}", preview(line)))
+        Err(format!(
+            "unexpected line in the data dump: {}",
+            preview(line)
+        ))
     }
 }
 

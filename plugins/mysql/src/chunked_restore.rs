@@ -203,7 +203,11 @@ fn bookkeeping_setup(id: &str) -> String {
 }
 
 fn mark(step: &str) -> String {
-    format!("INSERT INTO {} VALUES ({});\n", ident(LOADED_TABLE), hex(step))
+    format!(
+        "INSERT INTO {} VALUES ({});\n",
+        ident(LOADED_TABLE),
+        hex(step)
+    )
 }
 
 #[cfg(test)]

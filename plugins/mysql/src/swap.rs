@@ -238,8 +238,7 @@ impl Replacement<'_> {
                 .charset
                 .as_ref()
                 .map(|(c, l)| (c.as_str(), l.as_str()));
-            let prepare =
-                sql::prepare_scratch(scratch, &leftovers, charset).map_err(Error::Other);
+            let prepare = sql::prepare_scratch(scratch, &leftovers, charset).map_err(Error::Other);
             prepare
                 .and_then(|script| self.execute(None, script.as_bytes()))
                 .map_err(|e| {
