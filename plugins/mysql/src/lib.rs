@@ -10,7 +10,12 @@
 mod backup;
 mod batch;
 mod catalog;
+mod chunk_cut;
+mod chunk_plan;
+mod chunked_backup;
+mod chunked_restore;
 mod copy;
+mod export;
 mod flags;
 mod format_check;
 mod names;
@@ -21,6 +26,7 @@ mod rows;
 mod sanitise;
 mod sanitised_backup;
 mod schema;
+mod sessions;
 mod settings;
 mod sql;
 mod swap;
@@ -82,11 +88,35 @@ impl Engine for MySql {
     }
 
     fn check(head: Vec<u8>) -> Result<(), Error> {
+        if head.starts_with(chunk_plan::MAGIC) {
+            // A chunked artifact's plan; seen whole when it is that short.
+            if head.len() < HEAD_SIZE as usize {
+                chunk_plan::Plan::parse(&head).map_err(Error::BadArtifact)?;
+            }
+            return Ok(());
+        }
         format_check::check_head(&head, HEAD_SIZE as usize).map_err(Error::BadArtifact)
     }
 
     fn backup(artifact: &ByteSink) -> Result<(), Error> {
-        backup::backup(artifact)
+        // Chunked only when the operator chose --jobs (docs/decisions/0022):
+        // existing tasks keep their one-stream artifacts.
+        if !envsync_plugin_sdk::job::parallelism().chosen {
+            return backup::backup(artifact);
+        }
+        if !settings::dump_flags()?.is_empty() {
+            envsync_plugin_sdk::warn(
+                "dump-flags is set: a chunked backup cannot honour arbitrary dump flags, so \
+                 this backup is one dump stream (--jobs applies to restores only)",
+            );
+            return backup::backup(artifact);
+        }
+        chunked_backup::backup(artifact, settings::chunk_bytes()?)
+    }
+
+    fn export_dump(artifact: &ByteSource, out: ByteSink) -> Result<(), Error> {
+        export::export_dump(artifact, &out)?;
+        out.close()
     }
 
     fn backup_structure(part: StructurePart, artifact: &ByteSink) -> Result<(), Error> {
@@ -102,6 +132,9 @@ impl Engine for MySql {
     }
 
     fn restore(artifact: &ByteSource) -> Result<(), Error> {
+        if !envsync_plugin_sdk::chunks::contents()?.is_empty() {
+            return chunked_restore::restore(artifact);
+        }
         restore::restore(artifact)
     }
 

@@ -35,6 +35,14 @@ const PARAMS: &[(&str, &str, Option<&str>)] = &[
         None,
     ),
     (
+        "chunk-mib",
+        "Size of a chunk's rows in a chunked backup (one made with --jobs): each table's \
+         extended INSERTs are cut into chunks of about this many MiB, each loaded in its own \
+         transaction by one of the restore's --jobs sessions, and skipped when a rerun \
+         resumes an interrupted restore.",
+        Some("64"),
+    ),
+    (
         "mode",
         "How a restore or copy replaces the target. `swap` (default): load into the scratch \
          database `<db>-envsync-restore`, then swap every table in with one atomic RENAME \
@@ -70,6 +78,17 @@ pub fn param_infos() -> Vec<ParamInfo> {
 }
 
 /// Extra mariadb-dump flags, checked.
+/// `chunk-mib` in bytes.
+pub fn chunk_bytes() -> Result<u64, Error> {
+    let mib: u64 = param_number("chunk-mib", 64)?;
+    if mib == 0 {
+        return Err(Error::InvalidParam(
+            "parameter chunk-mib must be at least 1".into(),
+        ));
+    }
+    Ok(mib << 20)
+}
+
 pub fn dump_flags() -> Result<Vec<String>, Error> {
     flags::dump_flags(&param_or("dump-flags", "")).map_err(Error::InvalidParam)
 }

@@ -35,6 +35,28 @@ pub fn replace_target(
     client: &Client,
     load: impl FnOnce(Command) -> Result<(), Error>,
 ) -> Result<(), Error> {
+    replace(client, None, |loader, _, _| load(loader))
+}
+
+/// [`replace_target`] for a load that can resume (a chunked artifact,
+/// docs/decisions/0022): a scratch database left by an interrupted load of
+/// the artifact `id` is kept and `load` is told so (`resumed`), and a failed
+/// load keeps it for the rerun unless the artifact is damaged. `load` gets
+/// the loader, the name of the database it loads and `resumed`, and must
+/// remove its bookkeeping before it returns Ok.
+pub fn replace_target_resumable(
+    client: &Client,
+    id: &str,
+    load: impl FnOnce(Command, &str, bool) -> Result<(), Error>,
+) -> Result<(), Error> {
+    replace(client, Some(id), load)
+}
+
+fn replace(
+    client: &Client,
+    resume: Option<&str>,
+    load: impl FnOnce(Command, &str, bool) -> Result<(), Error>,
+) -> Result<(), Error> {
     let conn = connection(ROLE)?;
     let names = Names::for_target(&conn.database).map_err(Error::InvalidParam)?;
     let settings = LoadSettings::read()?;
@@ -45,8 +67,11 @@ pub fn replace_target(
         settings,
     };
     match job.settings.mode {
-        Mode::Swap => job.swap_in(load),
-        Mode::Replace => job.drop_and_load(load),
+        Mode::Swap => job.swap_in(resume, load),
+        Mode::Replace => {
+            let target = job.names.target.clone();
+            job.drop_and_load(|loader| load(loader, &target, false))
+        }
     }
 }
 
@@ -128,6 +153,29 @@ impl Replacement<'_> {
             .map_err(|e| Error::Other(format!("reading the definitions in {db:?}: {e}")))
     }
 
+    /// Whether the scratch database holds an interrupted load of artifact
+    /// `id` whose schema step finished (see `chunked_restore`).
+    fn resumable(&self, id: &str) -> Result<bool, Error> {
+        let scratch = &self.names.scratch;
+        let c = self.catalog(scratch)?;
+        if !c.exists() || !c.marked {
+            return Ok(false);
+        }
+        let found = self
+            .client
+            .query(
+                ROLE,
+                &self.conn,
+                Some(scratch),
+                &crate::chunked_restore::resumable_id_query(),
+            )
+            .unwrap_or_default();
+        Ok(found
+            .first()
+            .and_then(|row| row.first())
+            .is_some_and(|v| v.as_deref() == Some(id.as_bytes())))
+    }
+
     /// Refuses to touch a database of the scratch names the plugin did not
     /// create; returns whether there is a leftover of ours to drop.
     fn leftover(&self, db: &str) -> Result<bool, Error> {
@@ -148,7 +196,11 @@ impl Replacement<'_> {
         )))
     }
 
-    fn swap_in(&self, load: impl FnOnce(Command) -> Result<(), Error>) -> Result<(), Error> {
+    fn swap_in(
+        &self,
+        resume: Option<&str>,
+        load: impl FnOnce(Command, &str, bool) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         let Names {
             target,
             scratch,
@@ -157,32 +209,57 @@ impl Replacement<'_> {
         let before = self.catalog(target)?;
         let existed = before.exists();
         let unchanged = |e: Error| self.unchanged(e, existed);
+        let resumed = match resume {
+            Some(id) => self.resumable(id).map_err(unchanged)?,
+            None => false,
+        };
         let mut leftovers = Vec::new();
         for db in [scratch, old] {
-            if self.leftover(db).map_err(unchanged)? {
+            if !(resumed && db == scratch) && self.leftover(db).map_err(unchanged)? {
                 leftovers.push(db.as_str());
             }
         }
         info(format!(
-            "{} database {target:?}: loading into scratch database {scratch:?} first",
+            "{} database {target:?}: loading into scratch database {scratch:?} first{}",
             if existed { "replacing" } else { "creating" },
+            if resumed {
+                " (resuming the interrupted load of this artifact there)"
+            } else {
+                ""
+            }
         ));
-        let charset = before
-            .charset
-            .as_ref()
-            .map(|(c, l)| (c.as_str(), l.as_str()));
-        let prepare = sql::prepare_scratch(scratch, &leftovers, charset).map_err(Error::Other);
-        prepare
-            .and_then(|script| self.execute(None, script.as_bytes()))
-            .map_err(|e| {
-                unchanged(e.context(format!("could not create scratch database {scratch:?}")))
-            })?;
+        if resumed {
+            if !leftovers.is_empty() {
+                self.execute(None, sql::drop_database(old).as_bytes())
+                    .map_err(unchanged)?;
+            }
+        } else {
+            let charset = before
+                .charset
+                .as_ref()
+                .map(|(c, l)| (c.as_str(), l.as_str()));
+            let prepare = sql::prepare_scratch(scratch, &leftovers, charset).map_err(Error::Other);
+            prepare
+                .and_then(|script| self.execute(None, script.as_bytes()))
+                .map_err(|e| {
+                    unchanged(e.context(format!("could not create scratch database {scratch:?}")))
+                })?;
+        }
 
-        let ready = load(self.loader(scratch)).and_then(|()| self.capture());
+        let ready = load(self.loader(scratch), scratch, resumed).and_then(|()| self.capture());
         let (loaded, backup) = match ready {
             Ok(ready) => ready,
             Err(e) => {
-                self.drop_quietly(scratch);
+                // A resumable load keeps what it committed for the rerun,
+                // unless the artifact itself is damaged.
+                if resume.is_some() && !matches!(e, Error::Integrity(_) | Error::BadArtifact(_)) {
+                    warn(format!(
+                        "keeping scratch database {scratch:?}: restoring the same backup \
+                         again resumes there"
+                    ));
+                } else {
+                    self.drop_quietly(scratch);
+                }
                 return Err(unchanged(e));
             }
         };

@@ -1,0 +1,232 @@
+//! Restoring a chunked artifact (docs/decisions/0022) into the scratch
+//! database: the schema, then the data chunks with `jobs` client sessions
+//! at once, then the triggers; the verified swap is `swap`'s.
+//!
+//! Resume: the scratch database holds two bookkeeping tables, the
+//! artifact's id and one row per step committed (`schema`, each data
+//! chunk, `triggers`). A data chunk's row is inserted in the same
+//! transaction as its rows, and its `COMMIT` is the transfer's trailer,
+//! written only after the host verified the chunk against the manifest: a
+//! chunk is loaded and recorded, or neither; a damaged chunk never commits.
+//! The row's primary key refuses a second load of a chunk. A rerun on the
+//! same artifact skips what is recorded; the tables are dropped before the
+//! swap. Exactly-once holds for transactional (InnoDB) tables.
+
+use crate::chunk_plan::{DataChunk, Plan};
+use crate::programs::Client;
+use crate::sessions::{self, Session};
+use crate::sql::{hex, ident};
+use crate::swap::{finish_load, looks_damaged, replace_target_resumable};
+use envsync_plugin_sdk::{
+    ByteSource, Command, ConnectionInfo, Error, OnFeedError, chunks, connection, info, job,
+    read_all, start_splice, write_all,
+};
+use std::collections::BTreeSet;
+
+const ARTIFACT_TABLE: &str = "envsync-restore-artifact";
+const LOADED_TABLE: &str = "envsync-restore-loaded";
+/// Largest plan read into memory.
+const PLAN_LIMIT: usize = 64 << 20;
+/// Bookkeeping names of the steps that are not data chunks.
+const SCHEMA_STEP: &str = "schema";
+const TRIGGERS_STEP: &str = "triggers";
+
+/// What every data chunk is loaded with, as the dump's own header sets it:
+/// TIMESTAMP values were dumped in UTC (`--tz-utc`), and a 0 in an
+/// AUTO_INCREMENT column stays 0. Per session only; foreign-key and unique
+/// checks are already off (`sql::LOAD_INIT`).
+pub const ROW_SESSION: &str =
+    "SET SESSION time_zone = '+00:00', sql_mode = 'NO_AUTO_VALUE_ON_ZERO';\n";
+
+/// Prints the artifact id when the database holds a resumable load: the
+/// bookkeeping exists and the schema step committed.
+pub fn resumable_id_query() -> String {
+    format!(
+        "SELECT id FROM {} WHERE EXISTS (SELECT 1 FROM {} WHERE name = {});\n",
+        ident(ARTIFACT_TABLE),
+        ident(LOADED_TABLE),
+        hex(SCHEMA_STEP)
+    )
+}
+
+/// Reads and checks the plan: every chunk it names must be stored.
+pub fn read_plan(artifact: &ByteSource) -> Result<Plan, Error> {
+    read_plan_after(&[], artifact)
+}
+
+/// [`read_plan`] of an artifact whose first bytes `head` were already read.
+pub fn read_plan_after(head: &[u8], artifact: &ByteSource) -> Result<Plan, Error> {
+    let mut text = head.to_vec();
+    text.extend(read_all(artifact, PLAN_LIMIT)?);
+    artifact.verify()?;
+    let plan = Plan::parse(&text).map_err(Error::BadArtifact)?;
+    let stored: BTreeSet<String> = chunks::contents()?.into_iter().map(|c| c.name).collect();
+    for name in plan.chunks() {
+        if !stored.contains(name) {
+            return Err(Error::BadArtifact(format!(
+                "the artifact's plan names chunk {name:?}, which the artifact does not hold; \
+                 restore another backup"
+            )));
+        }
+    }
+    Ok(plan)
+}
+
+pub fn restore(artifact: &ByteSource) -> Result<(), Error> {
+    let plan = read_plan(artifact)?;
+    let client = Client::detect()?;
+    let conn = connection("target")?;
+    let jobs = job::parallelism().jobs.max(1) as usize;
+    replace_target_resumable(&client, &plan.id, |loader, db, resumed| {
+        let job = Load {
+            client: &client,
+            conn: &conn,
+            db,
+            loader,
+        };
+        job.run(&plan, jobs, resumed)
+    })
+}
+
+struct Load<'a> {
+    client: &'a Client,
+    conn: &'a ConnectionInfo,
+    db: &'a str,
+    loader: Command,
+}
+
+impl Load<'_> {
+    fn execute(&self, script: &str) -> Result<(), Error> {
+        self.client
+            .execute("target", self.conn, Some(self.db), script.as_bytes())
+    }
+
+    fn run(&self, plan: &Plan, jobs: usize, resumed: bool) -> Result<(), Error> {
+        if !resumed {
+            self.execute(&bookkeeping_setup(&plan.id))?;
+            info("loading the schema");
+            self.load_whole(&plan.schema)?;
+            self.execute(&mark(SCHEMA_STEP))?;
+        }
+        let done = self.loaded()?;
+        let pending: Vec<&DataChunk> = plan
+            .data
+            .iter()
+            .filter(|d| !done.contains(&d.chunk))
+            .collect();
+        if resumed {
+            info(format!(
+                "resuming: {} of {} data chunks were already loaded and are skipped",
+                plan.data.len() - pending.len(),
+                plan.data.len()
+            ));
+        }
+        info(format!(
+            "loading {} data chunk(s) with {jobs} session(s)",
+            pending.len()
+        ));
+        sessions::run(jobs, pending, |chunk| self.start_chunk(chunk))?;
+        if !done.contains(TRIGGERS_STEP) {
+            info("loading the triggers");
+            self.load_whole(&plan.triggers)?;
+            self.execute(&mark(TRIGGERS_STEP))?;
+        }
+        self.execute(&format!(
+            "DROP TABLE {}, {};\n",
+            ident(LOADED_TABLE),
+            ident(ARTIFACT_TABLE)
+        ))
+    }
+
+    /// The steps already committed.
+    fn loaded(&self) -> Result<BTreeSet<String>, Error> {
+        let rows = self.client.query(
+            "target",
+            self.conn,
+            Some(self.db),
+            &format!("SELECT name FROM {};\n", ident(LOADED_TABLE)),
+        )?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .collect())
+    }
+
+    /// A whole dump chunk (schema, triggers) through one client, then
+    /// checked against the manifest.
+    fn load_whole(&self, name: &str) -> Result<(), Error> {
+        let program = self.client.program;
+        let source = chunks::open(name)?;
+        let mut child = self.loader.clone().stdin_piped().spawn()?;
+        let loaded = child
+            .feed(&source, OnFeedError::Kill)
+            .and_then(|fed| fed.all())
+            .and_then(|(stdin, _)| finish_load(&child, program, stdin));
+        if let Err(e) = loaded {
+            if looks_damaged(&e)
+                && let Err(damaged) = source.verify()
+            {
+                return Err(damaged.context(format!("chunk {name:?}")));
+            }
+            return Err(e.context(format!("loading chunk {name:?}")));
+        }
+        source
+            .verify()
+            .map_err(|e| e.context(format!("chunk {name:?}")))
+    }
+
+    /// One data chunk in one transaction with its bookkeeping row; the
+    /// host writes the COMMIT only after verifying the chunk.
+    fn start_chunk(&self, chunk: &DataChunk) -> Result<Session, Error> {
+        let mut child = self.loader.clone().stdin_piped().spawn()?;
+        let stdin = child.take_stdin()?;
+        let head = format!("{ROW_SESSION}START TRANSACTION;\n{}", mark(&chunk.chunk));
+        write_all(&stdin, head.as_bytes())?;
+        let source = chunks::open(&chunk.chunk)?;
+        let transfer = start_splice(source, stdin, b"COMMIT;\n")?;
+        Ok(Session {
+            label: format!(
+                "loading chunk {} (rows of table {:?})",
+                chunk.chunk, chunk.table
+            ),
+            program: self.client.program,
+            child,
+            transfer,
+        })
+    }
+}
+
+fn bookkeeping_setup(id: &str) -> String {
+    format!(
+        "CREATE TABLE {a} (id VARBINARY(1024) NOT NULL) ENGINE=InnoDB;\n\
+         INSERT INTO {a} VALUES ({id});\n\
+         CREATE TABLE {l} (name VARBINARY(255) PRIMARY KEY) ENGINE=InnoDB;\n",
+        a = ident(ARTIFACT_TABLE),
+        l = ident(LOADED_TABLE),
+        id = hex(id)
+    )
+}
+
+fn mark(step: &str) -> String {
+    format!(
+        "INSERT INTO {} VALUES ({});\n",
+        ident(LOADED_TABLE),
+        hex(step)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bookkeeping_names_steps_as_hex() {
+        assert_eq!(
+            mark("data-00001"),
+            "INSERT INTO `envsync-restore-loaded` VALUES (X'646174612d3030303031');\n"
+        );
+        assert!(resumable_id_query().contains("name = X'736368656d61'"));
+        assert!(bookkeeping_setup("a'b").contains("VALUES (X'612762')"));
+    }
+}

@@ -1,0 +1,86 @@
+//! Running up to `jobs` loaders at once. The plugin is single threaded:
+//! each session is a client whose input the host moves in the background
+//! (`start-splice`), and the plugin waits for whichever finishes first
+//! (`wait-any`) to start the next.
+
+use crate::swap::load_error;
+use envsync_plugin_sdk::{Error, Running, Transfer, wait_any};
+
+/// A running session: its child and the transfer feeding it.
+pub struct Session {
+    pub label: String,
+    pub program: &'static str,
+    pub child: Running,
+    pub transfer: Transfer,
+}
+
+impl Session {
+    /// Waits for the transfer, then the child. The child's own failure is
+    /// the cause when both failed.
+    fn finish(self) -> Result<(), Error> {
+        match self.transfer.wait() {
+            Ok(_) => {
+                let status = self.child.wait()?;
+                if status.success {
+                    Ok(())
+                } else {
+                    Err(load_error(self.program, &status).context(self.label))
+                }
+            }
+            Err(e) => {
+                // Killed before it sees end of input: its transaction, which
+                // never got its COMMIT, is rolled back.
+                self.child.kill();
+                let e = match self.child.wait() {
+                    Ok(status) => self.child.stream_failure(&status, e, true),
+                    Err(_) => e,
+                };
+                Err(e.context(self.label))
+            }
+        }
+    }
+
+    fn abandon(self) {
+        self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a session for each task with `start`, keeping up to `jobs`
+/// running; stops everything at the first failure and returns it.
+pub fn run<T>(
+    jobs: usize,
+    tasks: impl IntoIterator<Item = T>,
+    mut start: impl FnMut(T) -> Result<Session, Error>,
+) -> Result<(), Error> {
+    let jobs = jobs.max(1);
+    let mut queue = tasks.into_iter();
+    let mut running: Vec<Session> = Vec::new();
+    let fail = |running: Vec<Session>, e: Error| {
+        for session in running {
+            session.abandon();
+        }
+        Err(e)
+    };
+    loop {
+        while running.len() < jobs {
+            let Some(task) = queue.next() else { break };
+            match start(task) {
+                Ok(session) => running.push(session),
+                Err(e) => return fail(running, e),
+            }
+        }
+        if running.is_empty() {
+            return Ok(());
+        }
+        let transfers: Vec<&Transfer> = running.iter().map(|s| &s.transfer).collect();
+        let done = match wait_any(&transfers) {
+            Ok(done) => done as usize,
+            Err(e) => return fail(running, e),
+        };
+        let session = running.swap_remove(done);
+        if let Err(e) = session.finish() {
+            return fail(running, e);
+        }
+    }
+}
