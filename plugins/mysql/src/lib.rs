@@ -13,6 +13,7 @@ mod catalog;
 mod copy;
 mod flags;
 mod format_check;
+mod load_progress;
 mod names;
 mod plan;
 mod programs;

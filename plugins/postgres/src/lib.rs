@@ -13,6 +13,7 @@ mod copy;
 mod copydata;
 mod flags;
 mod format_check;
+mod load_progress;
 mod names;
 mod plan;
 mod post_data;
