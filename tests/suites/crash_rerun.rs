@@ -34,6 +34,9 @@ const OLD: &str = "live-envsync-old";
 const SOURCE: &str = "src";
 const BIG_ROWS: u64 = 300_000;
 
+/// The programs that load a restore: the loader stepped to a point.
+const PG_LOADER: &[&str] = &["pg_restore"];
+const MARIA_LOADER: &[&str] = &["mariadb", "mysql"];
 /// How long any one stage may take to show up before the test gives up.
 const STAGE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -166,41 +169,108 @@ fn wait_for(running: &mut Running, what: &str, mut reached: impl FnMut() -> bool
     }
 }
 
-/// Lets the host's pg_restore run in bursts of a few milliseconds until
-/// `reached` holds; returns it frozen there.
+/// Lets the host's loader (a child named one of `programs`) run in bursts
+/// of a few milliseconds until `reached` holds; returns it frozen there. A
+/// plugin may run the same program more than once (scratch set-up, catalog
+/// reads): the loader is the one whose effect `reached` sees while it runs.
 #[track_caller]
-fn step_pg_restore_until(
+fn step_child_until(
     running: &mut Running,
+    programs: &[&'static str],
     what: &str,
     mut reached: impl FnMut() -> bool,
 ) -> Frozen {
     let host_pid = running.pid() as i32;
-    let found = procs::wait_for_descendant(host_pid, "pg_restore", STAGE_TIMEOUT, || {
-        running.has_exited().unwrap_or(true)
-    });
-    let Some(pid) = found else {
-        let out = running.wait_timeout(Duration::from_secs(5));
-        panic!("the restore never started pg_restore\n{out}");
-    };
-    let frozen = Frozen::freeze(pid, "pg_restore");
     let deadline = Instant::now() + STAGE_TIMEOUT;
     loop {
-        // Let the server catch up with what pg_restore sent.
-        std::thread::sleep(Duration::from_millis(5));
-        if reached() {
-            return frozen;
+        let found = procs::descendants_of(host_pid).into_iter().find_map(|p| {
+            let comm = procs::comm_of(p)?;
+            programs.iter().find(|&&n| n == comm).map(|&n| (p, n))
+        });
+        if let Some((pid, program)) = found {
+            let frozen = Frozen::freeze(pid, program);
+            loop {
+                // Let the server catch up with what the loader sent.
+                std::thread::sleep(Duration::from_millis(5));
+                if reached() {
+                    return frozen;
+                }
+                if !procs::is_alive(pid) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no {what} within {STAGE_TIMEOUT:?}"
+                );
+                procs::signal(pid, libc::SIGCONT);
+                std::thread::sleep(Duration::from_millis(4));
+                procs::signal(pid, libc::SIGSTOP);
+            }
+            drop(frozen);
         }
-        assert!(
-            procs::is_alive(pid),
-            "pg_restore finished before {what} was seen"
-        );
+        if running.has_exited().unwrap_or(true) {
+            let out = running.wait_timeout(Duration::from_secs(5));
+            panic!("the restore ended before {what}\n{out}");
+        }
         assert!(
             Instant::now() < deadline,
             "no {what} within {STAGE_TIMEOUT:?}"
         );
-        procs::signal(pid, libc::SIGCONT);
-        std::thread::sleep(Duration::from_millis(4));
-        procs::signal(pid, libc::SIGSTOP);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// SIGKILLs the host (it gets no chance to clean up) and checks that its
+/// children die with it: each is reaped (as an orphan it became ours)
+/// within moments, none keeps working. `frozen`, the loader held stopped
+/// at the point, must be one of them; it is let go only after the kill.
+#[track_caller]
+fn kill_host(running: &mut Running, point: &str, frozen: Option<Frozen>) {
+    let children = procs::descendants_of(running.pid() as i32);
+    assert!(
+        !children.is_empty(),
+        "{point}: the host has no child to outlive it"
+    );
+    if let Some(f) = &frozen {
+        assert!(
+            children.contains(&f.pid()),
+            "{point}: the loader is not the host's child"
+        );
+    }
+    running.signal(libc::SIGKILL);
+    let killed = running.wait_timeout(Duration::from_secs(30));
+    assert!(
+        !killed.success(),
+        "{point}: the killed host reported success\n{killed}"
+    );
+    let orphans: Vec<String> = children
+        .iter()
+        .filter(|&&pid| !procs::reap(pid, Duration::from_secs(10)))
+        .map(|&pid| {
+            let what = format!("{pid} {:?}", procs::cmdline_of(pid));
+            procs::signal(pid, libc::SIGKILL);
+            procs::signal(pid, libc::SIGCONT);
+            procs::reap(pid, Duration::from_secs(10));
+            what
+        })
+        .collect();
+    drop(frozen);
+    assert!(
+        orphans.is_empty(),
+        "{point}: children of the killed host still ran: {orphans:?}"
+    );
+}
+
+/// Waits until the server no longer runs what the killed host sent it.
+#[track_caller]
+fn wait_until_gone(point: &str, what: &str, mut still_there: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while still_there() {
+        assert!(
+            Instant::now() < deadline,
+            "{point}: {what} is still on the server"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -214,15 +284,15 @@ fn crash_then_rerun(point: Point) {
     let mut swap_gate = matches!(point, Point::Swap | Point::Cleanup).then(|| env.hold_swap());
     let mut drop_gate = None;
     let mut running = env.restore_step().spawn(&env.host).unwrap();
-    let host_pid = running.pid() as i32;
     let frozen = match point {
-        Point::Streaming => Some(step_pg_restore_until(&mut running, "a COPY", || {
+        Point::Streaming => Some(step_child_until(&mut running, PG_LOADER, "a COPY", || {
             env.count(&format!(
                 "SELECT count(*) FROM pg_stat_progress_copy WHERE datname = {scratch}"
             )) > 0
         })),
-        Point::MidLoad => Some(step_pg_restore_until(
+        Point::MidLoad => Some(step_child_until(
             &mut running,
+            PG_LOADER,
             "half of the big table loaded",
             || {
                 env.count(&format!(
@@ -231,8 +301,9 @@ fn crash_then_rerun(point: Point) {
                 )) >= BIG_ROWS / 2
             },
         )),
-        Point::IndexBuild => Some(step_pg_restore_until(
+        Point::IndexBuild => Some(step_child_until(
             &mut running,
+            PG_LOADER,
             "an index build",
             || {
                 env.count(&format!(
@@ -272,56 +343,18 @@ fn crash_then_rerun(point: Point) {
         }
     };
 
-    // SIGKILL: the host gets no chance to clean up.
-    let children = procs::descendants_of(host_pid);
-    assert!(
-        !children.is_empty(),
-        "{point:?}: the host has no child to outlive it"
-    );
-    if let Some(f) = &frozen {
-        assert!(
-            children.contains(&f.pid()),
-            "{point:?}: pg_restore is not the host's child"
-        );
-    }
-    running.signal(libc::SIGKILL);
-    let killed = running.wait_timeout(Duration::from_secs(30));
-    assert!(
-        !killed.success(),
-        "{point:?}: the killed host reported success\n{killed}"
-    );
-    // Children die with the host: each is reaped (as an orphan it became
-    // ours) within moments, none keeps working.
-    let orphans: Vec<String> = children
-        .iter()
-        .filter(|&&pid| !procs::reap(pid, Duration::from_secs(10)))
-        .map(|&pid| {
-            let what = format!("{pid} {:?}", procs::cmdline_of(pid));
-            procs::signal(pid, libc::SIGKILL);
-            procs::signal(pid, libc::SIGCONT);
-            procs::reap(pid, Duration::from_secs(10));
-            what
-        })
-        .collect();
-    drop(frozen);
-    assert!(
-        orphans.is_empty(),
-        "{point:?}: children of the killed host still ran: {orphans:?}"
-    );
+    kill_host(&mut running, &format!("{point:?}"), frozen);
 
     // The locks go; whatever the server was still doing for the dead run
     // (the swap's renames roll back when its client is found gone, the drop
     // completes) finishes.
     drop(swap_gate);
     drop(drop_gate);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while env.backend_where("query LIKE '%RENAME TO%' OR query LIKE 'DROP DATABASE%'") {
-        assert!(
-            Instant::now() < deadline,
-            "{point:?}: the killed run's swap or drop is still on the server"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_gone(
+        &format!("{point:?}"),
+        "the killed run's swap or drop",
+        || env.backend_where("query LIKE '%RENAME TO%' OR query LIKE 'DROP DATABASE%'"),
+    );
 
     // What the crash left: a scratch database until the swap, after it the
     // previous copy (dropped by the drop the kill interrupted).
@@ -521,55 +554,6 @@ impl MariaEnv {
     }
 }
 
-/// Lets the host's loader (`mariadb`, or `mysql`) run in short bursts until
-/// `reached` holds; returns it frozen there.
-#[track_caller]
-fn step_loader_until(
-    running: &mut Running,
-    what: &str,
-    mut reached: impl FnMut() -> bool,
-) -> Frozen {
-    let host_pid = running.pid() as i32;
-    let deadline = Instant::now() + STAGE_TIMEOUT;
-    // The plugin runs the client more than once (scratch set-up, load,
-    // catalog reads): the loader is the one reading the dump, seen by its
-    // effect (`reached`) while it runs.
-    loop {
-        let pid = procs::descendants_of(host_pid)
-            .into_iter()
-            .find(|&p| matches!(procs::comm_of(p).as_deref(), Some("mariadb" | "mysql")));
-        if let Some(pid) = pid {
-            let frozen = Frozen::freeze(pid, "mariadb");
-            loop {
-                std::thread::sleep(Duration::from_millis(5));
-                if reached() {
-                    return frozen;
-                }
-                if !procs::is_alive(pid) {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "no {what} within {STAGE_TIMEOUT:?}"
-                );
-                procs::signal(pid, libc::SIGCONT);
-                std::thread::sleep(Duration::from_millis(4));
-                procs::signal(pid, libc::SIGSTOP);
-            }
-            drop(frozen);
-        }
-        if running.has_exited().unwrap_or(true) {
-            let out = running.wait_timeout(Duration::from_secs(5));
-            panic!("the restore ended before {what}\n{out}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {what} within {STAGE_TIMEOUT:?}"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
 fn maria_crash_then_rerun(point: MariaPoint) {
     let env = maria_setup();
     let before = env.reset_live();
@@ -594,13 +578,16 @@ fn maria_crash_then_rerun(point: MariaPoint) {
         }
         _ => env.restore_step().spawn(&env.host).unwrap(),
     };
-    let host_pid = running.pid() as i32;
     let frozen = match point {
-        MariaPoint::Streaming => Some(step_loader_until(&mut running, "the big table", || {
-            env.scratch_has_big()
-        })),
-        MariaPoint::MidLoad => Some(step_loader_until(
+        MariaPoint::Streaming => Some(step_child_until(
             &mut running,
+            MARIA_LOADER,
+            "the big table",
+            || env.scratch_has_big(),
+        )),
+        MariaPoint::MidLoad => Some(step_child_until(
+            &mut running,
+            MARIA_LOADER,
             "half of the big table loaded",
             || env.scratch_big_rows() >= BIG_ROWS / 2,
         )),
@@ -620,33 +607,7 @@ fn maria_crash_then_rerun(point: MariaPoint) {
         );
     }
 
-    let children = procs::descendants_of(host_pid);
-    assert!(
-        !children.is_empty(),
-        "{point:?}: the host has no child to outlive it"
-    );
-    running.signal(libc::SIGKILL);
-    let killed = running.wait_timeout(Duration::from_secs(30));
-    assert!(
-        !killed.success(),
-        "{point:?}: the killed host reported success\n{killed}"
-    );
-    let orphans: Vec<String> = children
-        .iter()
-        .filter(|&&pid| !procs::reap(pid, Duration::from_secs(10)))
-        .map(|&pid| {
-            let what = format!("{pid} {:?}", procs::cmdline_of(pid));
-            procs::signal(pid, libc::SIGKILL);
-            procs::signal(pid, libc::SIGCONT);
-            procs::reap(pid, Duration::from_secs(10));
-            what
-        })
-        .collect();
-    drop(frozen);
-    assert!(
-        orphans.is_empty(),
-        "{point:?}: children of the killed host still ran: {orphans:?}"
-    );
+    kill_host(&mut running, &format!("{point:?}"), frozen);
 
     // The holder's transaction ends. Whatever the server still had of the
     // dead run (a RENAME already sent) then finishes or is dropped.
@@ -654,14 +615,9 @@ fn maria_crash_then_rerun(point: MariaPoint) {
         h.send("COMMIT;\n").unwrap();
         h.close();
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while env.waiting("") || env.running("RENAME TABLE") {
-        assert!(
-            Instant::now() < deadline,
-            "{point:?}: the killed run's statements still wait on the server"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_gone(&format!("{point:?}"), "the killed run's RENAME", || {
+        env.waiting("") || env.running("RENAME TABLE")
+    });
 
     // Before the swap the live database is untouched. The swap's RENAME,
     // once the server has it, runs even though its client is gone (MariaDB
@@ -694,6 +650,13 @@ fn maria_crash_then_rerun(point: MariaPoint) {
 
     let rerun = env.restore_step().run(&env.host);
     rerun.expect_ok(&format!("{point:?}: the restore rerun after the kill"));
+    // The rerun says what it found and repairs it (0007).
+    let renamed = matches!(point, MariaPoint::Swap) && tables == new_tables;
+    assert_eq!(
+        format!("{}{}", rerun.stdout, rerun.stderr).contains("was interrupted after its RENAME"),
+        renamed,
+        "{point:?}: the rerun's warning of an interrupted swap\n{rerun}"
+    );
     env.db.fingerprint(LIVE).unwrap().assert_same(
         &env.restored,
         &format!("{point:?}: the live database after the rerun"),

@@ -554,6 +554,7 @@ from_database = "{SOURCE}"
     let value = |name: &str| target_samples(name).first().map(|s| s.value);
     let state_dir = dir.path().join("state").display().to_string();
     let mut pushes: BTreeSet<(u64, u64)> = BTreeSet::new();
+    let mut items: Vec<(u64, u64)> = Vec::new();
     let mut seen_in_status = None;
     let mut running_too_long = None;
     while !run.has_exited().unwrap() {
@@ -571,6 +572,12 @@ from_database = "{SOURCE}"
         {
             assert!(bytes <= expected, "{bytes} of {expected}");
             pushes.insert(((at * 1000.0) as u64, bytes as u64));
+            if let Some(rows) = value("db_backup_job_progress_items").filter(|r| !r.is_nan()) {
+                let at = (at * 1000.0) as u64;
+                if items.last().is_none_or(|(last, _)| *last != at) {
+                    items.push((at, rows as u64));
+                }
+            }
         }
         if seen_in_status.is_none() {
             let out = host.run(&["status", "--running", "--json", "--state-dir", &state_dir]);
@@ -604,6 +611,8 @@ from_database = "{SOURCE}"
     );
     let bytes: BTreeSet<u64> = pushes.iter().map(|(_, b)| *b).collect();
     assert!(bytes.len() >= 2, "the bytes never moved: {pushes:?}");
+    // Rows too: counted as each chunk commits (40,000 in all).
+    assert_rows_grew(&items, 40_000);
     let step = seen_in_status.expect("`status --running` never showed the restore with bytes");
     assert_eq!(step["database"], TARGET, "{step}");
     assert_eq!(step["operation"], "restore", "{step}");
@@ -653,5 +662,226 @@ from_database = "{SOURCE}"
             .trim()
             == "[]",
         "the finished step is still shown as running"
+    );
+}
+
+/// The rows of the progress pushes seen while a restore ran (push time in
+/// ms, rows) grew: at least two distinct counts above zero, never going
+/// down, never above the `total` rows restored.
+fn assert_rows_grew(items: &[(u64, u64)], total: u64) {
+    let rows: Vec<u64> = items.iter().map(|(_, r)| *r).collect();
+    assert!(
+        rows.windows(2).all(|w| w[0] <= w[1]),
+        "the rows went down: {items:?}"
+    );
+    let distinct: BTreeSet<u64> = rows.iter().copied().filter(|&r| r > 0).collect();
+    assert!(
+        distinct.len() >= 2,
+        "fewer than two growing row counts pushed during the restore: {items:?}"
+    );
+    assert!(
+        rows.iter().all(|&r| r <= total),
+        "more rows than the {total} restored: {items:?}"
+    );
+}
+
+/// Restores `database` (of `plugin`, on `host:port` as `user`) from the
+/// backup at `s3://prod/db`, its store reached through a proxy that lets
+/// the artifact trickle, with progress pushed every second; returns the
+/// rows (`db_backup_job_progress_items`) of the pushes the Pushgateway
+/// received while it ran, as (push time in ms, rows).
+fn rows_pushed_during_a_slow_restore(
+    s3: &envsync_tests::s3::S3Server,
+    plugin: &str,
+    (db_host, port, user): (&str, u16, &str),
+    source: &str,
+    target: &str,
+) -> Vec<(u64, u64)> {
+    use envsync_tests::faulty_proxy::FaultyProxy;
+    use envsync_tests::host_cli::Host;
+    use std::time::Instant;
+
+    /// Artifact bytes per second through the proxy: the restore takes ~10 s or more.
+    const RATE: u64 = 96 * 1024;
+
+    let host = Host::built();
+    let proxy = FaultyProxy::start(s3.port()).unwrap();
+    proxy.throttle(RATE);
+    let gw = Pushgateway::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("staging.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[environment]
+name = "staging"
+store = "s3://staging/db"
+upper_store = "s3://prod/db"
+pushgateway = "{gw}"
+progress_interval = "1s"
+state_dir = "state"
+
+[environment.s3]
+endpoint = "{endpoint}"
+region = "{region}"
+path_style = true
+
+[[task]]
+name = "refresh"
+plugin = "{plugin}"
+database = {{ host = "{db_host}", port = {port}, user = "{user}", name = "{target}" }}
+
+[[task.step]]
+op = "restore"
+from_instance = "{db_host}"
+from_database = "{source}"
+"#,
+            gw = gw.url(),
+            endpoint = proxy.endpoint(),
+            region = s3.region(),
+        ),
+    )
+    .unwrap();
+    let credentials = [
+        ("AWS_ACCESS_KEY_ID".to_string(), s3.access_key().to_string()),
+        (
+            "AWS_SECRET_ACCESS_KEY".to_string(),
+            s3.secret_key().to_string(),
+        ),
+    ];
+    let config_arg = config.display().to_string();
+    let cmd = s3.host_command_with_env(
+        &host,
+        &["run", "--config", &config_arg, "--task", "refresh"],
+        &credentials,
+    );
+    let started = Instant::now();
+    let mut run = process::Running::spawn(cmd, None).unwrap();
+    let value = |name: &str| -> Option<f64> {
+        gw.samples(name)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|s| {
+                s.name == name
+                    && s.labels.get("database_db_name").map(String::as_str) == Some(target)
+                    && s.labels.get("operation").map(String::as_str) == Some("restore")
+            })
+            .map(|s| s.value)
+    };
+    let mut items: Vec<(u64, u64)> = Vec::new();
+    while !run.has_exited().unwrap() {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the restore did not end"
+        );
+        if value("db_backup_job_state") == Some(1.0)
+            && let (Some(at), Some(rows)) = (
+                value("db_backup_job_progress_timestamp_seconds"),
+                value("db_backup_job_progress_items"),
+            )
+            && !rows.is_nan()
+        {
+            let at = (at * 1000.0) as u64;
+            if items.last().is_none_or(|(last, _)| *last != at) {
+                items.push((at, rows as u64));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = run.wait_timeout(Duration::from_secs(10));
+    assert!(out.success(), "{out}");
+    eprintln!(
+        "{plugin} restore took {:?}; rows pushed while it ran: {items:?}",
+        started.elapsed()
+    );
+    items
+}
+
+/// pg_restore gets the artifact host-side and says nothing until it ends;
+/// the plugin asks the server between chunks of the artifact how many rows
+/// are in (committed tables and running COPYs), so the pushes carry rows.
+#[test]
+fn a_slow_postgres_restore_pushes_growing_row_counts() {
+    use envsync_tests::host_cli::{Expect, Host};
+    use envsync_tests::postgres::PgCluster;
+    use envsync_tests::s3::S3Server;
+
+    let host = Host::built();
+    let pg = PgCluster::start().expect("start a throwaway PostgreSQL cluster");
+    pg.create_database("orders").unwrap();
+    // Two tables: the rows of the finished one count while the next loads.
+    pg.psql(
+        "orders",
+        "CREATE TABLE a (id integer PRIMARY KEY, x text, y text);\n\
+         INSERT INTO a SELECT i, md5(i::text), md5((i * 7)::text) FROM generate_series(1, 20000) AS i;\n\
+         CREATE TABLE b (id integer PRIMARY KEY, x text, y text);\n\
+         INSERT INTO b SELECT i, md5(i::text), md5((i * 3)::text) FROM generate_series(1, 20000) AS i;",
+    )
+    .unwrap();
+    let s3 = S3Server::start().expect("start an S3 server");
+    s3.create_bucket("prod").unwrap();
+    s3.create_bucket("staging").unwrap();
+    s3.run(
+        &host,
+        &pg.step("backup", "orders").opt("--store", "s3://prod/db"),
+    )
+    .expect_ok("production backup (one pg_dump stream)");
+    let items = rows_pushed_during_a_slow_restore(
+        &s3,
+        "postgres",
+        (pg.host(), pg.port(), pg.user()),
+        "orders",
+        "orders_staging",
+    );
+    assert_rows_grew(&items, 40_000);
+    assert_eq!(
+        pg.psql(
+            "orders_staging",
+            "SELECT (SELECT count(*) FROM a) + (SELECT count(*) FROM b)"
+        )
+        .unwrap(),
+        "40000"
+    );
+}
+
+/// The MariaDB dump passes through the plugin, which counts the tuples of
+/// its INSERTs on their way to the client, so the pushes carry rows.
+#[test]
+fn a_slow_mariadb_restore_pushes_growing_row_counts() {
+    use envsync_tests::host_cli::{Expect, Host};
+    use envsync_tests::mariadb::MariaDb;
+    use envsync_tests::s3::S3Server;
+
+    let host = Host::built();
+    let db = MariaDb::start().expect("start a throwaway MariaDB server");
+    db.create_database("shop").unwrap();
+    db.sql(
+        Some("shop"),
+        "CREATE TABLE orders (id int PRIMARY KEY, a text, b text);\n\
+         INSERT INTO orders SELECT seq, md5(seq), md5(seq * 7) FROM seq_1_to_40000;",
+    )
+    .unwrap();
+    let s3 = S3Server::start().expect("start an S3 server");
+    s3.create_bucket("prod").unwrap();
+    s3.create_bucket("staging").unwrap();
+    s3.run(
+        &host,
+        &db.step("backup", "shop").opt("--store", "s3://prod/db"),
+    )
+    .expect_ok("production backup");
+    let items = rows_pushed_during_a_slow_restore(
+        &s3,
+        "mysql",
+        (db.host(), db.port(), db.user()),
+        "shop",
+        "shop_staging",
+    );
+    assert_rows_grew(&items, 40_000);
+    assert_eq!(
+        db.sql(Some("shop_staging"), "SELECT COUNT(*) FROM orders")
+            .unwrap()
+            .trim(),
+        "40000"
     );
 }

@@ -18,6 +18,7 @@ mod copy;
 mod export;
 mod flags;
 mod format_check;
+mod load_progress;
 mod names;
 mod plan;
 mod programs;

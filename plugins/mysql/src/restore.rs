@@ -1,5 +1,8 @@
-//! restore: an artifact loaded into a scratch database and swapped in.
+//! restore: an artifact loaded into a scratch database and swapped in. The
+//! artifact passes through the plugin in large chunks, rather than
+//! host-side, so its rows are counted on their way (`load_progress`).
 
+use crate::load_progress::RowMeter;
 use crate::programs::Client;
 use crate::swap::{finish_load, looks_damaged, replace_target};
 use envsync_plugin_sdk::{ByteSource, Error, OnFeedError, info};
@@ -12,12 +15,22 @@ pub fn restore(artifact: &ByteSource) -> Result<(), Error> {
         let mut child = loader.stdin_piped().spawn()?;
         // Killed on a failure while its input is still open, so it never
         // runs a cut-off last statement.
+        let mut rows = RowMeter::new();
         let loaded = child
-            .feed(artifact, OnFeedError::Kill)
+            .feed_through(artifact, OnFeedError::Kill, |chunk| {
+                rows.push(chunk);
+                Ok(())
+            })
             .and_then(|fed| fed.all())
             .and_then(|(stdin, bytes)| finish_load(&child, program, stdin).map(|()| bytes));
         match loaded {
-            Ok(bytes) => info(format!("{program} loaded {bytes} bytes")),
+            Ok(bytes) => {
+                rows.report();
+                info(format!(
+                    "{program} loaded {bytes} bytes, {} rows",
+                    rows.counter.rows()
+                ));
+            }
             Err(e) => {
                 // Bytes the client could not parse: is the artifact damaged?
                 // Its manifest says so better than an SQL error.

@@ -176,6 +176,30 @@ impl Replacement<'_> {
             .is_some_and(|v| v.as_deref() == Some(id.as_bytes())))
     }
 
+    /// Says so when an earlier run's RENAME went through but the run did
+    /// not finish (decision 0007: a host killed while the RENAME waited for
+    /// a lock; the server ran it later): the scratch database is left
+    /// without tables and the old one with the previous ones. The target
+    /// then has the restored tables but may lack the views, triggers,
+    /// routines and events recreated after the RENAME; this run replaces it
+    /// whole. (Both drops of a finished swap failing looks the same.)
+    fn warn_of_an_interrupted_swap(&self) {
+        let (Ok(scratch), Ok(old)) = (
+            self.catalog(&self.names.scratch),
+            self.catalog(&self.names.old),
+        ) else {
+            return;
+        };
+        if scratch.marked && scratch.tables.is_empty() && old.marked && !old.tables.is_empty() {
+            warn(format!(
+                "an earlier restore of {target:?} was interrupted after its RENAME: {target:?} \
+                 holds that restore's tables but may lack its views, triggers, routines and \
+                 events; this restore replaces it whole",
+                target = self.names.target
+            ));
+        }
+    }
+
     /// Refuses to touch a database of the scratch names the plugin did not
     /// create; returns whether there is a leftover of ours to drop.
     fn leftover(&self, db: &str) -> Result<bool, Error> {
@@ -209,6 +233,7 @@ impl Replacement<'_> {
         let before = self.catalog(target)?;
         let existed = before.exists();
         let unchanged = |e: Error| self.unchanged(e, existed);
+        self.warn_of_an_interrupted_swap();
         let resumed = match resume {
             Some(id) => self.resumable(id).map_err(unchanged)?,
             None => false,

@@ -9,6 +9,7 @@
 //! is either loaded and recorded or neither; a rerun of the same artifact
 //! skips what is recorded. The schema is dropped before the swap.
 
+use crate::load_progress::RowMeter;
 use crate::plan::{DataChunk, Plan};
 use crate::post_data::{self, Entry};
 use crate::sessions::{self, Session};
@@ -91,13 +92,20 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
         "loading {} data chunks with {jobs} session(s)",
         pending.len()
     ));
-    sessions::run(jobs, pending, |chunk| {
-        if plan.sanitised {
-            start_script(job, plan, &chunk.chunk)
-        } else {
-            start_copy(job, plan, chunk)
-        }
-    })?;
+    // Rows are counted as each chunk commits (see `load_progress`).
+    let mut rows = RowMeter::new(job);
+    sessions::run_reporting(
+        jobs,
+        pending,
+        |chunk| {
+            if plan.sanitised {
+                start_script(job, plan, &chunk.chunk)
+            } else {
+                start_copy(job, plan, chunk)
+            }
+        },
+        || rows.report(),
+    )?;
     if !done.contains(&plan.sequences) {
         load_section(job, plan, &plan.sequences)?;
     }

@@ -14,6 +14,7 @@ mod copydata;
 mod export;
 mod flags;
 mod format_check;
+mod load_progress;
 mod names;
 mod plan;
 mod post_data;

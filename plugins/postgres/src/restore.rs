@@ -1,13 +1,16 @@
 //! restore: an artifact loaded into a scratch database and swapped in. A
 //! custom-format archive goes to pg_restore; a plain SQL dump (a sanitised
 //! backup) to psql. The format is told from the first bytes, which then go
-//! to the loader ahead of the rest.
+//! to the loader ahead of the rest. The artifact passes through the plugin
+//! in large chunks rather than host-side, so that between chunks it can ask
+//! the server how many rows are loaded (`load_progress`).
 
 use crate::format_check::{self, Kind};
+use crate::load_progress::RowMeter;
 use crate::sanitised;
 use crate::swap::replace_target;
 use envsync_plugin_sdk::{
-    ByteSource, Error, Fed, Running, debug, info, read_head, splice, write_all,
+    ByteSource, Error, Fed, Running, copy_through, debug, info, read_head, write_all,
 };
 
 /// Bytes read to tell the format (the plain dump's banner fits easily).
@@ -25,7 +28,8 @@ pub fn restore(artifact: &ByteSource) -> Result<(), Error> {
         }
         info("loading the artifact with pg_restore");
         let mut child = job.pg_restore().stdin_piped().spawn()?;
-        match feed(&mut child, &head, artifact)? {
+        let mut rows = RowMeter::new(job);
+        match feed(&mut child, &head, artifact, &mut rows)? {
             Fed::All(stdin, bytes) => {
                 // Only pg_restore's verdict counts: a failed close after it
                 // succeeded means it stopped reading what it did not need,
@@ -35,6 +39,7 @@ pub fn restore(artifact: &ByteSource) -> Result<(), Error> {
                 }
                 drop(stdin);
                 child.finish()?;
+                rows.report();
                 info(format!("pg_restore loaded {bytes} bytes"));
             }
             Fed::ChildDone(_) => info("pg_restore finished before the end of the artifact"),
@@ -46,11 +51,23 @@ pub fn restore(artifact: &ByteSource) -> Result<(), Error> {
     })
 }
 
-/// `Running::feed` (with `OnFeedError::CloseInput`) for an artifact whose
-/// first bytes `head` were already read: they are written first.
-fn feed(child: &mut Running, head: &[u8], artifact: &ByteSource) -> Result<Fed, Error> {
+/// `Running::feed_through` (with `OnFeedError::CloseInput`) for an
+/// artifact whose first bytes `head` were already read: they are written
+/// first. `rows` reports the rows loaded between chunks.
+fn feed(
+    child: &mut Running,
+    head: &[u8],
+    artifact: &ByteSource,
+    rows: &mut RowMeter,
+) -> Result<Fed, Error> {
     let stdin = child.take_stdin()?;
-    let error = match write_all(&stdin, head).and_then(|()| splice(artifact, &stdin)) {
+    let copied = write_all(&stdin, head).and_then(|()| {
+        copy_through(artifact, &stdin, |_| {
+            rows.tick();
+            Ok(())
+        })
+    });
+    let error = match copied {
         Ok(n) => return Ok(Fed::All(stdin, head.len() as u64 + n)),
         Err(e) => e,
     };

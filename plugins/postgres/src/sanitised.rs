@@ -150,11 +150,15 @@ pub fn load_plain(job: &Replacement, head: &[u8], artifact: &ByteSource) -> Resu
     let mut load = cmd.stdin_piped().spawn()?;
     let stdin = load.take_stdin()?;
     let mut head = Some(head.to_vec());
+    let mut rows = crate::load_progress::RowMeter::new(job);
     let fed = stdin.write(preamble.as_bytes()).and_then(|()| {
         copydata::rewrite_filtered(
             || match head.take() {
                 Some(head) => Ok(head),
-                None => artifact.read(CHUNK as u32),
+                None => {
+                    rows.tick();
+                    artifact.read(CHUNK as u32)
+                }
             },
             |bytes| stdin.write(bytes),
             Some(&[]),

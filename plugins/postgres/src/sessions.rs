@@ -44,7 +44,18 @@ impl Session {
 pub fn run<T>(
     jobs: usize,
     tasks: impl IntoIterator<Item = T>,
+    start: impl FnMut(T) -> Result<Session, Error>,
+) -> Result<(), Error> {
+    run_reporting(jobs, tasks, start, || {})
+}
+
+/// [`run`], calling `finished` after each session that succeeded (to
+/// report progress: the plugin gets control back only then).
+pub fn run_reporting<T>(
+    jobs: usize,
+    tasks: impl IntoIterator<Item = T>,
     mut start: impl FnMut(T) -> Result<Session, Error>,
+    mut finished: impl FnMut(),
 ) -> Result<(), Error> {
     let jobs = jobs.max(1);
     let mut queue = tasks.into_iter();
@@ -75,5 +86,6 @@ pub fn run<T>(
         if let Err(e) = session.finish() {
             return fail(running, e);
         }
+        finished();
     }
 }

@@ -389,8 +389,30 @@ impl Running {
     /// [`Fed::ChildDone`], else the error names the real cause (see
     /// [`stream_failure`](Self::stream_failure)).
     pub fn feed(&mut self, source: &ByteSource, on_error: OnFeedError) -> Result<Fed, Error> {
+        self.feed_with(on_error, |stdin| splice(source, stdin))
+    }
+
+    /// Like [`feed`](Self::feed), but the bytes pass through the plugin in
+    /// large chunks ([`copy_through`]) so `inspect` runs between them (to
+    /// count rows, or to ask the server how far the load is: the plugin
+    /// gets control back after every chunk, which `splice` never gives
+    /// it). An error from `inspect` stops the copy as a stream error would.
+    pub fn feed_through(
+        &mut self,
+        source: &ByteSource,
+        on_error: OnFeedError,
+        inspect: impl FnMut(&[u8]) -> Result<(), Error>,
+    ) -> Result<Fed, Error> {
+        self.feed_with(on_error, |stdin| copy_through(source, stdin, inspect))
+    }
+
+    fn feed_with(
+        &mut self,
+        on_error: OnFeedError,
+        copy: impl FnOnce(&ByteSink) -> Result<u64, Error>,
+    ) -> Result<Fed, Error> {
         let stdin = self.take_stdin()?;
-        let splice_error = match splice(source, &stdin) {
+        let splice_error = match copy(&stdin) {
             Ok(n) => return Ok(Fed::All(stdin, n)),
             Err(e) => e,
         };
