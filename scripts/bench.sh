@@ -2,8 +2,8 @@
 # Benchmark: envsync against the plain tools on the same data, in the same run.
 #   scripts/bench.sh [SCALE]        pgbench scale, default 50 (about 750 MB)
 #   ROUNDS=3 scripts/bench.sh       rounds per measurement (median is shown)
-#   TARGETS="local s3 mysql sanitise search mongo parallel"  what to measure (default: all but
-#                                   mongo, which takes ~17 minutes at its default size, and
+#   TARGETS="local s3 mysql sanitise search mongo parallel objects"  what to measure (default: all but
+#                                   mongo, which takes ~17 minutes at its default size, objects and
 #                                   parallel): PostgreSQL
 #                                   to a local folder and to S3, MySQL/MariaDB to a folder, a
 #                                   sanitised PostgreSQL backup against an unsanitised one, an
@@ -12,7 +12,9 @@
 #                                   parallel: restores through a per-connection throttling proxy
 #                                   (a remote many-core server, simulated) at --jobs 1/2/4
 #                                   against serial pg_restore and mariadb, and without it against
-#                                   pg_restore -j 2 (docs/benchmarks.md)
+#                                   pg_restore -j 2 (docs/benchmarks.md); objects: the objects
+#                                   plugin against `aws s3 sync` (scripts/bench_objects.sh)
+#   OBJECTS=10000                   objects: small objects copied
 #   SEARCH_DOCS=1000000             documents of the search benchmark
 #   MYSQL_ROWS=1500000              rows of the MariaDB benchmark table (~240 MB)
 #   MONGO_DOCS=1000000              documents of the MongoDB benchmark (one collection)
@@ -52,7 +54,7 @@ if [ "${NO_BUILD:-0}" != 1 ]; then
 fi
 host=$PWD/target/$profile/envsync-host
 throttle_proxy=$PWD/target/$profile/throttle-proxy
-if [[ " $targets " == *" s3 "* ]] && ! command -v aws >/dev/null; then
+if [[ " $targets " == *" s3 "* || " $targets " == *" objects "* ]] && ! command -v aws >/dev/null; then
   pip install -q awscli # the baseline's S3 client
 fi
 
@@ -618,3 +620,12 @@ if os.path.exists(rates):
         print(f"sanitiser throughput (median): {st.median(x[0] for x in r):,.0f} rows/s, "
               f"{st.median(x[1] for x in r) / 2**20:.1f} MiB/s of values")
 PY
+
+# objects (issue 19): the objects plugin against `aws s3 sync` on the same 10,000 small objects
+# in the same run, first run and no-change rerun, and the host's peak RSS (goals: <= 0.5x, <= 100 MiB).
+# Its own servers and data: scripts/bench_objects.sh, which prints its own table.
+if [[ " $targets " == *" objects "* ]]; then
+  echo
+  echo "objects (issue 19), $profile host:"
+  HOST=$host scripts/bench_objects.sh "${OBJECTS:-10000}"
+fi
