@@ -2,8 +2,8 @@
 # Benchmark: envsync against the plain tools on the same data, in the same run.
 #   scripts/bench.sh [SCALE]        pgbench scale, default 50 (about 750 MB)
 #   ROUNDS=3 scripts/bench.sh       rounds per measurement (median is shown)
-#   TARGETS="local s3 mysql sanitise search mongo parallel"  what to measure (default: all but
-#                                   mongo, which takes ~17 minutes at its default size, and
+#   TARGETS="local s3 mysql sanitise search mongo parallel objects"  what to measure (default: all but
+#                                   mongo, which takes ~17 minutes at its default size, objects and
 #                                   parallel): PostgreSQL
 #                                   to a local folder and to S3, MySQL/MariaDB to a folder, a
 #                                   sanitised PostgreSQL backup against an unsanitised one, an
@@ -13,9 +13,8 @@
 #                                   (a remote many-core server, simulated) at --jobs 1/2/4
 #                                   against serial pg_restore and mariadb, and without it against
 #                                   pg_restore -j 2 (docs/benchmarks.md); objects: the objects
-#                                   plugin's prefix copy against `aws s3 sync` on s3s-fs
-#                                   (scripts/bench_objects.sh, run once after the rounds)
-#   OBJECTS_N=10000                 objects: how many small objects
+#                                   plugin against `aws s3 sync` (scripts/bench_objects.sh)
+#   OBJECTS=10000                   objects: small objects copied
 #   SEARCH_DOCS=1000000             documents of the search benchmark
 #   MYSQL_ROWS=1500000              rows of the MariaDB benchmark table (~240 MB)
 #   MONGO_DOCS=1000000              documents of the MongoDB benchmark (one collection)
@@ -55,7 +54,7 @@ if [ "${NO_BUILD:-0}" != 1 ]; then
 fi
 host=$PWD/target/$profile/envsync-host
 throttle_proxy=$PWD/target/$profile/throttle-proxy
-if [[ " $targets " == *" s3 "* ]] && ! command -v aws >/dev/null; then
+if [[ " $targets " == *" s3 "* || " $targets " == *" objects "* ]] && ! command -v aws >/dev/null; then
   pip install -q awscli # the baseline's S3 client
 fi
 
@@ -258,10 +257,8 @@ if [[ " $targets " == *" parallel "* ]]; then
   par_mysql_counts_sql="SELECT CONCAT_WS(' ', (SELECT COUNT(*) FROM customers), (SELECT COUNT(*) FROM orders), (SELECT COUNT(*) FROM order_items))"
   par_mysql_counts=$(mdb_sql par -N -e "$par_mysql_counts_sql")
   mariadb-dump --no-defaults --protocol=TCP -h 127.0.0.1 -P "$MDB_PORT" -u root --single-transaction --quick par > "$work/par.sql"
-  # With --jobs the backup is chunked (decision 0022), so restores can load in parallel.
-  # shellcheck disable=SC2046 # the flag is two words or none
   envsync run --plugin mysql --op backup --database par --db-host 127.0.0.1 --db-port "$MDB_PORT" --db-user root \
-    --store "$work/par-mysql-store" $( [ "$has_jobs" = 1 ] && echo "--jobs 4" ) >/dev/null
+    --store "$work/par-mysql-store" >/dev/null
   start_throttle_proxy "$MDB_PORT"; mdb_proxy_port=$proxy_port
 fi
 
@@ -356,7 +353,8 @@ for round in $(seq 1 "$rounds"); do
       mdb_sql -e "DROP DATABASE IF EXISTS par_plain; CREATE DATABASE par_plain"
       record parallel proxy-mysql plain "$(timed bash -c 'mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$1" -u root par_plain < "$0"' "$work/par.sql" "$mdb_proxy_port")" 0
       par_check_mysql par_plain
-      for j in "${par_jobs[@]}"; do
+      # MariaDB has no chunked artifacts yet: one stream (jobs 1) only.
+      for j in 1; do
         mdb_sql -e "DROP DATABASE IF EXISTS par_restored"
         # shellcheck disable=SC2046
         if read -r secs rss < <(envsync run --plugin mysql --op restore --database par_restored --from-database par \
@@ -610,8 +608,7 @@ if ("parallel", "proxy-pg", "plain") in runs:
     baseline("direct", "PostgreSQL: `pg_restore -j 2`, local directory-format dump", "direct-pg")
     row("direct", "PostgreSQL: " + (envsync_jobs(2) if has_jobs == "1" else envsync_jobs(1)), "direct-pg", "direct-pg", "≤ 1.1")
     baseline(proxy, "MariaDB: `mariadb < dump.sql`", "proxy-mysql")
-    for j in jobs:
-        row(proxy, "MariaDB: " + envsync_jobs(j), f"proxy-mysql-j{j}", "proxy-mysql", "—")
+    row(proxy, "MariaDB: envsync, one stream (no chunked MariaDB artifacts yet)", "proxy-mysql-j1", "proxy-mysql", "—")
     print()
     print("Every restore goes into a database that does not exist yet; the row counts of every table are checked")
     print("after each (outside the timings). envsync restores from a local folder store (zstd 1), loads a scratch")
@@ -624,9 +621,11 @@ if os.path.exists(rates):
               f"{st.median(x[1] for x in r) / 2**20:.1f} MiB/s of values")
 PY
 
-# The objects plugin against `aws s3 sync` (issue 19): its own servers and data, once.
+# objects (issue 19): the objects plugin against `aws s3 sync` on the same 10,000 small objects
+# in the same run, first run and no-change rerun, and the host's peak RSS (goals: <= 0.5x, <= 100 MiB).
+# Its own servers and data: scripts/bench_objects.sh, which prints its own table.
 if [[ " $targets " == *" objects "* ]]; then
   echo
-  echo "Object-store prefix copy (issue 19), ${OBJECTS_N:-10000} small objects on s3s-fs, $profile host:"
-  HOST="$host" scripts/bench_objects.sh "${OBJECTS_N:-10000}"
+  echo "objects (issue 19), $profile host:"
+  HOST=$host scripts/bench_objects.sh "${OBJECTS:-10000}"
 fi

@@ -4,7 +4,9 @@
 # server, copied into a second bucket of the same server (both tools copy
 # server-side) — first run and no-change rerun — and across two servers with
 # their own keys (envsync only: `aws s3 sync` cannot read with one endpoint
-# and key and write with another). Prints seconds and the host's peak RSS.
+# and key and write with another). Prints seconds, the host's peak RSS and
+# envsync's time as a ratio of aws s3 sync's (goal <= 0.5). scripts/bench.sh
+# runs it as TARGETS=objects.
 #   scripts/bench_objects.sh [N]
 #   HOST=target/release/envsync-host   the host to measure (default: release if built, else debug)
 set -euo pipefail
@@ -57,11 +59,21 @@ echo "objects: $n, host: $host"
 # measures the copy, not a one-off Cranelift compile (about 27 s and 125 MiB
 # peak with a debug host; every later run loads the cached component).
 env -i PATH="$PATH" HOME="$work" "$host" --plugin-dir target/plugins plugins inspect objects >/dev/null
-echo "within one server, first run:   envsync $(copy a dst-envsync)   aws s3 sync $(awsync)   (seconds, peak RSS KiB)"
-echo "within one server, no change:   envsync $(copy a dst-envsync)   aws s3 sync $(awsync)"
+ratio() { python3 -c "import sys; e, a = float(sys.argv[1]), float(sys.argv[2]); print(f'{e / a:.2f}')" "$1" "$2"; }
+line() { # LABEL ENVSYNC_OUT AWS_OUT
+  read -r es er <<<"$2"; read -r as ar <<<"$3"
+  printf '%-32s envsync %7.2f s %6.1f MiB   aws s3 sync %7.2f s %6.1f MiB   ratio %s (goal <= 0.50)\n' \
+    "$1" "$es" "$(python3 -c "print($er / 1024)")" "$as" "$(python3 -c "print($ar / 1024)")" "$(ratio "$es" "$as")"
+}
+line "within one server, first run:" "$(copy a dst-envsync)" "$(awsync)"
+line "within one server, no change:" "$(copy a dst-envsync)" "$(awsync)"
 # s3s-fs lists no ETags: by default envsync HEADs both sides of every object of equal size to
 # compare them; `verify=false` takes aws s3 sync's rule instead (equal size, target newer).
-echo "within one server, no change, verify=false (aws s3 sync's rule):   envsync $(copy a dst-envsync --param verify=false)   aws s3 sync $(awsync)"
-echo "across two servers, first run:  envsync $(copy b dst)"
-echo "across two servers, no change:  envsync $(copy b dst)"
-echo "across two servers, no change, verify=false:  envsync $(copy b dst --param verify=false)"
+line "no change, verify=false:" "$(copy a dst-envsync --param verify=false)" "$(awsync)"
+# Both tools must end with the same objects (outside the timings).
+diff <(cd "$work/a/dst-envsync" && find . -type f ! -path './.*' -exec md5sum {} + | sort -k2) \
+     <(cd "$work/a/dst-aws" && find . -type f ! -path './.*' -exec md5sum {} + | sort -k2) >/dev/null \
+  || { echo "envsync's and aws s3 sync's copies differ" >&2; exit 1; }
+read -r s r <<<"$(copy b dst)"; printf '%-32s envsync %7.2f s %6.1f MiB\n' "across two servers, first run:" "$s" "$(python3 -c "print($r / 1024)")"
+read -r s r <<<"$(copy b dst)"; printf '%-32s envsync %7.2f s %6.1f MiB\n' "across two servers, no change:" "$s" "$(python3 -c "print($r / 1024)")"
+read -r s r <<<"$(copy b dst --param verify=false)"; printf '%-32s envsync %7.2f s %6.1f MiB\n' "two servers, no change, verify=false:" "$s" "$(python3 -c "print($r / 1024)")"

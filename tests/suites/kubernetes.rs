@@ -5,7 +5,8 @@
 //! hadolint, and the command a rendered CronJob runs does its task against a
 //! throwaway PostgreSQL and a folder store, both with the original config
 //! file and with the config folder the pod would see (the ConfigMap's files,
-//! paths rewritten).
+//! paths rewritten), and an objects copy task between two s3s-fs servers runs
+//! in a pod built from the manifests.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -637,33 +638,38 @@ from_database = "shop"
     assert_eq!(count("SELECT count(*) FROM sessions"), 0);
 }
 
-/// An `objects` copy task rendered for Kubernetes: both locations' secret
-/// keys come from Secrets (neither is in the manifests), and the CronJob's
-/// command, run in a pod rebuilt from the ConfigMap and the Secrets, copies
-/// production's prefix into staging's bucket on another server with other
-/// keys.
+/// The CronJob of an objects copy task (two locations on two s3s-fs
+/// servers, each with its own key from its own Secret) runs in a pod laid
+/// out from the manifests alone, copies every object, and its rerun copies
+/// nothing. The pod has no AWS variables: the Secrets' keys are the only
+/// credentials the host has.
 #[test]
-fn an_objects_copy_cron_job_runs_in_a_pod_built_from_the_manifests() {
+fn the_cron_job_of_an_objects_copy_task_runs_in_a_pod_built_from_the_manifests() {
     use envsync_tests::s3::S3Server;
     let host = Host::built();
-    let prod = S3Server::start().expect("production's S3 server");
-    let staging = S3Server::start().expect("staging's S3 server");
+    let prod = S3Server::start().unwrap();
+    let staging = S3Server::start().unwrap();
     prod.create_bucket("prod-uploads").unwrap();
     staging.create_bucket("staging-uploads").unwrap();
-    for i in 0..20 {
-        prod.client()
-            .put_object(
-                "prod-uploads",
-                &format!("up/{i:02}.txt"),
-                format!("file {i}").as_bytes(),
-            )
+    let prod_client = prod.client();
+    let mut want = std::collections::BTreeMap::new();
+    for i in 0..30 {
+        let key = format!("uploads/{:02}/{i}.txt", i % 3);
+        let body = format!("upload {i}\n").repeat(1 + i);
+        let path = format!("/prod-uploads/{key}");
+        let r = prod_client
+            .request("PUT", &path, &[], &[], body.as_bytes())
             .unwrap();
+        assert_eq!(r.status, 200, "PUT {path}: {}", r.text());
+        want.insert(
+            key.clone(),
+            prod_client.object_sha256("prod-uploads", &key).unwrap(),
+        );
     }
     let scratch = envsync_tests::paths::target_dir().join("k8s-pods");
     std::fs::create_dir_all(&scratch).unwrap();
     let store = LocalStore::new_in(&scratch).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("keys")).unwrap();
     let text = format!(
         r#"[environment]
 name = "k8s-objects"
@@ -677,17 +683,27 @@ volumes = {{ "{store}" = "envsync-backups" }}
 name = "uploads"
 plugin = "objects"
 schedule = "30 5 * * *"
-params = {{ delete = true }}
-database = {{ host = "{staging_url}", name = "staging-uploads/up", user = "{staging_key}", password_env = "STAGING_UPLOADS_SECRET" }}
-source = {{ host = "{prod_url}", name = "prod-uploads/up", user = "{prod_key}", password_file = "keys/prod-uploads.secret", region = "eu-west-2" }}
+
+[task.database]
+host = "{staging}"
+name = "staging-uploads/uploads"
+user = "{staging_key}"
+password_env = "STAGING_UPLOADS_SECRET"
+
+[task.source]
+host = "{prod}"
+name = "prod-uploads/uploads"
+user = "{prod_key}"
+password_env = "PROD_UPLOADS_READ_SECRET"
+region = "eu-west-2"  # a location's own region, as any config may give it
 
 [[task.step]]
 op = "copy"
 "#,
         store = store.path_arg(),
-        staging_url = staging.endpoint(),
+        staging = staging.endpoint(),
         staging_key = staging.access_key(),
-        prod_url = prod.endpoint(),
+        prod = prod.endpoint(),
         prod_key = prod.access_key(),
     );
     let config = dir.path().join("k8s-objects.toml");
@@ -699,32 +715,42 @@ op = "copy"
     );
     let docs = documents(&yaml).unwrap();
     let config_map = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+
+    // The operator creates the Secrets the header lists: one per location.
     let mut secrets = envsync_tests::kubernetes::SecretData::new();
-    for (name, key, value) in [
-        (
-            "envsync-k8s-objects-prod-uploads-secret",
-            "password",
-            prod.secret_key(),
-        ),
-        (
-            "envsync-k8s-objects-staging-uploads-secret",
-            "password",
-            staging.secret_key(),
-        ),
+    for (var, value) in [
+        ("STAGING_UPLOADS_SECRET", staging.secret_key()),
+        ("PROD_UPLOADS_READ_SECRET", prod.secret_key()),
     ] {
-        assert!(
-            yaml.contains(&format!("#   {name}, key {key}: ")),
-            "{name} is not listed\n{yaml}"
-        );
+        let line = yaml
+            .lines()
+            .find(|l| l.starts_with("#   envsync-") && l.contains(&format!(": variable {var} ")))
+            .unwrap_or_else(|| panic!("no Secret is listed for {var}\n{yaml}"));
+        let (name, rest) = line["#   ".len()..].split_once(", key ").unwrap();
+        let key = rest.split_once(':').unwrap().0;
         secrets
             .entry(name.to_string())
             .or_default()
             .insert(key.to_string(), value.as_bytes().to_vec());
     }
-    let image_env = [(
-        "ENVSYNC_PLUGIN_DIR",
-        host.plugin_dir().display().to_string(),
-    )];
+    assert_eq!(secrets.len(), 2, "one Secret per location: {secrets:?}");
+
+    let image = tempfile::tempdir().unwrap();
+    let precompiled = image.path().join("precompiled");
+    host.run(&[
+        "plugins",
+        "precompile",
+        "--into",
+        &precompiled.display().to_string(),
+    ])
+    .expect_ok("plugins precompile");
+    let image_env = [
+        (
+            "ENVSYNC_PLUGIN_DIR",
+            host.plugin_dir().display().to_string(),
+        ),
+        ("ENVSYNC_PRECOMPILED_DIR", precompiled.display().to_string()),
+    ];
     let inputs = envsync_tests::kubernetes::PodInputs {
         config_map,
         secrets: &secrets,
@@ -737,13 +763,31 @@ op = "copy"
     let out =
         envsync_tests::kubernetes::run_in_pod(pod, &inputs, Duration::from_secs(600)).unwrap();
     out.expect_ok("the uploads CronJob's command in its pod");
-    assert!(strip_ansi(&out.stdout).contains("20 copied"), "{out}");
-    let copied: Vec<String> = staging
-        .client()
-        .list_objects("staging-uploads", "up/")
+    // Two endpoints: streamed, not server-side.
+    assert!(
+        strip_ansi(&out.stdout).contains("objects: 30 copied (0 server-side)"),
+        "{out}"
+    );
+    let staging_client = staging.client();
+    let got: std::collections::BTreeMap<_, _> = staging_client
+        .list_objects("staging-uploads", "uploads/")
         .unwrap()
         .into_iter()
-        .map(|o| o.key)
+        .map(|o| {
+            let sum = staging_client
+                .object_sha256("staging-uploads", &o.key)
+                .unwrap();
+            (o.key, sum)
+        })
         .collect();
-    assert_eq!(copied.len(), 20, "{copied:?}");
+    assert_eq!(got, want, "{out}");
+
+    let out =
+        envsync_tests::kubernetes::run_in_pod(pod, &inputs, Duration::from_secs(600)).unwrap();
+    out.expect_ok("the uploads CronJob's rerun");
+    assert!(
+        strip_ansi(&out.stdout)
+            .contains("objects: 0 copied (0 server-side), 0 written, 30 unchanged"),
+        "{out}"
+    );
 }

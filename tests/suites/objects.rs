@@ -57,6 +57,25 @@ fn loc<'s>(
     }
 }
 
+/// What the cross-server tests start from: the host, a folder for the
+/// secret files, production's server and staging's.
+fn two_servers() -> (Host, tempfile::TempDir, S3Server, S3Server) {
+    (
+        Host::built(),
+        tempfile::tempdir().unwrap(),
+        S3Server::start().unwrap(),
+        S3Server::start().unwrap(),
+    )
+}
+
+/// `prod/uploads` on `a` and `staging/uploads` on `b` (which may be `a`).
+fn prod_and_staging<'s>(a: &'s S3Server, b: &'s S3Server, dir: &Path) -> (Loc<'s>, Loc<'s>) {
+    (
+        loc(a, "prod", "uploads", dir),
+        loc(b, "staging", "uploads", dir),
+    )
+}
+
 impl Loc<'_> {
     fn key(&self, relative: &str) -> String {
         format!("{}/{relative}", self.prefix)
@@ -315,8 +334,7 @@ fn delete_mode_removes_exactly_the_extras_inside_the_prefix_and_dry_run_changes_
     let host = Host::built();
     let dir = tempfile::tempdir().unwrap();
     let s3 = S3Server::start().unwrap();
-    let src = loc(&s3, "prod", "uploads", dir.path());
-    let dst = loc(&s3, "staging", "uploads", dir.path());
+    let (src, dst) = prod_and_staging(&s3, &s3, dir.path());
     for k in ["a.txt", "b/c.txt", "keep.log"] {
         src.put(k, k.as_bytes(), &[]);
     }
@@ -380,12 +398,8 @@ fn delete_mode_removes_exactly_the_extras_inside_the_prefix_and_dry_run_changes_
 
 #[test]
 fn a_copy_killed_half_way_and_rerun_ends_identical() {
-    let host = Host::built();
-    let dir = tempfile::tempdir().unwrap();
-    let a = S3Server::start().unwrap();
-    let b = S3Server::start().unwrap();
-    let src = loc(&a, "prod", "uploads", dir.path());
-    let dst = loc(&b, "staging", "uploads", dir.path());
+    let (host, dir, a, b) = two_servers();
+    let (src, dst) = prod_and_staging(&a, &b, dir.path());
     seed(&src, small_count());
     let total = src.keys("uploads/").len();
 
@@ -430,12 +444,8 @@ fn a_copy_killed_half_way_and_rerun_ends_identical() {
 
 #[test]
 fn wrong_credentials_a_missing_bucket_and_an_escaping_prefix_fail_and_change_nothing() {
-    let host = Host::built();
-    let dir = tempfile::tempdir().unwrap();
-    let a = S3Server::start().unwrap();
-    let b = S3Server::start().unwrap();
-    let src = loc(&a, "prod", "uploads", dir.path());
-    let dst = loc(&b, "staging", "uploads", dir.path());
+    let (host, dir, a, b) = two_servers();
+    let (src, dst) = prod_and_staging(&a, &b, dir.path());
     src.put("a.txt", b"a", &[]);
     dst.put("keep.txt", b"keep", &[]);
     let before = dst.contents();
@@ -509,12 +519,8 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn redacted_objects_never_reach_the_target_in_the_clear() {
-    let host = Host::built();
-    let dir = tempfile::tempdir().unwrap();
-    let a = S3Server::start().unwrap();
-    let b = S3Server::start().unwrap();
-    let src = loc(&a, "prod", "uploads", dir.path());
-    let dst = loc(&b, "staging", "uploads", dir.path());
+    let (host, dir, a, b) = two_servers();
+    let (src, dst) = prod_and_staging(&a, &b, dir.path());
     let secret = [b"%PDF-1.7 ".as_slice(), CANARY].concat();
     src.put(
         "invoices/2026/1.pdf",

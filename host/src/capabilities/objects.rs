@@ -48,6 +48,23 @@ const STREAM_PARTS_IN_FLIGHT: usize = 2;
 const MAX_SINGLE_COPY: u64 = 5 << 30;
 /// Part size of a server-side multipart copy.
 const COPY_PART: u64 = 512 << 20;
+/// Most parts one multipart upload may have (S3's limit).
+const MAX_PARTS: u64 = 10_000;
+
+/// The parts of a server-side copy of `size` bytes in `part`-byte ranges
+/// (larger where `part` would need more than S3's 10,000 parts): part
+/// number (from 1) and its `CopySourceRange` (inclusive bounds).
+fn copy_ranges(size: u64, part: u64) -> impl Iterator<Item = (i32, String)> {
+    let part = part.max(size.div_ceil(MAX_PARTS));
+    (0..size)
+        .step_by(part as usize)
+        .enumerate()
+        .map(move |(n, start)| {
+            let end = (start + part).min(size) - 1;
+            (n as i32 + 1, format!("bytes={start}-{end}"))
+        })
+}
+
 /// User metadata a streamed or multipart copy carries: the source's ETag.
 /// Such a copy gets an ETag of its own (other parts), so the plugin can
 /// still tell it is a copy of this very source object.
@@ -315,6 +332,23 @@ impl ObjectGrant {
         Ok((client, location))
     }
 
+    /// The client of `role` and the full keys of `keys` in its location,
+    /// each checked to stay inside the granted prefix: the one way a call
+    /// naming keys reaches a bucket.
+    async fn client_for<'k>(
+        &mut self,
+        role: &str,
+        conns: &BTreeMap<String, Connection>,
+        keys: impl IntoIterator<Item = &'k str>,
+    ) -> Result<(Client, ObjectLocation, Vec<String>), WitError> {
+        let (client, location) = self.client(role, conns).await?;
+        let full = keys
+            .into_iter()
+            .map(|k| full_key(&location, k))
+            .collect::<Result<_, _>>()?;
+        Ok((client, location, full))
+    }
+
     /// Remembers the sizes of a page `role` listed, dropping the oldest.
     fn remember_page(&mut self, role: &str, location: &ObjectLocation, page: &[ObjectInfo]) {
         let pages = self.listed.entry(role.to_string()).or_default();
@@ -555,22 +589,21 @@ impl Ends {
         let source = copy_source(&self.from.1.bucket, from_key);
         let mut parts = Vec::new();
         let mut result = Ok(());
-        for (n, start) in (0..size).step_by(COPY_PART as usize).enumerate() {
-            let end = (start + COPY_PART).min(size) - 1;
+        for (number, range) in copy_ranges(size, COPY_PART) {
             match to
                 .upload_part_copy()
                 .bucket(&to_loc.bucket)
                 .key(to_key)
                 .upload_id(&id)
-                .part_number(n as i32 + 1)
+                .part_number(number)
                 .copy_source(&source)
-                .copy_source_range(format!("bytes={start}-{end}"))
+                .copy_source_range(range)
                 .send()
                 .await
             {
                 Ok(out) => parts.push(
                     CompletedPart::builder()
-                        .part_number(n as i32 + 1)
+                        .part_number(number)
                         .set_e_tag(
                             out.copy_part_result()
                                 .and_then(|r| r.e_tag().map(str::to_string)),
@@ -612,13 +645,21 @@ impl Ends {
     }
 }
 
+/// A request the grant refused ends the host call with the plugin's typed
+/// error; the call itself (the wasmtime result) succeeded.
+macro_rules! or_refuse {
+    ($result:expr) => {
+        match $result {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        }
+    };
+}
+
 impl Host for StepState {
     async fn location(&mut self, role: String) -> HostResult<LocationInfo> {
         let conns = &self.job.connections;
-        let here = match self.objects.location(&role, conns) {
-            Ok(l) => l,
-            Err(e) => return Ok(Err(e)),
-        };
+        let here = or_refuse!(self.objects.location(&role, conns));
         let same = self
             .objects
             .locations
@@ -642,10 +683,8 @@ impl Host for StepState {
         if let Err(e) = check_key(&prefix, true) {
             return Ok(Err(WitError::Denied(e)));
         }
-        let (client, location) = match self.objects.client(&role, &self.job.connections).await {
-            Ok(c) => c,
-            Err(e) => return Ok(Err(e)),
-        };
+        let (client, location) =
+            or_refuse!(self.objects.client(&role, &self.job.connections).await);
         let full = format!("{}{prefix}", location.prefix);
         let page = client
             .list_objects_v2()
@@ -684,29 +723,25 @@ impl Host for StepState {
     }
 
     async fn etags(&mut self, role: String, keys: Vec<String>) -> HostResult<Vec<String>> {
-        let (client, location) = match self.objects.client(&role, &self.job.connections).await {
-            Ok(c) => c,
-            Err(e) => return Ok(Err(e)),
-        };
-        let mut full = Vec::with_capacity(keys.len());
-        for k in &keys {
-            match full_key(&location, k) {
-                Ok(f) => full.push(f),
-                Err(e) => return Ok(Err(e)),
-            }
-        }
+        let (client, location, full) = or_refuse!(
+            self.objects
+                .client_for(
+                    &role,
+                    &self.job.connections,
+                    keys.iter().map(String::as_str)
+                )
+                .await
+        );
         Ok(Ok(fetch_etags(&client, &location.bucket, full).await))
     }
 
     async fn head(&mut self, role: String, key: String) -> HostResult<Option<ObjectHead>> {
-        let (client, location) = match self.objects.client(&role, &self.job.connections).await {
-            Ok(c) => c,
-            Err(e) => return Ok(Err(e)),
-        };
-        let full = match full_key(&location, &key) {
-            Ok(k) => k,
-            Err(e) => return Ok(Err(e)),
-        };
+        let (client, location, full) = or_refuse!(
+            self.objects
+                .client_for(&role, &self.job.connections, [key.as_str()])
+                .await
+        );
+        let full = full.into_iter().next().expect("one key asked, one given");
         match client
             .head_object()
             .bucket(&location.bucket)
@@ -742,14 +777,12 @@ impl Host for StepState {
     }
 
     async fn read(&mut self, role: String, key: String) -> HostResult<Resource<ByteSource>> {
-        let (client, location) = match self.objects.client(&role, &self.job.connections).await {
-            Ok(c) => c,
-            Err(e) => return Ok(Err(e)),
-        };
-        let full = match full_key(&location, &key) {
-            Ok(k) => k,
-            Err(e) => return Ok(Err(e)),
-        };
+        let (client, location, full) = or_refuse!(
+            self.objects
+                .client_for(&role, &self.job.connections, [key.as_str()])
+                .await
+        );
+        let full = full.into_iter().next().expect("one key asked, one given");
         match S3Reader::open(client, &location.bucket, full).await {
             Ok(reader) => {
                 let source = ByteSource::new(
@@ -769,14 +802,12 @@ impl Host for StepState {
         content_type: Option<String>,
         metadata: Vec<(String, String)>,
     ) -> HostResult<Resource<ByteSink>> {
-        let (client, location) = match self.objects.client(&role, &self.job.connections).await {
-            Ok(c) => c,
-            Err(e) => return Ok(Err(e)),
-        };
-        let full = match full_key(&location, &key) {
-            Ok(k) => k,
-            Err(e) => return Ok(Err(e)),
-        };
+        let (client, location, full) = or_refuse!(
+            self.objects
+                .client_for(&role, &self.job.connections, [key.as_str()])
+                .await
+        );
+        let full = full.into_iter().next().expect("one key asked, one given");
         let writer = S3Writer::new(
             client,
             &location.bucket,
@@ -804,30 +835,27 @@ impl Host for StepState {
         to_role: String,
         keys: Vec<(String, String)>,
     ) -> HostResult<Vec<Result<Copied, WitError>>> {
-        let from = match self.objects.client(&from_role, &self.job.connections).await {
-            Ok(c) => c,
-            Err(e) => return Ok(Err(e)),
-        };
-        let to = match self.objects.client(&to_role, &self.job.connections).await {
-            Ok(c) => c,
-            Err(e) => return Ok(Err(e)),
-        };
-        let mut pairs = Vec::with_capacity(keys.len());
-        for (a, b) in &keys {
-            match (full_key(&from.1, a), full_key(&to.1, b)) {
-                (Ok(a), Ok(b)) => pairs.push((a, b)),
-                (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
-            }
-        }
+        let conns = &self.job.connections;
+        let (from_client, from, from_keys) = or_refuse!(
+            self.objects
+                .client_for(&from_role, conns, keys.iter().map(|(a, _)| a.as_str()))
+                .await
+        );
+        let (to_client, to, to_keys) = or_refuse!(
+            self.objects
+                .client_for(&to_role, conns, keys.iter().map(|(_, b)| b.as_str()))
+                .await
+        );
+        let pairs = from_keys.into_iter().zip(to_keys);
         let ends = Ends {
-            server_side: from.1.same_account(&to.1),
-            from,
-            to,
+            server_side: from.same_account(&to),
+            from: (from_client, from),
+            to: (to_client, to),
             large: Arc::new(Semaphore::new(LARGE_IN_FLIGHT)),
         };
         let slots = Arc::new(Semaphore::new(OBJECTS_IN_FLIGHT));
         let mut tasks = tokio::task::JoinSet::new();
-        for (i, (a, b)) in pairs.into_iter().enumerate() {
+        for (i, (a, b)) in pairs.enumerate() {
             let ends = ends.clone();
             let listed = self.objects.listed_size(&from_role, &a);
             let slot = slots.clone().acquire_owned().await.expect("never closed");
@@ -856,17 +884,15 @@ impl Host for StepState {
     }
 
     async fn delete(&mut self, role: String, keys: Vec<String>) -> HostResult<u32> {
-        let (client, location) = match self.objects.client(&role, &self.job.connections).await {
-            Ok(c) => c,
-            Err(e) => return Ok(Err(e)),
-        };
-        let mut full = Vec::with_capacity(keys.len());
-        for k in &keys {
-            match full_key(&location, k) {
-                Ok(f) => full.push(f),
-                Err(e) => return Ok(Err(e)),
-            }
-        }
+        let (client, location, full) = or_refuse!(
+            self.objects
+                .client_for(
+                    &role,
+                    &self.job.connections,
+                    keys.iter().map(String::as_str)
+                )
+                .await
+        );
         let mut tasks = tokio::task::JoinSet::new();
         let slots = Arc::new(Semaphore::new(OBJECTS_IN_FLIGHT));
         for key in full {
@@ -980,6 +1006,28 @@ mod tests {
         assert!(!at("http://a", key("1")).same_account(&at("http://a", key("2"))));
         assert!(!at("http://a", key("1")).same_account(&at("http://b", key("1"))));
         assert!(!at("http://a", None).same_account(&at("http://a", key("1"))));
+    }
+
+    #[test]
+    fn a_copy_just_over_5_gib_is_eleven_ranges_covering_every_byte_once() {
+        let size = MAX_SINGLE_COPY + 1;
+        let ranges: Vec<_> = copy_ranges(size, COPY_PART).collect();
+        assert_eq!(ranges.len(), 11);
+        assert_eq!(ranges[0], (1, format!("bytes=0-{}", COPY_PART - 1)));
+        assert_eq!(
+            ranges[10],
+            (11, format!("bytes={size_1}-{size_1}", size_1 = size - 1))
+        );
+        let mut next = 0;
+        for (i, (number, range)) in ranges.iter().enumerate() {
+            assert_eq!(*number, i as i32 + 1);
+            let (start, end) = range["bytes=".len()..].split_once('-').unwrap();
+            assert_eq!(start.parse::<u64>().unwrap(), next, "{range}");
+            next = end.parse::<u64>().unwrap() + 1;
+        }
+        assert_eq!(next, size);
+        // S3 allows at most 10,000 parts: 5 TiB, its largest object, fits.
+        assert!(copy_ranges(5 << 40, COPY_PART).count() <= 10_000);
     }
 
     #[test]
