@@ -90,13 +90,23 @@ fn setup() -> Env {
 impl Env {
     /// A chunked backup of the source with `jobs`; its manifest.
     fn backup(&self, jobs: u32) -> serde_json::Value {
-        self.db
+        let out = self
+            .db
             .step("backup", SOURCE)
             .opt("--store", self.store.path_arg())
             .opt("--jobs", jobs)
             .param("chunk-mib", 1)
-            .run(&self.host)
-            .expect_ok(&format!("chunked backup with --jobs {jobs}"));
+            .run(&self.host);
+        out.expect_ok(&format!("chunked backup with --jobs {jobs}"));
+        if jobs > 1 {
+            // The rows came from parallel dumps under the global read lock.
+            let line = out
+                .stderr
+                .lines()
+                .find(|l| l.contains("data dump sessions share one snapshot"))
+                .unwrap_or_else(|| panic!("no parallel data dumps:\n{}", out.stderr));
+            eprintln!("--jobs {jobs}: {line}");
+        }
         self.latest_manifest()
     }
 

@@ -112,7 +112,8 @@ impl Engine for MySql {
             );
             return backup::backup(artifact);
         }
-        chunked_backup::backup(artifact, settings::chunk_bytes()?)
+        let jobs = envsync_plugin_sdk::job::parallelism().jobs.max(1) as usize;
+        chunked_backup::backup(artifact, jobs, settings::chunk_bytes()?)
     }
 
     fn export_dump(artifact: &ByteSource, out: ByteSink) -> Result<(), Error> {

@@ -208,6 +208,17 @@ impl Dumper {
     /// operator's, then `--` and the database name (so no name is read as a
     /// flag). One database without `--databases`: no CREATE DATABASE or USE.
     pub fn command(&self, role: &str, conn: &ConnectionInfo, extra: &[String]) -> Command {
+        self.tables(role, conn, extra, &[])
+    }
+
+    /// [`Dumper::command`] of only `tables` of the database (all when empty).
+    pub fn tables(
+        &self,
+        role: &str,
+        conn: &ConnectionInfo,
+        extra: &[String],
+        tables: &[String],
+    ) -> Command {
         let mut cmd = Command::new(self.program)
             .args(connection_args(conn))
             .args(crate::settings::DUMP_DEFAULTS.iter().copied());
@@ -216,6 +227,7 @@ impl Dumper {
         }
         cmd.args(extra.iter().cloned())
             .args(["--", conn.database.as_str()])
+            .args(tables.iter().cloned())
             .connection(role)
             .stdout_piped()
     }
