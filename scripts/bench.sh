@@ -265,6 +265,8 @@ fi
 for round in $(seq 1 "$rounds"); do
   echo "round $round ..." >&2
   for target in $targets; do
+    # objects runs once after the rounds, with its own servers (below).
+    [ "$target" = objects ] && continue
     case $target in
       local)
         store=$work/store
