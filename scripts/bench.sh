@@ -257,8 +257,10 @@ if [[ " $targets " == *" parallel "* ]]; then
   par_mysql_counts_sql="SELECT CONCAT_WS(' ', (SELECT COUNT(*) FROM customers), (SELECT COUNT(*) FROM orders), (SELECT COUNT(*) FROM order_items))"
   par_mysql_counts=$(mdb_sql par -N -e "$par_mysql_counts_sql")
   mariadb-dump --no-defaults --protocol=TCP -h 127.0.0.1 -P "$MDB_PORT" -u root --single-transaction --quick par > "$work/par.sql"
+  # With --jobs the backup is chunked (decision 0022), so restores can load in parallel.
+  # shellcheck disable=SC2046 # the flag is two words or none
   envsync run --plugin mysql --op backup --database par --db-host 127.0.0.1 --db-port "$MDB_PORT" --db-user root \
-    --store "$work/par-mysql-store" >/dev/null
+    --store "$work/par-mysql-store" $( [ "$has_jobs" = 1 ] && echo "--jobs 4" ) >/dev/null
   start_throttle_proxy "$MDB_PORT"; mdb_proxy_port=$proxy_port
 fi
 
@@ -355,8 +357,7 @@ for round in $(seq 1 "$rounds"); do
       mdb_sql -e "DROP DATABASE IF EXISTS par_plain; CREATE DATABASE par_plain"
       record parallel proxy-mysql plain "$(timed bash -c 'mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$1" -u root par_plain < "$0"' "$work/par.sql" "$mdb_proxy_port")" 0
       par_check_mysql par_plain
-      # MariaDB has no chunked artifacts yet: one stream (jobs 1) only.
-      for j in 1; do
+      for j in "${par_jobs[@]}"; do
         mdb_sql -e "DROP DATABASE IF EXISTS par_restored"
         # shellcheck disable=SC2046
         if read -r secs rss < <(envsync run --plugin mysql --op restore --database par_restored --from-database par \
@@ -610,7 +611,8 @@ if ("parallel", "proxy-pg", "plain") in runs:
     baseline("direct", "PostgreSQL: `pg_restore -j 2`, local directory-format dump", "direct-pg")
     row("direct", "PostgreSQL: " + (envsync_jobs(2) if has_jobs == "1" else envsync_jobs(1)), "direct-pg", "direct-pg", "≤ 1.1")
     baseline(proxy, "MariaDB: `mariadb < dump.sql`", "proxy-mysql")
-    row(proxy, "MariaDB: envsync, one stream (no chunked MariaDB artifacts yet)", "proxy-mysql-j1", "proxy-mysql", "—")
+    for j in jobs:
+        row(proxy, "MariaDB: " + envsync_jobs(j), f"proxy-mysql-j{j}", "proxy-mysql", "—")
     print()
     print("Every restore goes into a database that does not exist yet; the row counts of every table are checked")
     print("after each (outside the timings). envsync restores from a local folder store (zstd 1), loads a scratch")
