@@ -20,6 +20,8 @@
 //! Fields are separated by tabs; a field's `\`, tab and newline are escaped
 //! as `\\`, `\t`, `\n` (quoted identifiers may hold any character).
 
+use envsync_plugin_sdk::fields::{escape, unescape};
+
 /// First line of every plan.
 pub const MAGIC: &[u8] = b"ENVSYNC-POSTGRES-CHUNKED 1\n";
 
@@ -112,31 +114,6 @@ impl Plan {
         }
         Ok(plan)
     }
-}
-
-fn escape(field: &str) -> String {
-    field
-        .replace('\\', "\\\\")
-        .replace('\t', "\\t")
-        .replace('\n', "\\n")
-}
-
-fn unescape(field: &str) -> String {
-    let mut out = String::with_capacity(field.len());
-    let mut chars = field.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('t') => out.push('\t'),
-            Some('n') => out.push('\n'),
-            Some(other) => out.push(other),
-            None => out.push('\\'),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -186,6 +186,7 @@ mod command;
 #[cfg(feature = "engine")]
 mod engine;
 mod error;
+pub mod fields;
 #[cfg(feature = "engine")]
 mod io;
 #[cfg(feature = "engine")]
