@@ -9,6 +9,7 @@
 //! is either loaded and recorded or neither; a rerun of the same artifact
 //! skips what is recorded. The schema is dropped before the swap.
 
+use crate::index_lane::IndexLane;
 use crate::load_progress::RowMeter;
 use crate::plan::{DataChunk, Plan};
 use crate::post_data::{self, Entry};
@@ -92,11 +93,22 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
         "loading {} data chunks with {jobs} session(s)",
         pending.len()
     ));
+    let mut post = PostData::read(plan, &done)?;
+    // Sanitised plans name no table per chunk: their indexes wait for the data.
+    let mut lane = IndexLane::new(
+        job,
+        &post.setup,
+        pending
+            .iter()
+            .filter(|_| !plan.sanitised)
+            .map(|d| d.table.as_str()),
+        &mut post.independent,
+    );
     // Rows are counted as each chunk commits (see `load_progress`).
     let mut rows = RowMeter::new(job);
-    sessions::run_reporting(
+    let loaded = sessions::run_reporting(
         jobs,
-        pending,
+        pending.iter().copied(),
         |chunk| {
             if plan.sanitised {
                 start_script(job, plan, &chunk.chunk)
@@ -104,12 +116,32 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
                 start_copy(job, plan, chunk)
             }
         },
-        || rows.report(),
-    )?;
-    if !done.contains(&plan.sequences) {
-        load_section(job, plan, &plan.sequences)?;
+        |n| {
+            rows.report();
+            if plan.sanitised {
+                return Ok(());
+            }
+            lane.chunk_loaded(&pending[n].table)
+        },
+    );
+    if let Err(e) = loaded {
+        lane.abandon();
+        return Err(e);
     }
-    post_data(job, plan, jobs, &done)?;
+    post.independent.extend(lane.left_over());
+    if lane.taken > 0 {
+        info(format!(
+            "{} indexes and constraints were started while the data loaded",
+            lane.taken
+        ));
+    }
+    if !done.contains(&plan.sequences)
+        && let Err(e) = load_section(job, plan, &plan.sequences)
+    {
+        lane.abandon();
+        return Err(e);
+    }
+    post.build(job, jobs, lane)?;
     job.scratch_psql(&format!("DROP SCHEMA {BOOKKEEPING} CASCADE;\n"))?;
     Ok(())
 }
@@ -220,58 +252,86 @@ fn start_script(job: &Replacement, plan: &Plan, chunk: &str) -> Result<Session, 
     })
 }
 
-/// Indexes and constraints with `jobs` sessions, then everything else in
-/// pg_dump's order; each entry commits with its bookkeeping row.
-fn post_data(
-    job: &Replacement,
-    plan: &Plan,
-    jobs: usize,
-    done: &BTreeSet<String>,
-) -> Result<(), Error> {
-    let source = chunks::open(&plan.post_data)?;
-    let text = read_all(&source, TEXT_LIMIT)?;
-    source.verify()?;
-    let text = String::from_utf8(text)
-        .map_err(|_| Error::BadArtifact("the post-data chunk is not UTF-8 text".into()))?;
-    let (setup, entries) = post_data::split(&text);
-    let numbered: Vec<(String, Entry)> = entries
-        .into_iter()
-        .enumerate()
-        .map(|(n, e)| (format!("{}-{n:05}", plan.post_data), e))
-        .collect();
-    let (independent, rest): (Vec<_>, Vec<_>) =
-        numbered.into_iter().partition(|(_, e)| e.independent());
-    let independent: Vec<_> = independent
-        .into_iter()
-        .filter(|(name, _)| !done.contains(name))
-        .collect();
-    // Foreign keys are added NOT VALID in order, then validated
-    // concurrently; each half has its own bookkeeping name.
-    let mut validations = Vec::new();
-    let rest: Vec<(String, Entry)> = rest
-        .into_iter()
-        .filter_map(|(name, entry)| match post_data::split_validation(&entry) {
-            Some((add, validate)) => {
-                let check = format!("{name}-validate");
-                if !done.contains(&check) {
-                    validations.push((check, validate));
+/// The post-data section's entries not yet built, read before the data so
+/// that indexes can start as their tables complete ([`IndexLane`]).
+struct PostData {
+    setup: String,
+    /// Indexes and constraints of one table each, built concurrently.
+    independent: Vec<(String, Entry)>,
+    /// Everything else, in pg_dump's order.
+    rest: Vec<(String, Entry)>,
+    /// Foreign keys' validations, run concurrently after the rest.
+    validations: Vec<(String, Entry)>,
+}
+
+impl PostData {
+    fn read(plan: &Plan, done: &BTreeSet<String>) -> Result<PostData, Error> {
+        let source = chunks::open(&plan.post_data)?;
+        let text = read_all(&source, TEXT_LIMIT)?;
+        source.verify()?;
+        let text = String::from_utf8(text)
+            .map_err(|_| Error::BadArtifact("the post-data chunk is not UTF-8 text".into()))?;
+        let (setup, entries) = post_data::split(&text);
+        let numbered: Vec<(String, Entry)> = entries
+            .into_iter()
+            .enumerate()
+            .map(|(n, e)| (format!("{}-{n:05}", plan.post_data), e))
+            .collect();
+        let (independent, rest): (Vec<_>, Vec<_>) =
+            numbered.into_iter().partition(|(_, e)| e.independent());
+        let independent: Vec<_> = independent
+            .into_iter()
+            .filter(|(name, _)| !done.contains(name))
+            .collect();
+        // Foreign keys are added NOT VALID in order, then validated
+        // concurrently; each half has its own bookkeeping name.
+        let mut validations = Vec::new();
+        let rest: Vec<(String, Entry)> = rest
+            .into_iter()
+            .filter_map(|(name, entry)| match post_data::split_validation(&entry) {
+                Some((add, validate)) => {
+                    let check = format!("{name}-validate");
+                    if !done.contains(&check) {
+                        validations.push((check, validate));
+                    }
+                    (!done.contains(&name)).then_some((name, add))
                 }
-                (!done.contains(&name)).then_some((name, add))
-            }
-            None => (!done.contains(&name)).then_some((name, entry)),
+                None => (!done.contains(&name)).then_some((name, entry)),
+            })
+            .collect();
+        Ok(PostData {
+            setup,
+            independent,
+            rest,
+            validations,
         })
-        .collect();
-    info(format!(
-        "building {} indexes and constraints with {jobs} session(s), then {} other entries, \
-         then validating {} foreign keys with {jobs} session(s)",
-        independent.len(),
-        rest.len(),
-        validations.len()
-    ));
-    let sizes = table_sizes(job)?;
-    run_scripts(job, &setup, spread(independent, jobs, &sizes))?;
-    run_scripts(job, &setup, vec![rest])?;
-    run_scripts(job, &setup, spread(validations, jobs, &sizes))
+    }
+
+    /// The indexes and constraints the lane did not build, with `jobs`
+    /// sessions while the lane finishes; then the rest in pg_dump's order;
+    /// then the validations with `jobs` sessions. Each entry commits with
+    /// its bookkeeping row.
+    fn build(self, job: &Replacement, jobs: usize, lane: IndexLane) -> Result<(), Error> {
+        info(format!(
+            "building {} indexes and constraints with {jobs} session(s), then {} other entries, \
+             then validating {} foreign keys with {jobs} session(s)",
+            self.independent.len(),
+            self.rest.len(),
+            self.validations.len()
+        ));
+        let sizes = match table_sizes(job) {
+            Ok(sizes) => sizes,
+            Err(e) => {
+                lane.abandon();
+                return Err(e);
+            }
+        };
+        let independent = run_scripts(job, &self.setup, spread(self.independent, jobs, &sizes));
+        let laned = lane.finish();
+        independent.and(laned)?;
+        run_scripts(job, &self.setup, vec![self.rest])?;
+        run_scripts(job, &self.setup, spread(self.validations, jobs, &sizes))
+    }
 }
 
 /// Entries dealt over up to `jobs` sessions by the size of their table.
@@ -310,6 +370,15 @@ fn table_sizes(job: &Replacement) -> Result<BTreeMap<String, u64>, Error> {
         .collect())
 }
 
+/// Post-data entries as a psql script: each in a transaction of its own
+/// with its bookkeeping row, so a rerun skips exactly those committed.
+pub fn entries_script(entries: &[(String, Entry)]) -> String {
+    entries
+        .iter()
+        .map(|(name, entry)| format!("BEGIN;\n{}{}\nCOMMIT;\n", mark_sql(name), entry.sql))
+        .collect()
+}
+
 /// Runs each list of entries in a psql session of its own, all at once.
 fn run_scripts(
     job: &Replacement,
@@ -320,14 +389,7 @@ fn run_scripts(
     for entries in scripts.into_iter().filter(|s| !s.is_empty()) {
         let (cmd, preamble) = job.psql_session();
         let mut child = cmd.stdin_piped().spawn()?;
-        let mut script = format!("{preamble}{setup}\n");
-        for (name, entry) in &entries {
-            script.push_str(&format!(
-                "BEGIN;\n{}{}\nCOMMIT;\n",
-                mark_sql(name),
-                entry.sql
-            ));
-        }
+        let script = format!("{preamble}{setup}\n{}", entries_script(&entries));
         let stdin = child.take_stdin()?;
         let written = write_all(&stdin, script.as_bytes()).and_then(|()| stdin.close());
         drop(stdin);

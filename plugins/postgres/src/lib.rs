@@ -14,6 +14,7 @@ mod copydata;
 mod export;
 mod flags;
 mod format_check;
+mod index_lane;
 mod load_progress;
 mod names;
 mod plan;

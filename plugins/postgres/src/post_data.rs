@@ -56,6 +56,27 @@ pub fn table_of(entry: &Entry) -> Option<&str> {
     Some(&rest[..end])
 }
 
+/// A table name as pg_dump or the plan writes it (`public.orders`,
+/// `"public"."orders"`, `"My s"."t.x"`), reduced to one comparable form:
+/// its unquoted parts joined by NUL (which no identifier holds).
+pub fn table_key(name: &str) -> String {
+    let mut parts = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = name.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                parts.last_mut().expect("one part").push('"');
+            }
+            '"' => quoted = !quoted,
+            '.' if !quoted => parts.push(String::new()),
+            c => parts.last_mut().expect("one part").push(c),
+        }
+    }
+    parts.join("\0")
+}
+
 /// Deals `entries` (with their sizes) to `sessions` sessions, largest
 /// first to the least loaded, so one big table's indexes do not all wait in
 /// one session while the others idle. Only for entries that do not depend
@@ -235,6 +256,17 @@ ALTER TABLE ONLY public.lines\n    ADD CONSTRAINT lines_order_fkey FOREIGN KEY (
             sql: "CREATE INDEX i ON ONLY \"my s\".\"t x\" USING btree (a);\n".into(),
         };
         assert_eq!(table_of(&quoted), Some("\"my s\".\"t x\""));
+    }
+
+    #[test]
+    fn table_names_compare_however_they_are_quoted() {
+        assert_eq!(
+            table_key("public.orders"),
+            table_key("\"public\".\"orders\"")
+        );
+        assert_eq!(table_key("\"My s\".\"t.x\""), "My s\0t.x");
+        assert_eq!(table_key("s.\"a\"\"b\""), "s\0a\"b");
+        assert_ne!(table_key("public.orders"), table_key("\"public.orders\""));
     }
 
     #[test]

@@ -46,46 +46,46 @@ pub fn run<T>(
     tasks: impl IntoIterator<Item = T>,
     start: impl FnMut(T) -> Result<Session, Error>,
 ) -> Result<(), Error> {
-    run_reporting(jobs, tasks, start, || {})
+    run_reporting(jobs, tasks, start, |_| Ok(()))
 }
 
-/// [`run`], calling `finished` after each session that succeeded (to
-/// report progress: the plugin gets control back only then).
+/// [`run`], calling `finished` with the task's position after each
+/// session that succeeded (to report progress or start what it unblocks:
+/// the plugin gets control back only then); its error stops everything.
 pub fn run_reporting<T>(
     jobs: usize,
     tasks: impl IntoIterator<Item = T>,
     mut start: impl FnMut(T) -> Result<Session, Error>,
-    mut finished: impl FnMut(),
+    mut finished: impl FnMut(usize) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let jobs = jobs.max(1);
-    let mut queue = tasks.into_iter();
-    let mut running: Vec<Session> = Vec::new();
-    let fail = |running: Vec<Session>, e: Error| {
-        for session in running {
+    let mut queue = tasks.into_iter().enumerate();
+    let mut running: Vec<(usize, Session)> = Vec::new();
+    let fail = |running: Vec<(usize, Session)>, e: Error| {
+        for (_, session) in running {
             session.abandon();
         }
         Err(e)
     };
     loop {
         while running.len() < jobs {
-            let Some(task) = queue.next() else { break };
+            let Some((n, task)) = queue.next() else { break };
             match start(task) {
-                Ok(session) => running.push(session),
+                Ok(session) => running.push((n, session)),
                 Err(e) => return fail(running, e),
             }
         }
         if running.is_empty() {
             return Ok(());
         }
-        let transfers: Vec<&Transfer> = running.iter().map(|s| &s.transfer).collect();
+        let transfers: Vec<&Transfer> = running.iter().map(|(_, s)| &s.transfer).collect();
         let done = match wait_any(&transfers) {
             Ok(done) => done as usize,
             Err(e) => return fail(running, e),
         };
-        let session = running.swap_remove(done);
-        if let Err(e) = session.finish() {
+        let (n, session) = running.swap_remove(done);
+        if let Err(e) = session.finish().and_then(|()| finished(n)) {
             return fail(running, e);
         }
-        finished();
     }
 }
