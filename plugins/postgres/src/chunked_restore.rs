@@ -104,7 +104,7 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
             .map(|d| d.table.as_str()),
         &mut post.independent,
     );
-    // Rows are counted as each chunk commits (see `load_progress`).
+    // Rows are counted as chunks commit (see `load_progress`).
     let mut rows = RowMeter::new(job);
     let loaded = sessions::run_reporting(
         jobs,
@@ -117,7 +117,9 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
             }
         },
         |n| {
-            rows.report();
+            // At most every 2 s: each question is a psql run, and no
+            // session starts while the plugin waits for it.
+            rows.tick();
             if plan.sanitised {
                 return Ok(());
             }
@@ -128,6 +130,7 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
         lane.abandon();
         return Err(e);
     }
+    rows.report();
     post.independent.extend(lane.left_over());
     if lane.taken > 0 {
         info(format!(
