@@ -702,10 +702,8 @@ impl Step<'_> {
         // Whatever happened, take the artifact back from the plugin's table.
         let artifact = sandbox.state().table.delete(sink).ok();
         let result = result.and_then(|r| self.plugin_result("backup", r));
-        let chunks = match std::mem::take(&mut sandbox.state().chunks) {
-            ChunkAccess::Backup(uploads) => uploads.finish(),
-            _ => Ok(Vec::new()),
-        };
+        let chunks =
+            take_uploads(&mut sandbox).map_or_else(|| Ok(Vec::new()), ChunkUploads::finish);
         // Chunk sinks the plugin left open are dropped (aborted) with it.
         drop(sandbox);
         (result.map(|()| None), artifact, chunks)

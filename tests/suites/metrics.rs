@@ -473,41 +473,17 @@ fn a_long_restore_pushes_progress_and_prometheus_fires_its_alerts() {
     let config = dir.path().join("staging.toml");
     std::fs::write(
         &config,
-        format!(
-            r#"
-[environment]
-name = "staging"
-store = "s3://staging/db"
-upper_store = "s3://prod/db"
-pushgateway = "{gw}"
-progress_interval = "1s"
-state_dir = "state"
-
-[environment.s3]
-endpoint = "{endpoint}"
-region = "{region}"
-path_style = true
-
-[alerts]
-runtime_classes = {{ "3s" = "3s" }}
-data_max_age = "2s"
-
-[[task]]
-name = "refresh"
-plugin = "postgres"
-database = {{ host = "{host}", port = {port}, user = "{user}", name = "{TARGET}" }}
-
-[[task.step]]
-op = "restore"
-from_instance = "{host}"
-from_database = "{SOURCE}"
-"#,
-            gw = gw.url(),
-            endpoint = proxy.endpoint(),
-            region = s3.region(),
-            host = pg.host(),
-            port = pg.port(),
-            user = pg.user(),
+        slow_restore_config(
+            SlowRestore {
+                gw: &gw,
+                proxy: &proxy,
+                s3: &s3,
+                plugin: "postgres",
+                db: (pg.host(), pg.port(), pg.user()),
+                source: SOURCE,
+                target: TARGET,
+            },
+            "[alerts]\nruntime_classes = { \"3s\" = \"3s\" }\ndata_max_age = \"2s\"\n",
         ),
     )
     .unwrap();
@@ -523,35 +499,12 @@ from_database = "{SOURCE}"
     .expect_ok("render the alert rules from the config");
     let prometheus = Prometheus::start(gw.port(), &rules).expect("start Prometheus");
 
-    let credentials = [
-        ("AWS_ACCESS_KEY_ID".to_string(), s3.access_key().to_string()),
-        (
-            "AWS_SECRET_ACCESS_KEY".to_string(),
-            s3.secret_key().to_string(),
-        ),
-    ];
-    let cmd = s3.host_command_with_env(
-        &host,
-        &["run", "--config", &config_arg, "--task", "refresh"],
-        &credentials,
-    );
     let started = Instant::now();
-    let mut run = process::Running::spawn(cmd, None).unwrap();
+    let mut run = run_refresh(&s3, &host, &config_arg);
 
     // While it runs: progress pushes (distinct measurement times with bytes
     // moving), the step in `status --running`, and the running-too-long alert.
-    let target_samples = |name: &str| -> Vec<Sample> {
-        gw.samples(name)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|s| {
-                s.name == name
-                    && s.labels.get("database_db_name").map(String::as_str) == Some(TARGET)
-                    && s.labels.get("operation").map(String::as_str) == Some("restore")
-            })
-            .collect()
-    };
-    let value = |name: &str| target_samples(name).first().map(|s| s.value);
+    let value = |name: &str| restore_value(&gw, TARGET, name);
     let state_dir = dir.path().join("state").display().to_string();
     let mut pushes: BTreeSet<(u64, u64)> = BTreeSet::new();
     let mut items: Vec<(u64, u64)> = Vec::new();
@@ -710,65 +663,19 @@ fn rows_pushed_during_a_slow_restore(
     let gw = Pushgateway::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("staging.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[environment]
-name = "staging"
-store = "s3://staging/db"
-upper_store = "s3://prod/db"
-pushgateway = "{gw}"
-progress_interval = "1s"
-state_dir = "state"
-
-[environment.s3]
-endpoint = "{endpoint}"
-region = "{region}"
-path_style = true
-
-[[task]]
-name = "refresh"
-plugin = "{plugin}"
-database = {{ host = "{db_host}", port = {port}, user = "{user}", name = "{target}" }}
-
-[[task.step]]
-op = "restore"
-from_instance = "{db_host}"
-from_database = "{source}"
-"#,
-            gw = gw.url(),
-            endpoint = proxy.endpoint(),
-            region = s3.region(),
-        ),
-    )
-    .unwrap();
-    let credentials = [
-        ("AWS_ACCESS_KEY_ID".to_string(), s3.access_key().to_string()),
-        (
-            "AWS_SECRET_ACCESS_KEY".to_string(),
-            s3.secret_key().to_string(),
-        ),
-    ];
-    let config_arg = config.display().to_string();
-    let cmd = s3.host_command_with_env(
-        &host,
-        &["run", "--config", &config_arg, "--task", "refresh"],
-        &credentials,
-    );
-    let started = Instant::now();
-    let mut run = process::Running::spawn(cmd, None).unwrap();
-    let value = |name: &str| -> Option<f64> {
-        gw.samples(name)
-            .unwrap_or_default()
-            .into_iter()
-            .find(|s| {
-                s.name == name
-                    && s.labels.get("database_db_name").map(String::as_str) == Some(target)
-                    && s.labels.get("operation").map(String::as_str) == Some("restore")
-            })
-            .map(|s| s.value)
+    let slow = SlowRestore {
+        gw: &gw,
+        proxy: &proxy,
+        s3,
+        plugin,
+        db: (db_host, port, user),
+        source,
+        target,
     };
+    std::fs::write(&config, slow_restore_config(slow, "")).unwrap();
+    let started = Instant::now();
+    let mut run = run_refresh(s3, &host, &config.display().to_string());
+    let value = |name: &str| restore_value(&gw, target, name);
     let mut items: Vec<(u64, u64)> = Vec::new();
     while !run.has_exited().unwrap() {
         assert!(
@@ -884,4 +791,91 @@ fn a_slow_mariadb_restore_pushes_growing_row_counts() {
             .trim(),
         "40000"
     );
+}
+
+/// What the slow-restore tests' staging config restores, and through what.
+struct SlowRestore<'a> {
+    gw: &'a Pushgateway,
+    proxy: &'a envsync_tests::faulty_proxy::FaultyProxy,
+    s3: &'a envsync_tests::s3::S3Server,
+    plugin: &'a str,
+    /// Host, port and user of the database server.
+    db: (&'a str, u16, &'a str),
+    source: &'a str,
+    target: &'a str,
+}
+
+/// A staging config with one task `refresh`: a restore of `source` from
+/// production's store, reached through the proxy, into `target`, pushing
+/// progress every second; `extra` is TOML added after the environment.
+fn slow_restore_config(r: SlowRestore, extra: &str) -> String {
+    let (db_host, port, user) = r.db;
+    format!(
+        r#"
+[environment]
+name = "staging"
+store = "s3://staging/db"
+upper_store = "s3://prod/db"
+pushgateway = "{gw}"
+progress_interval = "1s"
+state_dir = "state"
+
+[environment.s3]
+endpoint = "{endpoint}"
+region = "{region}"
+path_style = true
+
+{extra}
+[[task]]
+name = "refresh"
+plugin = "{plugin}"
+database = {{ host = "{db_host}", port = {port}, user = "{user}", name = "{target}" }}
+
+[[task.step]]
+op = "restore"
+from_instance = "{db_host}"
+from_database = "{source}"
+"#,
+        gw = r.gw.url(),
+        endpoint = r.proxy.endpoint(),
+        region = r.s3.region(),
+        plugin = r.plugin,
+        target = r.target,
+        source = r.source,
+    )
+}
+
+/// Starts `run --config <config> --task refresh` with the S3 server's keys.
+fn run_refresh(
+    s3: &envsync_tests::s3::S3Server,
+    host: &envsync_tests::host_cli::Host,
+    config: &str,
+) -> process::Running {
+    let credentials = [
+        ("AWS_ACCESS_KEY_ID".to_string(), s3.access_key().to_string()),
+        (
+            "AWS_SECRET_ACCESS_KEY".to_string(),
+            s3.secret_key().to_string(),
+        ),
+    ];
+    let cmd = s3.host_command_with_env(
+        host,
+        &["run", "--config", config, "--task", "refresh"],
+        &credentials,
+    );
+    process::Running::spawn(cmd, None).unwrap()
+}
+
+/// The value of metric `name` the Pushgateway holds for the restore into
+/// `target`.
+fn restore_value(gw: &Pushgateway, target: &str, name: &str) -> Option<f64> {
+    gw.samples(name)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|s| {
+            s.name == name
+                && s.labels.get("database_db_name").map(String::as_str) == Some(target)
+                && s.labels.get("operation").map(String::as_str) == Some("restore")
+        })
+        .map(|s| s.value)
 }
