@@ -9,6 +9,8 @@
 //! password; real authentication stays on, so [`MariaDb::create_user`] makes
 //! users that must give theirs. The server runs with utf8mb4 defaults and a
 //! non-UTC time zone (+02:00), so TIMESTAMP conversions are exercised.
+//! [`MariaDb::restart`] crashes it (SIGKILL) and starts it again on the same
+//! port and data: what a crash and restart does to the running clients.
 //!
 //! [`MariaDb::fingerprint`] captures a database's objects (`SHOW CREATE` of
 //! every table, view, trigger, routine and event) and the contents of every

@@ -348,6 +348,10 @@ fn a_server_restart_mid_restore_is_resumed_by_the_rerun() {
         .fingerprint(LIVE)
         .unwrap()
         .assert_same(&live, "the live target after the restart");
+    // InnoDB's recovery says what it rolled back: the loads the crash cut.
+    for line in env.db.log().lines().filter(|l| l.contains("rolled back")) {
+        eprintln!("server: {line}");
+    }
     // What survived the crash is what the rerun must skip.
     let committed = env.committed();
     eprintln!(
