@@ -9,6 +9,8 @@
 //! password; real authentication stays on, so [`MariaDb::create_user`] makes
 //! users that must give theirs. The server runs with utf8mb4 defaults and a
 //! non-UTC time zone (+02:00), so TIMESTAMP conversions are exercised.
+//! [`MariaDb::restart`] crashes it (SIGKILL) and starts it again on the same
+//! port and data: what a crash and restart does to the running clients.
 //!
 //! [`MariaDb::fingerprint`] captures a database's objects (`SHOW CREATE` of
 //! every table, view, trigger, routine and event) and the contents of every
@@ -170,62 +172,75 @@ impl MariaDb {
         if !copy.success() {
             bail!("copying the data directory failed\n{copy}");
         }
-        let log_path = dir.path().join("error.log");
         let mut last_error = String::new();
         for _attempt in 0..8 {
             let port = free_port()?;
-            let log_start = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0) as usize;
-            let mut server = Command::new(server_bin());
-            server
-                .arg("--no-defaults")
-                .arg(format!("--datadir={}", data.display()))
-                .arg(format!("--socket={}", dir.path().join("s").display()))
-                .arg(format!("--pid-file={}", dir.path().join("pid").display()))
-                .arg(format!("--log-error={}", log_path.display()))
-                .arg(format!("--tmpdir={}", dir.path().display()))
-                .arg(format!("--port={port}"))
-                .args([
-                    "--bind-address=127.0.0.1",
-                    "--skip-log-bin",
-                    "--innodb-flush-log-at-trx-commit=0",
-                    "--innodb-doublewrite=0",
-                    "--character-set-server=utf8mb4",
-                    "--collation-server=utf8mb4_unicode_ci",
-                    "--default-time-zone=+02:00",
-                ])
-                .args(SERVER_OPTIONS)
-                .current_dir(dir.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            if running_as_root() {
-                server.arg("--user=root");
-            }
-            let mut child = server.spawn().context("could not start mariadbd")?;
-            match wait_ready(&mut child, port, &data, Duration::from_secs(60)) {
-                Ok(()) => {
+            match launch(dir.path(), port) {
+                Ok(child) => {
                     return Ok(MariaDb {
                         port,
                         server: Some(child),
                         dir,
                     });
                 }
-                Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                    let new_lines = log.get(log_start..).unwrap_or(&log).to_string();
-                    let port_taken = new_lines.contains("Address already in use")
-                        || new_lines.contains("Can't start server: Bind")
-                        || e.to_string().contains(OTHER_SERVER);
-                    last_error = format!("{e}\n--- server log ---\n{new_lines}");
-                    if !port_taken {
-                        bail!("MariaDB did not start: {last_error}");
-                    }
-                }
+                Err(failed) if failed.port_taken => last_error = failed.message,
+                Err(failed) => bail!("MariaDB did not start: {}", failed.message),
             }
         }
         bail!("MariaDB did not start on any of 8 random ports: {last_error}")
+    }
+
+    /// Restarts the server as a crash would: SIGKILL, then a start on the
+    /// same port and data directory, where InnoDB recovers. Every session
+    /// is cut off, their open transactions roll back, and with
+    /// `--innodb-flush-log-at-trx-commit=0` the commits of about the last
+    /// second may be lost (each whole, never part of one).
+    pub fn restart(&mut self) -> Result<()> {
+        if let Some(mut child) = self.server.take() {
+            child.kill().context("could not kill mariadbd")?;
+            child
+                .wait()
+                .context("could not wait for the killed mariadbd")?;
+        }
+        let child = launch(self.dir.path(), self.port).map_err(|failed| {
+            anyhow!(
+                "MariaDB did not come back on port {} after a restart{}: {}",
+                self.port,
+                if failed.port_taken {
+                    " (another program took its port meanwhile)"
+                } else {
+                    ""
+                },
+                failed.message
+            )
+        })?;
+        self.server = Some(child);
+        Ok(())
+    }
+
+    /// Waits until every commit made so far is in the redo log on disk:
+    /// with `--innodb-flush-log-at-trx-commit=0` the server writes it once a
+    /// second, so a [`restart`](Self::restart) right after a commit may lose
+    /// it. A test that must know what survives a crash waits for this first.
+    pub fn wait_log_flushed(&self, timeout: Duration) -> Result<()> {
+        let lsn = |name: &str| -> Result<u64> {
+            let row = self.sql(
+                None,
+                &format!("SHOW GLOBAL STATUS LIKE 'Innodb_lsn_{name}'"),
+            )?;
+            row.split_once('\t')
+                .and_then(|(_, v)| v.parse().ok())
+                .ok_or_else(|| anyhow!("no Innodb_lsn_{name} in SHOW GLOBAL STATUS: {row:?}"))
+        };
+        let wanted = lsn("current")?;
+        let deadline = Instant::now() + timeout;
+        while lsn("flushed")? < wanted {
+            if Instant::now() >= deadline {
+                bail!("the redo log was not flushed up to LSN {wanted} within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
     }
 
     pub fn host(&self) -> &'static str {
@@ -552,6 +567,66 @@ impl MariaDb {
             stderr,
         })
     }
+}
+
+/// Why [`launch`] failed: the reason with the server log's new lines, and
+/// whether the port was taken (then another port may do).
+struct LaunchFailure {
+    message: String,
+    port_taken: bool,
+}
+
+/// Starts `mariadbd` on the data directory `dir/data` and `port`, its
+/// socket, pid file and error log in `dir`, and waits until it answers.
+/// The one place the server's options are given, for [`MariaDb::start`] and
+/// [`MariaDb::restart`].
+fn launch(dir: &Path, port: u16) -> std::result::Result<Child, LaunchFailure> {
+    let data = dir.join("data");
+    let log_path = dir.join("error.log");
+    let log_start = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0) as usize;
+    let mut server = Command::new(server_bin());
+    server
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--socket={}", dir.join("s").display()))
+        .arg(format!("--pid-file={}", dir.join("pid").display()))
+        .arg(format!("--log-error={}", log_path.display()))
+        .arg(format!("--tmpdir={}", dir.display()))
+        .arg(format!("--port={port}"))
+        .args([
+            "--bind-address=127.0.0.1",
+            "--skip-log-bin",
+            "--innodb-flush-log-at-trx-commit=0",
+            "--innodb-doublewrite=0",
+            "--character-set-server=utf8mb4",
+            "--collation-server=utf8mb4_unicode_ci",
+            "--default-time-zone=+02:00",
+        ])
+        .args(SERVER_OPTIONS)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if running_as_root() {
+        server.arg("--user=root");
+    }
+    let mut child = server.spawn().map_err(|e| LaunchFailure {
+        message: format!("could not start {}: {e}", server_bin().display()),
+        port_taken: false,
+    })?;
+    let Err(e) = wait_ready(&mut child, port, &data, Duration::from_secs(60)) else {
+        return Ok(child);
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let new_lines = log.get(log_start..).unwrap_or(&log);
+    Err(LaunchFailure {
+        port_taken: new_lines.contains("Address already in use")
+            || new_lines.contains("Can't start server: Bind")
+            || e.to_string().contains(OTHER_SERVER),
+        message: format!("{e}\n--- server log ---\n{new_lines}"),
+    })
 }
 
 /// The `mariadb` client for the server on `port`; see [`MariaDb::client`].

@@ -9,7 +9,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 /// What a finished (or timed-out) child left behind.
 #[derive(Debug, Clone)]
@@ -138,6 +138,31 @@ impl Running {
             }
             None => Ok(false),
         }
+    }
+
+    /// Polls `reached` every 10 ms until it holds while the child still
+    /// runs: how a test interrupts a run at a chosen point of its progress.
+    /// Fails if the child exits first or `timeout` passes.
+    pub fn wait_until(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut reached: impl FnMut() -> bool,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while !reached() {
+            if self.has_exited()? {
+                bail!("`{}` ended before {what}", self.command);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "waited {timeout:?} in vain until {what}; `{}` still runs",
+                    self.command
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
     }
 
     /// Sends `signal` to the child (if it has not been reaped yet).

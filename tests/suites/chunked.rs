@@ -140,15 +140,13 @@ impl Env {
 
     /// Waits until `running` has committed at least `wanted` data chunks.
     fn wait_for_committed(&self, running: &mut Running, wanted: u64) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while (self.committed().len() as u64) < wanted {
-            assert!(
-                !running.has_exited().unwrap(),
-                "the restore ended before it was interrupted"
-            );
-            assert!(Instant::now() < deadline, "no progress to interrupt at");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        running
+            .wait_until(
+                &format!("{wanted} data chunks were committed"),
+                Duration::from_secs(120),
+                || self.committed().len() as u64 >= wanted,
+            )
+            .expect("a restore to interrupt");
     }
 
     /// A chunked backup of the source with `jobs` sessions; its manifest.

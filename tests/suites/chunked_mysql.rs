@@ -1,8 +1,8 @@
 //! Chunked MySQL/MariaDB artifacts (docs/decisions/0022): a backup with
 //! `--jobs` cut into per-table INSERT chunks, parallel restore, resume
-//! after a killed host, damaged chunks, today's single-stream artifacts
-//! and one consistent snapshot, against a throwaway MariaDB server and a
-//! folder store.
+//! after a killed host and after a restarted server, damaged chunks,
+//! today's single-stream artifacts and one consistent snapshot, against a
+//! throwaway MariaDB server and a folder store.
 //!
 //! The source has foreign keys, secondary indexes, a partitioned table, a
 //! trigger (loaded after the rows, so it must not fire on them), a view, a
@@ -169,6 +169,17 @@ impl Env {
             .collect()
     }
 
+    /// Waits until `running` has committed at least `wanted` data chunks.
+    fn wait_for_committed(&self, running: &mut Running, wanted: u64) {
+        running
+            .wait_until(
+                &format!("{wanted} data chunks were committed"),
+                Duration::from_secs(120),
+                || self.committed().len() as u64 >= wanted,
+            )
+            .expect("a restore to interrupt");
+    }
+
     /// A live target with different content, and its fingerprint.
     fn reset_live(&self) -> Fingerprint {
         if self.db.database_exists(LIVE).unwrap() {
@@ -259,15 +270,7 @@ fn a_killed_restore_resumes_and_loads_no_chunk_twice() {
     let proxy = env.throttle();
     let mut running = env.restore_through(&proxy, 2);
     let wanted = (all.len() * 7 / 10) as u64;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while (env.committed().len() as u64) < wanted {
-        assert!(
-            !running.has_exited().unwrap(),
-            "the restore ended before it was interrupted"
-        );
-        assert!(Instant::now() < deadline, "no progress to interrupt at");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    env.wait_for_committed(&mut running, wanted);
     running.signal(libc::SIGKILL);
     running.wait_timeout(Duration::from_secs(10));
     // The loaders die with the host; their open transactions roll back.
@@ -310,6 +313,85 @@ fn a_killed_restore_resumes_and_loads_no_chunk_twice() {
         .fingerprint(LIVE)
         .unwrap()
         .assert_same(&env.source, "the resumed restore");
+    assert!(!env.db.database_exists(SCRATCH).unwrap());
+}
+
+/// The server restarts as after a crash (SIGKILL, InnoDB recovery) while a
+/// parallel restore loads: the run fails saying the scratch database is
+/// kept, the live target is intact, and the rerun resumes from what the
+/// server had committed, loading no chunk twice. The harness server flushes
+/// its redo log once a second, so the last commits before the kill may be
+/// lost: each chunk and its bookkeeping row are one transaction, so they
+/// are lost together and the rerun loads that chunk again.
+#[test]
+fn a_server_restart_mid_restore_is_resumed_by_the_rerun() {
+    let mut env = setup();
+    let manifest = env.backup(2);
+    let all = data_chunks(&manifest);
+    let live = env.reset_live();
+    let proxy = env.throttle();
+    let mut running = env.restore_through(&proxy, 2);
+    env.wait_for_committed(&mut running, (all.len() * 3 / 10) as u64);
+    // The chunks seen committed so far surely survive the crash; those
+    // committed while the log is flushed may or may not.
+    let seen = env.committed();
+    env.db
+        .wait_log_flushed(Duration::from_secs(10))
+        .expect("the redo log flushed");
+    env.db.restart().expect("restart the server");
+    running.wait_timeout(Duration::from_secs(120)).expect_fail(
+        &[exit::STEP_FAILED],
+        &["keeping scratch database", SCRATCH, "resumes there"],
+        "a restore whose server restarted",
+    );
+    env.db
+        .fingerprint(LIVE)
+        .unwrap()
+        .assert_same(&live, "the live target after the restart");
+    // InnoDB's recovery says what it rolled back: the loads the crash cut.
+    for line in env.db.log().lines().filter(|l| l.contains("rolled back")) {
+        eprintln!("server: {line}");
+    }
+    // What survived the crash is what the rerun must skip.
+    let committed = env.committed();
+    eprintln!(
+        "data chunks committed: {} of {} seen before the restart, {} after the recovery",
+        seen.len(),
+        all.len(),
+        committed.len()
+    );
+    assert!(
+        committed.is_superset(&seen) && committed.len() < all.len(),
+        "expected the {} chunks seen before the restart, and not all {}, committed after it: \
+         {committed:?}",
+        seen.len(),
+        all.len()
+    );
+
+    let out = env.restore_step(2).run(&env.host);
+    out.expect_ok("rerun after the restart");
+    let log = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        log.contains(&format!(
+            "resuming: {} of {} data chunks were already loaded and are skipped",
+            committed.len(),
+            all.len()
+        )),
+        "the rerun should skip the {} committed chunks:\n{log}",
+        committed.len()
+    );
+    assert!(
+        log.contains(&format!(
+            "loading {} data chunk(s)",
+            all.len() - committed.len()
+        )),
+        "the rerun should load only the rest:\n{log}"
+    );
+    // `events` has no key: a chunk loaded twice would show here.
+    env.db
+        .fingerprint(LIVE)
+        .unwrap()
+        .assert_same(&env.source, "the restore resumed after the restart");
     assert!(!env.db.database_exists(SCRATCH).unwrap());
 }
 
