@@ -40,6 +40,14 @@ pub const ROW_SESSION: &str =
 
 /// Prints the artifact id when the database holds a resumable load: the
 /// bookkeeping exists and the schema step committed.
+/// Whether a database's `tables` include the bookkeeping of a chunked
+/// restore (then [`resumable_id_query`] can be asked there).
+pub fn has_bookkeeping(tables: &[String]) -> bool {
+    [ARTIFACT_TABLE, LOADED_TABLE]
+        .iter()
+        .all(|t| tables.iter().any(|have| have == t))
+}
+
 pub fn resumable_id_query() -> String {
     format!(
         "SELECT id FROM {} WHERE EXISTS (SELECT 1 FROM {} WHERE name = {});\n",

@@ -158,9 +158,11 @@ impl Replacement<'_> {
     fn resumable(&self, id: &str) -> Result<bool, Error> {
         let scratch = &self.names.scratch;
         let c = self.catalog(scratch)?;
-        if !c.exists() || !c.marked {
+        if !c.exists() || !c.marked || !crate::chunked_restore::has_bookkeeping(&c.tables) {
             return Ok(false);
         }
+        // A failure here is not "nothing to resume": dropping the scratch
+        // database would throw away what an interrupted restore loaded.
         let found = self
             .client
             .query(
@@ -169,7 +171,12 @@ impl Replacement<'_> {
                 Some(scratch),
                 &crate::chunked_restore::resumable_id_query(),
             )
-            .unwrap_or_default();
+            .map_err(|e| {
+                e.context(format!(
+                    "could not tell whether scratch database {scratch:?} holds an interrupted \
+                     restore to resume (nothing was changed; run the restore again)"
+                ))
+            })?;
         Ok(found
             .first()
             .and_then(|row| row.first())

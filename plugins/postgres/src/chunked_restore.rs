@@ -40,6 +40,15 @@ pub fn session_settings(encoding: &str) -> String {
     )
 }
 
+/// Prints `t` when the scratch database has the bookkeeping tables (a
+/// single-stream restore's leftover has none; asking them would fail).
+pub fn has_bookkeeping_query() -> String {
+    format!(
+        "SELECT to_regclass('{BOOKKEEPING}.artifact') IS NOT NULL \
+         AND to_regclass('{BOOKKEEPING}.loaded') IS NOT NULL;\n"
+    )
+}
+
 /// Prints the artifact id when the scratch database is resumable: the
 /// bookkeeping exists and the schema before the data was loaded.
 pub fn resumable_id_query() -> String {

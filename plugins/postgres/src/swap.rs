@@ -49,7 +49,21 @@ fn replace(
     let job = Replacement { names, settings };
 
     let existed = job.target_exists()?;
-    let resumed = resume_id.is_some_and(|id| job.holds_load_of(id));
+    // A failure here is not "nothing to resume": preparing the scratch
+    // database would throw away what an interrupted restore loaded.
+    let resumed = match resume_id {
+        Some(id) => job.holds_load_of(id).map_err(|e| {
+            job.unchanged(
+                e.context(format!(
+                    "could not tell whether scratch database {:?} holds an interrupted restore \
+                     to resume (nothing was changed; run the restore again)",
+                    job.names.scratch
+                )),
+                existed,
+            )
+        })?,
+        None => false,
+    };
     if resumed {
         info(format!(
             "{} database {:?}: resuming the interrupted load in scratch database {:?}",
@@ -133,14 +147,16 @@ impl Replacement {
 
     /// True when the scratch database holds an interrupted load of the
     /// artifact `id` that got past its schema (see `chunked_restore`).
-    fn holds_load_of(&self, id: &str) -> bool {
-        let exists = self
-            .psql(&sql::exists(&self.names.scratch))
-            .is_ok_and(|out| !out.trim().is_empty());
-        exists
-            && self
-                .scratch_psql(&crate::chunked_restore::resumable_id_query())
-                .is_ok_and(|out| out.strip_suffix('\n').unwrap_or(&out) == id)
+    fn holds_load_of(&self, id: &str) -> Result<bool, Error> {
+        if self.psql(&sql::exists(&self.names.scratch))?.trim().is_empty() {
+            return Ok(false);
+        }
+        let bookkeeping = self.scratch_psql(&crate::chunked_restore::has_bookkeeping_query())?;
+        if bookkeeping.trim() != "t" {
+            return Ok(false);
+        }
+        let out = self.scratch_psql(&crate::chunked_restore::resumable_id_query())?;
+        Ok(out.strip_suffix('\n').unwrap_or(&out) == id)
     }
 
     /// psql running a script from stdin in the scratch database, one
