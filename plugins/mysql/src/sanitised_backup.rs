@@ -24,8 +24,8 @@ use crate::rows::{self, HEX, NUM, Rewriter, Row, Target};
 use crate::{sanitise, settings, sql};
 use envsync_plugin_sdk::bindings::envsync::plugin::sanitising;
 use envsync_plugin_sdk::{
-    ByteSink, CHUNK, Error, Piece, RowBatch, Running, StructurePart, ValueKind, chunks,
-    connection, info, job, write_all,
+    ByteSink, CHUNK, Error, Piece, RowBatch, Running, StructurePart, ValueKind, chunks, connection,
+    info, job, write_all,
 };
 
 /// Prefix of the row chunks the host writes.
