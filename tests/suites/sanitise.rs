@@ -1084,36 +1084,45 @@ fn a_sanitised_mariadb_backup_with_jobs_is_sanitised_in_parallel_into_chunks() {
         .unwrap()
         .assert_same(&reference, "chunked vs one stream");
     // `backups export` of the chunked one loads with a plain `mariadb`
-    // client into the same database. (The single-stream sanitised artifact
-    // does not: its rows follow the schema dump's trailer, which turns
-    // foreign-key checks back on, so `orders` is refused before `users`.)
-    let copy = "shop_par_export";
-    let script = files.path(&format!("{copy}.sql"));
-    host.run(&[
-        "backups",
-        "export",
-        "--store",
-        &parallel.path_arg(),
-        "--plugin",
-        "mysql",
-        "--instance",
-        INSTANCE,
-        "--database",
-        "shop",
-        "--output",
-        script.to_str().unwrap(),
-    ])
-    .expect_ok("export of a chunked sanitised backup");
-    db.create_database(copy).unwrap();
-    let mut client = db.client();
-    client.arg(format!("--database={copy}"));
-    let dump = std::fs::read(&script).unwrap();
-    let out = envsync_tests::process::run(client, Some(dump), std::time::Duration::from_secs(300))
-        .unwrap();
-    assert!(out.success(), "mariadb < {}:\n{out}", script.display());
-    db.fingerprint(copy)
-        .unwrap()
-        .assert_same(&reference, "the exported sanitised backup");
+    // client into the same database. The single-stream sanitised artifact
+    // needs foreign-key checks off: its rows follow the schema dump's
+    // trailer, which restores the client's setting, so `orders` would be
+    // refused before `users` is loaded.
+    let exported = |store: &LocalStore, copy: &str, client_flags: &[&str]| {
+        let script = files.path(&format!("{copy}.sql"));
+        host.run(&[
+            "backups",
+            "export",
+            "--store",
+            &store.path_arg(),
+            "--plugin",
+            "mysql",
+            "--instance",
+            INSTANCE,
+            "--database",
+            "shop",
+            "--output",
+            script.to_str().unwrap(),
+        ])
+        .expect_ok("export of a sanitised backup");
+        db.create_database(copy).unwrap();
+        let mut client = db.client();
+        client.arg(format!("--database={copy}")).args(client_flags);
+        let dump = std::fs::read(&script).unwrap();
+        let out =
+            envsync_tests::process::run(client, Some(dump), std::time::Duration::from_secs(300))
+                .unwrap();
+        assert!(out.success(), "mariadb < {}:\n{out}", script.display());
+        db.fingerprint(copy)
+            .unwrap()
+            .assert_same(&reference, "the exported sanitised backup");
+    };
+    exported(&parallel, "shop_par_export", &[]);
+    exported(
+        &one,
+        "shop_one_export",
+        &["--init-command=SET foreign_key_checks = 0"],
+    );
 }
 
 /// A chunked sanitised MariaDB backup fails as a single-stream one does
