@@ -432,13 +432,33 @@ fn the_residual_scan_fails_a_strict_step_and_reports_otherwise() {
     assert!(store.pointer(INSTANCE, "shop").is_some());
 }
 
-#[test]
-fn a_sanitised_mariadb_backup_restores_without_personal_data() {
-    let host = host_with_sanitisers();
+/// A throwaway MariaDB with the fixture loaded into `shop`.
+fn mariadb_shop() -> MariaDb {
     let db = MariaDb::start().unwrap();
     db.create_database("shop").unwrap();
     db.load_sql_file("shop", &fixture("sanitise/mysql.sql"))
         .unwrap();
+    db
+}
+
+/// How many rows of MariaDB database `copy` still hold a personal value of
+/// the fixture ("0" when none).
+fn mariadb_leaks(db: &MariaDb, copy: &str) -> String {
+    db.sql(
+        Some(copy),
+        "SELECT (SELECT count(*) FROM users WHERE CONCAT_WS('|', email, name, phone, address, profile) LIKE '%realmail%' \
+             OR CONCAT_WS('|', email, name, phone, address, profile) LIKE '%High Street, Leeds%' \
+             OR CONCAT_WS('|', phone, profile) LIKE '%7911 %' OR name LIKE '% Smith %' OR name LIKE '% Jones %') \
+         + (SELECT count(*) FROM orders WHERE CONCAT_WS('|', customer_email, note) LIKE '%realmail%' \
+             OR note LIKE '%High Street%')",
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_sanitised_mariadb_backup_restores_without_personal_data() {
+    let host = host_with_sanitisers();
+    let db = mariadb_shop();
     let store = LocalStore::new().unwrap();
     let files = Files::new();
     let conn = database_lines(db.host(), db.port(), db.user(), "shop");
@@ -470,14 +490,11 @@ fn a_sanitised_mariadb_backup_restores_without_personal_data() {
             "5000"
         );
         assert_eq!(q("SELECT count(DISTINCT email) FROM users"), "3000");
-        let leaks = q(
-            "SELECT (SELECT count(*) FROM users WHERE CONCAT_WS('|', email, name, phone, address, profile) LIKE '%realmail%' \
-                 OR CONCAT_WS('|', email, name, phone, address, profile) LIKE '%High Street, Leeds%' \
-                 OR CONCAT_WS('|', phone, profile) LIKE '%7911 %' OR name LIKE '% Smith %' OR name LIKE '% Jones %') \
-             + (SELECT count(*) FROM orders WHERE CONCAT_WS('|', customer_email, note) LIKE '%realmail%' \
-                 OR note LIKE '%High Street%')",
+        assert_eq!(
+            mariadb_leaks(&db, copy),
+            "0",
+            "personal values survived in {copy}"
         );
-        assert_eq!(leaks, "0", "personal values survived in {copy}");
         // A kept value with quotes, backslashes, tabs and newlines is unchanged
         // (the client escapes tab, newline and backslash in its output).
         assert_eq!(
@@ -670,6 +687,17 @@ fn a_sanitised_postgres_copy_fills_the_target_without_personal_data() {
     );
 }
 
+/// A stored file, decompressed (`zstd -d`).
+fn zstd_decoded(path: &Path) -> Vec<u8> {
+    let decoded = std::process::Command::new("zstd")
+        .args(["-q", "-d", "-c"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(decoded.status.success(), "zstd -d {}", path.display());
+    decoded.stdout
+}
+
 /// Every chunk file of a stored artifact, decompressed (`zstd -d`).
 fn decoded_chunks(store: &LocalStore, key: &str) -> Vec<(String, Vec<u8>)> {
     let manifest = store.manifest(key).unwrap();
@@ -677,15 +705,19 @@ fn decoded_chunks(store: &LocalStore, key: &str) -> Vec<(String, Vec<u8>)> {
     for chunk in manifest["chunks"].as_array().expect("chunks") {
         let name = chunk["name"].as_str().unwrap().to_string();
         let path = store.root().join(format!("{key}.chunks/{name}"));
-        let decoded = std::process::Command::new("zstd")
-            .args(["-q", "-d", "-c"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(decoded.status.success(), "zstd -d {}", path.display());
-        out.push((name, decoded.stdout));
+        out.push((name, zstd_decoded(&path)));
     }
     out
+}
+
+/// The main stream of a stored artifact, decompressed as its manifest says.
+fn decoded_artifact(store: &LocalStore, key: &str) -> Vec<u8> {
+    let path = store.artifact_path(key);
+    match store.manifest(key).unwrap()["compression"].as_str() {
+        Some("zstd") => zstd_decoded(&path),
+        Some("none") => std::fs::read(&path).unwrap(),
+        other => panic!("artifact {key}: unexpected compression {other:?}"),
+    }
 }
 
 /// With `--jobs` a sanitised backup is chunked: the schema in chunks of
@@ -868,6 +900,282 @@ fn a_failing_parallel_sanitised_backup_publishes_nothing() {
             .run(&host);
         out.expect_fail(&[*code], phrases, &format!("{sanitiser} with {rules}"));
         assert_eq!(store.pointer(INSTANCE, "shop"), None, "{rules}");
+        assert!(
+            store.visible_files().is_empty(),
+            "{rules}: {:#?}",
+            store.visible_files()
+        );
+    }
+}
+
+/// The MariaDB fixture with 20,000 more recent events: several batches
+/// (4,096 rows each) of one table, so its rows are sanitised by several
+/// instances at once.
+fn mariadb_shop_with_many_events() -> MariaDb {
+    let db = mariadb_shop();
+    db.sql(
+        Some("shop"),
+        "SET SESSION max_recursive_iterations = 100000;\n\
+         INSERT INTO events \
+         WITH RECURSIVE seq(i) AS (SELECT 2001 UNION ALL SELECT i + 1 FROM seq WHERE i < 22000) \
+         SELECT i, 1 + i % 3000, CONCAT('page ', i), NOW() - INTERVAL 2 DAY FROM seq;",
+    )
+    .unwrap();
+    db
+}
+
+/// The personal values of the MariaDB fixture, as the client prints them.
+fn mariadb_originals(db: &MariaDb) -> BTreeSet<String> {
+    let text = db
+        .sql(
+            Some("shop"),
+            "SELECT email FROM users UNION ALL SELECT name FROM users UNION ALL SELECT phone FROM users \
+             UNION ALL SELECT address FROM users UNION ALL SELECT note FROM orders WHERE note IS NOT NULL",
+        )
+        .unwrap();
+    text.lines().map(str::to_string).collect()
+}
+
+/// The tables a MySQL row chunk's INSERTs name.
+fn inserted_tables(text: &str) -> BTreeSet<&str> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("INSERT INTO `"))
+        .filter_map(|l| l.split_once("` (").map(|(table, _)| table))
+        .collect()
+}
+
+/// MariaDB's side of `a_sanitised_backup_with_jobs_is_sanitised_in_parallel_into_chunks`:
+/// with `--jobs` the schema and the triggers are chunks of their own, the
+/// rows `rows-*` chunks of whole INSERTs of one table each, sanitised by
+/// one instance per job, and the artifact a chunked plan. None of the
+/// originals is in any chunk; restored with several sessions (and
+/// exported for a plain `mariadb` load) it is the same database as the
+/// single-stream sanitised backup restores to (same rules, same salt).
+#[test]
+fn a_sanitised_mariadb_backup_with_jobs_is_sanitised_in_parallel_into_chunks() {
+    let host = host_with_sanitisers();
+    let db = mariadb_shop_with_many_events();
+    let files = Files::new();
+    let sanitised_backup = |store: &LocalStore, jobs: Option<&str>| {
+        let mut step = db
+            .step("backup", "shop")
+            .opt("--store", store.path_arg())
+            .opt("--sanitiser", "sanitise")
+            .opt("--rules", files.path("rules.toml").display())
+            .opt("--salt-file", files.path("salt.key").display())
+            .arg("--strict")
+            .opt("--allowed-email-domain", "example.com");
+        if let Some(jobs) = jobs {
+            step = step.opt("--jobs", jobs);
+        }
+        let out = step.run(&host);
+        out.expect_ok("sanitised backup");
+        assert!(out.stdout.contains("residual personal data: none"), "{out}");
+        out
+    };
+    let one = LocalStore::new().unwrap();
+    sanitised_backup(&one, None);
+    let parallel = LocalStore::new().unwrap();
+    let out = sanitised_backup(&parallel, Some("3"));
+    let log = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        log.contains("with 3 sanitiser instance(s) at once"),
+        "{out}"
+    );
+    // Every row went through a sanitiser once: 3,000 users, 5,000 orders,
+    // 22,000 events, 500 sessions.
+    assert!(out.stdout.contains("sanitised 30500 rows"), "{out}");
+
+    // Without jobs the artifact is today's one dump; with them, a plan.
+    let one_key = one.pointer(INSTANCE, "shop").expect("a pointer");
+    assert!(
+        one.manifest(&one_key).unwrap().get("chunks").is_none(),
+        "the single-stream backup has chunks"
+    );
+    assert!(!decoded_artifact(&one, &one_key).starts_with(b"ENVSYNC-MYSQL-CHUNKED"));
+    let key = parallel.pointer(INSTANCE, "shop").expect("a pointer");
+    let plan = String::from_utf8(decoded_artifact(&parallel, &key)).unwrap();
+    assert!(
+        plan.starts_with("ENVSYNC-MYSQL-CHUNKED 1\nid\tsanitised "),
+        "{plan}"
+    );
+    let chunks = decoded_chunks(&parallel, &key);
+    let names: Vec<&str> = chunks.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        names.contains(&"schema") && names.contains(&"triggers"),
+        "{names:?}"
+    );
+    let row_chunks: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| n.starts_with("rows-"))
+        .collect();
+    assert!(
+        row_chunks.len() >= 6,
+        "the rows spread over chunks: {names:?}"
+    );
+    // The plan names every row chunk, in the order they were stored.
+    let planned: Vec<&str> = plan
+        .lines()
+        .filter_map(|l| l.strip_prefix("data\t"))
+        .map(|l| l.trim_end_matches('\t'))
+        .collect();
+    assert_eq!(planned, row_chunks, "{plan}");
+
+    let mut events_chunks = 0;
+    for (name, bytes) in &chunks {
+        let text = String::from_utf8_lossy(bytes);
+        if !name.starts_with("rows-") {
+            // Only the host writes rows.
+            assert!(!text.contains("INSERT INTO"), "chunk {name} holds rows");
+            continue;
+        }
+        // Whole INSERT statements of one table, nothing else.
+        let tables = inserted_tables(&text);
+        assert!(tables.len() <= 1, "chunk {name} mixes tables {tables:?}");
+        assert!(
+            text.starts_with("/*!40101 SET NAMES utf8mb4 */;\n")
+                && (tables.is_empty() || text.ends_with(");\n")),
+            "chunk {name} is not whole INSERTs:\n{}",
+            text.chars().take(300).collect::<String>()
+        );
+        events_chunks += usize::from(tables.contains("events"));
+    }
+    // One chunk per instance that had some of the events' six batches.
+    assert_eq!(events_chunks, 3, "{names:?}");
+    let originals = mariadb_originals(&db);
+    for (name, bytes) in &chunks {
+        let text = String::from_utf8_lossy(bytes);
+        let leaked: Vec<&String> = originals
+            .iter()
+            .filter(|o| o.len() > 3 && text.contains(o.as_str()))
+            .take(5)
+            .collect();
+        assert!(
+            leaked.is_empty(),
+            "chunk {name} holds originals: {leaked:?}"
+        );
+        for marker in PERSONAL_MARKERS {
+            assert!(!text.contains(marker), "chunk {name} holds {marker:?}");
+        }
+    }
+
+    for (store, copy, jobs) in [(&one, "shop_one", "1"), (&parallel, "shop_par", "3")] {
+        let out = db
+            .step("restore", copy)
+            .opt("--store", store.path_arg())
+            .opt("--from-database", "shop")
+            .opt("--jobs", jobs)
+            .run(&host);
+        out.expect_ok("restore of a sanitised backup");
+        if copy == "shop_par" {
+            let log = format!("{}{}", out.stdout, out.stderr);
+            assert!(log.contains("with 3 session(s)"), "{out}");
+        }
+    }
+    assert_eq!(mariadb_leaks(&db, "shop_par"), "0");
+    assert_eq!(
+        db.sql(Some("shop_par"), "SELECT count(*) FROM events")
+            .unwrap(),
+        "21000"
+    );
+    let reference = db.fingerprint("shop_one").unwrap();
+    db.fingerprint("shop_par")
+        .unwrap()
+        .assert_same(&reference, "chunked vs one stream");
+    // `backups export` of the chunked one loads with a plain `mariadb`
+    // client into the same database. The single-stream sanitised artifact
+    // needs foreign-key checks off: its rows follow the schema dump's
+    // trailer, which restores the client's setting, so `orders` would be
+    // refused before `users` is loaded.
+    let exported = |store: &LocalStore, copy: &str, client_flags: &[&str]| {
+        let script = files.path(&format!("{copy}.sql"));
+        host.run(&[
+            "backups",
+            "export",
+            "--store",
+            &store.path_arg(),
+            "--plugin",
+            "mysql",
+            "--instance",
+            INSTANCE,
+            "--database",
+            "shop",
+            "--output",
+            script.to_str().unwrap(),
+        ])
+        .expect_ok("export of a sanitised backup");
+        db.create_database(copy).unwrap();
+        let mut client = db.client();
+        client.arg(format!("--database={copy}")).args(client_flags);
+        let dump = std::fs::read(&script).unwrap();
+        let out =
+            envsync_tests::process::run(client, Some(dump), std::time::Duration::from_secs(300))
+                .unwrap();
+        assert!(out.success(), "mariadb < {}:\n{out}", script.display());
+        db.fingerprint(copy)
+            .unwrap()
+            .assert_same(&reference, "the exported sanitised backup");
+    };
+    exported(&parallel, "shop_par_export", &[]);
+    exported(
+        &one,
+        "shop_one_export",
+        &["--init-command=SET foreign_key_checks = 0"],
+    );
+}
+
+/// A chunked sanitised MariaDB backup fails as a single-stream one does
+/// and leaves nothing behind: neither a manifest nor any chunk.
+#[test]
+fn a_failing_parallel_sanitised_mariadb_backup_publishes_nothing() {
+    let host = host_with_sanitisers();
+    let db = mariadb_shop_with_many_events();
+    let store = LocalStore::new().unwrap();
+    let files = Files::new();
+    let leaky = std::fs::read_to_string(files.path("rules.toml"))
+        .unwrap()
+        .replacen("email = \"fake_email\"", "email = \"keep\"", 1);
+    std::fs::write(files.path("leaky.toml"), leaky).unwrap();
+    std::fs::write(files.path("hostile-panic.toml"), "mode = \"panic\"\n").unwrap();
+    let cases: &[(&str, &str, i32, &[&str])] = &[
+        (
+            "sanitise",
+            "leaky.toml",
+            exit::STEP_FAILED,
+            &[
+                "residual-PII scan",
+                "3000 e-mail addresses",
+                "nothing was published",
+            ],
+        ),
+        (
+            "hostile",
+            "hostile-panic.toml",
+            exit::SANDBOX,
+            &["sanitiser hostile", "crashed"],
+        ),
+    ];
+    for (sanitiser, rules, code, phrases) in cases {
+        let out = db
+            .step("backup", "shop")
+            .opt("--store", store.path_arg())
+            .opt("--sanitiser", sanitiser)
+            .opt("--rules", files.path(rules).display())
+            .opt("--salt-file", files.path("salt.key").display())
+            .arg("--strict")
+            .opt("--allowed-email-domain", "example.com")
+            .opt("--jobs", "3")
+            .run(&host);
+        out.expect_fail(&[*code], phrases, &format!("{sanitiser} with {rules}"));
+        assert_eq!(store.pointer(INSTANCE, "shop"), None, "{rules}");
+        let files = store.files();
+        assert!(
+            !files
+                .iter()
+                .any(|f| f.ends_with(".manifest.json") || f.contains("rows-")),
+            "{rules}: {files:#?}"
+        );
         assert!(
             store.visible_files().is_empty(),
             "{rules}: {:#?}",

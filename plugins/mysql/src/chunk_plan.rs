@@ -6,7 +6,8 @@
 //! ENVSYNC-MYSQL-CHUNKED 1
 //! id <unique id of this backup>
 //! schema <chunk>            mariadb-dump --no-data --skip-triggers (tables, views, routines, events)
-//! data <chunk> <table>      extended INSERT lines of one table
+//! data <chunk> <table>      extended INSERT lines of one table (table empty
+//!                           in a sanitised backup: see `DataChunk::table`)
 //! triggers <chunk>          mariadb-dump of the triggers only
 //! ```
 //!
@@ -17,12 +18,17 @@ use envsync_plugin_sdk::fields::{escape, unescape};
 
 /// First line of every plan.
 pub const MAGIC: &[u8] = b"ENVSYNC-MYSQL-CHUNKED 1\n";
+/// The names backups give the schema and triggers chunks.
+pub const SCHEMA_CHUNK: &str = "schema";
+pub const TRIGGERS_CHUNK: &str = "triggers";
 
 /// The rows of one table, or a part of them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DataChunk {
     pub chunk: String,
-    /// The table's name (unquoted), for messages.
+    /// The table's name (unquoted), for messages. Empty for the row chunks
+    /// of a sanitised backup: the host writes those and tells the plugin
+    /// only their names; their INSERTs name their table.
     pub table: String,
 }
 
@@ -115,6 +121,22 @@ mod tests {
         assert_eq!(Plan::parse(text.as_bytes()).unwrap(), plan);
         let order: Vec<&String> = plan.chunks().collect();
         assert_eq!(order, ["schema", "data-00001", "data-00002", "triggers"]);
+    }
+
+    #[test]
+    fn a_sanitised_plans_row_chunks_have_no_table() {
+        let plan = Plan {
+            id: "sanitised 1700000000.123 shop".into(),
+            schema: SCHEMA_CHUNK.into(),
+            data: vec![DataChunk {
+                chunk: "rows-00001".into(),
+                table: String::new(),
+            }],
+            triggers: TRIGGERS_CHUNK.into(),
+        };
+        let text = plan.render();
+        assert!(text.contains("\ndata\trows-00001\t\n"), "{text}");
+        assert_eq!(Plan::parse(text.as_bytes()).unwrap(), plan);
     }
 
     #[test]

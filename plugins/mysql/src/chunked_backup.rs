@@ -11,7 +11,7 @@
 //! `--single-transaction` itself.
 
 use crate::chunk_cut::{Cut, Cutter};
-use crate::chunk_plan::{DataChunk, Plan};
+use crate::chunk_plan::{DataChunk, Plan, SCHEMA_CHUNK, TRIGGERS_CHUNK};
 use crate::programs::{Client, Dumper};
 use crate::sql::hex;
 use envsync_plugin_sdk::{
@@ -43,9 +43,9 @@ pub fn backup(artifact: &ByteSink, jobs: usize, chunk_bytes: u64) -> Result<(), 
     let dumper = Dumper::detect()?;
     let mut plan = Plan {
         id: unique_id(&source.database),
-        schema: "schema".into(),
+        schema: SCHEMA_CHUNK.into(),
         data: Vec::new(),
-        triggers: "triggers".into(),
+        triggers: TRIGGERS_CHUNK.into(),
     };
     info(format!(
         "dumping {:?} on {} as chunks of about {} MiB",
@@ -358,7 +358,7 @@ impl GlobalReadLock {
 }
 
 /// Tells two backups apart (the restore resumes only the same one).
-fn unique_id(database: &str) -> String {
+pub(crate) fn unique_id(database: &str) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();

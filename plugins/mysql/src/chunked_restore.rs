@@ -194,15 +194,24 @@ impl Load<'_> {
         let source = chunks::open(&chunk.chunk)?;
         let transfer = start_splice(source, stdin, b"COMMIT;\n")?;
         Ok(Session {
-            label: format!(
-                "loading chunk {} (rows of table {:?})",
-                chunk.chunk, chunk.table
-            ),
+            label: chunk_label(chunk),
             program: self.client.program,
             child,
             transfer,
         })
     }
+}
+
+/// What a data chunk's session is called in messages.
+fn chunk_label(chunk: &DataChunk) -> String {
+    if chunk.table.is_empty() {
+        // A sanitised backup's row chunk: its INSERTs name the table.
+        return format!("loading chunk {} (sanitised rows)", chunk.chunk);
+    }
+    format!(
+        "loading chunk {} (rows of table {:?})",
+        chunk.chunk, chunk.table
+    )
 }
 
 fn bookkeeping_setup(id: &str) -> String {

@@ -9,17 +9,78 @@
 //!   INSERT's rows go to the host in batches (`sanitising::write_rows`)
 //!   with how the dump wrote each column (number, hex), nothing else.
 //! - `encode`: one extended INSERT per batch the sanitiser kept.
+//!
+//! With `--jobs` the backup is chunked (docs/decisions/0021): the schema
+//! goes into chunk `schema`, the host writes the rows as chunks
+//! `rows-NNNNN` (sanitised by several sanitiser instances at once; each
+//! holds the whole INSERTs of one table's run, as `encode` makes them), the
+//! triggers go into chunk `triggers`, and the artifact is the chunked plan
+//! (`chunk_plan.rs`) naming them, restored by `chunked_restore.rs`.
 
+use crate::chunk_plan::{DataChunk, Plan, SCHEMA_CHUNK, TRIGGERS_CHUNK};
+use crate::chunked_backup::unique_id;
 use crate::programs::Dumper;
 use crate::rows::{self, HEX, NUM, Rewriter, Row, Target};
 use crate::{sanitise, settings, sql};
 use envsync_plugin_sdk::bindings::envsync::plugin::sanitising;
 use envsync_plugin_sdk::{
-    ByteSink, CHUNK, Error, Piece, RowBatch, StructurePart, ValueKind, connection, info,
+    ByteSink, CHUNK, Error, Piece, RowBatch, Running, StructurePart, ValueKind, chunks, connection,
+    info, job, write_all,
 };
+
+/// Prefix of the row chunks the host writes.
+const ROWS_PREFIX: &str = "rows-";
+/// Starts a sanitised plan's id: the plan says what made it.
+const SANITISED_ID: &str = "sanitised";
 
 /// The schema before or after the rows.
 pub fn structure(part: StructurePart, artifact: &ByteSink) -> Result<(), Error> {
+    // The host allows chunks here only when the step has jobs.
+    if job::parallelism().chosen {
+        return chunked_structure(part, artifact);
+    }
+    structure_dump(part)?.drain_into(artifact).map(drop)
+}
+
+/// The structure of a chunked sanitised backup: before the rows, the
+/// schema as chunk `schema` (creating it tells the host to write the rows
+/// as chunks); after them, chunk `triggers` and, as the artifact, the plan
+/// naming every chunk.
+fn chunked_structure(part: StructurePart, artifact: &ByteSink) -> Result<(), Error> {
+    let name = match part {
+        StructurePart::BeforeRows => SCHEMA_CHUNK,
+        StructurePart::AfterRows => TRIGGERS_CHUNK,
+    };
+    let sink = chunks::create(name)?;
+    structure_dump(part)?.drain_into(&sink)?;
+    sink.close()?;
+    if part == StructurePart::BeforeRows {
+        return Ok(());
+    }
+    // The host tells a row chunk's name and size only: its table is named
+    // by its own INSERTs, which the restore loads as they are.
+    let data: Vec<DataChunk> = chunks::contents()?
+        .into_iter()
+        .filter(|c| c.name.starts_with(ROWS_PREFIX))
+        .map(|c| DataChunk {
+            chunk: c.name,
+            table: String::new(),
+        })
+        .collect();
+    info(format!("the sanitised rows are in {} chunk(s)", data.len()));
+    let source = connection("source")?;
+    let plan = Plan {
+        id: format!("{SANITISED_ID} {}", unique_id(&source.database)),
+        schema: SCHEMA_CHUNK.into(),
+        data,
+        triggers: TRIGGERS_CHUNK.into(),
+    };
+    write_all(artifact, plan.render().as_bytes())
+}
+
+/// The dump of the schema (before the rows) or the triggers (after them),
+/// started; no rows in either.
+fn structure_dump(part: StructurePart) -> Result<Running, Error> {
     let source = connection("source")?;
     let mut extra = settings::dump_flags()?;
     let (what, flags): (&str, &[&str]) = match part {
@@ -44,8 +105,7 @@ pub fn structure(part: StructurePart, artifact: &ByteSink) -> Result<(), Error> 
         dumper.program,
         dumper.describe_flags(&extra)
     ));
-    let dump = dumper.command("source", &source, &extra).spawn()?;
-    dump.drain_into(artifact).map(drop)
+    dumper.command("source", &source, &extra).spawn()
 }
 
 /// The rows, through the host's `write-rows`.
