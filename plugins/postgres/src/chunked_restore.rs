@@ -9,7 +9,7 @@
 //! is either loaded and recorded or neither; a rerun of the same artifact
 //! skips what is recorded. The schema is dropped before the swap.
 
-use crate::index_lane::IndexLane;
+use crate::index_lane::IndexLanes;
 use crate::load_progress::RowMeter;
 use crate::plan::{DataChunk, Plan};
 use crate::post_data::{self, Entry};
@@ -85,7 +85,12 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
         info("loading the schema (pre-data)");
         load_section(job, plan, &plan.pre_data)?;
     }
-    let done = loaded(job)?;
+    // A fresh load has committed its schema only.
+    let done = if resumed {
+        loaded(job)?
+    } else {
+        BTreeSet::from([plan.pre_data.clone()])
+    };
     let pending: Vec<&DataChunk> = plan
         .data
         .iter()
@@ -104,9 +109,10 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
     ));
     let mut post = PostData::read(plan, &done)?;
     // Sanitised plans name no table per chunk: their indexes wait for the data.
-    let mut lane = IndexLane::new(
+    let mut lane = IndexLanes::new(
         job,
         &post.setup,
+        jobs,
         pending
             .iter()
             .filter(|_| !plan.sanitised)
@@ -265,7 +271,7 @@ fn start_script(job: &Replacement, plan: &Plan, chunk: &str) -> Result<Session, 
 }
 
 /// The post-data section's entries not yet built, read before the data so
-/// that indexes can start as their tables complete ([`IndexLane`]).
+/// that indexes can start as their tables complete ([`IndexLanes`]).
 struct PostData {
     setup: String,
     /// Indexes and constraints of one table each, built concurrently.
@@ -323,7 +329,7 @@ impl PostData {
     /// sessions while the lane finishes; then the rest in pg_dump's order;
     /// then the validations with `jobs` sessions. Each entry commits with
     /// its bookkeeping row.
-    fn build(self, job: &Replacement, jobs: usize, lane: IndexLane) -> Result<(), Error> {
+    fn build(self, job: &Replacement, jobs: usize, lane: IndexLanes) -> Result<(), Error> {
         info(format!(
             "building {} indexes and constraints with {jobs} session(s), then {} other entries, \
              then validating {} foreign keys with {jobs} session(s)",
@@ -387,8 +393,13 @@ fn table_sizes(job: &Replacement) -> Result<BTreeMap<String, u64>, Error> {
 pub fn entries_script(entries: &[(String, Entry)]) -> String {
     entries
         .iter()
-        .map(|(name, entry)| format!("BEGIN;\n{}{}\nCOMMIT;\n", mark_sql(name), entry.sql))
+        .map(|(name, entry)| entry_script(name, entry))
         .collect()
+}
+
+/// One post-data entry `name` as a psql script (see [`entries_script`]).
+pub fn entry_script(name: &str, entry: &Entry) -> String {
+    format!("BEGIN;\n{}{}\nCOMMIT;\n", mark_sql(name), entry.sql)
 }
 
 /// Runs each list of entries in a psql session of its own, all at once.

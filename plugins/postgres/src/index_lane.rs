@@ -3,43 +3,54 @@
 //! the last chunk. On a server with cores to spare this hides most of the
 //! index builds behind the load.
 //!
-//! The lane is one more psql session, fed entry by entry as tables
-//! complete. The plugin cannot wait for a psql script without a transfer,
-//! but it does not need to: it writes each ready table's entries to the
-//! session's stdin (psql runs them in order as it reads them) and waits
-//! for the session only after the data. Writes never block the loaders'
-//! scheduling: the lane takes at most [`LANE_TEXT_LIMIT`] bytes of SQL, far
-//! less than a pipe holds; what does not fit is built after the data as
-//! before.
+//! The lanes are up to `jobs` more psql sessions, started as tables
+//! complete: each ready entry goes to the lane with the least work queued
+//! (psql runs them in order as it reads its stdin), so what is still
+//! queued when the data is in is spread over all of them. The plugin
+//! cannot wait for a psql script without a transfer, but it need not: it
+//! waits for the lanes only after the data. Writes never block the
+//! loaders' scheduling: a lane takes at most [`LANE_TEXT_LIMIT`] bytes of
+//! SQL, far less than a pipe holds; what does not fit is built after the
+//! data as before.
 
 use crate::post_data::{self, Entry};
 use crate::swap::Replacement;
 use envsync_plugin_sdk::{ByteSink, Error, Running, info, write_all};
 use std::collections::BTreeMap;
 
-/// SQL text the lane may be given before it is waited for: well below a
+/// SQL text a lane may be given before it is waited for: well below a
 /// pipe's 64 KiB, so a write returns at once even while psql is busy.
 const LANE_TEXT_LIMIT: usize = 32 << 10;
 
 /// One table's pending index and constraint entries.
 struct Table {
+    chunks: usize,
     chunks_left: usize,
     entries: Vec<(String, Entry)>,
 }
 
-pub struct IndexLane<'j> {
+/// One psql session building indexes.
+struct Lane {
+    child: Running,
+    stdin: ByteSink,
+    written: usize,
+    /// Work given so far: the chunks of each entry's table.
+    queued: usize,
+}
+
+pub struct IndexLanes<'j> {
     job: &'j Replacement,
     setup: String,
     /// By [`post_data::table_key`].
     tables: BTreeMap<String, Table>,
-    session: Option<(Running, ByteSink)>,
-    written: usize,
-    /// Entries the lane took; the rest is built after the data.
+    lanes: Vec<Lane>,
+    most: usize,
+    /// Entries the lanes took; the rest is built after the data.
     pub taken: usize,
 }
 
-impl<'j> IndexLane<'j> {
-    /// A lane for `entries` (independent ones, not yet built) over the
+impl<'j> IndexLanes<'j> {
+    /// Up to `most` lanes for `entries` (independent ones, not yet built) over the
     /// tables with `chunks` (table names as the plan gives them, one per
     /// pending chunk). Entries of tables with no pending chunk stay out:
     /// their table is complete or empty, and they are built after the data
@@ -47,18 +58,19 @@ impl<'j> IndexLane<'j> {
     pub fn new<'c>(
         job: &'j Replacement,
         setup: &str,
+        most: usize,
         chunks: impl IntoIterator<Item = &'c str>,
         entries: &mut Vec<(String, Entry)>,
-    ) -> IndexLane<'j> {
+    ) -> IndexLanes<'j> {
         let mut tables: BTreeMap<String, Table> = BTreeMap::new();
         for table in chunks {
-            tables
-                .entry(post_data::table_key(table))
-                .or_insert(Table {
-                    chunks_left: 0,
-                    entries: Vec::new(),
-                })
-                .chunks_left += 1;
+            let t = tables.entry(post_data::table_key(table)).or_insert(Table {
+                chunks: 0,
+                chunks_left: 0,
+                entries: Vec::new(),
+            });
+            t.chunks += 1;
+            t.chunks_left += 1;
         }
         let mut rest = Vec::new();
         for (name, entry) in std::mem::take(entries) {
@@ -69,56 +81,82 @@ impl<'j> IndexLane<'j> {
             }
         }
         *entries = rest;
-        IndexLane {
+        IndexLanes {
             job,
             setup: setup.to_string(),
             tables,
-            session: None,
-            written: 0,
+            lanes: Vec::new(),
+            most: most.max(1),
             taken: 0,
         }
     }
 
-    /// A chunk of `table` committed: once it was the table's last, its
-    /// entries go to the lane (if they fit).
+    /// A chunk of `table` committed: once it was the table's last, each of
+    /// its entries goes to the least busy lane (if it fits), so one table's
+    /// indexes build side by side (`CREATE INDEX` locks do not conflict).
     pub fn chunk_loaded(&mut self, table: &str) -> Result<(), Error> {
         let key = post_data::table_key(table);
         let Some(t) = self.tables.get_mut(&key) else {
             return Ok(());
         };
         t.chunks_left = t.chunks_left.saturating_sub(1);
-        if t.chunks_left > 0 {
+        if t.chunks_left > 0 || t.entries.is_empty() {
             return Ok(());
         }
+        // A table's chunks stand for its size, and so for each index's cost.
+        let weight = t.chunks;
         let ready = std::mem::take(&mut t.entries);
-        let script = crate::chunked_restore::entries_script(&ready);
-        if ready.is_empty() || self.written + script.len() > LANE_TEXT_LIMIT {
-            // Built after the data with the others.
-            self.tables.get_mut(&key).expect("present").entries = ready;
-            return Ok(());
+        let mut kept = Vec::new();
+        for (name, entry) in ready {
+            let script = crate::chunked_restore::entry_script(&name, &entry);
+            if self.lanes.len() < self.most && self.lanes.iter().all(|l| l.queued > 0) {
+                let lane = self.start()?;
+                self.lanes.push(lane);
+            }
+            let lane = self
+                .lanes
+                .iter_mut()
+                .filter(|l| l.written + script.len() <= LANE_TEXT_LIMIT)
+                .min_by_key(|l| l.queued);
+            // None has room: built after the data with the others.
+            let Some(lane) = lane else {
+                kept.push((name, entry));
+                continue;
+            };
+            if let Err(e) = write_all(&lane.stdin, script.as_bytes()) {
+                let status = lane.child.wait()?;
+                return Err(lane
+                    .child
+                    .stream_failure(&status, e, false)
+                    .context("building indexes while the other tables load"));
+            }
+            lane.written += script.len();
+            lane.queued += weight;
+            self.taken += 1;
         }
-        if self.session.is_none() {
-            self.session = Some(self.start()?);
-        }
-        let (child, stdin) = self.session.as_ref().expect("started");
-        if let Err(e) = write_all(stdin, script.as_bytes()) {
-            let status = child.wait()?;
-            return Err(child
-                .stream_failure(&status, e, false)
-                .context("building indexes while the other tables load"));
-        }
-        self.written += script.len();
-        self.taken += ready.len();
+        self.tables.get_mut(&key).expect("present").entries = kept;
         Ok(())
     }
 
-    fn start(&self) -> Result<(Running, ByteSink), Error> {
-        info("the indexes of each table are built as soon as its rows are in, in one more session");
+    fn start(&self) -> Result<Lane, Error> {
+        if self.lanes.is_empty() {
+            info(format!(
+                "the indexes of each table are built as soon as its rows are in, in up to {} \
+                 more session(s)",
+                self.most
+            ));
+        }
         let (cmd, preamble) = self.job.psql_session();
         let mut child = cmd.stdin_piped().spawn()?;
         let stdin = child.take_stdin()?;
-        write_all(&stdin, format!("{preamble}{}\n", self.setup).as_bytes())?;
-        Ok((child, stdin))
+        let setup = format!("{preamble}{}\n", self.setup);
+        write_all(&stdin, setup.as_bytes())?;
+        Ok(Lane {
+            child,
+            stdin,
+            written: setup.len(),
+            queued: 0,
+        })
     }
 
     /// The entries the lane did not take (tables that never completed, or
@@ -130,30 +168,39 @@ impl<'j> IndexLane<'j> {
             .collect()
     }
 
-    /// Lets the lane finish what it was given and waits for it.
+    /// Lets the lanes finish what they were given and waits for them.
     pub fn finish(self) -> Result<(), Error> {
-        let Some((child, stdin)) = self.session else {
-            return Ok(());
-        };
-        let closed = stdin.close();
-        drop(stdin);
-        let result = match closed {
-            Ok(()) => child.finish(),
-            Err(e) => {
-                let status = child.wait()?;
-                Err(child.stream_failure(&status, e, false))
+        let mut first_error = None;
+        let mut open = Vec::new();
+        for lane in self.lanes {
+            match lane.stdin.close() {
+                Ok(()) => open.push(lane.child),
+                Err(e) => {
+                    let failed = lane
+                        .child
+                        .wait()
+                        .map(|status| lane.child.stream_failure(&status, e, false));
+                    first_error.get_or_insert(failed.unwrap_or_else(|e| e));
+                }
             }
-        };
-        result.map_err(|e| e.context("building indexes while the other tables loaded"))
+        }
+        for child in open {
+            if let Err(e) = child.finish() {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), |e| {
+            Err(e.context("building indexes while the other tables loaded"))
+        })
     }
 
-    /// Stops the lane at once (the restore failed); what it committed stays
-    /// recorded for a rerun.
+    /// Stops the lanes at once (the restore failed); what they committed
+    /// stays recorded for a rerun.
     pub fn abandon(self) {
-        if let Some((child, stdin)) = self.session {
-            drop(stdin);
-            child.kill();
-            let _ = child.wait();
+        for lane in self.lanes {
+            drop(lane.stdin);
+            lane.child.kill();
+            let _ = lane.child.wait();
         }
     }
 }

@@ -148,7 +148,11 @@ impl Replacement {
     /// True when the scratch database holds an interrupted load of the
     /// artifact `id` that got past its schema (see `chunked_restore`).
     fn holds_load_of(&self, id: &str) -> Result<bool, Error> {
-        if self.psql(&sql::exists(&self.names.scratch))?.trim().is_empty() {
+        if self
+            .psql(&sql::exists(&self.names.scratch))?
+            .trim()
+            .is_empty()
+        {
             return Ok(false);
         }
         let bookkeeping = self.scratch_psql(&crate::chunked_restore::has_bookkeeping_query())?;
