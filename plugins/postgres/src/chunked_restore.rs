@@ -278,8 +278,9 @@ struct PostData {
     independent: Vec<(String, Entry)>,
     /// Everything else, in pg_dump's order.
     rest: Vec<(String, Entry)>,
-    /// Foreign keys' validations, run concurrently after the rest.
-    validations: Vec<(String, Entry)>,
+    /// Foreign keys' validations with the table each references, run
+    /// concurrently after the rest.
+    validations: Vec<((String, Entry), String)>,
 }
 
 impl PostData {
@@ -307,10 +308,10 @@ impl PostData {
         let rest: Vec<(String, Entry)> = rest
             .into_iter()
             .filter_map(|(name, entry)| match post_data::split_validation(&entry) {
-                Some((add, validate)) => {
+                Some((add, validate, referenced)) => {
                     let check = format!("{name}-validate");
                     if !done.contains(&check) {
-                        validations.push((check, validate));
+                        validations.push(((check, validate), referenced));
                     }
                     (!done.contains(&name)).then_some((name, add))
                 }
@@ -348,7 +349,17 @@ impl PostData {
         let laned = lane.finish();
         independent.and(laned)?;
         run_scripts(job, &self.setup, vec![self.rest])?;
-        run_scripts(job, &self.setup, spread(self.validations, jobs, &sizes))
+        // A validation reads the referencing table and probes the referenced one.
+        let size = |table: &str| sizes.get(table).copied().unwrap_or(0);
+        let validations = self
+            .validations
+            .into_iter()
+            .map(|((name, entry), referenced)| {
+                let referencing = post_data::table_of(&entry).map_or(0, size);
+                (referencing + size(&referenced), (name, entry))
+            })
+            .collect();
+        run_scripts(job, &self.setup, post_data::deal(validations, jobs))
     }
 }
 

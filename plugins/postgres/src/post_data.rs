@@ -106,7 +106,9 @@ pub fn deal<T>(mut entries: Vec<(u64, T)>, sessions: usize) -> Vec<Vec<T>> {
 /// foreign keys that share a table would. Only `ALTER TABLE ONLY` (a
 /// plain table): a partitioned table's foreign key cannot be `NOT VALID`
 /// before PostgreSQL 18, so it stays whole.
-pub fn split_validation(entry: &Entry) -> Option<(Entry, Entry)> {
+/// Also gives the referenced table (as pg_dump names it), whose size
+/// weighs in the validation's cost with the referencing one's.
+pub fn split_validation(entry: &Entry) -> Option<(Entry, Entry, String)> {
     if entry.kind != "FK CONSTRAINT" {
         return None;
     }
@@ -126,6 +128,7 @@ pub fn split_validation(entry: &Entry) -> Option<(Entry, Entry)> {
     if body.contains(';') || body.contains("NOT VALID") {
         return None;
     }
+    let referenced = referenced_table(rest)?;
     let add = Entry {
         kind: entry.kind.clone(),
         sql: format!("{body} NOT VALID;\n"),
@@ -137,7 +140,22 @@ pub fn split_validation(entry: &Entry) -> Option<(Entry, Entry)> {
             table.trim()
         ),
     };
-    Some((add, validate))
+    Some((add, validate, referenced))
+}
+
+/// The table after `REFERENCES ` in a foreign key's definition, up to its
+/// column list (a quoted name may hold `(`).
+fn referenced_table(definition: &str) -> Option<String> {
+    let rest = &definition[definition.find(" REFERENCES ")? + " REFERENCES ".len()..];
+    let mut quoted = false;
+    for (i, c) in rest.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '(' | ' ' | '\n' if !quoted => return Some(rest[..i].to_string()),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The identifier `text` starts with: a double-quoted one (`""` inside)
@@ -279,7 +297,8 @@ ALTER TABLE ONLY public.lines\n    ADD CONSTRAINT lines_order_fkey FOREIGN KEY (
     #[test]
     fn foreign_keys_of_plain_tables_are_added_not_valid_then_validated() {
         let (_, entries) = split(DUMP);
-        let (add, validate) = split_validation(&entries[2]).unwrap();
+        let (add, validate, referenced) = split_validation(&entries[2]).unwrap();
+        assert_eq!(referenced, "public.orders");
         assert!(
             add.sql
                 .ends_with("REFERENCES public.orders(id) NOT VALID;\n"),
@@ -297,7 +316,8 @@ ALTER TABLE ONLY public.lines\n    ADD CONSTRAINT lines_order_fkey FOREIGN KEY (
                   REFERENCES s.p(id) DEFERRABLE INITIALLY DEFERRED;\n\n"
                 .into(),
         };
-        let (add, validate) = split_validation(&quoted).unwrap();
+        let (add, validate, referenced) = split_validation(&quoted).unwrap();
+        assert_eq!(referenced, "s.p");
         assert!(
             add.sql
                 .ends_with("DEFERRABLE INITIALLY DEFERRED NOT VALID;\n")
