@@ -14,14 +14,30 @@
 
 use crate::chunk_plan::{DataChunk, Plan};
 use crate::programs::Client;
-use crate::sessions::{self, Session};
 use crate::sql::{hex, ident};
-use crate::swap::{finish_load, looks_damaged, replace_target_resumable};
+use crate::swap::{finish_load, load_error, looks_damaged, replace_target_resumable};
+use envsync_plugin_sdk::sessions::{self, Policy, Session};
 use envsync_plugin_sdk::{
     ByteSource, Command, ConnectionInfo, Error, OnFeedError, chunks, connection, info, job,
     read_all, start_splice, write_all,
 };
 use std::collections::BTreeSet;
+
+/// How a chunk's load fails: a truncated input is named as such, and a
+/// load InnoDB broke off as a deadlock victim (sessions inserting into one
+/// table can lock each other's index gaps) is started again, up to 5 times:
+/// its transaction, bookkeeping row included, was rolled back whole.
+const LOAD_POLICY: Policy = Policy {
+    explain: |child, status| load_error(child.program(), status),
+    retry_when: is_deadlock,
+    retries: 5,
+};
+
+/// MariaDB's "Deadlock found when trying to get lock" (1213, SQLSTATE 40001).
+fn is_deadlock(e: &Error) -> bool {
+    let message = e.message();
+    message.contains("ERROR 1213") || message.contains("Deadlock found when trying to get lock")
+}
 
 const ARTIFACT_TABLE: &str = "envsync-restore-artifact";
 const LOADED_TABLE: &str = "envsync-restore-loaded";
@@ -133,7 +149,13 @@ impl Load<'_> {
             "loading {} data chunk(s) with {jobs} session(s)",
             pending.len()
         ));
-        sessions::run(jobs, pending, |chunk| self.start_chunk(chunk))?;
+        sessions::run_with(
+            jobs,
+            &LOAD_POLICY,
+            &pending,
+            |chunk| self.start_chunk(chunk),
+            |_| Ok(()),
+        )?;
         if !done.contains(TRIGGERS_STEP) {
             info("loading the triggers");
             self.load_whole(&plan.triggers)?;
@@ -195,7 +217,6 @@ impl Load<'_> {
         let transfer = start_splice(source, stdin, b"COMMIT;\n")?;
         Ok(Session {
             label: chunk_label(chunk),
-            program: self.client.program,
             child,
             transfer,
         })

@@ -27,7 +27,6 @@ mod rows;
 mod sanitise;
 mod sanitised_backup;
 mod schema;
-mod sessions;
 mod settings;
 mod sql;
 mod swap;

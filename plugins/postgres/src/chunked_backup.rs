@@ -5,8 +5,8 @@
 
 use crate::plan::{DataChunk, Plan};
 use crate::programs::psql;
-use crate::sessions::{self, Session};
 use crate::sql;
+use envsync_plugin_sdk::sessions::{self, Session};
 use envsync_plugin_sdk::{
     ByteSink, ByteSource, Command, Error, Running, chunks, connection, info, start_splice,
     write_all,

@@ -13,9 +13,9 @@ use crate::index_lane::IndexLanes;
 use crate::load_progress::RowMeter;
 use crate::plan::{DataChunk, Plan};
 use crate::post_data::{self, Entry};
-use crate::sessions::{self, Session};
 use crate::sql::literal;
 use crate::swap::{Replacement, replace_target_resumable};
+use envsync_plugin_sdk::sessions::{self, Policy, Session};
 use envsync_plugin_sdk::{ByteSource, Error, chunks, info, job, read_all, start_splice, write_all};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -121,9 +121,10 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
     );
     // Rows are counted as chunks commit (see `load_progress`).
     let mut rows = RowMeter::new(job);
-    let loaded = sessions::run_reporting(
+    let loaded = sessions::run_with(
         jobs,
-        pending.iter().copied(),
+        &Policy::default(),
+        &pending,
         |chunk| {
             if plan.sanitised {
                 start_script(job, plan, &chunk.chunk)

@@ -24,7 +24,6 @@ mod restore;
 mod sanitised;
 mod sanitised_backup;
 mod schema;
-mod sessions;
 mod settings;
 mod sql;
 mod swap;

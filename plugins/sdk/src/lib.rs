@@ -11,6 +11,8 @@
 //! - [`read_all`], [`read_head`], [`write_all`], [`copy_through`], [`Tail`],
 //!   [`Reader`], [`Writer`]: looking at stream bytes in large chunks when
 //!   [`splice`] (host-side copy) is not enough;
+//! - [`sessions`]: up to `jobs` children at once, each fed or drained by a
+//!   background transfer (parallel loads and dumps);
 //! - [`sniff`]: recognising other artifact formats, for `check` messages;
 //! - [`param`], [`param_number`], [`param_bool`], [`param_infos`],
 //!   [`connection`]: job parameters and connections with errors an operator
@@ -194,6 +196,8 @@ mod params;
 pub mod rows;
 #[cfg(feature = "sanitiser")]
 pub mod sanitiser;
+#[cfg(feature = "engine")]
+pub mod sessions;
 pub mod sniff;
 
 #[cfg(feature = "engine")]
