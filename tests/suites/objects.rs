@@ -787,7 +787,8 @@ fn verify_false_skips_by_time_and_still_copies_a_source_changed_since() {
 /// an S3 emulator (s3s-fs lists none) — a no-change rerun decides from the
 /// two listings alone: no HeadObject on either side, as every request seen
 /// through a recording proxy shows. A source object rewritten with its size
-/// kept is told apart by its listed ETag and is the only one copied.
+/// kept is told apart by its listed ETag and is the only one copied (after
+/// one HeadObject of its old copy, the only one sent).
 #[test]
 fn on_a_server_listing_etags_a_no_change_rerun_reads_only_the_listings() {
     use envsync_tests::faulty_proxy::{FaultyProxy, RequestRecord};
@@ -881,10 +882,13 @@ fn on_a_server_listing_etags_a_no_change_rerun_reads_only_the_listings() {
             &format!("{} unchanged", total - 1),
         ],
     );
+    // Differing ETags may still be a copy of this very source (a streamed
+    // copy in other parts carries the source's ETag in its metadata): one
+    // HeadObject of the changed object's copy, none of any other object.
     assert_eq!(
         object_heads(&requests),
-        Vec::<String>::new(),
-        "no HeadObject"
+        [format!("/staging/uploads/{key}")],
+        "HeadObject of the changed object's copy only"
     );
     let writes: Vec<_> = requests
         .iter()
