@@ -4,9 +4,12 @@
 # server, copied into a second bucket of the same server (both tools copy
 # server-side) — first run and no-change rerun — and across two servers with
 # their own keys (envsync only: `aws s3 sync` cannot read with one endpoint
-# and key and write with another). Prints seconds, the host's peak RSS and
-# envsync's time as a ratio of aws s3 sync's (goal <= 0.5). scripts/bench.sh
-# runs it as TARGETS=objects.
+# and key and write with another). Then the same first run and no-change rerun
+# within one moto server (`moto_server`, an in-memory S3 emulator): s3s-fs
+# lists no ETags, so envsync HEADs both sides of every object there; moto
+# lists them as AWS, MinIO and Ceph do, so its rerun is listing-only. Prints
+# seconds, the host's peak RSS and envsync's time as a ratio of aws s3 sync's
+# (goal <= 0.5). scripts/bench.sh runs it as TARGETS=objects.
 #   scripts/bench_objects.sh [N]
 #   HOST=target/release/envsync-host   the host to measure (default: release if built, else debug)
 set -euo pipefail
@@ -15,6 +18,7 @@ n=${1:-10000}
 host=${HOST:-target/release/envsync-host}
 [ -x "$host" ] || host=target/debug/envsync-host
 command -v aws >/dev/null || pip install -q awscli
+command -v moto_server >/dev/null || pip install -q 'moto[server]==5.2.1'
 work=$(mktemp -d); pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$work"' EXIT
 
@@ -27,6 +31,15 @@ start() { # NAME → sets ${NAME}_port, key AK<NAME>, secret SK<NAME>secret
   for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && return; sleep 0.1; done
 }
 start a; start b
+# moto keeps objects in memory and takes any keys; it starts in a few seconds.
+start_moto() { # NAME
+  local p; p=$(port)
+  moto_server -H 127.0.0.1 -p "$p" >"$work/$1.log" 2>&1 &
+  pids+=($!); printf -v "${1}_port" %s "$p"; echo "SK$1secret" > "$work/$1.secret"
+  for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && return; sleep 0.1; done
+  echo "moto_server did not start:" >&2; cat "$work/$1.log" >&2; exit 1
+}
+start_moto m
 mkdir -p "$work/a/src/uploads" "$work/a/dst-envsync" "$work/a/dst-aws" "$work/b/dst"
 python3 - "$work/a/src/uploads" "$n" <<'PY'
 import os, sys
@@ -41,18 +54,25 @@ rss_run() { # command… → prints "SECONDS MAX_RSS_KIB"
   /usr/bin/time -f '%e %M' -o "$work/time" "$@" >"$work/out" 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
   cat "$work/time"
 }
-copy() { # TARGET_SERVER TARGET_BUCKET [MORE FLAGS]
-  local tp=${1}_port server=$1 bucket=$2; shift 2
+copy() { # TARGET_SERVER TARGET_BUCKET [MORE FLAGS]; SRC=SERVER for another source than a
+  local tp=${1}_port server=$1 bucket=$2 source=${SRC:-a}; shift 2
+  local sp=${source}_port
   rss_run env -i PATH="$PATH" HOME="$work" ENVSYNC_STATE_DIR="$work/state" "$host" --plugin-dir target/plugins \
     run --plugin objects --op copy \
-    --source-database src/uploads --source-host "http://127.0.0.1:$a_port" --source-user AKa \
-    --source-password-file "$work/a.secret" \
+    --source-database src/uploads --source-host "http://127.0.0.1:${!sp}" --source-user "AK$source" \
+    --source-password-file "$work/$source.secret" \
     --database "$bucket/uploads" --db-host "http://127.0.0.1:${!tp}" --db-user "AK$server" \
     --db-password-file "$work/$server.secret" "$@"
 }
-awsync() {
-  rss_run env AWS_ACCESS_KEY_ID=AKa AWS_SECRET_ACCESS_KEY=SKasecret AWS_DEFAULT_REGION=us-east-1 \
-    aws --endpoint-url "http://127.0.0.1:$a_port" s3 sync --only-show-errors s3://src/uploads s3://dst-aws/uploads
+aws_at() { # SERVER AWS-ARGS… (untimed)
+  local p=${1}_port s=$1; shift
+  env AWS_ACCESS_KEY_ID="AK$s" AWS_SECRET_ACCESS_KEY="SK${s}secret" AWS_DEFAULT_REGION=us-east-1 \
+    aws --endpoint-url "http://127.0.0.1:${!p}" "$@"
+}
+awsync() { # [SERVER, default a]
+  local s=${1:-a}; local p=${s}_port
+  rss_run env AWS_ACCESS_KEY_ID="AK$s" AWS_SECRET_ACCESS_KEY="SK${s}secret" AWS_DEFAULT_REGION=us-east-1 \
+    aws --endpoint-url "http://127.0.0.1:${!p}" s3 sync --only-show-errors s3://src/uploads s3://dst-aws/uploads
 }
 echo "objects: $n, host: $host"
 # Compile the plugin into the run's cache first: the first timed run then
@@ -77,3 +97,14 @@ diff <(cd "$work/a/dst-envsync" && find . -type f ! -path './.*' -exec md5sum {}
 read -r s r <<<"$(copy b dst)"; printf '%-32s envsync %7.2f s %6.1f MiB\n' "across two servers, first run:" "$s" "$(python3 -c "print($r / 1024)")"
 read -r s r <<<"$(copy b dst)"; printf '%-32s envsync %7.2f s %6.1f MiB\n' "across two servers, no change:" "$s" "$(python3 -c "print($r / 1024)")"
 read -r s r <<<"$(copy b dst --param verify=false)"; printf '%-32s envsync %7.2f s %6.1f MiB\n' "two servers, no change, verify=false:" "$s" "$(python3 -c "print($r / 1024)")"
+
+# moto: the same objects uploaded into it (untimed), then the same two rows.
+for b in src dst-envsync dst-aws; do aws_at m s3 mb "s3://$b" >/dev/null; done
+aws_at m s3 sync --only-show-errors "$work/a/src/uploads" s3://src/uploads
+listed() { aws_at m s3api list-objects-v2 --bucket "$1" --prefix uploads/ --query 'Contents[].[Key,Size,ETag]' --output text; }
+[ "$(listed src | grep -c '"[0-9a-f]\{32\}"')" = "$n" ] || { echo "moto did not list an ETag for every object" >&2; exit 1; }
+line "moto (lists ETags), first run:" "$(SRC=m copy m dst-envsync)" "$(awsync m)"
+line "moto, no change:" "$(SRC=m copy m dst-envsync)" "$(awsync m)"
+# Same bytes: every object here is one part, so its ETag is its MD5.
+diff <(listed dst-envsync) <(listed dst-aws) >/dev/null && diff <(listed src) <(listed dst-aws) >/dev/null \
+  || { echo "on moto, envsync's and aws s3 sync's copies differ" >&2; exit 1; }

@@ -129,6 +129,13 @@ if ! python3 -c 'import osmem_server' >/dev/null 2>&1; then
   echo "setup: installing osmem-server (OpenSearch API test server)"
   pip_install osmem-server
 fi
+# moto's standalone S3 server (`moto_server`): an in-memory S3 emulator that,
+# unlike s3s-fs, lists ETags as AWS does; the objects suite and
+# scripts/bench_objects.sh measure the listing-only rerun against it.
+if ! py_tool_present moto_server; then
+  echo "setup: installing moto[server] 5.2.1 (S3 emulator that lists ETags)"
+  pip_install 'moto[server]==5.2.1'
+fi
 
 # --- MongoDB plugin (plugins/mongodb) -------------------------------------
 # mongosh (npm; the plugin's only program) and SecantusDB (PyPI `secantusdb`:

@@ -17,6 +17,15 @@
 //! installed here, so that code path has not run in this repository yet. The
 //! helpers that look behind the server's back fall back to S3 requests on it.
 //!
+//! [`Backend::Moto`] is moto's standalone server (`moto_server`, PyPI
+//! `moto[server]`, installed by `scripts/setup.sh`), an in-memory S3
+//! *emulator*. Unlike s3s-fs it lists ETags in ListObjectsV2 as AWS, MinIO
+//! and Ceph do, and gives a server-side copy of a multipart-uploaded object
+//! a whole-object MD5 ETag as AWS does; so it is where the cost of a
+//! listing-only rerun is proved. It accepts any keys (it checks no
+//! signatures) and is started only by the tests that ask for it, not by
+//! [`Backend::available`].
+//!
 //! [`S3Client`] signs requests (SigV4, path-style, region [`REGION`]) with
 //! nothing but `std` and `sha2`, so the tests never look at the store through
 //! the SDK the host uses. [`S3Store`] reads the layout the host writes under a
@@ -53,6 +62,8 @@ pub enum Backend {
     S3sFs,
     /// Garage, single node, when a `garage` binary is on `PATH`.
     Garage,
+    /// moto's standalone server: in memory, lists ETags, checks no signatures.
+    Moto,
 }
 
 impl Backend {
@@ -60,15 +71,19 @@ impl Backend {
         match self {
             Backend::S3sFs => "s3s-fs",
             Backend::Garage => "garage",
+            Backend::Moto => "moto",
         }
     }
 
     /// The server program, if installed: `ENVSYNC_S3S_FS_BIN` or `s3s-fs` on
-    /// `PATH` or in `~/.cargo/bin`; `ENVSYNC_GARAGE_BIN` or `garage` on `PATH`.
+    /// `PATH` or in `~/.cargo/bin`; `ENVSYNC_GARAGE_BIN` or `garage` on `PATH`;
+    /// `ENVSYNC_MOTO_BIN` or `moto_server` on `PATH` or in `~/.local/bin`
+    /// (where a user-level pip install puts it).
     pub fn program(self) -> Option<PathBuf> {
         let (var, name) = match self {
             Backend::S3sFs => ("ENVSYNC_S3S_FS_BIN", "s3s-fs"),
             Backend::Garage => ("ENVSYNC_GARAGE_BIN", "garage"),
+            Backend::Moto => ("ENVSYNC_MOTO_BIN", "moto_server"),
         };
         if let Some(p) = std::env::var_os(var).filter(|p| !p.is_empty()) {
             return Some(PathBuf::from(p));
@@ -76,10 +91,12 @@ impl Backend {
         let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
             .map(|p| std::env::split_paths(&p).collect())
             .unwrap_or_default();
-        if self == Backend::S3sFs
-            && let Some(home) = std::env::var_os("HOME")
-        {
-            dirs.push(PathBuf::from(home).join(".cargo").join("bin"));
+        if let Some(home) = std::env::var_os("HOME") {
+            match self {
+                Backend::S3sFs => dirs.push(PathBuf::from(home).join(".cargo").join("bin")),
+                Backend::Moto => dirs.push(PathBuf::from(home).join(".local").join("bin")),
+                Backend::Garage => {}
+            }
         }
         dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
     }
@@ -155,14 +172,17 @@ impl S3Server {
     /// another port if the chosen one was taken in the meantime).
     pub fn start_backend(backend: Backend) -> Result<S3Server> {
         let Some(program) = backend.program() else {
+            let (var, install) = match backend {
+                Backend::S3sFs => (
+                    "ENVSYNC_S3S_FS_BIN",
+                    "cargo install s3s-fs@0.14.1 --features binary --locked",
+                ),
+                Backend::Garage => ("ENVSYNC_GARAGE_BIN", "a garage v1 release binary"),
+                Backend::Moto => ("ENVSYNC_MOTO_BIN", "pip install 'moto[server]==5.2.1'"),
+            };
             bail!(
-                "{backend} not found (on PATH, in ~/.cargo/bin, or ENVSYNC_{}_BIN): run scripts/setup.sh \
-                 (`cargo install s3s-fs@0.14.1 --features binary --locked`)",
-                if backend == Backend::S3sFs {
-                    "S3S_FS"
-                } else {
-                    "GARAGE"
-                }
+                "{backend} not found (on PATH, in ~/.cargo/bin or ~/.local/bin, or {var}): run \
+                 scripts/setup.sh (`{install}`)"
             );
         };
         let dir = tempfile::Builder::new()
@@ -174,6 +194,8 @@ impl S3Server {
             Backend::S3sFs => (format!("AKENVSYNC{}", token(11).to_uppercase()), token(40)),
             // Garage imports keys of this exact shape.
             Backend::Garage => (format!("GK{}", token(24)), token(64)),
+            // moto accepts any keys (it checks no signatures).
+            Backend::Moto => (format!("AKMOTO{}", token(14).to_uppercase()), token(40)),
         };
         let mut server = S3Server {
             backend,
@@ -245,6 +267,15 @@ impl S3Server {
                 let config = self.write_garage_config()?;
                 cmd.arg("-c").arg(&config).arg("server");
                 cmd.env("RUST_LOG", "garage=warn");
+            }
+            Backend::Moto => {
+                cmd.arg("-H")
+                    .arg("127.0.0.1")
+                    .arg("-p")
+                    .arg(self.port.to_string());
+                // Its own AWS settings must not come from the test's
+                // environment (it would read a profile for nothing).
+                isolate_from_aws_config(&mut cmd, self.dir.path());
             }
         }
         cmd.current_dir(self.dir.path())
@@ -401,9 +432,9 @@ impl S3Server {
         }
     }
 
-    /// Creates a bucket. On s3s-fs a bucket is a folder of the data dir, so
-    /// this is a `mkdir` (the host has no bucket-creation command and must
-    /// not need one); on Garage it is a CreateBucket request.
+    /// Creates a bucket (the host has no bucket-creation command and must
+    /// not need one). On s3s-fs a bucket is a folder of the data dir, so
+    /// this is a `mkdir`; on Garage and moto a CreateBucket request.
     pub fn create_bucket(&self, bucket: &str) -> Result<()> {
         match self.backend {
             Backend::S3sFs => {
@@ -424,6 +455,11 @@ impl S3Server {
                 ])?;
                 Ok(())
             }
+            Backend::Moto => self
+                .client()
+                .request("PUT", &format!("/{bucket}"), &[], &[], &[])?
+                .ok(&format!("CreateBucket {bucket} on moto"))
+                .map(drop),
         }
     }
 
@@ -903,6 +939,50 @@ impl S3Client {
     pub fn put_object(&self, bucket: &str, key: &str, bytes: &[u8]) -> Result<()> {
         self.request("PUT", &Self::object_path(bucket, key), &[], &[], bytes)?
             .ok(&format!("PutObject {bucket}/{key}"))
+            .map(drop)
+    }
+
+    /// Uploads `bytes` as a multipart upload of `part_size` parts (the last
+    /// one shorter), as `aws s3 cp` does for large files: the object's ETag
+    /// is then a multipart one (`<md5 of the parts' md5s>-<parts>`).
+    pub fn put_object_multipart(
+        &self,
+        bucket: &str,
+        key: &str,
+        bytes: &[u8],
+        part_size: usize,
+    ) -> Result<()> {
+        let path = Self::object_path(bucket, key);
+        let what = format!("multipart upload of {bucket}/{key}");
+        let started = self
+            .request("POST", &path, &[("uploads", "")], &[], &[])?
+            .ok(&what)?;
+        let id = xml_values(&started.text(), "UploadId")
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("{what}: no UploadId in {}", started.text()))?;
+        let mut done = String::from("<CompleteMultipartUpload>");
+        for (i, part) in bytes.chunks(part_size.max(1)).enumerate() {
+            let number = (i + 1).to_string();
+            let r = self
+                .request(
+                    "PUT",
+                    &path,
+                    &[("partNumber", &number), ("uploadId", &id)],
+                    &[],
+                    part,
+                )?
+                .ok(&format!("{what}: part {number}"))?;
+            let etag = r
+                .header("etag")
+                .ok_or_else(|| anyhow!("{what}: part {number} has no ETag"))?;
+            done.push_str(&format!(
+                "<Part><PartNumber>{number}</PartNumber><ETag>{etag}</ETag></Part>"
+            ));
+        }
+        done.push_str("</CompleteMultipartUpload>");
+        self.request("POST", &path, &[("uploadId", &id)], &[], done.as_bytes())?
+            .ok(&format!("{what}: completing it"))
             .map(drop)
     }
 

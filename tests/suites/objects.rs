@@ -1,7 +1,9 @@
 //! The `objects` plugin end to end: `envsync-host run --plugin objects --op
 //! copy` between two throwaway s3s-fs servers (two endpoints, two sets of
 //! credentials) and within one server, looked at with the harness's own
-//! signed client and, for redaction, on the servers' disks.
+//! signed client and, for redaction, on the servers' disks. Where what is
+//! proved needs a server that lists ETags as AWS does (s3s-fs lists none),
+//! the test runs against moto, an in-memory S3 emulator.
 //!
 //! Object counts: `ENVSYNC_OBJECTS_COUNT` small objects (default 2,000 to
 //! keep the suite short on a shared machine; the 10,000 run with
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 use envsync_tests::host_cli::{Expect, Host, Step, exit};
 use envsync_tests::paths;
 use envsync_tests::process::{Output, Running};
-use envsync_tests::s3::S3Server;
+use envsync_tests::s3::{Backend, S3Server};
 
 const MIB: usize = 1 << 20;
 /// Bytes only the redacted objects hold: they must never reach the target.
@@ -779,4 +781,192 @@ fn verify_false_skips_by_time_and_still_copies_a_source_changed_since() {
     out.expect_ok("default rerun");
     assert_summary(&out, &["1 copied", "4 unchanged"]);
     assert_eq!(dst.contents(), src.contents());
+}
+
+/// Against a server that lists ETags as AWS, MinIO and Ceph do — here moto,
+/// an S3 emulator (s3s-fs lists none) — a no-change rerun decides from the
+/// two listings alone: no HeadObject on either side, as every request seen
+/// through a recording proxy shows. A source object rewritten with its size
+/// kept is told apart by its listed ETag and is the only one copied (after
+/// one HeadObject of its old copy, the only one sent).
+#[test]
+fn on_a_server_listing_etags_a_no_change_rerun_reads_only_the_listings() {
+    use envsync_tests::faulty_proxy::{FaultyProxy, RequestRecord};
+    let host = Host::built();
+    let dir = tempfile::tempdir().unwrap();
+    let moto = S3Server::start_backend(Backend::Moto).unwrap();
+    let src = loc(&moto, "prod", "uploads", dir.path());
+    let dst = loc(&moto, "staging", "uploads", dir.path());
+    seed(&src, 400);
+    let expected = src.contents();
+    let total = expected.len();
+    let listed = moto.client().list_objects("prod", "uploads/").unwrap();
+    assert_eq!(listed.len(), total);
+    assert!(
+        listed.iter().all(|o| !o.etag.is_empty()),
+        "moto lists an ETag for every object: {listed:?}"
+    );
+    // Both locations at one endpoint (the proxy) with one key: server-side.
+    let proxy = FaultyProxy::start(moto.port()).unwrap();
+    let step = copy_with(
+        &src,
+        &dst,
+        &[
+            ("--source-host", proxy.endpoint()),
+            ("--db-host", proxy.endpoint()),
+        ],
+    );
+    // Runs the copy; returns its output and the requests it sent.
+    let recorded = |what: &str| -> (Output, Vec<RequestRecord>) {
+        let before = proxy.requests().len();
+        let out = run(&moto, &host, &step);
+        out.expect_ok(what);
+        (out, proxy.requests().split_off(before))
+    };
+    // HeadObject, not HeadBucket (one per location and run, to check it).
+    let object_heads = |requests: &[RequestRecord]| -> Vec<String> {
+        requests
+            .iter()
+            .filter(|r| r.method == "HEAD" && r.path().trim_matches('/').contains('/'))
+            .map(|r| r.target.clone())
+            .collect()
+    };
+
+    let (out, _) = recorded("first copy");
+    assert_summary(
+        &out,
+        &[&format!("objects: {total} copied ({total} server-side)")],
+    );
+    assert_eq!(dst.contents(), expected, "every object, byte for byte");
+    assert_eq!(
+        head(&dst, "big/video.mp4"),
+        (Some("video/mp4".into()), Some("camera".into()))
+    );
+
+    let (out, requests) = recorded("no-change rerun");
+    assert_summary(&out, &["objects: 0 copied", &format!("{total} unchanged")]);
+    assert_eq!(
+        object_heads(&requests),
+        Vec::<String>::new(),
+        "no HeadObject"
+    );
+    let not_listing: Vec<_> = requests
+        .iter()
+        .filter(|r| {
+            let list = r.method == "GET" && r.target.contains("list-type=2");
+            let head_bucket = r.method == "HEAD" && !r.path().trim_matches('/').contains('/');
+            !list && !head_bucket
+        })
+        .collect();
+    assert!(
+        not_listing.is_empty(),
+        "a no-change rerun sends listings (and a HeadBucket per location) only: {not_listing:#?}"
+    );
+    eprintln!(
+        "no-change rerun of {total} objects: {} requests ({} listings)",
+        requests.len(),
+        requests.iter().filter(|r| r.method == "GET").count()
+    );
+
+    // Same size, other content: only the listed ETag tells.
+    let key = "u/01/00001.txt";
+    let old = moto.client().get_object("prod", &src.key(key)).unwrap();
+    let new = old.to_ascii_uppercase();
+    assert_ne!(old, new);
+    src.put(key, &new, &[]);
+    let (out, requests) = recorded("rerun after one same-size change");
+    assert_summary(
+        &out,
+        &[
+            "objects: 1 copied (1 server-side)",
+            &format!("{} unchanged", total - 1),
+        ],
+    );
+    // Differing ETags may still be a copy of this very source (a streamed
+    // copy in other parts carries the source's ETag in its metadata): one
+    // HeadObject of the changed object's copy, none of any other object.
+    assert_eq!(
+        object_heads(&requests),
+        [format!("/staging/uploads/{key}")],
+        "HeadObject of the changed object's copy only"
+    );
+    let writes: Vec<_> = requests
+        .iter()
+        .filter(|r| r.method != "GET" && r.method != "HEAD")
+        .map(|r| format!("{} {}", r.method, r.path()))
+        .collect();
+    assert_eq!(
+        writes,
+        [format!("PUT /staging/uploads/{key}")],
+        "one CopyObject"
+    );
+    assert_eq!(dst.contents(), src.contents());
+}
+
+/// A source uploaded in parts (as `aws s3 cp` uploads large files) has a
+/// multipart ETag; a server-side CopyObject of it gets a whole-object one
+/// (AWS and moto alike), so the ETags never match. The host marks such a
+/// copy with its source's ETag: the rerun recognises it with one HeadObject
+/// of the copy instead of copying it again every run.
+#[test]
+fn a_multipart_uploaded_source_is_copied_once_not_on_every_rerun() {
+    use envsync_tests::faulty_proxy::FaultyProxy;
+    let host = Host::built();
+    let dir = tempfile::tempdir().unwrap();
+    let moto = S3Server::start_backend(Backend::Moto).unwrap();
+    let src = loc(&moto, "prod", "uploads", dir.path());
+    let dst = loc(&moto, "staging", "uploads", dir.path());
+    let body: Vec<u8> = (0..12 * MIB + 5).map(|i| (i % 251) as u8).collect();
+    moto.client()
+        .put_object_multipart("prod", &src.key("big/parts.bin"), &body, 5 * MIB)
+        .unwrap();
+    src.put("small.txt", b"small", &[]);
+    let listed = moto.client().list_objects("prod", "uploads/").unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|o| o.multipart_parts())
+            .collect::<Vec<_>>(),
+        [Some(3), None],
+        "{listed:?}"
+    );
+    let proxy = FaultyProxy::start(moto.port()).unwrap();
+    let step = copy_with(
+        &src,
+        &dst,
+        &[
+            ("--source-host", proxy.endpoint()),
+            ("--db-host", proxy.endpoint()),
+        ],
+    );
+    let out = run(&moto, &host, &step);
+    out.expect_ok("first copy");
+    assert_summary(&out, &["objects: 2 copied (2 server-side)"]);
+    assert_eq!(dst.contents(), src.contents());
+    let copy = dst
+        .server
+        .client()
+        .head_object("staging", &dst.key("big/parts.bin"));
+    assert_eq!(
+        copy.unwrap().unwrap().multipart_parts(),
+        None,
+        "a whole-object ETag"
+    );
+
+    for run_number in 2..=3 {
+        let before = proxy.requests().len();
+        let out = run(&moto, &host, &step);
+        out.expect_ok("rerun");
+        assert_summary(&out, &["objects: 0 copied", "2 unchanged"]);
+        let heads: Vec<_> = proxy.requests()[before..]
+            .iter()
+            .filter(|r| r.method == "HEAD" && r.path().trim_matches('/').contains('/'))
+            .map(|r| r.path().to_string())
+            .collect();
+        assert_eq!(
+            heads,
+            ["/staging/uploads/big/parts.bin"],
+            "run {run_number}: one HeadObject, of the multipart source's copy"
+        );
+    }
 }

@@ -33,9 +33,9 @@ use wasmtime::component::Resource;
 pub const OBJECTS_IN_FLIGHT: usize = 8;
 /// HEADs of one `etags` call in flight (each a few hundred bytes).
 const HEADS_IN_FLIGHT: usize = 16;
-/// Listing pages of each role whose sizes the host keeps, so a server-side
-/// copy of a listed key needs no HEAD: a plugin's copy batch spans a few
-/// pages at most (1,000 keys a page; a key not kept is HEADed).
+/// Listing pages of each role whose sizes and ETags the host keeps, so a
+/// server-side copy of a listed key needs no HEAD: a plugin's copy batch
+/// spans a few pages at most (1,000 keys a page; a key not kept is HEADed).
 const PAGES_KEPT: usize = 4;
 /// Of those, objects larger than one part streamed at once: each holds up
 /// to `1 + STREAM_PARTS_IN_FLIGHT` part buffers, a small one at most one.
@@ -65,8 +65,10 @@ fn copy_ranges(size: u64, part: u64) -> impl Iterator<Item = (i32, String)> {
         })
 }
 
-/// User metadata a streamed or multipart copy carries: the source's ETag.
-/// Such a copy gets an ETag of its own (other parts), so the plugin can
+/// User metadata a copy carries when its ETag will differ from its
+/// source's: the source's ETag. A streamed or multipart copy gets an ETag
+/// of its own (other parts), and so does a CopyObject of a
+/// multipart-uploaded source (a whole-object MD5 on AWS); the plugin can
 /// still tell it is a copy of this very source object.
 pub const SOURCE_ETAG: &str = "envsync-source-etag";
 /// Longest key S3 accepts, prefix included.
@@ -248,8 +250,9 @@ pub struct ObjectGrant {
     /// Region and addressing of every client (the environment's S3 settings).
     options: S3Options,
     clients: BTreeMap<String, Client>,
-    /// Sizes of the last `PAGES_KEPT` listing pages of each role, by full key.
-    listed: BTreeMap<String, VecDeque<HashMap<String, u64>>>,
+    /// Sizes and ETags of the last `PAGES_KEPT` listing pages of each role,
+    /// by full key.
+    listed: BTreeMap<String, VecDeque<HashMap<String, Listed>>>,
     pub stats: ObjectStats,
 }
 
@@ -349,7 +352,8 @@ impl ObjectGrant {
         Ok((client, location, full))
     }
 
-    /// Remembers the sizes of a page `role` listed, dropping the oldest.
+    /// Remembers the sizes and ETags of a page `role` listed, dropping the
+    /// oldest.
     fn remember_page(&mut self, role: &str, location: &ObjectLocation, page: &[ObjectInfo]) {
         let pages = self.listed.entry(role.to_string()).or_default();
         if pages.len() == PAGES_KEPT {
@@ -357,19 +361,43 @@ impl ObjectGrant {
         }
         pages.push_back(
             page.iter()
-                .map(|o| (format!("{}{}", location.prefix, o.key), o.size))
+                .map(|o| {
+                    let listed = Listed {
+                        size: o.size,
+                        multipart: is_multipart_etag(&o.etag),
+                    };
+                    (format!("{}{}", location.prefix, o.key), listed)
+                })
                 .collect(),
         );
     }
 
-    /// The listed size of the full key `key` of `role`, if a kept page has it.
-    fn listed_size(&self, role: &str, key: &str) -> Option<u64> {
+    /// What a kept page of `role` listed for the full key `key`, if any.
+    fn listed(&self, role: &str, key: &str) -> Option<Listed> {
         self.listed
             .get(role)?
             .iter()
             .rev()
             .find_map(|page| page.get(key).copied())
     }
+}
+
+/// A listed object as a server-side copy needs it.
+#[derive(Clone, Copy, Debug)]
+struct Listed {
+    size: u64,
+    /// Its ETag is a multipart upload's (`<md5>-<parts>`).
+    multipart: bool,
+}
+
+/// Whether an ETag (quotes removed) is a multipart upload's, `<hex>-<n>`.
+fn is_multipart_etag(etag: &str) -> bool {
+    etag.split_once('-').is_some_and(|(md5, parts)| {
+        !md5.is_empty()
+            && md5.bytes().all(|b| b.is_ascii_hexdigit())
+            && !parts.is_empty()
+            && parts.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 fn full_key(location: &ObjectLocation, key: &str) -> Result<String, WitError> {
@@ -455,22 +483,25 @@ struct Ends {
 }
 
 impl Ends {
-    /// Copies one object. `listed` is its size from a listing the host
-    /// kept: a server-side copy of it below 5 GiB is then one CopyObject
-    /// (the COPY directive keeps content type and metadata), no HEAD first.
+    /// Copies one object. `listed` is what a listing the host kept showed
+    /// of it: a server-side copy of it below 5 GiB is then one CopyObject
+    /// (the COPY directive keeps content type and metadata), no HEAD first,
+    /// unless it was uploaded in parts (see [`Ends::copy_object_marked`]).
     async fn copy_one(
         &self,
         from_key: String,
         to_key: String,
-        listed: Option<u64>,
+        listed: Option<Listed>,
     ) -> Result<Copied, WitError> {
         let (from, from_loc) = &self.from;
         let (to, to_loc) = &self.to;
-        if let Some(size) = listed.filter(|s| self.server_side && *s <= MAX_SINGLE_COPY) {
+        if let Some(l) =
+            listed.filter(|l| self.server_side && l.size <= MAX_SINGLE_COPY && !l.multipart)
+        {
             self.copy_object(&from_key, &to_key).await?;
             return Ok(Copied {
                 method: CopyMethod::ServerSide,
-                bytes: size,
+                bytes: l.size,
             });
         }
         if self.server_side {
@@ -482,10 +513,12 @@ impl Ends {
                 .await
                 .map_err(|e| io(&format!("reading {from_key}"), &e))?;
             let size = head.content_length().unwrap_or(0).max(0) as u64;
-            if size <= MAX_SINGLE_COPY {
-                self.copy_object(&from_key, &to_key).await?;
-            } else {
+            if size > MAX_SINGLE_COPY {
                 self.multipart_copy(&from_key, &to_key, size, &head).await?;
+            } else if is_multipart_etag(&unquote(head.e_tag())) {
+                self.copy_object_marked(&from_key, &to_key, &head).await?;
+            } else {
+                self.copy_object(&from_key, &to_key).await?;
             }
             return Ok(Copied {
                 method: CopyMethod::ServerSide,
@@ -560,6 +593,36 @@ impl Ends {
             .key(to_key)
             .copy_source(copy_source(&self.from.1.bucket, from_key))
             .metadata_directive(MetadataDirective::Copy)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| io(&format!("copying {from_key} to {to_key}"), &e))
+    }
+
+    /// One CopyObject of a multipart-uploaded source, which gets a
+    /// whole-object ETag unlike its source's: its metadata is replaced by
+    /// the source's (from `head`) plus [`SOURCE_ETAG`], so a rerun
+    /// recognises the copy (with one HEAD of it) instead of copying it
+    /// again every run. The headers a REPLACE would drop are passed on.
+    async fn copy_object_marked(
+        &self,
+        from_key: &str,
+        to_key: &str,
+        head: &aws_sdk_s3::operation::head_object::HeadObjectOutput,
+    ) -> Result<(), WitError> {
+        self.to
+            .0
+            .copy_object()
+            .bucket(&self.to.1.bucket)
+            .key(to_key)
+            .copy_source(copy_source(&self.from.1.bucket, from_key))
+            .metadata_directive(MetadataDirective::Replace)
+            .set_metadata(Some(metadata_with_source(head.metadata(), head.e_tag())))
+            .set_content_type(head.content_type().map(str::to_string))
+            .set_content_encoding(head.content_encoding().map(str::to_string))
+            .set_content_disposition(head.content_disposition().map(str::to_string))
+            .set_content_language(head.content_language().map(str::to_string))
+            .set_cache_control(head.cache_control().map(str::to_string))
             .send()
             .await
             .map(|_| ())
@@ -857,7 +920,7 @@ impl Host for StepState {
         let mut tasks = tokio::task::JoinSet::new();
         for (i, (a, b)) in pairs.enumerate() {
             let ends = ends.clone();
-            let listed = self.objects.listed_size(&from_role, &a);
+            let listed = self.objects.listed(&from_role, &a);
             let slot = slots.clone().acquire_owned().await.expect("never closed");
             tasks.spawn(async move {
                 let result = ends.copy_one(a, b, listed).await;
@@ -1033,5 +1096,21 @@ mod tests {
     #[test]
     fn copy_sources_are_encoded() {
         assert_eq!(copy_source("b", "a b/ü+x.pdf"), "b/a%20b/%C3%BC%2Bx.pdf");
+    }
+
+    #[test]
+    fn multipart_etags_are_told_from_whole_object_ones() {
+        assert!(is_multipart_etag("552cffe21aed74fd1fc85956ace8c1ac-2"));
+        assert!(is_multipart_etag("552cffe21aed74fd1fc85956ace8c1ac-10000"));
+        for plain in [
+            "28c4a562cb035ddc3ae1772aa136f883",
+            "",
+            "-2",
+            "abc-",
+            "abc-x2",
+            "x-2",
+        ] {
+            assert!(!is_multipart_etag(plain), "{plain:?}");
+        }
     }
 }
