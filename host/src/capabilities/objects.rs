@@ -22,11 +22,13 @@ use crate::store::s3_errors;
 use crate::store::upload_journal::UploadJournal;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
+use tokio_util::task::AbortOnDropHandle;
 use wasmtime::component::Resource;
 
 /// Objects copied at once by one `copy` batch.
@@ -253,7 +255,41 @@ pub struct ObjectGrant {
     /// Sizes and ETags of the last `PAGES_KEPT` listing pages of each role,
     /// by full key.
     listed: BTreeMap<String, VecDeque<HashMap<String, Listed>>>,
+    /// Per role, the next listing page, asked for as soon as the one before
+    /// came back: a plugin merging two listings reads them alternately, so
+    /// each side's next page is fetched while the other is read. Dropped
+    /// (and its request aborted) when not asked for.
+    next_pages: BTreeMap<String, NextPage>,
     pub stats: ObjectStats,
+}
+
+/// A listing page requested ahead: for which prefix and continuation.
+struct NextPage {
+    prefix: String,
+    continuation: String,
+    page: AbortOnDropHandle<Result<ListObjectsV2Output, ListError>>,
+}
+
+type ListError = aws_sdk_s3::error::SdkError<
+    aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error,
+    aws_sdk_s3::config::http::HttpResponse,
+>;
+
+/// One ListObjectsV2 page of `prefix` (full key prefix) in `bucket`.
+async fn list_page(
+    client: Client,
+    bucket: String,
+    prefix: String,
+    continuation: Option<String>,
+) -> Result<ListObjectsV2Output, ListError> {
+    client
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .set_continuation_token(continuation)
+        .max_keys(1000)
+        .send()
+        .await
 }
 
 impl ObjectGrant {
@@ -272,6 +308,7 @@ impl ObjectGrant {
             },
             clients: BTreeMap::new(),
             listed: BTreeMap::new(),
+            next_pages: BTreeMap::new(),
             stats: ObjectStats::default(),
         }
     }
@@ -749,14 +786,33 @@ impl Host for StepState {
         let (client, location) =
             or_refuse!(self.objects.client(&role, &self.job.connections).await);
         let full = format!("{}{prefix}", location.prefix);
-        let page = client
-            .list_objects_v2()
-            .bucket(&location.bucket)
-            .prefix(&full)
-            .set_continuation_token(continuation)
-            .max_keys(1000)
-            .send()
-            .await;
+        let ahead = self.objects.next_pages.remove(&role).filter(|next| {
+            next.prefix == full && continuation.as_deref() == Some(next.continuation.as_str())
+        });
+        let page = match ahead {
+            Some(next) => match next.page.await {
+                Ok(page) => page,
+                // The task itself failed (it panicked): ask again.
+                Err(_) => {
+                    list_page(
+                        client.clone(),
+                        location.bucket.clone(),
+                        full.clone(),
+                        continuation,
+                    )
+                    .await
+                }
+            },
+            None => {
+                list_page(
+                    client.clone(),
+                    location.bucket.clone(),
+                    full.clone(),
+                    continuation,
+                )
+                .await
+            }
+        };
         let page = match page {
             Ok(p) => p,
             Err(e) => return Ok(Err(io(&format!("listing {}", location.describe()), &e))),
@@ -779,6 +835,22 @@ impl Host for StepState {
         } else {
             None
         };
+        if let Some(next) = &continuation {
+            let fetch = list_page(
+                client,
+                location.bucket.clone(),
+                full.clone(),
+                Some(next.clone()),
+            );
+            self.objects.next_pages.insert(
+                role,
+                NextPage {
+                    prefix: full,
+                    continuation: next.clone(),
+                    page: AbortOnDropHandle::new(tokio::spawn(fetch)),
+                },
+            );
+        }
         Ok(Ok(ListPage {
             objects,
             continuation,
