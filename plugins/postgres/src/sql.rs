@@ -61,6 +61,18 @@ pub fn prepare_scratch(scratch: &str, old: &str) -> String {
     )
 }
 
+/// Ends every other session on `database` and prints how many there were:
+/// sessions an interrupted restore left behind (a backend building an
+/// index notices its client is gone only when it ends, and holds its locks
+/// and a core until then).
+pub fn end_sessions_on(database: &str) -> String {
+    format!(
+        "SELECT count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity \
+         WHERE datname = {} AND pid <> pg_catalog.pg_backend_pid();\n",
+        literal(database)
+    )
+}
+
 /// Drops `name` if it exists, disconnecting anyone still on it.
 pub fn drop_database(name: &str) -> String {
     format!(

@@ -71,6 +71,7 @@ fn replace(
             job.names.target,
             job.names.scratch
         ));
+        job.end_leftover_sessions();
     } else {
         info(format!(
             "{} database {:?}: loading into scratch database {:?} first",
@@ -143,6 +144,26 @@ impl Replacement {
     /// Runs `script` with psql in the scratch database.
     pub fn scratch_psql(&self, script: &str) -> Result<String, Error> {
         run_psql(&self.names.scratch, script)
+    }
+
+    /// Ends the sessions the interrupted load left on the scratch database,
+    /// so they neither hold locks the rerun waits for nor take cores. Not
+    /// being allowed to (another role's sessions) only costs time.
+    fn end_leftover_sessions(&self) {
+        match self.psql(&sql::end_sessions_on(&self.names.scratch)) {
+            Ok(out) if out.trim() != "0" => info(format!(
+                "ended {} session(s) the interrupted restore left on {:?}",
+                out.trim(),
+                self.names.scratch
+            )),
+            Ok(_) => {}
+            Err(e) => warn(format!(
+                "could not end the sessions the interrupted restore left on {:?} ({}); \
+                 the rerun may wait for them",
+                self.names.scratch,
+                e.message()
+            )),
+        }
     }
 
     /// True when the scratch database holds an interrupted load of the
