@@ -789,28 +789,16 @@ impl Host for StepState {
         let ahead = self.objects.next_pages.remove(&role).filter(|next| {
             next.prefix == full && continuation.as_deref() == Some(next.continuation.as_str())
         });
-        let page = match ahead {
-            Some(next) => match next.page.await {
-                Ok(page) => page,
-                // The task itself failed (it panicked): ask again.
-                Err(_) => {
-                    list_page(
-                        client.clone(),
-                        location.bucket.clone(),
-                        full.clone(),
-                        continuation,
-                    )
-                    .await
-                }
-            },
+        // A read-ahead task that failed itself (it panicked) is asked again.
+        let fetched = match ahead {
+            Some(next) => next.page.await.ok(),
+            None => None,
+        };
+        let page = match fetched {
+            Some(page) => page,
             None => {
-                list_page(
-                    client.clone(),
-                    location.bucket.clone(),
-                    full.clone(),
-                    continuation,
-                )
-                .await
+                let bucket = location.bucket.clone();
+                list_page(client.clone(), bucket, full.clone(), continuation).await
             }
         };
         let page = match page {
