@@ -240,6 +240,13 @@ fn round_trips_at_jobs_1_2_and_4_are_identical() {
             early > 0,
             "no index was built while the data loaded (--jobs {jobs}):\n{log}"
         );
+        // Both plain foreign keys (orders → customers, order_notes →
+        // orders) follow their tables' keys in the lanes; the fingerprint
+        // below shows them validated (a NOT VALID one would differ).
+        assert!(
+            log.contains("2 foreign keys were started while the data loaded"),
+            "the foreign keys waited for the data (--jobs {jobs}):\n{log}"
+        );
         env.pg
             .fingerprint(LIVE)
             .unwrap()

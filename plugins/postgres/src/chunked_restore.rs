@@ -12,7 +12,7 @@
 use crate::index_lane::IndexLanes;
 use crate::load_progress::RowMeter;
 use crate::plan::{DataChunk, Plan};
-use crate::post_data::{self, Entry};
+use crate::post_data::{self, Entry, ForeignKey};
 use crate::sql::literal;
 use crate::swap::{Replacement, replace_target_resumable};
 use envsync_plugin_sdk::sessions::{self, Policy, Session};
@@ -108,6 +108,7 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
         pending.len()
     ));
     let mut post = PostData::read(plan, &done)?;
+    let foreign_keys = post.foreign_keys();
     // Sanitised plans name no table per chunk: their indexes wait for the data.
     let mut lane = IndexLanes::new(
         job,
@@ -118,6 +119,7 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
             .filter(|_| !plan.sanitised)
             .map(|d| d.table.as_str()),
         &mut post.independent,
+        foreign_keys,
     );
     // Rows are counted as chunks commit (see `load_progress`).
     let mut rows = RowMeter::new(job);
@@ -148,10 +150,17 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
     }
     rows.report();
     post.independent.extend(lane.left_over());
+    post.drop_taken(&lane.foreign_keys_taken);
     if lane.taken > 0 {
         info(format!(
             "{} indexes and constraints were started while the data loaded",
             lane.taken
+        ));
+    }
+    if !lane.foreign_keys_taken.is_empty() {
+        info(format!(
+            "{} foreign keys were started while the data loaded",
+            lane.foreign_keys_taken.len() / 2
         ));
     }
     if !done.contains(&plan.sequences)
@@ -325,6 +334,35 @@ impl PostData {
             rest,
             validations,
         })
+    }
+
+    /// The foreign keys of plain tables with both halves still to build,
+    /// which the index lanes may take (see [`IndexLanes`]).
+    fn foreign_keys(&self) -> Vec<ForeignKey> {
+        let adds: BTreeMap<&str, &Entry> = self
+            .rest
+            .iter()
+            .map(|(name, entry)| (name.as_str(), entry))
+            .collect();
+        self.validations
+            .iter()
+            .filter_map(|((check, validate), referenced)| {
+                let name = check.strip_suffix("-validate")?;
+                Some(ForeignKey {
+                    add: (name.to_string(), (*adds.get(name)?).clone()),
+                    validate: (check.clone(), validate.clone()),
+                    table: post_data::table_of(validate)?.to_string(),
+                    referenced: referenced.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Leaves out the entries the index lanes took.
+    fn drop_taken(&mut self, taken: &BTreeSet<String>) {
+        self.rest.retain(|(name, _)| !taken.contains(name));
+        self.validations
+            .retain(|((name, _), _)| !taken.contains(name));
     }
 
     /// The indexes and constraints the lane did not build, with `jobs`

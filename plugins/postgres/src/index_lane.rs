@@ -12,11 +12,18 @@
 //! loaders' scheduling: a lane takes at most [`LANE_TEXT_LIMIT`] bytes of
 //! SQL, far less than a pipe holds; what does not fit is built after the
 //! data as before.
+//!
+//! Foreign keys of plain tables follow as soon as both their tables are in:
+//! a referenced table's keys all go to one lane, and the foreign key (added
+//! `NOT VALID`, then validated) to that lane after them, so psql's order
+//! guarantees the key exists. The plugin never learns when a lane commits
+//! anything, so this order is the only dependency a lane may rely on.
 
-use crate::post_data::{self, Entry};
+use crate::chunked_restore::entry_script;
+use crate::post_data::{self, Entry, ForeignKey};
 use crate::swap::Replacement;
 use envsync_plugin_sdk::{ByteSink, Error, Running, info, write_all};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// SQL text a lane may be given before it is waited for: well below a
 /// pipe's 64 KiB, so a write returns at once even while psql is busy.
@@ -27,6 +34,15 @@ struct Table {
     chunks: usize,
     chunks_left: usize,
     entries: Vec<(String, Entry)>,
+    /// A foreign key waiting for the lanes references this table.
+    referenced: bool,
+    /// All its rows are in and its entries were dealt.
+    dealt: bool,
+    /// The lane its keys went to, if it had any.
+    keys_lane: Option<usize>,
+    /// A key did not fit in that lane: foreign keys referencing this table
+    /// wait for the data.
+    keys_kept: bool,
 }
 
 /// One psql session building indexes.
@@ -43,24 +59,30 @@ pub struct IndexLanes<'j> {
     setup: String,
     /// By [`post_data::table_key`].
     tables: BTreeMap<String, Table>,
+    /// Foreign keys whose tables are not both in yet.
+    foreign_keys: Vec<ForeignKey>,
     lanes: Vec<Lane>,
     most: usize,
     /// Entries the lanes took; the rest is built after the data.
     pub taken: usize,
+    /// Bookkeeping names of the foreign-key halves the lanes took.
+    pub foreign_keys_taken: BTreeSet<String>,
 }
 
 impl<'j> IndexLanes<'j> {
-    /// Up to `most` lanes for `entries` (independent ones, not yet built) over the
-    /// tables with `chunks` (table names as the plan gives them, one per
-    /// pending chunk). Entries of tables with no pending chunk stay out:
-    /// their table is complete or empty, and they are built after the data
-    /// with the rest. `entries` keeps what the lane did not take.
+    /// Up to `most` lanes for `entries` (independent ones, not yet built) and
+    /// `foreign_keys` over the tables with `chunks` (table names as the plan
+    /// gives them, one per pending chunk). Entries of tables with no pending
+    /// chunk stay out: their table is complete or empty, and they are built
+    /// after the data with the rest; so do foreign keys on such tables.
+    /// `entries` keeps what the lane did not take.
     pub fn new<'c>(
         job: &'j Replacement,
         setup: &str,
         most: usize,
         chunks: impl IntoIterator<Item = &'c str>,
         entries: &mut Vec<(String, Entry)>,
+        foreign_keys: Vec<ForeignKey>,
     ) -> IndexLanes<'j> {
         let mut tables: BTreeMap<String, Table> = BTreeMap::new();
         for table in chunks {
@@ -68,6 +90,10 @@ impl<'j> IndexLanes<'j> {
                 chunks: 0,
                 chunks_left: 0,
                 entries: Vec::new(),
+                referenced: false,
+                dealt: false,
+                keys_lane: None,
+                keys_kept: false,
             });
             t.chunks += 1;
             t.chunks_left += 1;
@@ -81,60 +107,143 @@ impl<'j> IndexLanes<'j> {
             }
         }
         *entries = rest;
+        let foreign_keys: Vec<ForeignKey> = foreign_keys
+            .into_iter()
+            .filter(|fk| {
+                let from = post_data::table_key(&fk.table);
+                let to = post_data::table_key(&fk.referenced);
+                tables.contains_key(&from) && tables.contains_key(&to)
+            })
+            .collect();
+        for fk in &foreign_keys {
+            let to = post_data::table_key(&fk.referenced);
+            tables.get_mut(&to).expect("kept above").referenced = true;
+        }
         IndexLanes {
             job,
             setup: setup.to_string(),
             tables,
+            foreign_keys,
             lanes: Vec::new(),
             most: most.max(1),
             taken: 0,
+            foreign_keys_taken: BTreeSet::new(),
         }
     }
 
     /// A chunk of `table` committed: once it was the table's last, each of
     /// its entries goes to the least busy lane (if it fits), so one table's
-    /// indexes build side by side (`CREATE INDEX` locks do not conflict).
+    /// indexes build side by side (`CREATE INDEX` locks do not conflict);
+    /// then the foreign keys whose tables are now both in.
     pub fn chunk_loaded(&mut self, table: &str) -> Result<(), Error> {
         let key = post_data::table_key(table);
         let Some(t) = self.tables.get_mut(&key) else {
             return Ok(());
         };
         t.chunks_left = t.chunks_left.saturating_sub(1);
-        if t.chunks_left > 0 || t.entries.is_empty() {
+        if t.chunks_left > 0 {
             return Ok(());
         }
+        self.deal(&key)?;
+        self.release_foreign_keys()
+    }
+
+    /// Deals the entries of table `key`, whose rows are all in.
+    fn deal(&mut self, key: &str) -> Result<(), Error> {
+        let t = self.tables.get_mut(key).expect("a tracked table");
+        t.dealt = true;
         // A table's chunks stand for its size, and so for each index's cost.
         let weight = t.chunks;
+        let referenced = t.referenced;
         let ready = std::mem::take(&mut t.entries);
-        let mut kept = Vec::new();
+        let (mut kept, mut keys_lane, mut keys_kept) = (Vec::new(), None, false);
         for (name, entry) in ready {
-            let script = crate::chunked_restore::entry_script(&name, &entry);
-            if self.lanes.len() < self.most && self.lanes.iter().all(|l| l.queued > 0) {
-                let lane = self.start()?;
-                self.lanes.push(lane);
-            }
-            let lane = self
-                .lanes
-                .iter_mut()
-                .filter(|l| l.written + script.len() <= LANE_TEXT_LIMIT)
-                .min_by_key(|l| l.queued);
+            let script = entry_script(&name, &entry);
+            let one_lane = referenced && entry.is_key();
+            let lane = match keys_lane {
+                Some(lane) if one_lane => self.has_room(lane, &script).then_some(lane),
+                _ => self.least_busy(&script)?,
+            };
             // None has room: built after the data with the others.
             let Some(lane) = lane else {
+                keys_kept |= one_lane;
                 kept.push((name, entry));
                 continue;
             };
-            if let Err(e) = write_all(&lane.stdin, script.as_bytes()) {
-                let status = lane.child.wait()?;
-                return Err(lane
-                    .child
-                    .stream_failure(&status, e, false)
-                    .context("building indexes while the other tables load"));
-            }
-            lane.written += script.len();
-            lane.queued += weight;
+            self.give(lane, &script, weight)?;
             self.taken += 1;
+            if one_lane {
+                keys_lane = Some(lane);
+            }
         }
-        self.tables.get_mut(&key).expect("present").entries = kept;
+        let t = self.tables.get_mut(key).expect("a tracked table");
+        t.entries = kept;
+        t.keys_lane = keys_lane;
+        t.keys_kept = keys_kept;
+        Ok(())
+    }
+
+    /// Hands each foreign key whose tables are both dealt to the lane of
+    /// the referenced table's keys (any lane if it had none): the add and
+    /// the validation, each committed with its bookkeeping row.
+    fn release_foreign_keys(&mut self) -> Result<(), Error> {
+        for fk in std::mem::take(&mut self.foreign_keys) {
+            let from = &self.tables[&post_data::table_key(&fk.table)];
+            let to = &self.tables[&post_data::table_key(&fk.referenced)];
+            if !(from.dealt && to.dealt) {
+                self.foreign_keys.push(fk);
+                continue;
+            }
+            if to.keys_kept {
+                continue;
+            }
+            let (weight, keys_lane) = (from.chunks + to.chunks, to.keys_lane);
+            let add = Entry {
+                kind: fk.add.1.kind.clone(),
+                sql: format!("{}{}", fk.lock_sql(), fk.add.1.sql),
+            };
+            let script =
+                entry_script(&fk.add.0, &add) + &entry_script(&fk.validate.0, &fk.validate.1);
+            let lane = match keys_lane {
+                Some(lane) => self.has_room(lane, &script).then_some(lane),
+                None => self.least_busy(&script)?,
+            };
+            // No room: added and validated after the data.
+            let Some(lane) = lane else { continue };
+            self.give(lane, &script, weight)?;
+            self.foreign_keys_taken.extend([fk.add.0, fk.validate.0]);
+        }
+        Ok(())
+    }
+
+    fn has_room(&self, lane: usize, script: &str) -> bool {
+        self.lanes[lane].written + script.len() <= LANE_TEXT_LIMIT
+    }
+
+    /// The lane with the least work queued that has room for `script`,
+    /// after starting another if every lane is busy and more are allowed.
+    fn least_busy(&mut self, script: &str) -> Result<Option<usize>, Error> {
+        if self.lanes.len() < self.most && self.lanes.iter().all(|l| l.queued > 0) {
+            let lane = self.start()?;
+            self.lanes.push(lane);
+        }
+        Ok((0..self.lanes.len())
+            .filter(|&lane| self.has_room(lane, script))
+            .min_by_key(|&lane| self.lanes[lane].queued))
+    }
+
+    /// Writes `script` to `lane` (it has room: see [`Self::has_room`]).
+    fn give(&mut self, lane: usize, script: &str, weight: usize) -> Result<(), Error> {
+        let lane = &mut self.lanes[lane];
+        if let Err(e) = write_all(&lane.stdin, script.as_bytes()) {
+            let status = lane.child.wait()?;
+            return Err(lane
+                .child
+                .stream_failure(&status, e, false)
+                .context("building indexes while the other tables load"));
+        }
+        lane.written += script.len();
+        lane.queued += weight;
         Ok(())
     }
 

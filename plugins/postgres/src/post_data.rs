@@ -25,6 +25,43 @@ impl Entry {
             "INDEX" | "CONSTRAINT" | "CHECK CONSTRAINT"
         )
     }
+
+    /// Independent entries a foreign key referencing their table may need
+    /// (its primary key, unique constraints and indexes), or that lock the
+    /// table exclusively (every constraint): a table's keys are built in
+    /// one session, and a foreign key on it after them in that session.
+    pub fn is_key(&self) -> bool {
+        self.independent() && (self.kind != "INDEX" || self.sql.contains("CREATE UNIQUE INDEX"))
+    }
+}
+
+/// A plain table's foreign key whose two halves (see [`split_validation`])
+/// are both still to be built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForeignKey {
+    /// The `NOT VALID` add and the validation, with their bookkeeping names.
+    pub add: (String, Entry),
+    pub validate: (String, Entry),
+    /// The referencing and the referenced table, as pg_dump names them.
+    pub table: String,
+    pub referenced: String,
+}
+
+impl ForeignKey {
+    /// Locks both tables in one order (by [`table_key`]) before the add.
+    /// Adding a foreign key locks the referencing table, then the
+    /// referenced one; two adds running at once on tables that reference
+    /// each other would deadlock without a common order.
+    pub fn lock_sql(&self) -> String {
+        let mut tables = vec![self.table.as_str(), self.referenced.as_str()];
+        tables.sort_by_key(|t| table_key(t));
+        tables.dedup_by_key(|t| table_key(t));
+        let only: Vec<String> = tables.iter().map(|t| format!("ONLY {t}")).collect();
+        format!(
+            "LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE;\n",
+            only.join(", ")
+        )
+    }
 }
 
 /// The table an index, constraint or validation entry works on, as pg_dump
@@ -255,6 +292,12 @@ ALTER TABLE ONLY public.lines\n    ADD CONSTRAINT lines_order_fkey FOREIGN KEY (
         assert!(!entries[2].sql.contains("dump complete") || !has_sql("-- x\n"));
         assert!(entries[0].independent() && entries[1].independent());
         assert!(!entries[2].independent());
+        assert!(entries[0].is_key() && !entries[1].is_key() && !entries[2].is_key());
+        let unique = Entry {
+            kind: "INDEX".into(),
+            sql: "CREATE UNIQUE INDEX u ON public.orders USING btree (code);\n".into(),
+        };
+        assert!(unique.is_key());
     }
 
     #[test]
@@ -325,6 +368,24 @@ ALTER TABLE ONLY public.lines\n    ADD CONSTRAINT lines_order_fkey FOREIGN KEY (
         assert_eq!(
             validate.sql,
             "ALTER TABLE ONLY \"my schema\".\"t\" VALIDATE CONSTRAINT \"fk \"\"x\"\"\";\n"
+        );
+        let fk = ForeignKey {
+            add: ("p-1".into(), add),
+            validate: ("p-1-validate".into(), validate),
+            table: "\"my schema\".\"t\"".into(),
+            referenced: referenced.clone(),
+        };
+        assert_eq!(
+            fk.lock_sql(),
+            "LOCK TABLE ONLY \"my schema\".\"t\", ONLY s.p IN SHARE ROW EXCLUSIVE MODE;\n"
+        );
+        let own = ForeignKey {
+            table: "s.p".into(),
+            ..fk
+        };
+        assert_eq!(
+            own.lock_sql(),
+            "LOCK TABLE ONLY s.p IN SHARE ROW EXCLUSIVE MODE;\n"
         );
         // A partitioned table's foreign key (no ONLY) stays whole.
         let partitioned = Entry {
