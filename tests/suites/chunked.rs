@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use envsync_tests::faulty_proxy::FaultyProxy;
 use envsync_tests::host_cli::{Expect, Host, Step, exit};
-use envsync_tests::postgres::{Fingerprint, PgCluster};
+use envsync_tests::postgres::{Fingerprint, HoldMode, PgCluster};
 use envsync_tests::process::Running;
 use envsync_tests::procs;
 use envsync_tests::s3::S3Server;
@@ -309,12 +309,27 @@ fn a_killed_restore_resumes_and_loads_no_chunk_twice() {
         .assert_same(&live, "the live target after the kill");
     let committed = env.committed();
     assert!(committed.len() as u64 >= wanted);
-    // Each committed chunk's rows are in the scratch database exactly once
-    // so far: the larger tables hold as many rows as their committed chunks.
+    // A backend building an index outlives its killed client until the
+    // index is done, holding its lock; this session stands in for one. The
+    // rerun ends it first rather than waiting for it (or failing the swap).
+    let mut leftover = env
+        .pg
+        .hold_session(
+            SCRATCH,
+            HoldMode::IdleInTransaction("LOCK TABLE public.events IN ACCESS EXCLUSIVE MODE".into()),
+        )
+        .expect("a session holding a lock on the scratch database");
 
     let out = env.restore_step(2).run(&env.host);
     out.expect_ok("rerun of the killed restore");
     let log = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        log.contains(&format!(
+            "ended 1 session(s) the interrupted restore left on \"{SCRATCH}\""
+        )),
+        "the rerun should end the leftover session:\n{log}"
+    );
+    assert!(leftover.was_terminated(Duration::from_secs(10)));
     assert!(
         log.contains(&format!(
             "resuming: {} of {} data chunks were already loaded and are skipped",
