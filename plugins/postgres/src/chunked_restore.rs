@@ -91,7 +91,7 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
     } else {
         BTreeSet::from([plan.pre_data.clone()])
     };
-    let pending: Vec<&DataChunk> = plan
+    let mut pending: Vec<&DataChunk> = plan
         .data
         .iter()
         .filter(|d| !done.contains(&d.chunk))
@@ -109,6 +109,7 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
     ));
     let mut post = PostData::read(plan, &done)?;
     let foreign_keys = post.foreign_keys();
+    referenced_first(&mut pending, &foreign_keys);
     // Sanitised plans name no table per chunk: their indexes wait for the data.
     let mut lane = IndexLanes::new(
         job,
@@ -172,6 +173,30 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
     post.build(job, jobs, lane)?;
     job.scratch_psql(&format!("DROP SCHEMA {BOOKKEEPING} CASCADE;\n"))?;
     Ok(())
+}
+
+/// Puts the chunks of tables a foreign key references first, smallest
+/// table first, the rest in the plan's order (largest table first). Their
+/// keys are then built early, and each foreign key can follow its
+/// referencing table's last chunk into the index lanes at once, instead of
+/// waiting for a small referenced table that the plan's order loads last.
+fn referenced_first(pending: &mut [&DataChunk], foreign_keys: &[ForeignKey]) {
+    let referenced: BTreeSet<String> = foreign_keys
+        .iter()
+        .map(|fk| post_data::table_key(&fk.referenced))
+        .collect();
+    let mut chunks: BTreeMap<String, usize> = BTreeMap::new();
+    for d in pending.iter() {
+        *chunks.entry(post_data::table_key(&d.table)).or_default() += 1;
+    }
+    // Stable: within a table, and among the others, the plan's order stays.
+    pending.sort_by_key(|d| {
+        let table = post_data::table_key(&d.table);
+        match referenced.contains(&table) {
+            true => (0, chunks[&table]),
+            false => (1, 0),
+        }
+    });
 }
 
 fn bookkeeping_setup(id: &str) -> String {
@@ -480,4 +505,57 @@ fn run_scripts(
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(name: &str, table: &str) -> DataChunk {
+        DataChunk {
+            chunk: name.into(),
+            table: table.into(),
+            columns: String::new(),
+        }
+    }
+
+    fn foreign_key(table: &str, referenced: &str) -> ForeignKey {
+        let entry = Entry {
+            kind: "FK CONSTRAINT".into(),
+            sql: String::new(),
+        };
+        ForeignKey {
+            add: ("a".into(), entry.clone()),
+            validate: ("a-validate".into(), entry),
+            table: table.into(),
+            referenced: referenced.into(),
+        }
+    }
+
+    #[test]
+    fn referenced_tables_load_first_smallest_first() {
+        let plan = [
+            chunk("data-1", "\"public\".\"items\""),
+            chunk("data-2", "\"public\".\"items\""),
+            chunk("data-3", "\"public\".\"orders\""),
+            chunk("data-4", "\"public\".\"orders\""),
+            chunk("data-5", "\"public\".\"log\""),
+            chunk("data-6", "\"public\".\"customers\""),
+        ];
+        let mut pending: Vec<&DataChunk> = plan.iter().collect();
+        let keys = [
+            foreign_key("public.items", "public.orders"),
+            foreign_key("public.orders", "public.customers"),
+        ];
+        referenced_first(&mut pending, &keys);
+        let order: Vec<&str> = pending.iter().map(|d| d.chunk.as_str()).collect();
+        assert_eq!(
+            order,
+            ["data-6", "data-3", "data-4", "data-1", "data-2", "data-5"]
+        );
+        // No foreign keys: the plan's order.
+        let mut pending: Vec<&DataChunk> = plan.iter().collect();
+        referenced_first(&mut pending, &[]);
+        assert_eq!(pending[0].chunk, "data-1");
+    }
 }
