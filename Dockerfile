@@ -33,7 +33,11 @@ FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 # mariadb-dump; sqlite3; mongosh below); CA certificates for S3 and the Pushgateway over
 # HTTPS.
 # Versions come from the Debian release (DEBIAN_RELEASE): pg_dump must be at
-# least as new as the servers it dumps.
+# least as new as the servers it dumps. Debian's /usr/bin/psql (and pg_dump,
+# pg_restore) is a Perl wrapper that picks a client version; with the one
+# version installed here it only costs about 16 ms of CPU per start, and a
+# parallel restore starts a psql per chunk, so the real programs are linked
+# into /usr/local/bin, which comes first on PATH.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
@@ -41,7 +45,9 @@ RUN apt-get update \
         mariadb-client \
         postgresql-client \
         sqlite3 \
-    && rm -rf /var/lib/apt/lists/*
+    && rm -rf /var/lib/apt/lists/* \
+    && ln -s /usr/lib/postgresql/*/bin/psql /usr/lib/postgresql/*/bin/pg_dump \
+        /usr/lib/postgresql/*/bin/pg_restore /usr/local/bin/
 # mongosh (the mongodb plugin's only program) from npm, on Debian's Node.js;
 # npm itself is removed again. Its modules land in /usr/local/lib, which the
 # host lets mongosh read (programs.toml).

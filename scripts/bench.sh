@@ -60,6 +60,12 @@ fi
 
 source scripts/lib/pg.sh
 source scripts/lib/mariadb.sh
+# PostgreSQL's client programs themselves, for envsync and the plain tools
+# alike: Debian's /usr/bin/psql is a Perl wrapper costing about 16 ms of CPU
+# per start, and a parallel restore starts a psql per chunk (the Docker
+# image links the real programs into /usr/local/bin for the same reason).
+PATH="$(pg_bin):$PATH"
+export PATH
 work=$PWD/.envsync/bench
 rm -rf "$work"; mkdir -p "$work"
 pg_start "$work/pg"
@@ -617,7 +623,8 @@ if ("parallel", "proxy-pg", "plain") in runs:
     print("Every restore goes into a database that does not exist yet; the row counts of every table are checked")
     print("after each (outside the timings). envsync restores from a local folder store (zstd 1), loads a scratch")
     print("database, verifies the artifact and swaps it in; the plain tools read local dumps (`pg_dump -Fc -Z1`,")
-    print("`pg_dump -Fd -Z1 -j 2`, `mariadb-dump --single-transaction --quick` uncompressed).")
+    print("`pg_dump -Fd -Z1 -j 2`, `mariadb-dump --single-transaction --quick` uncompressed). PostgreSQL's clients")
+    print("run from the server's bin folder for both, not through Debian's Perl wrapper /usr/bin/psql.")
 if os.path.exists(rates):
     r = [tuple(map(float, l.split())) for l in open(rates) if l.strip()]
     if r:
