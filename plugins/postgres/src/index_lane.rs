@@ -71,21 +71,23 @@ pub struct IndexLanes<'j> {
 
 impl<'j> IndexLanes<'j> {
     /// Up to `most` lanes for `entries` (independent ones, not yet built) and
-    /// `foreign_keys` over the tables with `chunks` (table names as the plan
-    /// gives them, one per pending chunk). Entries of tables with no pending
-    /// chunk stay out: their table is complete or empty, and they are built
-    /// after the data with the rest; so do foreign keys on such tables.
-    /// `entries` keeps what the lane did not take.
+    /// `foreign_keys` over the tables of the plan's `chunks` (each chunk's
+    /// table as the plan names it, and whether the chunk is still to load).
+    /// Entries of tables without chunks stay out (an empty table, a
+    /// partitioned one): they are built after the data with the rest; so
+    /// are foreign keys on such tables. `entries` keeps what the lane did
+    /// not take. Tables whose chunks are all loaded (a resumed restore)
+    /// go to the lanes at [`Self::begin`].
     pub fn new<'c>(
         job: &'j Replacement,
         setup: &str,
         most: usize,
-        chunks: impl IntoIterator<Item = &'c str>,
+        chunks: impl IntoIterator<Item = (&'c str, bool)>,
         entries: &mut Vec<(String, Entry)>,
         foreign_keys: Vec<ForeignKey>,
     ) -> IndexLanes<'j> {
         let mut tables: BTreeMap<String, Table> = BTreeMap::new();
-        for table in chunks {
+        for (table, pending) in chunks {
             let t = tables.entry(post_data::table_key(table)).or_insert(Table {
                 chunks: 0,
                 chunks_left: 0,
@@ -96,7 +98,7 @@ impl<'j> IndexLanes<'j> {
                 keys_kept: false,
             });
             t.chunks += 1;
-            t.chunks_left += 1;
+            t.chunks_left += usize::from(pending);
         }
         let mut rest = Vec::new();
         for (name, entry) in std::mem::take(entries) {
@@ -129,6 +131,22 @@ impl<'j> IndexLanes<'j> {
             taken: 0,
             foreign_keys_taken: BTreeSet::new(),
         }
+    }
+
+    /// Hands the lanes the entries of tables whose rows were all loaded
+    /// before (by the interrupted restore a rerun resumes), and the foreign
+    /// keys between them, so they build while the rest loads.
+    pub fn begin(&mut self) -> Result<(), Error> {
+        let complete: Vec<String> = self
+            .tables
+            .iter()
+            .filter(|(_, t)| t.chunks_left == 0)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in &complete {
+            self.deal(key)?;
+        }
+        self.release_foreign_keys()
     }
 
     /// A chunk of `table` committed: once it was the table's last, each of
