@@ -111,6 +111,11 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
     let foreign_keys = post.foreign_keys();
     referenced_first(&mut pending, &foreign_keys);
     // Sanitised plans name no table per chunk: their indexes wait for the data.
+    // Only a partitioned table's foreign key needs to know its partitions.
+    let ancestors = match foreign_keys.iter().any(|fk| fk.validate.is_none()) {
+        true => partition_ancestors(job)?,
+        false => BTreeMap::new(),
+    };
     let mut lane = IndexLanes::new(
         job,
         &post.setup,
@@ -119,6 +124,7 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
             .iter()
             .filter(|_| !plan.sanitised)
             .map(|d| (d.table.as_str(), !done.contains(&d.chunk))),
+        ancestors,
         &mut post.independent,
         foreign_keys,
     );
@@ -162,10 +168,10 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
             lane.taken
         ));
     }
-    if !lane.foreign_keys_taken.is_empty() {
+    if lane.foreign_keys_started > 0 {
         info(format!(
             "{} foreign keys were started while the data loaded",
-            lane.foreign_keys_taken.len() / 2
+            lane.foreign_keys_started
         ));
     }
     if !done.contains(&plan.sequences)
@@ -369,26 +375,36 @@ impl PostData {
         })
     }
 
-    /// The foreign keys of plain tables with both halves still to build,
-    /// which the index lanes may take (see [`IndexLanes`]).
+    /// The foreign keys still to build that the index lanes may take (see
+    /// [`IndexLanes`]): plain tables' with both halves to build, and
+    /// partitioned tables' (whole).
     fn foreign_keys(&self) -> Vec<ForeignKey> {
         let adds: BTreeMap<&str, &Entry> = self
             .rest
             .iter()
             .map(|(name, entry)| (name.as_str(), entry))
             .collect();
-        self.validations
+        let split = self
+            .validations
             .iter()
             .filter_map(|((check, validate), referenced)| {
                 let name = check.strip_suffix("-validate")?;
                 Some(ForeignKey {
                     add: (name.to_string(), (*adds.get(name)?).clone()),
-                    validate: (check.clone(), validate.clone()),
+                    validate: Some((check.clone(), validate.clone())),
                     table: post_data::table_of(validate)?.to_string(),
                     referenced: referenced.clone(),
                 })
+            });
+        let whole = self.rest.iter().filter_map(|(name, entry)| {
+            Some(ForeignKey {
+                referenced: post_data::partitioned_foreign_key(entry)?,
+                table: post_data::table_of(entry)?.to_string(),
+                add: (name.clone(), entry.clone()),
+                validate: None,
             })
-            .collect()
+        });
+        split.chain(whole).collect()
     }
 
     /// Leaves out the entries the index lanes took.
@@ -471,6 +487,46 @@ fn table_sizes(job: &Replacement) -> Result<BTreeMap<String, u64>, Error> {
         .collect())
 }
 
+/// The partitioned tables above each partition in the scratch database,
+/// nearest first, by [`post_data::table_key`].
+fn partition_ancestors(job: &Replacement) -> Result<BTreeMap<String, Vec<String>>, Error> {
+    let out = job.scratch_psql(
+        "SELECT format('%I.%I', cn.nspname, c.relname) || E'\\x1f' || format('%I.%I', pn.nspname, p.relname) \
+         FROM pg_catalog.pg_inherits i \
+         JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid \
+         JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace \
+         JOIN pg_catalog.pg_class p ON p.oid = i.inhparent \
+         JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace \
+         WHERE p.relkind = 'p';\n",
+    )?;
+    Ok(ancestors(
+        out.lines().filter_map(|l| l.split_once('\u{1f}')),
+    ))
+}
+
+/// Each table's ancestors, nearest first, from (child, parent) pairs.
+fn ancestors<'a>(
+    edges: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> BTreeMap<String, Vec<String>> {
+    let parent: BTreeMap<String, String> = edges
+        .into_iter()
+        .map(|(child, parent)| (post_data::table_key(child), post_data::table_key(parent)))
+        .collect();
+    parent
+        .keys()
+        .map(|child| {
+            let mut above = Vec::new();
+            let mut at = child;
+            // A cycle cannot occur in pg_inherits; the bound only guards the loop.
+            while let Some(next) = parent.get(at).filter(|_| above.len() < parent.len()) {
+                above.push(next.clone());
+                at = next;
+            }
+            (child.clone(), above)
+        })
+        .collect()
+}
+
 /// Post-data entries as a psql script: each in a transaction of its own
 /// with its bookkeeping row, so a rerun skips exactly those committed.
 pub fn entries_script(entries: &[(String, Entry)]) -> String {
@@ -534,10 +590,26 @@ mod tests {
         };
         ForeignKey {
             add: ("a".into(), entry.clone()),
-            validate: ("a-validate".into(), entry),
+            validate: Some(("a-validate".into(), entry)),
             table: table.into(),
             referenced: referenced.into(),
         }
+    }
+
+    #[test]
+    fn partitions_know_every_partitioned_table_above_them() {
+        let found = ancestors([
+            ("public.q1", "public.events"),
+            ("public.q2_a", "public.q2"),
+            ("public.q2", "public.events"),
+        ]);
+        let key = post_data::table_key;
+        assert_eq!(found[&key("public.q1")], [key("public.events")]);
+        assert_eq!(
+            found[&key("public.q2_a")],
+            [key("public.q2"), key("public.events")]
+        );
+        assert!(!found.contains_key(&key("public.events")));
     }
 
     #[test]

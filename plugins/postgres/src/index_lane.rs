@@ -43,6 +43,23 @@ struct Table {
     /// A key did not fit in that lane: foreign keys referencing this table
     /// wait for the data.
     keys_kept: bool,
+    /// A partitioned table: its chunks are its partitions'.
+    partitioned: bool,
+}
+
+impl Table {
+    fn new(partitioned: bool) -> Table {
+        Table {
+            chunks: 0,
+            chunks_left: 0,
+            entries: Vec::new(),
+            referenced: false,
+            dealt: false,
+            keys_lane: None,
+            keys_kept: false,
+            partitioned,
+        }
+    }
 }
 
 /// One psql session building indexes.
@@ -61,44 +78,53 @@ pub struct IndexLanes<'j> {
     tables: BTreeMap<String, Table>,
     /// Foreign keys whose tables are not both in yet.
     foreign_keys: Vec<ForeignKey>,
+    /// The partitioned tables above each partition, by table key.
+    ancestors: BTreeMap<String, Vec<String>>,
     lanes: Vec<Lane>,
     most: usize,
     /// Entries the lanes took; the rest is built after the data.
     pub taken: usize,
-    /// Bookkeeping names of the foreign-key halves the lanes took.
+    /// Bookkeeping names of the foreign-key entries the lanes took.
     pub foreign_keys_taken: BTreeSet<String>,
+    /// Foreign keys the lanes took.
+    pub foreign_keys_started: usize,
 }
 
 impl<'j> IndexLanes<'j> {
     /// Up to `most` lanes for `entries` (independent ones, not yet built) and
     /// `foreign_keys` over the tables of the plan's `chunks` (each chunk's
-    /// table as the plan names it, and whether the chunk is still to load).
-    /// Entries of tables without chunks stay out (an empty table, a
-    /// partitioned one): they are built after the data with the rest; so
-    /// are foreign keys on such tables. `entries` keeps what the lane did
-    /// not take. Tables whose chunks are all loaded (a resumed restore)
-    /// go to the lanes at [`Self::begin`].
+    /// table as the plan names it, and whether the chunk is still to load)
+    /// and the partitioned tables above them (`ancestors`, by
+    /// [`post_data::table_key`]). Entries of other tables (an empty one)
+    /// stay out: they are built after the data with the rest; so are
+    /// foreign keys on such tables, and those referencing a partitioned
+    /// table (its key is complete only once its partitions' indexes are
+    /// attached, after the data). `entries` keeps what the lane did not
+    /// take. Tables whose chunks are all loaded (a resumed restore) go to
+    /// the lanes at [`Self::begin`].
     pub fn new<'c>(
         job: &'j Replacement,
         setup: &str,
         most: usize,
         chunks: impl IntoIterator<Item = (&'c str, bool)>,
+        ancestors: BTreeMap<String, Vec<String>>,
         entries: &mut Vec<(String, Entry)>,
         foreign_keys: Vec<ForeignKey>,
     ) -> IndexLanes<'j> {
         let mut tables: BTreeMap<String, Table> = BTreeMap::new();
         for (table, pending) in chunks {
-            let t = tables.entry(post_data::table_key(table)).or_insert(Table {
-                chunks: 0,
-                chunks_left: 0,
-                entries: Vec::new(),
-                referenced: false,
-                dealt: false,
-                keys_lane: None,
-                keys_kept: false,
-            });
-            t.chunks += 1;
-            t.chunks_left += usize::from(pending);
+            let key = post_data::table_key(table);
+            let mut count = |key: &String, partitioned: bool| {
+                let t = tables
+                    .entry(key.clone())
+                    .or_insert_with(|| Table::new(partitioned));
+                t.chunks += 1;
+                t.chunks_left += usize::from(pending);
+            };
+            count(&key, false);
+            for parent in ancestors.get(&key).into_iter().flatten() {
+                count(parent, true);
+            }
         }
         let mut rest = Vec::new();
         for (name, entry) in std::mem::take(entries) {
@@ -114,7 +140,7 @@ impl<'j> IndexLanes<'j> {
             .filter(|fk| {
                 let from = post_data::table_key(&fk.table);
                 let to = post_data::table_key(&fk.referenced);
-                tables.contains_key(&from) && tables.contains_key(&to)
+                tables.contains_key(&from) && tables.get(&to).is_some_and(|t| !t.partitioned)
             })
             .collect();
         for fk in &foreign_keys {
@@ -126,10 +152,12 @@ impl<'j> IndexLanes<'j> {
             setup: setup.to_string(),
             tables,
             foreign_keys,
+            ancestors,
             lanes: Vec::new(),
             most: most.max(1),
             taken: 0,
             foreign_keys_taken: BTreeSet::new(),
+            foreign_keys_started: 0,
         }
     }
 
@@ -153,16 +181,23 @@ impl<'j> IndexLanes<'j> {
     /// its entries goes to the least busy lane (if it fits), so one table's
     /// indexes build side by side (`CREATE INDEX` locks do not conflict);
     /// then the foreign keys whose tables are now both in.
+    /// A partitioned table is in once all its partitions are.
     pub fn chunk_loaded(&mut self, table: &str) -> Result<(), Error> {
         let key = post_data::table_key(table);
-        let Some(t) = self.tables.get_mut(&key) else {
-            return Ok(());
-        };
-        t.chunks_left = t.chunks_left.saturating_sub(1);
-        if t.chunks_left > 0 {
+        if !self.tables.contains_key(&key) {
             return Ok(());
         }
-        self.deal(&key)?;
+        let above = self.ancestors.get(&key).cloned().unwrap_or_default();
+        for key in std::iter::once(key).chain(above) {
+            let t = self
+                .tables
+                .get_mut(&key)
+                .expect("tracked with its partitions");
+            t.chunks_left = t.chunks_left.saturating_sub(1);
+            if t.chunks_left == 0 {
+                self.deal(&key)?;
+            }
+        }
         self.release_foreign_keys()
     }
 
@@ -220,8 +255,10 @@ impl<'j> IndexLanes<'j> {
                 kind: fk.add.1.kind.clone(),
                 sql: format!("{}{}", fk.lock_sql(), fk.add.1.sql),
             };
-            let script =
-                entry_script(&fk.add.0, &add) + &entry_script(&fk.validate.0, &fk.validate.1);
+            let mut script = entry_script(&fk.add.0, &add);
+            if let Some((name, validate)) = &fk.validate {
+                script.push_str(&entry_script(name, validate));
+            }
             let lane = match keys_lane {
                 Some(lane) => self.has_room(lane, &script).then_some(lane),
                 None => self.least_busy(&script)?,
@@ -229,7 +266,10 @@ impl<'j> IndexLanes<'j> {
             // No room: added and validated after the data.
             let Some(lane) = lane else { continue };
             self.give(lane, &script, weight)?;
-            self.foreign_keys_taken.extend([fk.add.0, fk.validate.0]);
+            self.foreign_keys_started += 1;
+            self.foreign_keys_taken.insert(fk.add.0);
+            self.foreign_keys_taken
+                .extend(fk.validate.map(|(name, _)| name));
         }
         Ok(())
     }

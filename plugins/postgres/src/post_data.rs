@@ -35,13 +35,14 @@ impl Entry {
     }
 }
 
-/// A plain table's foreign key whose two halves (see [`split_validation`])
-/// are both still to be built.
+/// A foreign key still to be built: a plain table's in two halves (see
+/// [`split_validation`]), a partitioned table's whole.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ForeignKey {
-    /// The `NOT VALID` add and the validation, with their bookkeeping names.
+    /// The add (`NOT VALID` when split) with its bookkeeping name.
     pub add: (String, Entry),
-    pub validate: (String, Entry),
+    /// The validation with its bookkeeping name; none for a whole one.
+    pub validate: Option<(String, Entry)>,
     /// The referencing and the referenced table, as pg_dump names them.
     pub table: String,
     pub referenced: String,
@@ -51,12 +52,19 @@ impl ForeignKey {
     /// Locks both tables in one order (by [`table_key`]) before the add.
     /// Adding a foreign key locks the referencing table, then the
     /// referenced one; two adds running at once on tables that reference
-    /// each other would deadlock without a common order.
+    /// each other would deadlock without a common order. A partitioned
+    /// table is locked with its partitions, as its add locks them.
     pub fn lock_sql(&self) -> String {
         let mut tables = vec![self.table.as_str(), self.referenced.as_str()];
         tables.sort_by_key(|t| table_key(t));
         tables.dedup_by_key(|t| table_key(t));
-        let only: Vec<String> = tables.iter().map(|t| format!("ONLY {t}")).collect();
+        let only: Vec<String> = tables
+            .iter()
+            .map(|&t| match t == self.table && self.validate.is_none() {
+                true => t.to_string(),
+                false => format!("ONLY {t}"),
+            })
+            .collect();
         format!(
             "LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE;\n",
             only.join(", ")
@@ -149,13 +157,7 @@ pub fn split_validation(entry: &Entry) -> Option<(Entry, Entry, String)> {
     if entry.kind != "FK CONSTRAINT" {
         return None;
     }
-    // Without trailing comments (the dump's closing lines end the last entry).
-    let statement: Vec<&str> = entry
-        .sql
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with("--"))
-        .collect();
-    let sql = statement.join("\n");
+    let sql = statement(&entry.sql);
     let body = sql.strip_suffix(';')?;
     let start = sql.find("ALTER TABLE ONLY ")?;
     let rest = &sql[start + "ALTER TABLE ONLY ".len()..];
@@ -178,6 +180,32 @@ pub fn split_validation(entry: &Entry) -> Option<(Entry, Entry, String)> {
         ),
     };
     Some((add, validate, referenced))
+}
+
+/// The table a partitioned table's foreign key references: a single
+/// `ALTER TABLE` without `ONLY` (pg_dump's form for a partitioned table),
+/// which stays whole (see [`split_validation`]).
+pub fn partitioned_foreign_key(entry: &Entry) -> Option<String> {
+    if entry.kind != "FK CONSTRAINT" {
+        return None;
+    }
+    let statement = statement(&entry.sql);
+    let body = statement.strip_suffix(';')?;
+    let rest = statement.strip_prefix("ALTER TABLE ")?;
+    if rest.starts_with("ONLY ") || body.contains(';') {
+        return None;
+    }
+    referenced_table(rest)
+}
+
+/// An entry's SQL without comments and blank lines (the dump's closing
+/// lines end the last entry).
+fn statement(sql: &str) -> String {
+    let lines: Vec<&str> = sql
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with("--"))
+        .collect();
+    lines.join("\n")
 }
 
 /// The table after `REFERENCES ` in a foreign key's definition, up to its
@@ -371,7 +399,7 @@ ALTER TABLE ONLY public.lines\n    ADD CONSTRAINT lines_order_fkey FOREIGN KEY (
         );
         let fk = ForeignKey {
             add: ("p-1".into(), add),
-            validate: ("p-1-validate".into(), validate),
+            validate: Some(("p-1-validate".into(), validate)),
             table: "\"my schema\".\"t\"".into(),
             referenced: referenced.clone(),
         };
@@ -394,5 +422,21 @@ ALTER TABLE ONLY public.lines\n    ADD CONSTRAINT lines_order_fkey FOREIGN KEY (
                 .into(),
         };
         assert!(split_validation(&partitioned).is_none());
+        assert_eq!(
+            partitioned_foreign_key(&partitioned).as_deref(),
+            Some("public.c")
+        );
+        assert_eq!(partitioned_foreign_key(&entries[2]), None);
+        let whole = ForeignKey {
+            add: ("p-2".into(), partitioned),
+            validate: None,
+            table: "public.events".into(),
+            referenced: "public.c".into(),
+        };
+        // The partitioned table with its partitions, the referenced one alone.
+        assert_eq!(
+            whole.lock_sql(),
+            "LOCK TABLE ONLY public.c, public.events IN SHARE ROW EXCLUSIVE MODE;\n"
+        );
     }
 }
