@@ -191,17 +191,17 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
 /// its data, so it loads early (as pg_restore orders by size); but its
 /// foreign keys also wait for the keys of the tables they reference, which
 /// that order loads last when they are small. Loading those first costs
-/// little. Small: at most a quarter of the largest table's chunks.
+/// little. Small: at most a quarter of the chunks to load.
 fn referenced_first(pending: &mut [&DataChunk], foreign_keys: &[ForeignKey]) {
     let mut chunks: BTreeMap<String, usize> = BTreeMap::new();
     for d in pending.iter() {
         *chunks.entry(post_data::table_key(&d.table)).or_default() += 1;
     }
-    let largest = chunks.values().copied().max().unwrap_or(0);
+    let total = pending.len();
     let small: BTreeSet<String> = foreign_keys
         .iter()
         .map(|fk| post_data::table_key(&fk.referenced))
-        .filter(|t| chunks.get(t).is_some_and(|&n| n * 4 <= largest))
+        .filter(|t| chunks.get(t).is_some_and(|&n| n * 4 <= total))
         .collect();
     // Stable: within a table, and among the others, the plan's order stays.
     pending.sort_by_key(|d| {
@@ -621,8 +621,9 @@ mod tests {
             chunk("data-4", "\"public\".\"items\""),
             chunk("data-5", "\"public\".\"orders\""),
             chunk("data-6", "\"public\".\"orders\""),
-            chunk("data-7", "\"public\".\"log\""),
-            chunk("data-8", "\"public\".\"customers\""),
+            chunk("data-7", "\"public\".\"orders\""),
+            chunk("data-8", "\"public\".\"log\""),
+            chunk("data-9", "\"public\".\"customers\""),
         ];
         let mut pending: Vec<&DataChunk> = plan.iter().collect();
         let keys = [
@@ -631,11 +632,12 @@ mod tests {
         ];
         referenced_first(&mut pending, &keys);
         let order: Vec<&str> = pending.iter().map(|d| d.chunk.as_str()).collect();
-        // `orders` is referenced but half the largest table: it keeps its place.
+        // `orders` is referenced but a third of the chunks: it keeps its place.
         assert_eq!(
             order,
             [
-                "data-8", "data-1", "data-2", "data-3", "data-4", "data-5", "data-6", "data-7"
+                "data-9", "data-1", "data-2", "data-3", "data-4", "data-5", "data-6", "data-7",
+                "data-8"
             ]
         );
         // No foreign keys: the plan's order.
