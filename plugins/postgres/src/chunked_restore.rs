@@ -108,14 +108,14 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
         pending.len()
     ));
     let mut post = PostData::read(plan, &done)?;
-    let foreign_keys = post.foreign_keys();
+    let foreign_keys = std::mem::take(&mut post.foreign_keys);
     referenced_first(&mut pending, &foreign_keys);
-    // Sanitised plans name no table per chunk: their indexes wait for the data.
     // Only a partitioned table's foreign key needs to know its partitions.
     let ancestors = match foreign_keys.iter().any(|fk| fk.validate.is_none()) {
         true => partition_ancestors(job)?,
         false => BTreeMap::new(),
     };
+    // Sanitised plans name no table per chunk: their indexes wait for the data.
     let mut lane = IndexLanes::new(
         job,
         &post.setup,
@@ -330,6 +330,10 @@ struct PostData {
     /// Foreign keys' validations with the table each references, run
     /// concurrently after the rest.
     validations: Vec<((String, Entry), String)>,
+    /// The foreign keys in `rest` (and `validations`) that the index lanes
+    /// may take instead (see [`IndexLanes`]): plain tables' with both
+    /// halves still to build, and partitioned tables' (whole).
+    foreign_keys: Vec<ForeignKey>,
 }
 
 impl PostData {
@@ -354,17 +358,44 @@ impl PostData {
         // Foreign keys are added NOT VALID in order, then validated
         // concurrently; each half has its own bookkeeping name.
         let mut validations = Vec::new();
+        let mut foreign_keys = Vec::new();
         let rest: Vec<(String, Entry)> = rest
             .into_iter()
             .filter_map(|(name, entry)| match post_data::split_validation(&entry) {
                 Some((add, validate, referenced)) => {
                     let check = format!("{name}-validate");
-                    if !done.contains(&check) {
+                    let (added, checked) = (done.contains(&name), done.contains(&check));
+                    if !added
+                        && !checked
+                        && let Some(table) = post_data::table_of(&validate)
+                    {
+                        foreign_keys.push(ForeignKey {
+                            add: (name.clone(), add.clone()),
+                            validate: Some((check.clone(), validate.clone())),
+                            table: table.to_string(),
+                            referenced: referenced.clone(),
+                        });
+                    }
+                    if !checked {
                         validations.push(((check, validate), referenced));
                     }
-                    (!done.contains(&name)).then_some((name, add))
+                    (!added).then_some((name, add))
                 }
-                None => (!done.contains(&name)).then_some((name, entry)),
+                None if done.contains(&name) => None,
+                None => {
+                    if let (Some(referenced), Some(table)) = (
+                        post_data::partitioned_foreign_key(&entry),
+                        post_data::table_of(&entry),
+                    ) {
+                        foreign_keys.push(ForeignKey {
+                            add: (name.clone(), entry.clone()),
+                            validate: None,
+                            table: table.to_string(),
+                            referenced,
+                        });
+                    }
+                    Some((name, entry))
+                }
             })
             .collect();
         Ok(PostData {
@@ -372,39 +403,8 @@ impl PostData {
             independent,
             rest,
             validations,
+            foreign_keys,
         })
-    }
-
-    /// The foreign keys still to build that the index lanes may take (see
-    /// [`IndexLanes`]): plain tables' with both halves to build, and
-    /// partitioned tables' (whole).
-    fn foreign_keys(&self) -> Vec<ForeignKey> {
-        let adds: BTreeMap<&str, &Entry> = self
-            .rest
-            .iter()
-            .map(|(name, entry)| (name.as_str(), entry))
-            .collect();
-        let split = self
-            .validations
-            .iter()
-            .filter_map(|((check, validate), referenced)| {
-                let name = check.strip_suffix("-validate")?;
-                Some(ForeignKey {
-                    add: (name.to_string(), (*adds.get(name)?).clone()),
-                    validate: Some((check.clone(), validate.clone())),
-                    table: post_data::table_of(validate)?.to_string(),
-                    referenced: referenced.clone(),
-                })
-            });
-        let whole = self.rest.iter().filter_map(|(name, entry)| {
-            Some(ForeignKey {
-                referenced: post_data::partitioned_foreign_key(entry)?,
-                table: post_data::table_of(entry)?.to_string(),
-                add: (name.clone(), entry.clone()),
-                validate: None,
-            })
-        });
-        split.chain(whole).collect()
     }
 
     /// Leaves out the entries the index lanes took.
