@@ -566,6 +566,10 @@ fn chunk_and_transfer_calls_refuse_misuse_with_typed_errors() {
         "wait => Ok(",
         "wait again same => ok true",
         "wait-any twice listed => ok 0",
+        "feed output => ok true",
+        "write after feed => ok ()",
+        "feed output again => ok false",
+        "splice output => ok false",
         "dropped transfer => ok",
         "create past the limit at 10000 => denied",
     ] {

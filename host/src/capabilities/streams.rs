@@ -330,19 +330,16 @@ impl Host for StepState {
         output: Resource<ByteSink>,
         trailer: Vec<u8>,
     ) -> HostResult<Resource<Transfer>> {
-        let source = self.table.delete(input)?;
-        let sink = self.table.delete(output)?;
-        if let Err(e) = sink.closed.then_some(()).map_or(Ok(()), |()| {
-            Err(WitError::Io(format!("{} is closed", sink.label)))
-        }) {
-            return Ok(Err(e));
-        }
-        let task = tokio::spawn(run_transfer(source, sink, trailer));
-        let transfer = Transfer {
-            task: Some(task),
-            result: None,
-        };
-        Ok(Ok(self.table.push(transfer)?))
+        self.start_transfer(input, output, trailer, Then::Close)
+    }
+
+    async fn start_feed(
+        &mut self,
+        input: Resource<ByteSource>,
+        output: Resource<ByteSink>,
+        trailer: Vec<u8>,
+    ) -> HostResult<Resource<Transfer>> {
+        self.start_transfer(input, output, trailer, Then::GiveBack)
     }
 
     async fn wait_any(&mut self, transfers: Vec<Resource<Transfer>>) -> HostResult<u32> {
@@ -435,13 +432,51 @@ impl Host for StepState {
     }
 }
 
-/// A copy running on the host's runtime (`start-splice`). Dropping it (the
+/// What a transfer does with its output once the input went through whole.
+#[derive(Clone, Copy)]
+enum Then {
+    /// Close it (`start-splice`): a child sees end of input, a chunk is stored.
+    Close,
+    /// Keep it open for `transfer.output` (`start-feed`).
+    GiveBack,
+}
+
+impl StepState {
+    fn start_transfer(
+        &mut self,
+        input: Resource<ByteSource>,
+        output: Resource<ByteSink>,
+        trailer: Vec<u8>,
+        then: Then,
+    ) -> HostResult<Resource<Transfer>> {
+        let source = self.table.delete(input)?;
+        let sink = self.table.delete(output)?;
+        if sink.closed {
+            return Ok(Err(WitError::Io(format!("{} is closed", sink.label))));
+        }
+        let task = tokio::spawn(run_transfer(source, sink, trailer, then));
+        let transfer = Transfer {
+            task: Some(task),
+            result: None,
+            output: None,
+        };
+        Ok(Ok(self.table.push(transfer)?))
+    }
+}
+
+/// A copy running on the host's runtime (`start-splice`, `start-feed`). Dropping it (the
 /// plugin dropped it, or its sandbox ended) stops the copy; its streams are
 /// dropped with it, so a child sees its input end and a chunk is abandoned.
 pub struct Transfer {
-    task: Option<tokio::task::JoinHandle<Result<u64, WitError>>>,
+    task: Option<tokio::task::JoinHandle<Result<Fed, WitError>>>,
     result: Option<Result<u64, WitError>>,
+    /// A `start-feed` transfer's output after it ended well, until taken.
+    output: Option<ByteSink>,
 }
+
+/// What a transfer that ended well leaves: the bytes copied, and its output
+/// when it was started to give it back.
+type Fed = (u64, Option<ByteSink>);
 
 impl Drop for Transfer {
     fn drop(&mut self) {
@@ -452,22 +487,26 @@ impl Drop for Transfer {
 }
 
 impl Transfer {
-    fn settle(&mut self, joined: Result<Result<u64, WitError>, tokio::task::JoinError>) {
+    fn settle(&mut self, joined: Result<Result<Fed, WitError>, tokio::task::JoinError>) {
         self.task = None;
-        self.result = Some(
-            joined.unwrap_or_else(|e| Err(WitError::Other(format!("the transfer stopped: {e}")))),
-        );
+        let ended =
+            joined.unwrap_or_else(|e| Err(WitError::Other(format!("the transfer stopped: {e}"))));
+        self.result = Some(ended.map(|(copied, output)| {
+            self.output = output;
+            copied
+        }));
     }
 }
 
 /// The body of a transfer: copy, verify the source, write the trailer,
-/// close the sink, in that order, so a loader gets the trailer (its commit)
-/// only after the bytes before it proved intact.
+/// close the sink (or give it back), in that order, so a loader gets the
+/// trailer (its commit) only after the bytes before it proved intact.
 async fn run_transfer(
     mut source: ByteSource,
     mut sink: ByteSink,
     trailer: Vec<u8>,
-) -> Result<u64, WitError> {
+    then: Then,
+) -> Result<Fed, WitError> {
     let from = source.label.clone();
     let to = sink.label.clone();
     let copied = {
@@ -510,8 +549,22 @@ async fn run_transfer(
     if !trailer.is_empty() {
         sink.write(trailer).await?;
     }
-    sink.close().await?;
-    Ok(copied)
+    match then {
+        Then::Close => {
+            sink.close().await?;
+            Ok((copied, None))
+        }
+        Then::GiveBack => {
+            // What the trailer committed must reach the child now, not
+            // when the plugin next writes.
+            if let Ok(w) = sink.writer() {
+                w.flush()
+                    .await
+                    .map_err(|e| WitError::Io(format!("writing to {to} failed: {e}")))?;
+            }
+            Ok((copied, Some(sink)))
+        }
+    }
 }
 
 impl HostTransfer for StepState {
@@ -522,6 +575,16 @@ impl HostTransfer for StepState {
             transfer.settle(joined);
         }
         Ok(transfer.result.clone().expect("settled above"))
+    }
+
+    async fn output(
+        &mut self,
+        this: Resource<Transfer>,
+    ) -> wasmtime::Result<Option<Resource<ByteSink>>> {
+        let Some(sink) = self.table.get_mut(&this)?.output.take() else {
+            return Ok(None);
+        };
+        Ok(Some(self.table.push(sink)?))
     }
 
     async fn drop(&mut self, this: Resource<Transfer>) -> wasmtime::Result<()> {

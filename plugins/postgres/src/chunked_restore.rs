@@ -15,8 +15,11 @@ use crate::plan::{DataChunk, Plan};
 use crate::post_data::{self, Entry, ForeignKey};
 use crate::sql::literal;
 use crate::swap::{Replacement, replace_target_resumable};
-use envsync_plugin_sdk::sessions::{self, Policy, Session};
-use envsync_plugin_sdk::{ByteSource, Error, chunks, info, job, read_all, start_splice, write_all};
+use envsync_plugin_sdk::sessions::{self, Lane, Session};
+use envsync_plugin_sdk::{
+    ByteSink, ByteSource, Error, Transfer, chunks, info, job, read_all, start_feed, start_splice,
+    write_all,
+};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The bookkeeping schema in the scratch database.
@@ -134,24 +137,28 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
     }
     // Rows are counted as chunks commit (see `load_progress`).
     let mut rows = RowMeter::new(job);
-    let loaded = sessions::run_with(
+    // One psql per session takes chunk after chunk: a psql start and a
+    // connection per chunk cost more than the COPY of a small one.
+    let loaded = sessions::run_in_lanes(
         jobs,
-        &Policy::default(),
         &pending,
-        |chunk| {
-            if plan.sanitised {
-                start_script(job, plan, &chunk.chunk)
-            } else {
-                start_copy(job, plan, chunk)
-            }
+        |chunk| match plan.sanitised {
+            true => format!("loading chunk {}", chunk.chunk),
+            false => format!("loading chunk {} into {}", chunk.chunk, chunk.table),
         },
+        |k| open_load_session(job, plan, k),
+        |chunk, stdin| feed_chunk(plan, chunk, stdin),
         |n| {
             // At most every 2 s: each question is a psql run, and no
-            // session starts while the plugin waits for it.
+            // chunk starts while the plugin waits for it.
             rows.tick();
             if plan.sanitised {
                 return Ok(());
             }
+            // Fed, perhaps not yet committed: the index lanes' statements
+            // wait for the load's lock on the table (SHARE against ROW
+            // EXCLUSIVE), and whatever they build before a late COPY is
+            // maintained by it.
             lane.chunk_loaded(&pending[n].table)
         },
     );
@@ -270,35 +277,45 @@ fn restore_section(job: &Replacement, chunk: &str) -> Result<(), Error> {
     })
 }
 
-/// One data chunk: its COPY and its bookkeeping row in one transaction,
-/// committed only after the host verified the chunk (the trailer).
-fn start_copy(job: &Replacement, plan: &Plan, chunk: &DataChunk) -> Result<Session, Error> {
-    let source = chunks::open(&chunk.chunk)?;
+/// A load session: one psql with the restore's session settings, fed
+/// chunk after chunk by [`feed_chunk`].
+fn open_load_session(job: &Replacement, plan: &Plan, k: usize) -> Result<Lane, Error> {
     let (cmd, preamble) = job.psql_session();
     let mut child = cmd.stdin_piped().spawn()?;
     let stdin = child.take_stdin()?;
-    let columns = if chunk.columns.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", chunk.columns)
-    };
-    let script = format!(
-        "{preamble}{}BEGIN;\n{}COPY {}{columns} FROM STDIN;\n",
-        session_settings(&plan.encoding),
-        mark_sql(&chunk.chunk),
-        chunk.table
-    );
-    write_all(&stdin, script.as_bytes())?;
-    let transfer = start_splice(source, stdin, b"\\.\nCOMMIT;\n")?;
-    Ok(Session {
-        label: format!("loading chunk {} into {}", chunk.chunk, chunk.table),
+    let settings = format!("{preamble}{}", session_settings(&plan.encoding));
+    write_all(&stdin, settings.as_bytes())?;
+    Ok(Lane {
+        label: format!("load session {}", k + 1),
         child,
-        transfer,
+        stdin,
     })
 }
 
-/// One SQL script chunk of a sanitised plan (data chunks carry their own
-/// `COPY … FROM stdin;`) and its bookkeeping row in one transaction,
+/// One chunk and its bookkeeping row in one transaction, committed only
+/// after the host verified the chunk (the trailer). A data chunk is COPY
+/// data; a sanitised plan's chunk is an SQL script that carries its own
+/// `COPY … FROM stdin;` lines.
+fn feed_chunk(plan: &Plan, chunk: &DataChunk, stdin: ByteSink) -> Result<Transfer, Error> {
+    let source = chunks::open(&chunk.chunk)?;
+    let mut script = format!("BEGIN;\n{}", mark_sql(&chunk.chunk));
+    let trailer: &[u8] = match plan.sanitised {
+        true => b"COMMIT;\n",
+        false => {
+            let columns = match chunk.columns.is_empty() {
+                true => String::new(),
+                false => format!(" ({})", chunk.columns),
+            };
+            script.push_str(&format!("COPY {}{columns} FROM STDIN;\n", chunk.table));
+            b"\\.\nCOMMIT;\n"
+        }
+    };
+    write_all(&stdin, script.as_bytes())?;
+    start_feed(source, stdin, trailer)
+}
+
+/// One SQL script chunk of a sanitised plan (its section chunks carry
+/// their own statements) and its bookkeeping row in one transaction,
 /// committed only after the host verified the chunk (the trailer).
 fn start_script(job: &Replacement, plan: &Plan, chunk: &str) -> Result<Session, Error> {
     let source = chunks::open(chunk)?;

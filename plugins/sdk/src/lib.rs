@@ -212,7 +212,7 @@ pub use bindings::envsync::plugin::objects;
 pub use bindings::envsync::plugin::process::{self, Child, ExitStatus, Stdio};
 #[cfg(feature = "engine")]
 pub use bindings::envsync::plugin::streams::{
-    self, ByteSink, ByteSource, Transfer, splice, start_splice, wait_any,
+    self, ByteSink, ByteSource, Transfer, splice, start_feed, start_splice, wait_any,
 };
 #[cfg(feature = "engine")]
 pub use bindings::envsync::plugin::types::{

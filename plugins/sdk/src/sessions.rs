@@ -4,7 +4,7 @@
 //! (`start-splice`), and the plugin waits for whichever transfer ends first
 //! (`wait-any`) to reap it and start the next.
 
-use crate::{Error, ExitStatus, Running, Transfer, wait_any, warn};
+use crate::{ByteSink, Error, ExitStatus, Running, Transfer, wait_any, warn};
 
 /// A running session: its child and the transfer feeding or draining it.
 pub struct Session {
@@ -167,4 +167,154 @@ fn drive(
             Err(e) => return fail(running, e),
         }
     }
+}
+
+/// A long-lived session that takes tasks one after another: one child (and
+/// one database connection) for many chunks, each fed by `start-feed` and
+/// committed by its own trailer, where [`run`] starts a child per task.
+pub struct Lane {
+    /// What the session is, for messages ("load session 2").
+    pub label: String,
+    /// The program.
+    pub child: Running,
+    /// Its stdin, where [`run_in_lanes`] feeds the tasks.
+    pub stdin: ByteSink,
+}
+
+/// Feeds `tasks` in order to up to `jobs` [`Lane`]s: `open(k)` starts lane
+/// `k` (at most `jobs`, only as many as there are tasks; it may write a
+/// session preamble), `feed` writes a
+/// task's header into the lane's stdin and starts its transfer
+/// (`start-feed`), and `fed(n)` is called with the task's position once its
+/// transfer has ended, so a lane is never idle while the plugin decides.
+/// At the end every lane's stdin is closed and its child must exit with 0.
+/// The first failure stops everything: every child is killed before it can
+/// commit what followed, and the failure is returned with `label` of the
+/// task the lane was on.
+///
+/// `fed` is not "committed": the child may still be working through the
+/// last bytes. A caller that starts dependent work on another connection
+/// must rely on the database's locks to order the two.
+pub fn run_in_lanes<T>(
+    jobs: usize,
+    tasks: &[T],
+    label: impl Fn(&T) -> String,
+    mut open: impl FnMut(usize) -> Result<Lane, Error>,
+    mut feed: impl FnMut(&T, ByteSink) -> Result<Transfer, Error>,
+    mut fed: impl FnMut(usize) -> Result<(), Error>,
+) -> Result<(), Error> {
+    struct Open {
+        label: String,
+        child: Running,
+        /// The lane's stdin while no transfer holds it.
+        stdin: Option<ByteSink>,
+        /// The task being fed, and its transfer.
+        busy: Option<(usize, Transfer)>,
+        /// The last task given, for messages.
+        last: usize,
+    }
+    let fail = |lanes: Vec<Open>, e: Error| {
+        for open in lanes {
+            open.child.kill();
+            let _ = open.child.wait();
+        }
+        Err(e)
+    };
+    // The failure of a lane whose stream broke: the child's own error when
+    // it failed by itself, else the stream's.
+    let broken = |open: &Open, e: Error| {
+        let child = &open.child;
+        child.kill();
+        let e = match child.wait() {
+            Ok(status) => child.stream_failure(&status, e, true),
+            Err(_) => e,
+        };
+        e.context(format!("{} ({})", label(&tasks[open.last]), open.label))
+    };
+    let mut lanes: Vec<Open> = Vec::new();
+    let mut queue = 0..tasks.len();
+    loop {
+        // Give every idle lane its next task, opening lanes as needed.
+        while queue.len() > 0 {
+            let k = match lanes.iter().position(|o| o.busy.is_none()) {
+                Some(k) => k,
+                None if lanes.len() < jobs.max(1) => {
+                    match open(lanes.len()) {
+                        Ok(Lane {
+                            label,
+                            child,
+                            stdin,
+                        }) => lanes.push(Open {
+                            label,
+                            child,
+                            stdin: Some(stdin),
+                            busy: None,
+                            last: 0,
+                        }),
+                        Err(e) => return fail(lanes, e),
+                    }
+                    lanes.len() - 1
+                }
+                None => break,
+            };
+            let n = queue.next().expect("checked above");
+            let stdin = lanes[k].stdin.take().expect("an idle lane holds its stdin");
+            lanes[k].last = n;
+            match feed(&tasks[n], stdin) {
+                Ok(transfer) => lanes[k].busy = Some((n, transfer)),
+                Err(e) => {
+                    let e = broken(&lanes[k], e);
+                    return fail(lanes, e);
+                }
+            }
+        }
+        let busy: Vec<usize> = (0..lanes.len())
+            .filter(|&k| lanes[k].busy.is_some())
+            .collect();
+        if busy.is_empty() {
+            break;
+        }
+        let transfers: Vec<&Transfer> = busy
+            .iter()
+            .map(|&k| &lanes[k].busy.as_ref().expect("busy").1)
+            .collect();
+        let k = match wait_any(&transfers) {
+            Ok(position) => busy[position as usize],
+            Err(e) => return fail(lanes, e),
+        };
+        let (n, transfer) = lanes[k].busy.take().expect("busy");
+        if let Err(e) = transfer.wait() {
+            let e = broken(&lanes[k], e);
+            return fail(lanes, e);
+        }
+        lanes[k].stdin = transfer.output();
+        if lanes[k].stdin.is_none() {
+            let e = Error::Other("the host did not give back a fed stream".into());
+            return fail(lanes, e);
+        }
+        if let Err(e) = fed(n) {
+            return fail(lanes, e);
+        }
+    }
+    // Every task is fed: end each lane's input so they all commit side by
+    // side, then collect their exits.
+    for k in 0..lanes.len() {
+        if let Some(stdin) = lanes[k].stdin.take()
+            && let Err(e) = stdin.close()
+        {
+            let e = broken(&lanes[k], e);
+            return fail(lanes, e);
+        }
+    }
+    let mut rest = lanes.into_iter();
+    while let Some(open) = rest.next() {
+        let failed = match open.child.wait() {
+            Ok(status) if status.success => continue,
+            Ok(status) => open.child.exit_error(&status),
+            Err(e) => e,
+        };
+        let e = failed.context(format!("{} ({})", label(&tasks[open.last]), open.label));
+        return fail(rest.collect(), e);
+    }
+    Ok(())
 }
