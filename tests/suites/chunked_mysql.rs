@@ -156,6 +156,15 @@ impl Env {
             .unwrap_or_else(|_| panic!("not a number: {out:?} from {sql}"))
     }
 
+    /// Rows in the source's base tables.
+    fn source_rows(&self) -> u64 {
+        self.count(&format!(
+            "SELECT (SELECT COUNT(*) FROM {SOURCE}.customers) + (SELECT COUNT(*) FROM {SOURCE}.orders) \
+             + (SELECT COUNT(*) FROM {SOURCE}.events) + (SELECT COUNT(*) FROM {SOURCE}.measurements) \
+             + (SELECT COUNT(*) FROM {SOURCE}.audit)"
+        ))
+    }
+
     /// The data chunks the scratch database records as committed.
     fn committed(&self) -> BTreeSet<String> {
         self.db
@@ -217,9 +226,12 @@ fn round_trips_at_jobs_1_2_and_4_are_identical() {
             "expected several data chunks: {chunks:?}"
         );
         env.reset_live();
-        env.restore_step(jobs)
-            .run(&env.host)
-            .expect_ok(&format!("restore with --jobs {jobs}"));
+        let out = env.restore_step(jobs).run(&env.host);
+        out.expect_ok(&format!("restore with --jobs {jobs}"));
+        // The rows the backup counted into the plan, reported as loaded.
+        let log = format!("{}{}", out.stdout, out.stderr);
+        let rows = format!("{} rows loaded", env.source_rows());
+        assert!(log.contains(&rows), "expected {rows:?} in:\n{log}");
         env.db
             .fingerprint(LIVE)
             .unwrap()
@@ -308,6 +320,9 @@ fn a_killed_restore_resumes_and_loads_no_chunk_twice() {
         )),
         "the rerun should load only the rest:\n{log}"
     );
+    // The chunks loaded before the kill count too.
+    let rows = format!("{} rows loaded", env.source_rows());
+    assert!(log.contains(&rows), "expected {rows:?} in:\n{log}");
     // `events` has no key: a chunk loaded twice would show as duplicates.
     env.db
         .fingerprint(LIVE)

@@ -6,8 +6,11 @@
 //! ENVSYNC-MYSQL-CHUNKED 1
 //! id <unique id of this backup>
 //! schema <chunk>            mariadb-dump --no-data --skip-triggers (tables, views, routines, events)
-//! data <chunk> <table>      extended INSERT lines of one table (table empty
-//!                           in a sanitised backup: see `DataChunk::table`)
+//! data <chunk> <table> [<rows>]
+//!                           extended INSERT lines of one table (table empty
+//!                           in a sanitised backup: see `DataChunk::table`),
+//!                           and how many rows they hold (plans from before
+//!                           the count, and sanitised ones, have none)
 //! triggers <chunk>          mariadb-dump of the triggers only
 //! ```
 //!
@@ -30,6 +33,9 @@ pub struct DataChunk {
     /// of a sanitised backup: the host writes those and tells the plugin
     /// only their names; their INSERTs name their table.
     pub table: String,
+    /// The rows its INSERTs hold, counted as the backup cut them, so a
+    /// restore can report rows as chunks load; None when not counted.
+    pub rows: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -58,7 +64,10 @@ impl Plan {
         line(&["id", &self.id]);
         line(&["schema", &self.schema]);
         for d in &self.data {
-            line(&["data", &d.chunk, &d.table]);
+            match d.rows {
+                Some(rows) => line(&["data", &d.chunk, &d.table, &rows.to_string()]),
+                None => line(&["data", &d.chunk, &d.table]),
+            }
         }
         line(&["triggers", &self.triggers]);
         out
@@ -76,9 +85,15 @@ impl Plan {
                 ("id", 2) => plan.id = fields[1].clone(),
                 ("schema", 2) => plan.schema = fields[1].clone(),
                 ("triggers", 2) => plan.triggers = fields[1].clone(),
-                ("data", 3) => plan.data.push(DataChunk {
+                ("data", 3 | 4) => plan.data.push(DataChunk {
                     chunk: fields[1].clone(),
                     table: fields[2].clone(),
+                    rows: match fields.get(3) {
+                        Some(rows) => Some(rows.parse().map_err(|_| {
+                            format!("line {} of the plan has a bad row count", number + 2)
+                        })?),
+                        None => None,
+                    },
                 }),
                 _ => {
                     return Err(format!(
@@ -108,10 +123,12 @@ mod tests {
                 DataChunk {
                     chunk: "data-00001".into(),
                     table: "odd\tname\\\n`x".into(),
+                    rows: Some(7),
                 },
                 DataChunk {
                     chunk: "data-00002".into(),
                     table: "orders".into(),
+                    rows: Some(0),
                 },
             ],
             triggers: "triggers".into(),
@@ -131,6 +148,7 @@ mod tests {
             data: vec![DataChunk {
                 chunk: "rows-00001".into(),
                 table: String::new(),
+                rows: None,
             }],
             triggers: TRIGGERS_CHUNK.into(),
         };
@@ -145,5 +163,15 @@ mod tests {
         assert!(Plan::parse(b"ENVSYNC-MYSQL-CHUNKED 1\nid\tx\nbogus\n").is_err());
         assert!(Plan::parse(b"ENVSYNC-MYSQL-CHUNKED 1\nid\tx\nschema\ts\n").is_err());
         assert!(Plan::parse(b"ENVSYNC-MYSQL-CHUNKED 1\nid\tx\nschema\ts\ndata\td\n").is_err());
+        let bad_rows = b"ENVSYNC-MYSQL-CHUNKED 1\nid\tx\nschema\ts\ndata\td\tt\tmany\ntriggers\tt\n";
+        assert!(Plan::parse(bad_rows).is_err());
+    }
+
+    #[test]
+    fn plans_from_before_the_row_counts_still_parse() {
+        let old = b"ENVSYNC-MYSQL-CHUNKED 1\nid\tx\nschema\ts\ndata\td\tt\ntriggers\tt\n";
+        let plan = Plan::parse(old).unwrap();
+        assert_eq!(plan.data[0].rows, None);
+        assert_eq!(plan.render().as_bytes(), old);
     }
 }

@@ -11,6 +11,7 @@
 //! `--single-transaction` itself.
 
 use crate::chunk_cut::{Cut, Cutter};
+use crate::load_progress::TupleCounter;
 use crate::chunk_plan::{DataChunk, Plan, SCHEMA_CHUNK, TRIGGERS_CHUNK};
 use crate::programs::{Client, Dumper};
 use crate::sql::hex;
@@ -174,7 +175,8 @@ fn abandon(dumps: &[envsync_plugin_sdk::Running]) {
 struct Stream<'a> {
     reader: Reader<'a>,
     cutter: Cutter,
-    open: Option<ByteSink>,
+    /// The open chunk, its position in `Cutting::data` and its rows so far.
+    open: Option<(ByteSink, usize, TupleCounter)>,
     ended: bool,
     /// Its snapshot exists (it wrote a table's header or rows, or ended).
     started: bool,
@@ -227,9 +229,7 @@ impl Cutting {
         let mut line = Vec::new();
         if stream.reader.read_until(b'\n', &mut line).map_err(io)? == 0 {
             stream.cutter.finish().map_err(Error::Other)?;
-            if let Some(sink) = stream.open.take() {
-                sink.close()?;
-            }
+            self.close(stream)?;
             stream.ended = true;
             stream.started = true;
             return Ok(());
@@ -240,18 +240,31 @@ impl Cutting {
         match stream.cutter.line(&line).map_err(Error::Other)? {
             Cut::Skip => return Ok(()),
             Cut::Start(table) => {
-                if let Some(sink) = stream.open.take() {
-                    sink.close()?;
-                }
+                self.close(stream)?;
                 let chunk = format!("data-{:05}", self.data.len() + 1);
-                stream.open = Some(chunks::create(&chunk)?);
-                self.data.push(DataChunk { chunk, table });
+                let sink = chunks::create(&chunk)?;
+                stream.open = Some((sink, self.data.len(), TupleCounter::default()));
+                self.data.push(DataChunk {
+                    chunk,
+                    table,
+                    rows: None,
+                });
             }
             Cut::Append => {}
         }
         stream.started = true;
-        let sink = stream.open.as_ref().expect("a chunk is open after Start");
+        let (sink, _, rows) = stream.open.as_mut().expect("a chunk is open after Start");
+        rows.push(&line);
         write_all(sink, &line)
+    }
+
+    /// Stores the stream's open chunk with its row count.
+    fn close(&mut self, stream: &mut Stream) -> Result<(), Error> {
+        if let Some((sink, at, rows)) = stream.open.take() {
+            sink.close()?;
+            self.data[at].rows = Some(rows.rows());
+        }
+        Ok(())
     }
 }
 

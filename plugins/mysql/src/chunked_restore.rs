@@ -18,7 +18,7 @@ use crate::sql::{hex, ident};
 use crate::swap::{finish_load, load_error, looks_damaged, replace_target_resumable};
 use envsync_plugin_sdk::sessions::{self, Policy, Session};
 use envsync_plugin_sdk::{
-    ByteSource, Command, ConnectionInfo, Error, OnFeedError, chunks, connection, info, job,
+    ByteSource, Command, ConnectionInfo, Error, OnFeedError, chunks, connection, info, job, log,
     read_all, start_splice, write_all,
 };
 use std::collections::BTreeSet;
@@ -112,6 +112,44 @@ pub fn restore(artifact: &ByteSource) -> Result<(), Error> {
     })
 }
 
+/// Rows committed so far, from the counts the backup wrote into the plan
+/// (the chunks pass through the host, not the plugin), reported as each
+/// chunk commits (`log.progress`, stage `loading`). Sanitised plans and
+/// plans from before the counts have none: then nothing is reported.
+struct ChunkRows {
+    done: u64,
+    total: Option<u64>,
+}
+
+impl ChunkRows {
+    fn new(plan: &Plan, loaded: &BTreeSet<String>) -> ChunkRows {
+        let counted: Option<Vec<(bool, u64)>> = plan
+            .data
+            .iter()
+            .map(|d| Some((loaded.contains(&d.chunk), d.rows?)))
+            .collect();
+        let counted = counted.unwrap_or_default();
+        ChunkRows {
+            done: counted.iter().filter(|(l, _)| *l).map(|(_, r)| r).sum(),
+            total: (!plan.data.is_empty() && counted.len() == plan.data.len())
+                .then(|| counted.iter().map(|(_, r)| r).sum()),
+        }
+    }
+
+    /// Counts `chunk` in; the progress to report, when there are counts.
+    fn loaded(&mut self, chunk: &DataChunk) -> Option<(u64, u64)> {
+        let (total, rows) = (self.total?, chunk.rows?);
+        self.done += rows;
+        Some((self.done, total))
+    }
+
+    fn finish(&self) {
+        if self.total.is_some() {
+            info(format!("{} rows loaded", self.done));
+        }
+    }
+}
+
 struct Load<'a> {
     client: &'a Client,
     conn: &'a ConnectionInfo,
@@ -149,13 +187,20 @@ impl Load<'_> {
             "loading {} data chunk(s) with {jobs} session(s)",
             pending.len()
         ));
+        let mut rows = ChunkRows::new(plan, &done);
         sessions::run_with(
             jobs,
             &LOAD_POLICY,
             &pending,
             |chunk| self.start_chunk(chunk),
-            |_| Ok(()),
+            |n| {
+                if let Some((done, total)) = rows.loaded(pending[n]) {
+                    log::progress("loading", done, Some(total));
+                }
+                Ok(())
+            },
         )?;
+        rows.finish();
         if !done.contains(TRIGGERS_STEP) {
             info("loading the triggers");
             self.load_whole(&plan.triggers)?;
@@ -266,5 +311,38 @@ mod tests {
         );
         assert!(resumable_id_query().contains("name = X'736368656d61'"));
         assert!(bookkeeping_setup("a'b").contains("VALUES (X'612762')"));
+    }
+
+    fn plan(rows: &[Option<u64>]) -> Plan {
+        Plan {
+            id: "x".into(),
+            schema: "schema".into(),
+            data: rows
+                .iter()
+                .enumerate()
+                .map(|(i, &rows)| DataChunk {
+                    chunk: format!("data-{i}"),
+                    table: "t".into(),
+                    rows,
+                })
+                .collect(),
+            triggers: "triggers".into(),
+        }
+    }
+
+    #[test]
+    fn rows_count_from_the_plan_including_chunks_loaded_before() {
+        let plan = plan(&[Some(10), Some(20), Some(5)]);
+        let mut rows = ChunkRows::new(&plan, &BTreeSet::from(["data-1".to_string()]));
+        assert_eq!(rows.loaded(&plan.data[0]), Some((30, 35)));
+        assert_eq!(rows.loaded(&plan.data[2]), Some((35, 35)));
+    }
+
+    #[test]
+    fn plans_without_every_count_report_no_rows() {
+        let plan = plan(&[Some(10), None]);
+        let mut rows = ChunkRows::new(&plan, &BTreeSet::new());
+        assert_eq!(rows.loaded(&plan.data[0]), None);
+        assert_eq!(rows.total, None);
     }
 }

@@ -65,6 +65,7 @@ fn chunked_structure(part: StructurePart, artifact: &ByteSink) -> Result<(), Err
         .map(|c| DataChunk {
             chunk: c.name,
             table: String::new(),
+            rows: None,
         })
         .collect();
     info(format!("the sanitised rows are in {} chunk(s)", data.len()));
