@@ -163,7 +163,8 @@ mod tests {
         assert!(Plan::parse(b"ENVSYNC-MYSQL-CHUNKED 1\nid\tx\nbogus\n").is_err());
         assert!(Plan::parse(b"ENVSYNC-MYSQL-CHUNKED 1\nid\tx\nschema\ts\n").is_err());
         assert!(Plan::parse(b"ENVSYNC-MYSQL-CHUNKED 1\nid\tx\nschema\ts\ndata\td\n").is_err());
-        let bad_rows = b"ENVSYNC-MYSQL-CHUNKED 1\nid\tx\nschema\ts\ndata\td\tt\tmany\ntriggers\tt\n";
+        let bad_rows =
+            b"ENVSYNC-MYSQL-CHUNKED 1\nid\tx\nschema\ts\ndata\td\tt\tmany\ntriggers\tt\n";
         assert!(Plan::parse(bad_rows).is_err());
     }
 

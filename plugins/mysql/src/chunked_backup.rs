@@ -11,8 +11,8 @@
 //! `--single-transaction` itself.
 
 use crate::chunk_cut::{Cut, Cutter};
-use crate::load_progress::TupleCounter;
 use crate::chunk_plan::{DataChunk, Plan, SCHEMA_CHUNK, TRIGGERS_CHUNK};
+use crate::load_progress::TupleCounter;
 use crate::programs::{Client, Dumper};
 use crate::sql::hex;
 use envsync_plugin_sdk::{

@@ -235,7 +235,7 @@ pub fn run_in_lanes<T>(
     let mut queue = 0..tasks.len();
     loop {
         // Give every idle lane its next task, opening lanes as needed.
-        while queue.len() > 0 {
+        while !queue.is_empty() {
             let k = match lanes.iter().position(|o| o.busy.is_none()) {
                 Some(k) => k,
                 None if lanes.len() < jobs.max(1) => {
