@@ -12,7 +12,8 @@
 //!   [`Reader`], [`Writer`]: looking at stream bytes in large chunks when
 //!   [`splice`] (host-side copy) is not enough;
 //! - [`sessions`]: up to `jobs` children at once, each fed or drained by a
-//!   background transfer (parallel loads and dumps);
+//!   background transfer (parallel loads and dumps), or long-lived children
+//!   fed task after task (`run_in_lanes`);
 //! - [`sniff`]: recognising other artifact formats, for `check` messages;
 //! - [`param`], [`param_number`], [`param_bool`], [`param_infos`],
 //!   [`connection`]: job parameters and connections with errors an operator

@@ -2,7 +2,8 @@
 //! of a parallel restore or backup. A plugin is single threaded, so each
 //! session is a child whose stream the host moves in the background
 //! (`start-splice`), and the plugin waits for whichever transfer ends first
-//! (`wait-any`) to reap it and start the next.
+//! (`wait-any`) to reap it and start the next; or, with [`run_in_lanes`],
+//! each session is a child that takes task after task (`start-feed`).
 
 use crate::{ByteSink, Error, ExitStatus, Running, Transfer, wait_any, warn};
 
@@ -181,16 +182,15 @@ pub struct Lane {
     pub stdin: ByteSink,
 }
 
-/// Feeds `tasks` in order to up to `jobs` [`Lane`]s: `open(k)` starts lane
-/// `k` (at most `jobs`, only as many as there are tasks; it may write a
-/// session preamble), `feed` writes a
-/// task's header into the lane's stdin and starts its transfer
-/// (`start-feed`), and `fed(n)` is called with the task's position once its
-/// transfer has ended, so a lane is never idle while the plugin decides.
-/// At the end every lane's stdin is closed and its child must exit with 0.
-/// The first failure stops everything: every child is killed before it can
-/// commit what followed, and the failure is returned with `label` of the
-/// task the lane was on.
+/// Feeds `tasks` in order to up to `jobs` [`Lane`]s. `open(k)` starts lane
+/// `k` (at most `jobs`, and no more than there are tasks; it may write a
+/// session preamble). `feed` writes a task's header into the lane's stdin
+/// and starts its transfer (`start-feed`). `fed(n)` is called with the
+/// task's position once its transfer has ended and its lane has the next
+/// task, so no lane waits while the plugin decides. At the end every lane's
+/// stdin is closed and its child must exit with 0. The first failure stops
+/// everything: every child is killed before it can commit what followed,
+/// and the failure is returned with `label` of the task the lane was on.
 ///
 /// `fed` is not "committed": the child may still be working through the
 /// last bytes. A caller that starts dependent work on another connection
@@ -233,6 +233,9 @@ pub fn run_in_lanes<T>(
     };
     let mut lanes: Vec<Open> = Vec::new();
     let mut queue = 0..tasks.len();
+    // The task whose transfer just ended: reported once its lane has its
+    // next task, so the lane does not wait for `fed`.
+    let mut just_fed = None;
     loop {
         // Give every idle lane its next task, opening lanes as needed.
         while !queue.is_empty() {
@@ -268,6 +271,11 @@ pub fn run_in_lanes<T>(
                 }
             }
         }
+        if let Some(n) = just_fed.take()
+            && let Err(e) = fed(n)
+        {
+            return fail(lanes, e);
+        }
         let busy: Vec<usize> = (0..lanes.len())
             .filter(|&k| lanes[k].busy.is_some())
             .collect();
@@ -292,9 +300,7 @@ pub fn run_in_lanes<T>(
             let e = Error::Other("the host did not give back a fed stream".into());
             return fail(lanes, e);
         }
-        if let Err(e) = fed(n) {
-            return fail(lanes, e);
-        }
+        just_fed = Some(n);
     }
     // Every task is fed: end each lane's input so they all commit side by
     // side, then collect their exits.
