@@ -311,12 +311,12 @@ fn children_cannot_outlive_or_outnumber_the_step() {
         &out,
         "most one step may run at once",
     );
-    // Each sleeps 60 s unless killed. Killed children still need CPU to
-    // exit, at nice 10: on a loaded 2-core CI machine that once took over
-    // 10 s, so they have 30 s.
+    // Each sleeps 61.7 s unless killed (an odd length: the search is
+    // machine-wide, and a plain `sleep 60` elsewhere once matched). Killed
+    // children still need CPU to exit, at nice 10, so they have 30 s.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let left = running_with_args(&["sleep", "60"]);
+        let left = running_with_args(&["sleep", "61.7"]);
         if left.is_empty() {
             break;
         }

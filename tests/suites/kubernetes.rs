@@ -11,6 +11,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Deadline for `plugins precompile` of every plugin.
+const PRECOMPILE_TIMEOUT: Duration = Duration::from_secs(900);
+
 use envsync_host::jobs::config::{self, CheckOptions};
 use envsync_tests::host_cli::{Expect, Host, exit, strip_ansi};
 use envsync_tests::kubernetes::{
@@ -561,13 +564,16 @@ from_database = "shop"
     // What the image brings: the plugins, precompiled as the Dockerfile does.
     let image = tempfile::tempdir().unwrap();
     let precompiled = image.path().join("precompiled");
-    host.run(&[
-        "plugins",
-        "precompile",
-        "--into",
-        &precompiled.display().to_string(),
-    ])
-    .expect_ok("plugins precompile");
+    // Every plugin through Cranelift in a debug host: minutes on a slow
+    // 2-core machine when two tests do it at once.
+    host.with_timeout(PRECOMPILE_TIMEOUT)
+        .run(&[
+            "plugins",
+            "precompile",
+            "--into",
+            &precompiled.display().to_string(),
+        ])
+        .expect_ok("plugins precompile");
     let image_env = [
         (
             "ENVSYNC_PLUGIN_DIR",
@@ -737,13 +743,16 @@ op = "copy"
 
     let image = tempfile::tempdir().unwrap();
     let precompiled = image.path().join("precompiled");
-    host.run(&[
-        "plugins",
-        "precompile",
-        "--into",
-        &precompiled.display().to_string(),
-    ])
-    .expect_ok("plugins precompile");
+    // Every plugin through Cranelift in a debug host: minutes on a slow
+    // 2-core machine when two tests do it at once.
+    host.with_timeout(PRECOMPILE_TIMEOUT)
+        .run(&[
+            "plugins",
+            "precompile",
+            "--into",
+            &precompiled.display().to_string(),
+        ])
+        .expect_ok("plugins precompile");
     let image_env = [
         (
             "ENVSYNC_PLUGIN_DIR",

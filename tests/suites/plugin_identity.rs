@@ -353,7 +353,10 @@ fn precompiled_plugins_are_used_without_compiling_and_need_a_folder_others_canno
     let installed = tempfile::tempdir().unwrap();
     let into = installed.path().join("precompiled");
     let into_arg = into.display().to_string();
-    let out = host.run(&["plugins", "precompile", "--into", &into_arg]);
+    // Every plugin through Cranelift in a debug host: minutes on a slow machine.
+    let out = host
+        .with_timeout(std::time::Duration::from_secs(900))
+        .run(&["plugins", "precompile", "--into", &into_arg]);
     out.expect_ok("plugins precompile");
     let compiled = cache_entries(&into);
     assert!(compiled.len() >= 2, "{compiled:?}\n{out}");
