@@ -41,6 +41,10 @@ pub mod exit {
 /// first step compiles its plugin in a debug host: on a slow, loaded 2-core
 /// CI machine that alone passed 180 s, so the deadline is 10 minutes.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Deadline for `plugins precompile` of every plugin: each goes through
+/// Cranelift in a debug host, minutes on a slow machine when two tests
+/// do it at once.
+pub const PRECOMPILE_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// The binary under test and the plugin folder it is pointed at.
 #[derive(Debug, Clone)]

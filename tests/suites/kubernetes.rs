@@ -11,11 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Deadline for `plugins precompile` of every plugin.
-const PRECOMPILE_TIMEOUT: Duration = Duration::from_secs(900);
-
 use envsync_host::jobs::config::{self, CheckOptions};
-use envsync_tests::host_cli::{Expect, Host, exit, strip_ansi};
+use envsync_tests::host_cli::{Expect, Host, PRECOMPILE_TIMEOUT, exit, strip_ansi};
 use envsync_tests::kubernetes::{
     documents, hadolint_program, kubernetes_validate_program, validate,
 };
@@ -564,16 +561,7 @@ from_database = "shop"
     // What the image brings: the plugins, precompiled as the Dockerfile does.
     let image = tempfile::tempdir().unwrap();
     let precompiled = image.path().join("precompiled");
-    // Every plugin through Cranelift in a debug host: minutes on a slow
-    // 2-core machine when two tests do it at once.
-    host.with_timeout(PRECOMPILE_TIMEOUT)
-        .run(&[
-            "plugins",
-            "precompile",
-            "--into",
-            &precompiled.display().to_string(),
-        ])
-        .expect_ok("plugins precompile");
+    precompile_into(&host, &precompiled);
     let image_env = [
         (
             "ENVSYNC_PLUGIN_DIR",
@@ -743,16 +731,7 @@ op = "copy"
 
     let image = tempfile::tempdir().unwrap();
     let precompiled = image.path().join("precompiled");
-    // Every plugin through Cranelift in a debug host: minutes on a slow
-    // 2-core machine when two tests do it at once.
-    host.with_timeout(PRECOMPILE_TIMEOUT)
-        .run(&[
-            "plugins",
-            "precompile",
-            "--into",
-            &precompiled.display().to_string(),
-        ])
-        .expect_ok("plugins precompile");
+    precompile_into(&host, &precompiled);
     let image_env = [
         (
             "ENVSYNC_PLUGIN_DIR",
@@ -799,4 +778,16 @@ op = "copy"
             .contains("objects: 0 copied (0 server-side), 0 written, 30 unchanged"),
         "{out}"
     );
+}
+
+/// Every plugin precompiled into `dir`, as the Dockerfile does.
+fn precompile_into(host: &Host, dir: &std::path::Path) {
+    host.with_timeout(PRECOMPILE_TIMEOUT)
+        .run(&[
+            "plugins",
+            "precompile",
+            "--into",
+            &dir.display().to_string(),
+        ])
+        .expect_ok("plugins precompile");
 }

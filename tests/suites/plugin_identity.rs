@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
-use envsync_tests::host_cli::{Expect, Host, Step, exit};
+use envsync_tests::host_cli::{Expect, Host, PRECOMPILE_TIMEOUT, Step, exit};
 use envsync_tests::paths::{fixture, target_dir};
 use envsync_tests::plugin_folder::{PluginFolder, SANITISERS, test_plugin};
 use envsync_tests::postgres::PgCluster;
@@ -353,10 +353,9 @@ fn precompiled_plugins_are_used_without_compiling_and_need_a_folder_others_canno
     let installed = tempfile::tempdir().unwrap();
     let into = installed.path().join("precompiled");
     let into_arg = into.display().to_string();
-    // Every plugin through Cranelift in a debug host: minutes on a slow machine.
-    let out = host
-        .with_timeout(std::time::Duration::from_secs(900))
-        .run(&["plugins", "precompile", "--into", &into_arg]);
+    let out =
+        host.with_timeout(PRECOMPILE_TIMEOUT)
+            .run(&["plugins", "precompile", "--into", &into_arg]);
     out.expect_ok("plugins precompile");
     let compiled = cache_entries(&into);
     assert!(compiled.len() >= 2, "{compiled:?}\n{out}");
