@@ -14,4 +14,11 @@ cargo clippy --target wasm32-wasip2 --profile wasm -p envsync-plugin-sdk -p envs
 
 # Unit tests (host, and plugin logic that runs natively), then end to end.
 cargo test -p envsync-host -p envsync-plugin-sdk -p envsync-postgres -p envsync-mysql -p envsync-sqlite -p envsync-elasticsearch -p envsync-sanitise -p envsync-mongodb -p envsync-objects
-cargo test -p envsync-tests -- --test-threads 2
+# cargo-nextest (when installed) runs the suites' tests side by side across
+# suites (.config/nextest.toml), so one long test no longer holds back the
+# rest of its suite; plain cargo test runs one suite at a time.
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run -p envsync-tests
+else
+  cargo test -p envsync-tests -- --test-threads 2
+fi

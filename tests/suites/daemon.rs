@@ -120,7 +120,7 @@ impl Env {
 /// Waits for the `pg_dump` under `host_pid` and freezes it.
 fn freeze_pg_dump(running: &mut Running) -> Frozen {
     let host_pid = running.pid() as i32;
-    let dump = procs::wait_for_descendant(host_pid, "pg_dump", Duration::from_secs(60), || {
+    let dump = procs::wait_for_descendant(host_pid, "pg_dump", Duration::from_secs(300), || {
         running.has_exited().unwrap_or(true)
     });
     let Some(dump) = dump else {

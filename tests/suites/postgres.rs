@@ -577,7 +577,7 @@ fn backup_frozen_half_way(env: &Env, db: &str) -> (Running, Frozen, String) {
     let before: BTreeSet<String> = env.store.files().into_iter().collect();
     let mut running = env.backup_step(db).spawn(&env.host).unwrap();
     let host_pid = running.pid() as i32;
-    let dump = procs::wait_for_descendant(host_pid, "pg_dump", Duration::from_secs(60), || {
+    let dump = procs::wait_for_descendant(host_pid, "pg_dump", Duration::from_secs(300), || {
         running.has_exited().unwrap_or(true)
     });
     let Some(dump) = dump else {

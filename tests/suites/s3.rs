@@ -810,15 +810,16 @@ fn failed_upload_aborts_the_multipart_upload_and_keeps_the_pointer() {
         let mut running =
             Running::spawn(env.s3.host_command(&env.host, backup().args()), None).unwrap();
         let host_pid = running.pid() as i32;
-        let dump = procs::wait_for_descendant(host_pid, "pg_dump", Duration::from_secs(60), || {
-            running.has_exited().unwrap_or(true)
-        });
+        let dump =
+            procs::wait_for_descendant(host_pid, "pg_dump", Duration::from_secs(300), || {
+                running.has_exited().unwrap_or(true)
+            });
         let Some(dump) = dump else {
             let out = running.wait_timeout(Duration::from_secs(10));
             panic!("the backup never started pg_dump\n{out}");
         };
         procs::signal(dump, libc::SIGSTOP);
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(300);
         while env.s3.uploaded_parts(BUCKET).unwrap().is_empty() {
             assert!(
                 procs::is_alive(dump),
@@ -875,7 +876,7 @@ fn server_killed_during_upload_fails_clearly_and_the_previous_backup_restores() 
             .opt("--s3-parts-in-flight", 1);
         let mut running =
             Running::spawn(env.s3.host_command(&env.host, step.args()), None).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(300);
         while env.s3.uploaded_parts(BUCKET).unwrap().is_empty() {
             if running.has_exited().unwrap() {
                 let out = running.wait_timeout(Duration::from_secs(1));
@@ -956,7 +957,7 @@ fn upload_of_a_killed_host_is_aborted_by_the_next_run() {
             .opt("--s3-parts-in-flight", 1);
         let mut running =
             Running::spawn(env.s3.host_command(&env.host, step.args()), None).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(300);
         while env.s3.uploaded_parts(BUCKET).unwrap().is_empty() {
             if running.has_exited().unwrap() {
                 let out = running.wait_timeout(Duration::from_secs(1));

@@ -807,14 +807,36 @@ fn a_sanitised_backup_with_jobs_is_sanitised_in_parallel_into_chunks() {
             assert!(!text.contains("FROM stdin;"), "chunk {name} holds rows");
         }
     }
+    // The plan names each row chunk's table, as the host reported it: the
+    // one its COPY loads.
+    let plan = String::from_utf8(decoded_artifact(&parallel, &key)).unwrap();
+    for (name, bytes) in chunks.iter().filter(|(n, _)| n.starts_with("rows-")) {
+        let line = plan
+            .lines()
+            .find(|l| l.starts_with(&format!("data\t{name}\t")))
+            .unwrap_or_else(|| panic!("the plan names no table for {name}:\n{plan}"));
+        let (schema, table) = line.rsplit('\t').next().unwrap().split_once('.').unwrap();
+        let copy = format!("COPY \"{schema}\".\"{table}\" ");
+        assert!(bytes.starts_with(copy.as_bytes()), "{name} is not {line:?}");
+    }
 
     for (store, copy, jobs) in [(&one, "shop_one", "1"), (&parallel, "shop_par", "3")] {
-        pg.step("restore", copy)
+        let out = pg
+            .step("restore", copy)
             .opt("--store", store.path_arg())
             .opt("--from-database", "shop")
             .opt("--jobs", jobs)
-            .run(&host)
-            .expect_ok("restore of a sanitised backup");
+            .run(&host);
+        out.expect_ok("restore of a sanitised backup");
+        if jobs == "3" {
+            // Each table's indexes start once its chunks are in, while the
+            // other tables still load.
+            let log = format!("{}{}", out.stdout, out.stderr);
+            assert!(
+                log.contains("indexes and constraints were started while the data loaded"),
+                "{out}"
+            );
+        }
     }
     assert_no_personal_data(&pg_values(&pg, "shop_par"), &originals, "parallel");
     // Tables, indexes, constraints and sequences alike.
@@ -1071,6 +1093,19 @@ fn a_sanitised_mariadb_backup_with_jobs_is_sanitised_in_parallel_into_chunks() {
         if copy == "shop_par" {
             let log = format!("{}{}", out.stdout, out.stderr);
             assert!(log.contains("with 3 session(s)"), "{out}");
+            // The plan counts each row chunk's rows, as the host reported
+            // them: the restore reports them as they load.
+            let rows: u64 = ["users", "orders", "events", "sessions"]
+                .iter()
+                .map(|t| {
+                    db.sql(Some("shop_one"), &format!("SELECT count(*) FROM {t}"))
+                        .unwrap()
+                        .trim()
+                        .parse::<u64>()
+                        .unwrap()
+                })
+                .sum();
+            assert!(log.contains(&format!("{rows} rows loaded")), "{out}");
         }
     }
     assert_eq!(mariadb_leaks(&db, "shop_par"), "0");

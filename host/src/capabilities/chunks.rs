@@ -6,12 +6,13 @@ use super::HostResult;
 use super::streams::{ByteSink, ByteSource, SinkKind, SourceKind};
 use crate::progress::Tracker;
 use crate::runtime::bindings::WitError;
-use crate::runtime::bindings::envsync::plugin::chunks::{ChunkInfo, Host};
+use crate::runtime::bindings::envsync::plugin::chunks::{ChunkInfo, Host, RowChunk};
 use crate::runtime::sandbox::StepState;
 use crate::store::catalog::Catalog;
 use crate::store::checksum::ArtifactWriter;
 use crate::store::codec::{Codec, Identities};
 use crate::store::manifest::{Chunk, Manifest};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use wasmtime::component::Resource;
 
@@ -37,6 +38,9 @@ pub struct ChunkUploads {
     created: Vec<String>,
     /// Chunks stored so far, in the order they were finished.
     stored: Arc<Mutex<Vec<Chunk>>>,
+    /// The host's own row chunks (a chunked sanitised backup): their table
+    /// and rows, for `rows-in`.
+    row_chunks: BTreeMap<String, RowChunk>,
     /// The step's progress, which counts every chunk's bytes.
     progress: Option<Tracker>,
 }
@@ -49,6 +53,7 @@ impl ChunkUploads {
             codec,
             created: Vec::new(),
             stored: Arc::default(),
+            row_chunks: BTreeMap::new(),
             progress: None,
         }
     }
@@ -88,6 +93,12 @@ impl ChunkUploads {
             stored: self.stored.clone(),
         };
         Ok(ByteSink::new(label, SinkKind::Chunk(Box::new(chunk))))
+    }
+
+    /// Records what the host wrote into its row chunk `name`.
+    pub fn note_rows(&mut self, name: &str, table: String, rows: u64) {
+        self.row_chunks
+            .insert(name.to_string(), RowChunk { table, rows });
     }
 
     /// How many chunks were created whose name starts with `prefix`.
@@ -201,6 +212,15 @@ impl Host for StepState {
                 stored_size: c.size,
             })
             .collect()))
+    }
+
+    async fn rows_in(&mut self, name: String) -> HostResult<Option<RowChunk>> {
+        let ChunkAccess::Backup(uploads) = &self.chunks else {
+            return Ok(Err(WitError::Denied(
+                "a row chunk can be described only during the backup that wrote it".into(),
+            )));
+        };
+        Ok(Ok(uploads.row_chunks.get(&name).cloned()))
     }
 
     async fn open(&mut self, name: String) -> HostResult<Resource<ByteSource>> {

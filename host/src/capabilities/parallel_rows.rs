@@ -189,11 +189,19 @@ impl ParallelRows {
     }
 }
 
+/// A row chunk being written: one table's rows.
+struct OpenChunk {
+    name: String,
+    sink: ByteSink,
+    table: String,
+    rows: u64,
+}
+
 struct Worker {
     session: SanitiserSession,
     writer: PieceWriter,
-    /// The open chunk and its table.
-    chunk: Option<ByteSink>,
+    /// The open chunk.
+    chunk: Option<OpenChunk>,
     uploads: SharedUploads,
     failure: Failure,
 }
@@ -235,33 +243,49 @@ impl Worker {
         }
         if self.chunk.is_none() {
             self.writer.bytes = 0;
-            self.chunk = Some(open_chunk(&self.uploads).await?);
+            let (name, sink) = open_chunk(&self.uploads).await?;
+            self.chunk = Some(OpenChunk {
+                name,
+                sink,
+                table: table.clone(),
+                rows: 0,
+            });
         }
-        let sink = self.chunk.as_mut().expect("opened above");
-        self.writer
-            .rows(sink, table, columns, kinds, kept)
-            .await
-            .map(drop)
+        let chunk = self.chunk.as_mut().expect("opened above");
+        let written = self
+            .writer
+            .rows(&mut chunk.sink, table, columns, kinds, kept)
+            .await?;
+        chunk.rows += u64::from(written);
+        Ok(())
     }
 
     async fn close_chunk(&mut self) -> Result<(), String> {
-        let Some(mut sink) = self.chunk.take() else {
+        let Some(mut chunk) = self.chunk.take() else {
             return Ok(());
         };
-        self.writer.end_run(&mut sink).await?;
-        sink.close()
+        self.writer.end_run(&mut chunk.sink).await?;
+        chunk
+            .sink
+            .close()
             .await
-            .map_err(|e| crate::failure::wit_message(&e).to_string())
+            .map_err(|e| crate::failure::wit_message(&e).to_string())?;
+        self.uploads
+            .lock()
+            .await
+            .note_rows(&chunk.name, chunk.table, chunk.rows);
+        Ok(())
     }
 }
 
 /// Starts the next row chunk (a free function: a worker holds sandboxes,
 /// which may move between threads but not be shared).
-async fn open_chunk(uploads: &SharedUploads) -> Result<ByteSink, String> {
+async fn open_chunk(uploads: &SharedUploads) -> Result<(String, ByteSink), String> {
     let mut uploads = uploads.lock().await;
     let name = format!("{ROWS_PREFIX}{:05}", uploads.created_with(ROWS_PREFIX) + 1);
-    uploads
+    let sink = uploads
         .create(&name)
         .await
-        .map_err(|e| crate::failure::wit_message(&e).to_string())
+        .map_err(|e| crate::failure::wit_message(&e).to_string())?;
+    Ok((name, sink))
 }

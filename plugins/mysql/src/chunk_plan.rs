@@ -29,9 +29,10 @@ pub const TRIGGERS_CHUNK: &str = "triggers";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DataChunk {
     pub chunk: String,
-    /// The table's name (unquoted), for messages. Empty for the row chunks
-    /// of a sanitised backup: the host writes those and tells the plugin
-    /// only their names; their INSERTs name their table.
+    /// The table's name (unquoted), for messages. In a sanitised backup,
+    /// as the host reported its row chunk (`chunks.rows-in`); empty in
+    /// sanitised plans written before the host told it. Either way the
+    /// chunk's INSERTs name their table.
     pub table: String,
     /// The rows its INSERTs hold, counted as the backup cut them, so a
     /// restore can report rows as chunks load; None when not counted.

@@ -57,17 +57,24 @@ fn chunked_structure(part: StructurePart, artifact: &ByteSink) -> Result<(), Err
     if part == StructurePart::BeforeRows {
         return Ok(());
     }
-    // The host tells a row chunk's name and size only: its table is named
-    // by its own INSERTs, which the restore loads as they are.
-    let data: Vec<DataChunk> = chunks::contents()?
-        .into_iter()
-        .filter(|c| c.name.starts_with(ROWS_PREFIX))
-        .map(|c| DataChunk {
-            chunk: c.name,
-            table: String::new(),
-            rows: None,
-        })
-        .collect();
+    // Each of the host's row chunks holds one table's rows; the plan names
+    // it and counts them, so a restore reports rows as chunks load. (The
+    // chunk's INSERTs name their table themselves.)
+    let mut data = Vec::new();
+    for chunk in chunks::contents()? {
+        if !chunk.name.starts_with(ROWS_PREFIX) {
+            continue;
+        }
+        let described = chunks::rows_in(&chunk.name)?;
+        data.push(DataChunk {
+            chunk: chunk.name,
+            table: described
+                .as_ref()
+                .map(|d| d.table.clone())
+                .unwrap_or_default(),
+            rows: described.map(|d| d.rows),
+        });
+    }
     info(format!("the sanitised rows are in {} chunk(s)", data.len()));
     let source = connection("source")?;
     let plan = Plan {

@@ -118,14 +118,15 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
         true => partition_ancestors(job)?,
         false => BTreeMap::new(),
     };
-    // Sanitised plans name no table per chunk: their indexes wait for the data.
+    // Sanitised plans written before the host told row chunks' tables name
+    // none: those tables' indexes wait for the data.
     let mut lane = IndexLanes::new(
         job,
         &post.setup,
         jobs,
         plan.data
             .iter()
-            .filter(|_| !plan.sanitised)
+            .filter(|d| !d.table.is_empty())
             .map(|d| (d.table.as_str(), !done.contains(&d.chunk))),
         ancestors,
         &mut post.independent,
@@ -142,7 +143,7 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
     let loaded = sessions::run_in_lanes(
         jobs,
         &pending,
-        |chunk| match plan.sanitised {
+        |chunk| match chunk.table.is_empty() {
             true => format!("loading chunk {}", chunk.chunk),
             false => format!("loading chunk {} into {}", chunk.chunk, chunk.table),
         },
@@ -152,7 +153,7 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
             // At most every 2 s: each question is a psql run, and no
             // chunk starts while the plugin waits for it.
             rows.tick();
-            if plan.sanitised {
+            if pending[n].table.is_empty() {
                 return Ok(());
             }
             // Fed, perhaps not yet committed: the index lanes' statements

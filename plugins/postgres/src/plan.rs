@@ -13,8 +13,10 @@
 //!
 //! A sanitised backup's plan (docs/decisions/0021) has a line `kind
 //! sanitised` after `encoding`; its pre-data and sequences chunks are
-//! plain SQL scripts, and its data lines name only a chunk: a script with
-//! its own `COPY … FROM stdin;` written by the host from the rows the
+//! plain SQL scripts, and its data lines name a chunk and its table
+//! (`data <chunk> <table>`, the table as pg_dump names it; plans written
+//! before the host told row chunks' tables have `data <chunk>`): a script
+//! with its own `COPY … FROM stdin;` written by the host from the rows the
 //! sanitiser kept.
 //!
 //! Fields are separated by tabs; a field's `\`, tab and newline are escaped
@@ -29,8 +31,9 @@ pub const MAGIC: &[u8] = b"ENVSYNC-POSTGRES-CHUNKED 1\n";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DataChunk {
     pub chunk: String,
-    /// Schema-qualified, quoted: `"public"."orders"`; empty in a sanitised
-    /// plan, whose chunks name their table themselves.
+    /// Schema-qualified, quoted: `"public"."orders"`; in a sanitised plan
+    /// as pg_dump's COPY names it (`public.orders`), or empty in one
+    /// written before the host told row chunks' tables.
     pub table: String,
     /// Quoted column list without parentheses (empty for no columns).
     pub columns: String,
@@ -64,8 +67,10 @@ impl Plan {
         }
         line(&["pre-data", &self.pre_data]);
         for d in &self.data {
-            if self.sanitised {
+            if self.sanitised && d.table.is_empty() {
                 line(&["data", &d.chunk]);
+            } else if self.sanitised {
+                line(&["data", &d.chunk, &d.table]);
             } else {
                 line(&["data", &d.chunk, &d.table, &d.columns]);
             }
@@ -101,9 +106,9 @@ impl Plan {
                     table: fields[2].clone(),
                     columns: fields[3].clone(),
                 }),
-                ("data", 2) if plan.sanitised => plan.data.push(DataChunk {
+                ("data", 2 | 3) if plan.sanitised => plan.data.push(DataChunk {
                     chunk: fields[1].clone(),
-                    table: String::new(),
+                    table: fields.get(2).cloned().unwrap_or_default(),
                     columns: String::new(),
                 }),
                 _ => return Err(bad()),
@@ -141,24 +146,39 @@ mod tests {
     }
 
     #[test]
-    fn sanitised_plans_round_trip_and_their_data_lines_name_only_chunks() {
+    fn sanitised_plans_round_trip_and_their_data_lines_name_chunk_and_table() {
         let plan = Plan {
             id: "sanitised-1".into(),
             encoding: "UTF8".into(),
             pre_data: "pre-data".into(),
-            data: vec![DataChunk {
-                chunk: "rows-00001".into(),
-                table: String::new(),
-                columns: String::new(),
-            }],
+            data: vec![
+                DataChunk {
+                    chunk: "rows-00001".into(),
+                    table: "public.\"odd\tname\"".into(),
+                    columns: String::new(),
+                },
+                // As written before the host told row chunks' tables.
+                DataChunk {
+                    chunk: "rows-00002".into(),
+                    table: String::new(),
+                    columns: String::new(),
+                },
+            ],
             sequences: "sequences".into(),
             post_data: "post-data".into(),
             sanitised: true,
         };
         let text = plan.render();
         assert!(text.contains("\nkind\tsanitised\n"), "{text}");
-        assert!(text.contains("\ndata\trows-00001\n"), "{text}");
+        assert!(
+            text.contains("\ndata\trows-00001\tpublic.\"odd\\tname\"\n"),
+            "{text}"
+        );
+        assert!(text.contains("\ndata\trows-00002\n"), "{text}");
         assert_eq!(Plan::parse(text.as_bytes()).unwrap(), plan);
+        // A data line with columns is not a sanitised plan's.
+        let columns = text.replace("rows-00002\n", "rows-00002\tt\tc\n");
+        assert!(Plan::parse(columns.as_bytes()).is_err());
         // A table-less data line outside a sanitised plan is refused.
         let plain = text.replace("kind\tsanitised\n", "");
         assert!(Plan::parse(plain.as_bytes()).is_err());

@@ -133,15 +133,23 @@ fn chunked_structure(part: StructurePart, artifact: &ByteSink) -> Result<(), Err
         write_all(&sink, text)?;
         sink.close()?;
     }
-    let data: Vec<DataChunk> = chunks::contents()?
-        .into_iter()
-        .filter(|c| c.name.starts_with(ROWS_PREFIX))
-        .map(|c| DataChunk {
-            chunk: c.name,
-            table: String::new(),
+    // Each of the host's row chunks holds one table's rows; naming it in
+    // the plan lets a restore build that table's indexes while the rest
+    // loads.
+    let mut data = Vec::new();
+    for chunk in chunks::contents()? {
+        if !chunk.name.starts_with(ROWS_PREFIX) {
+            continue;
+        }
+        let table = chunks::rows_in(&chunk.name)?
+            .map(|rows| rows.table)
+            .unwrap_or_default();
+        data.push(DataChunk {
+            chunk: chunk.name,
+            table,
             columns: String::new(),
-        })
-        .collect();
+        });
+    }
     info(format!("the rows are in {} chunk(s)", data.len()));
     let plan = Plan {
         id: format!("sanitised {}", unique_id()),

@@ -202,7 +202,7 @@ pub mod sessions;
 pub mod sniff;
 
 #[cfg(feature = "engine")]
-pub use bindings::envsync::plugin::chunks::{self, ChunkInfo};
+pub use bindings::envsync::plugin::chunks::{self, ChunkInfo, RowChunk};
 #[cfg(feature = "engine")]
 pub use bindings::envsync::plugin::job::{self, ConnectionInfo};
 #[cfg(feature = "engine")]
