@@ -1036,13 +1036,29 @@ fn a_sanitised_mariadb_backup_with_jobs_is_sanitised_in_parallel_into_chunks() {
         row_chunks.len() >= 6,
         "the rows spread over chunks: {names:?}"
     );
-    // The plan names every row chunk, in the order they were stored.
-    let planned: Vec<&str> = plan
+    // The plan names every row chunk, in the order they were stored, with
+    // the table and row count the host reported: `data <chunk> <table> <rows>`.
+    let planned: Vec<Vec<&str>> = plan
         .lines()
         .filter_map(|l| l.strip_prefix("data\t"))
-        .map(|l| l.trim_end_matches('\t'))
+        .map(|l| l.split('\t').collect())
         .collect();
-    assert_eq!(planned, row_chunks, "{plan}");
+    let planned_names: Vec<&str> = planned.iter().map(|f| f[0]).collect();
+    assert_eq!(planned_names, row_chunks, "{plan}");
+    for fields in &planned {
+        let [name, table, rows] = fields[..] else {
+            panic!("a data line without table and rows: {fields:?}\n{plan}");
+        };
+        let rows: u64 = rows.parse().unwrap();
+        let bytes = &chunks.iter().find(|(n, _)| n == name).unwrap().1;
+        let text = String::from_utf8_lossy(bytes);
+        // A run the sanitiser emptied writes no INSERT.
+        assert_eq!(
+            rows > 0,
+            text.contains(&format!("INSERT INTO `{table}`")),
+            "{name} is not {fields:?}"
+        );
+    }
 
     let mut events_chunks = 0;
     for (name, bytes) in &chunks {
