@@ -37,13 +37,12 @@ pub mod exit {
     pub const BUSY: i32 = 7;
 }
 
-/// How long one host command may run before the test kills it. A command's
-/// first step compiles its plugin in a debug host: on a slow, loaded 2-core
-/// CI machine that alone passed 180 s, so the deadline is 10 minutes.
+/// How long one host command may run before the test kills it: generous,
+/// as tests run three at a time on loaded 2-core CI machines (a debug host
+/// passed 180 s there when its Cranelift was still unoptimised).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
-/// Deadline for `plugins precompile` of every plugin: each goes through
-/// Cranelift in a debug host, minutes on a slow machine when two tests
-/// do it at once.
+/// Deadline for `plugins precompile` of every plugin (23–26 s in a debug
+/// host on such a machine; far more when two tests do it at once there).
 pub const PRECOMPILE_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// The binary under test and the plugin folder it is pointed at.

@@ -23,13 +23,12 @@ use crate::programs::Dumper;
 use crate::rows::{self, HEX, NUM, Rewriter, Row, Target};
 use crate::{sanitise, settings, sql};
 use envsync_plugin_sdk::bindings::envsync::plugin::sanitising;
+use envsync_plugin_sdk::row_chunks;
 use envsync_plugin_sdk::{
     ByteSink, CHUNK, Error, Piece, RowBatch, Running, StructurePart, ValueKind, chunks, connection,
     info, job, write_all,
 };
 
-/// Prefix of the row chunks the host writes.
-const ROWS_PREFIX: &str = "rows-";
 /// Starts a sanitised plan's id: the plan says what made it.
 const SANITISED_ID: &str = "sanitised";
 
@@ -60,21 +59,17 @@ fn chunked_structure(part: StructurePart, artifact: &ByteSink) -> Result<(), Err
     // Each of the host's row chunks holds one table's rows; the plan names
     // it and counts them, so a restore reports rows as chunks load. (The
     // chunk's INSERTs name their table themselves.)
-    let mut data = Vec::new();
-    for chunk in chunks::contents()? {
-        if !chunk.name.starts_with(ROWS_PREFIX) {
-            continue;
-        }
-        let described = chunks::rows_in(&chunk.name)?;
-        data.push(DataChunk {
-            chunk: chunk.name,
+    let data: Vec<DataChunk> = row_chunks::host_row_chunks()?
+        .into_iter()
+        .map(|(chunk, described)| DataChunk {
+            chunk,
             table: described
                 .as_ref()
                 .map(|d| d.table.clone())
                 .unwrap_or_default(),
             rows: described.map(|d| d.rows),
-        });
-    }
+        })
+        .collect();
     info(format!("the sanitised rows are in {} chunk(s)", data.len()));
     let source = connection("source")?;
     let plan = Plan {

@@ -23,6 +23,7 @@ use crate::copydata;
 use crate::plan::{DataChunk, Plan};
 use crate::{sanitised, sql};
 use envsync_plugin_sdk::bindings::envsync::plugin::sanitising;
+use envsync_plugin_sdk::row_chunks;
 use envsync_plugin_sdk::{
     ByteSink, CHUNK, Error, Piece, RowBatch, StructurePart, ValueKind, chunks, connection, info,
     job, read_all, write_all,
@@ -85,8 +86,6 @@ pub fn structure(part: StructurePart, artifact: &ByteSink) -> Result<(), Error> 
 const PRE_DATA: &str = "pre-data";
 const POST_DATA: &str = "post-data";
 const SEQUENCES: &str = "sequences";
-/// Prefix of the row chunks the host writes.
-const ROWS_PREFIX: &str = "rows-";
 /// Largest post-data section read into memory.
 const TEXT_LIMIT: usize = 256 << 20;
 
@@ -136,20 +135,14 @@ fn chunked_structure(part: StructurePart, artifact: &ByteSink) -> Result<(), Err
     // Each of the host's row chunks holds one table's rows; naming it in
     // the plan lets a restore build that table's indexes while the rest
     // loads.
-    let mut data = Vec::new();
-    for chunk in chunks::contents()? {
-        if !chunk.name.starts_with(ROWS_PREFIX) {
-            continue;
-        }
-        let table = chunks::rows_in(&chunk.name)?
-            .map(|rows| rows.table)
-            .unwrap_or_default();
-        data.push(DataChunk {
-            chunk: chunk.name,
-            table,
+    let data: Vec<DataChunk> = row_chunks::host_row_chunks()?
+        .into_iter()
+        .map(|(chunk, described)| DataChunk {
+            chunk,
+            table: described.map(|d| d.table).unwrap_or_default(),
             columns: String::new(),
-        });
-    }
+        })
+        .collect();
     info(format!("the rows are in {} chunk(s)", data.len()));
     let plan = Plan {
         id: format!("sanitised {}", unique_id()),

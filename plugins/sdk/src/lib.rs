@@ -194,6 +194,8 @@ pub mod fields;
 mod io;
 #[cfg(feature = "engine")]
 mod params;
+#[cfg(feature = "engine")]
+pub mod row_chunks;
 pub mod rows;
 #[cfg(feature = "sanitiser")]
 pub mod sanitiser;
