@@ -343,44 +343,19 @@ impl Host for StepState {
     }
 
     async fn wait_any(&mut self, transfers: Vec<Resource<Transfer>>) -> HostResult<u32> {
-        if transfers.is_empty() {
-            return Ok(Err(WitError::InvalidParam(
-                "wait-any needs at least one transfer".into(),
-            )));
-        }
-        // Take the running tasks out of the table to poll them together,
-        // then put back those still running.
-        for (position, t) in transfers.iter().enumerate() {
-            if self.table.get(t)?.task.is_none() {
-                return Ok(Ok(position as u32));
-            }
-        }
-        let mut running = Vec::new();
-        for (position, t) in transfers.iter().enumerate() {
-            if let Some(task) = self.table.get_mut(t)?.task.take() {
-                running.push((position, task));
-            }
-        }
-        let (index, joined) = std::future::poll_fn(|cx| {
-            for (index, (_, task)) in running.iter_mut().enumerate() {
-                if let std::task::Poll::Ready(joined) = std::pin::Pin::new(task).poll(cx) {
-                    return std::task::Poll::Ready((index, joined));
-                }
-            }
-            std::task::Poll::Pending
-        })
-        .await;
-        let mut finished = None;
-        for (index_now, (position, task)) in running.into_iter().enumerate() {
-            if index_now == index {
-                finished = Some(position);
-                continue;
-            }
-            self.table.get_mut(&transfers[position])?.task = Some(task);
-        }
-        let position = finished.expect("one finished");
-        self.table.get_mut(&transfers[position])?.settle(joined);
-        Ok(Ok(position as u32))
+        Ok(self
+            .wait_first(transfers, None)
+            .await?
+            .map(|ended| ended.expect("no deadline: one ended")))
+    }
+
+    async fn wait_any_within(
+        &mut self,
+        transfers: Vec<Resource<Transfer>>,
+        timeout_ms: u32,
+    ) -> HostResult<Option<u32>> {
+        let deadline = Duration::from_millis(timeout_ms.into());
+        self.wait_first(transfers, Some(deadline)).await
     }
 
     async fn splice(
@@ -442,6 +417,58 @@ enum Then {
 }
 
 impl StepState {
+    /// The position of the first of `transfers` to end, or none when
+    /// `deadline` passed first (every transfer then keeps running).
+    async fn wait_first(
+        &mut self,
+        transfers: Vec<Resource<Transfer>>,
+        deadline: Option<Duration>,
+    ) -> HostResult<Option<u32>> {
+        if transfers.is_empty() {
+            return Ok(Err(WitError::InvalidParam(
+                "waiting needs at least one transfer".into(),
+            )));
+        }
+        for (position, t) in transfers.iter().enumerate() {
+            if self.table.get(t)?.task.is_none() {
+                return Ok(Ok(Some(position as u32)));
+            }
+        }
+        // Take the running tasks out of the table to poll them together,
+        // then put back those still running.
+        let mut running = Vec::new();
+        for (position, t) in transfers.iter().enumerate() {
+            if let Some(task) = self.table.get_mut(t)?.task.take() {
+                running.push((position, task));
+            }
+        }
+        let first = std::future::poll_fn(|cx| {
+            for (index, (_, task)) in running.iter_mut().enumerate() {
+                if let std::task::Poll::Ready(joined) = std::pin::Pin::new(task).poll(cx) {
+                    return std::task::Poll::Ready((index, joined));
+                }
+            }
+            std::task::Poll::Pending
+        });
+        let ended = match deadline {
+            None => Some(first.await),
+            Some(deadline) => tokio::time::timeout(deadline, first).await.ok(),
+        };
+        let finished = ended.as_ref().map(|(index, _)| *index);
+        let mut position = None;
+        for (index_now, (at, task)) in running.into_iter().enumerate() {
+            if Some(index_now) == finished {
+                position = Some(at);
+                continue;
+            }
+            self.table.get_mut(&transfers[at])?.task = Some(task);
+        }
+        if let (Some(at), Some((_, joined))) = (position, ended) {
+            self.table.get_mut(&transfers[at])?.settle(joined);
+        }
+        Ok(Ok(position.map(|at| at as u32)))
+    }
+
     fn start_transfer(
         &mut self,
         input: Resource<ByteSource>,

@@ -136,8 +136,11 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
         lane.abandon();
         return Err(e);
     }
-    // Rows are counted as chunks commit (see `load_progress`).
+    // Rows are counted while the chunks load (see `load_progress`): every
+    // 2 s, as each question is a psql run and no lane gets its next chunk
+    // while the plugin waits for it.
     let mut rows = RowMeter::new(job);
+    let mut tick = || rows.tick();
     // One psql per session takes chunk after chunk: a psql start and a
     // connection per chunk cost more than the COPY of a small one.
     let loaded = sessions::run_in_lanes(
@@ -150,9 +153,6 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
         |k| open_load_session(job, plan, k),
         |chunk, stdin| feed_chunk(plan, chunk, stdin),
         |n| {
-            // At most every 2 s: each question is a psql run, and no
-            // chunk starts while the plugin waits for it.
-            rows.tick();
             if pending[n].table.is_empty() {
                 return Ok(());
             }
@@ -161,6 +161,10 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
             // EXCLUSIVE), and whatever they build before a late COPY is
             // maintained by it.
             lane.chunk_loaded(&pending[n].table)
+        },
+        sessions::Pulse {
+            every: crate::load_progress::EVERY,
+            tick: &mut tick,
         },
     );
     if let Err(e) = loaded {

@@ -9,6 +9,8 @@
 //! latest about a second after it went idle), and a single-transaction load
 //! (psql of a plain dump) shows only its running COPY: the count is a
 //! floor, never more than what is loaded. It is reported only growing.
+//! A chunked restore asks on a steady beat while its sessions load
+//! (`sessions::Pulse`), not only as chunks end: one chunk may take minutes.
 
 use crate::swap::Replacement;
 use envsync_plugin_sdk::{debug, log};

@@ -216,6 +216,7 @@ pub use bindings::envsync::plugin::process::{self, Child, ExitStatus, Stdio};
 #[cfg(feature = "engine")]
 pub use bindings::envsync::plugin::streams::{
     self, ByteSink, ByteSource, Transfer, splice, start_feed, start_splice, wait_any,
+    wait_any_within,
 };
 #[cfg(feature = "engine")]
 pub use bindings::envsync::plugin::types::{

@@ -5,7 +5,8 @@
 //! (`wait-any`) to reap it and start the next; or, with [`run_in_lanes`],
 //! each session is a child that takes task after task (`start-feed`).
 
-use crate::{ByteSink, Error, ExitStatus, Running, Transfer, wait_any, warn};
+use crate::{ByteSink, Error, ExitStatus, Running, Transfer, wait_any, wait_any_within, warn};
+use std::time::{Duration, Instant};
 
 /// A running session: its child and the transfer feeding or draining it.
 pub struct Session {
@@ -182,6 +183,16 @@ pub struct Lane {
     pub stdin: ByteSink,
 }
 
+/// Work [`run_in_lanes`] does at least every `every` while its transfers
+/// run, such as a progress report: otherwise the plugin gets control back
+/// only when a task's transfer ends, which for a big chunk is minutes.
+pub struct Pulse<'a> {
+    /// How long to wait for a transfer before calling `tick`.
+    pub every: Duration,
+    /// The work.
+    pub tick: &'a mut dyn FnMut(),
+}
+
 /// Feeds `tasks` in order to up to `jobs` [`Lane`]s. `open(k)` starts lane
 /// `k` (at most `jobs`, and no more than there are tasks; it may write a
 /// session preamble). `feed` writes a task's header into the lane's stdin
@@ -194,7 +205,8 @@ pub struct Lane {
 ///
 /// `fed` is not "committed": the child may still be working through the
 /// last bytes. A caller that starts dependent work on another connection
-/// must rely on the database's locks to order the two.
+/// must rely on the database's locks to order the two. `pulse` ticks on
+/// its own beat, whether or not transfers end in between.
 pub fn run_in_lanes<T>(
     jobs: usize,
     tasks: &[T],
@@ -202,7 +214,10 @@ pub fn run_in_lanes<T>(
     mut open: impl FnMut(usize) -> Result<Lane, Error>,
     mut feed: impl FnMut(&T, ByteSink) -> Result<Transfer, Error>,
     mut fed: impl FnMut(usize) -> Result<(), Error>,
+    pulse: Pulse<'_>,
 ) -> Result<(), Error> {
+    // On a steady beat, whenever transfers end in between.
+    let mut next_pulse = Instant::now() + pulse.every;
     struct Open {
         label: String,
         child: Running,
@@ -286,9 +301,17 @@ pub fn run_in_lanes<T>(
             .iter()
             .map(|&k| &lanes[k].busy.as_ref().expect("busy").1)
             .collect();
-        let k = match wait_any(&transfers) {
-            Ok(position) => busy[position as usize],
-            Err(e) => return fail(lanes, e),
+        let k = loop {
+            let left = next_pulse.saturating_duration_since(Instant::now());
+            let left_ms = u32::try_from(left.as_millis()).unwrap_or(u32::MAX);
+            match wait_any_within(&transfers, left_ms) {
+                Ok(Some(position)) => break busy[position as usize],
+                Ok(None) => {
+                    (pulse.tick)();
+                    next_pulse = Instant::now() + pulse.every;
+                }
+                Err(e) => return fail(lanes, e),
+            }
         };
         let (n, transfer) = lanes[k].busy.take().expect("busy");
         if let Err(e) = transfer.wait() {
