@@ -57,7 +57,7 @@ const PARAMS: &[(&str, &str, Option<&str>)] = &[
         "chunk-mib",
         "Chunked backups: tables larger than this many MiB are split into block ranges of \
          about this size, so one big table loads with several sessions. Unset: the database's \
-         size / 64, between 16 and 4096 MiB, so even one big table spreads over the sessions.",
+         size / 64, between 4 and 4096 MiB, so even one big table spreads over the sessions.",
         None,
     ),
     (
@@ -157,10 +157,14 @@ pub fn chunk_blocks() -> Result<Option<u64>, Error> {
 /// The chunk size for a database of `total_blocks` when `chunk-mib` is
 /// unset: a 64th of it, so the largest table (often most of the data)
 /// still spreads over any number of sessions up to 8 or so, between
-/// 16 MiB (below that, per-chunk costs weigh) and 4 GiB (so even a 20 TiB
-/// database stays under the 10,000 chunks an artifact may have).
+/// 4 MiB (below that, per-chunk costs weigh) and 4 GiB (so even a 20 TiB
+/// database stays under the 10,000 chunks an artifact may have). A small
+/// database gets small chunks too: a rerun after a kill loads again only
+/// the chunks that were in flight, and the sessions end together. Since
+/// one session takes chunk after chunk, a chunk costs a COPY and a commit,
+/// not a psql start (docs/benchmarks.md, 2026-12-05).
 pub fn auto_chunk_blocks(total_blocks: u64) -> u64 {
-    (total_blocks / 64).clamp(16 * 128, 4096 * 128)
+    (total_blocks / 64).clamp(4 * 128, 4096 * 128)
 }
 
 /// True when the operator set `dump-flags`: a chunked backup cannot honour
@@ -176,7 +180,9 @@ mod tests {
     #[test]
     fn automatic_chunks_are_a_64th_of_the_database_within_bounds() {
         const MIB: u64 = 128; // blocks of 8 KiB
-        assert_eq!(auto_chunk_blocks(0), 16 * MIB);
+        assert_eq!(auto_chunk_blocks(0), 4 * MIB);
+        // 457 MB: 7 MiB chunks, not the floor.
+        assert_eq!(auto_chunk_blocks(457 * MIB), 457 * MIB / 64);
         assert_eq!(auto_chunk_blocks(8 * 1024 * MIB), 128 * MIB);
         // 20 TiB: 4 GiB chunks, 5,120 of them.
         let huge = 20 * 1024 * 1024 * MIB;
