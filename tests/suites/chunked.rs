@@ -538,6 +538,68 @@ fn a_chunk_its_loader_rejects_midway_is_reported_as_damaged() {
         .assert_same(&live, "the live target after the refused restore");
 }
 
+/// A chunk whose rows the server refuses though it matches its manifest
+/// (whoever could write the store rewrote both): the restore fails naming
+/// that chunk (a load session may already have been given the next one, so
+/// the message may name both) with the server's own words, and the live
+/// target is unchanged.
+#[test]
+fn a_chunk_the_server_refuses_is_named_in_the_failure() {
+    use sha2::{Digest, Sha256};
+    let env = setup();
+    env.pg
+        .step("backup", SOURCE)
+        .opt("--store", env.store.path_arg())
+        .opt("--jobs", 2)
+        .opt("--compression", "none")
+        .param("chunk-mib", 1)
+        .run(&env.host)
+        .expect_ok("uncompressed chunked backup");
+    let mut manifest = env.latest_manifest();
+    let key = manifest["key"].as_str().unwrap().to_string();
+    let (chunk, path, text) = data_chunks(&manifest)
+        .into_iter()
+        .find_map(|chunk| {
+            let path = env.store.root().join(format!("{key}.chunks/{chunk}"));
+            let text = String::from_utf8(std::fs::read(&path).unwrap()).ok()?;
+            text.contains("{\"h\": ").then_some((chunk, path, text))
+        })
+        .expect("a chunk of events in plain text");
+    let broken = text.replacen("{\"h\": ", "{\"h\"! ", 1);
+    std::fs::write(&path, &broken).unwrap();
+    let entry = manifest["chunks"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|c| c["name"] == chunk.as_str())
+        .unwrap();
+    let fields = entry
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect::<Vec<_>>();
+    let digest = hex::encode(Sha256::digest(broken.as_bytes()));
+    let field = fields
+        .iter()
+        .find(|f| f.contains("sha256"))
+        .unwrap_or_else(|| panic!("no checksum among the chunk's fields {fields:?}"));
+    entry[field.as_str()] = serde_json::Value::from(digest);
+    let manifest_path = env.store.root().join(format!("{key}.manifest.json"));
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let live = env.reset_live();
+    let out = env.restore_step(2).run(&env.host);
+    out.expect_fail(
+        &[exit::STEP_FAILED],
+        &[chunk.as_str(), "invalid input syntax for type json"],
+        "restore of a chunk the server refuses",
+    );
+    env.pg
+        .fingerprint(LIVE)
+        .unwrap()
+        .assert_same(&live, "the live target after the failed restore");
+}
+
 /// `backups export` of this store's latest backup of the source into `output`.
 fn export(env: &Env, output: &std::path::Path) -> envsync_tests::process::Output {
     let store = env.store.path_arg();

@@ -225,8 +225,10 @@ pub fn run_in_lanes<T>(
         stdin: Option<ByteSink>,
         /// The task being fed, and its transfer.
         busy: Option<(usize, Transfer)>,
-        /// The last task given, for messages.
-        last: usize,
+        /// The last task given, for messages (a lane opens for a task).
+        last: Option<usize>,
+        /// The task given before it: fed whole, perhaps not yet committed.
+        before: Option<usize>,
     }
     let fail = |lanes: Vec<Open>, e: Error| {
         for open in lanes {
@@ -234,6 +236,21 @@ pub fn run_in_lanes<T>(
             let _ = open.child.wait();
         }
         Err(e)
+    };
+    // Which task a lane's failure belongs to. A child that failed by itself
+    // (`program-failed`) may have failed on the task before the last: that
+    // one's bytes had gone in, but the child may still have been working
+    // through them when it got the next.
+    let blame = |open: &Open, e: Error| {
+        let on = open.last.map(|n| label(&tasks[n])).unwrap_or_default();
+        match open.before {
+            Some(b) if matches!(e, Error::ProgramFailed(_)) => e.context(format!(
+                "{on} ({}; or {}, fed to it just before)",
+                open.label,
+                label(&tasks[b])
+            )),
+            _ => e.context(format!("{on} ({})", open.label)),
+        }
     };
     // The failure of a lane whose stream broke: the child's own error when
     // it failed by itself, else the stream's.
@@ -244,7 +261,7 @@ pub fn run_in_lanes<T>(
             Ok(status) => child.stream_failure(&status, e, true),
             Err(_) => e,
         };
-        e.context(format!("{} ({})", label(&tasks[open.last]), open.label))
+        blame(open, e)
     };
     let mut lanes: Vec<Open> = Vec::new();
     let mut queue = 0..tasks.len();
@@ -267,7 +284,8 @@ pub fn run_in_lanes<T>(
                             child,
                             stdin: Some(stdin),
                             busy: None,
-                            last: 0,
+                            last: None,
+                            before: None,
                         }),
                         Err(e) => return fail(lanes, e),
                     }
@@ -277,7 +295,7 @@ pub fn run_in_lanes<T>(
             };
             let n = queue.next().expect("checked above");
             let stdin = lanes[k].stdin.take().expect("an idle lane holds its stdin");
-            lanes[k].last = n;
+            lanes[k].before = lanes[k].last.replace(n);
             match feed(&tasks[n], stdin) {
                 Ok(transfer) => lanes[k].busy = Some((n, transfer)),
                 Err(e) => {
@@ -342,7 +360,7 @@ pub fn run_in_lanes<T>(
             Ok(status) => open.child.exit_error(&status),
             Err(e) => e,
         };
-        let e = failed.context(format!("{} ({})", label(&tasks[open.last]), open.label));
+        let e = blame(&open, failed);
         return fail(rest.collect(), e);
     }
     Ok(())
