@@ -24,7 +24,7 @@ use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
 use wasmtime::component::Resource;
 
@@ -1170,21 +1170,42 @@ fn head_size(format: &ArtifactFormat) -> usize {
     (format.head_size as usize).min(MAX_HEAD_SIZE)
 }
 
+/// Stored bytes fetched beyond a head's size for the codec's framing (zstd
+/// block headers, age's chunk tags); a head that needs more is read again
+/// from a whole download.
+const HEAD_SLACK: u64 = 256 * 1024;
+
 /// The first `size` bytes of the artifact, read separately so the restore
-/// stream (and its checksum) starts at byte zero.
+/// stream (and its checksum) starts at byte zero. Only the artifact's start
+/// is fetched (a ranged GET on S3): a whole download begun and abandoned
+/// would move megabytes for nothing and cost a connection.
 async fn read_head(
     catalog: &Catalog,
     manifest: &Manifest,
     identities: &codec::Identities,
     size: usize,
 ) -> Result<Vec<u8>> {
+    let stored = size as u64 + HEAD_SLACK;
+    if stored < manifest.size {
+        let start = catalog.open_start(manifest, identities, stored).await;
+        match start {
+            Ok(reader) => match first_bytes(reader, size).await {
+                Ok(head) if head.len() == size => return Ok(head),
+                Ok(_) => tracing::debug!("{}: its start decoded short", manifest.key),
+                Err(e) => tracing::debug!("{}: decoding its start: {e:#}", manifest.key),
+            },
+            Err(e) => tracing::debug!("{}: reading its start: {e:#}", manifest.key),
+        }
+    }
     let reader = catalog.open(manifest, identities).await?;
-    let mut head = Vec::with_capacity(size);
-    reader
-        .take(size as u64)
-        .read_to_end(&mut head)
+    first_bytes(reader, size)
         .await
-        .with_context(|| format!("reading the head of {}", manifest.key))?;
+        .with_context(|| format!("reading the head of {}", manifest.key))
+}
+
+async fn first_bytes(reader: impl AsyncRead + Unpin, size: usize) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(size);
+    reader.take(size as u64).read_to_end(&mut head).await?;
     Ok(head)
 }
 

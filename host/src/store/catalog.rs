@@ -289,11 +289,35 @@ impl Catalog {
         manifest: &Manifest,
         identities: &Identities,
     ) -> Result<ArtifactReader> {
+        self.reader(manifest, identities, None).await
+    }
+
+    /// [`open`](Self::open) over only the first `stored` bytes of the
+    /// artifact, to decode its start: reading past them fails (the rest is
+    /// missing), and it is never verified.
+    pub async fn open_start(
+        &self,
+        manifest: &Manifest,
+        identities: &Identities,
+        stored: u64,
+    ) -> Result<ArtifactReader> {
+        self.reader(manifest, identities, Some(stored)).await
+    }
+
+    async fn reader(
+        &self,
+        manifest: &Manifest,
+        identities: &Identities,
+        prefix: Option<u64>,
+    ) -> Result<ArtifactReader> {
         let codec = Codec::from_manifest(&manifest.compression, manifest.encryption.as_deref())
             .map_err(|e| {
                 Failure::new(Kind::ArtifactRejected, format!("{}: {e:#}", manifest.key))
             })?;
-        let reader = self.store.open(&manifest.key).await?;
+        let reader = match prefix {
+            None => self.store.open(&manifest.key).await?,
+            Some(len) => self.store.open_prefix(&manifest.key, len).await?,
+        };
         let expected = Digested {
             size: manifest.size,
             sha256: manifest.sha256.clone(),

@@ -47,6 +47,13 @@ pub trait ObjectStore: Send + Sync {
     async fn create(&self, key: &str) -> Result<Box<dyn ObjectWriter>>;
     /// Streams the object at `key`.
     async fn open(&self, key: &str) -> Result<Box<dyn AsyncRead + Send + Unpin>>;
+    /// The first `len` bytes of the object at `key` (all of it when it is
+    /// shorter). A backend with ranged reads overrides this, so a look at
+    /// an artifact's start does not begin (and abandon) its whole download.
+    async fn open_prefix(&self, key: &str, len: u64) -> Result<Box<dyn AsyncRead + Send + Unpin>> {
+        use tokio::io::AsyncReadExt;
+        Ok(Box::new(self.open(key).await?.take(len)))
+    }
     /// Reads a small object whole; None when it does not exist.
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;
     /// Writes a small object atomically, replacing any previous one (only

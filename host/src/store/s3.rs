@@ -778,6 +778,21 @@ impl ObjectStore for S3Store {
         ))
     }
 
+    async fn open_prefix(&self, key: &str, len: u64) -> Result<Box<dyn AsyncRead + Send + Unpin>> {
+        let full = self.key(key);
+        // One small ranged GET: nothing to resume.
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .range(format!("bytes=0-{}", len.max(1) - 1))
+            .send()
+            .await
+            .map_err(|e| get_error(&e, &full, &self.bucket))?;
+        Ok(Box::new(out.body.into_async_read()))
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let full = self.key(key);
         let out = match self
