@@ -187,7 +187,7 @@ pub struct Lane {
 /// run, such as a progress report: otherwise the plugin gets control back
 /// only when a task's transfer ends, which for a big chunk is minutes.
 pub struct Pulse<'a> {
-    /// How long to wait for a transfer before calling `tick`.
+    /// The beat: `tick` is called this long after its last call.
     pub every: Duration,
     /// The work.
     pub tick: &'a mut dyn FnMut(),
