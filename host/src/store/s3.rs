@@ -595,8 +595,14 @@ pub(crate) struct S3Reader {
 impl S3Reader {
     /// Starts reading `key` in `bucket`; fails when it cannot be read.
     pub(crate) async fn open(client: Client, bucket: &str, key: String) -> Result<Self> {
-        let (body, etag) =
-            open_at(client.clone(), bucket.to_string(), key.clone(), 0, None).await?;
+        let (body, etag) = open_at(
+            client.clone(),
+            bucket.to_string(),
+            key.clone(),
+            (0, None),
+            None,
+        )
+        .await?;
         Ok(S3Reader {
             client,
             bucket: bucket.to_string(),
@@ -669,17 +675,21 @@ enum ReaderState {
     Done,
 }
 
+/// The one GET of an object's body: from byte `offset` to byte `last`
+/// (inclusive; none: to the end), pinned to `etag` when given.
 fn open_at(
     client: Client,
     bucket: String,
     key: String,
-    offset: u64,
+    (offset, last): (u64, Option<u64>),
     etag: Option<String>,
 ) -> Opening {
     Box::pin(async move {
         let mut request = client.get_object().bucket(&bucket).key(&key);
-        if offset > 0 {
-            request = request.range(format!("bytes={offset}-"));
+        match last {
+            Some(last) => request = request.range(format!("bytes={offset}-{last}")),
+            None if offset > 0 => request = request.range(format!("bytes={offset}-")),
+            None => {}
         }
         if let Some(etag) = &etag {
             request = request.if_match(etag);
@@ -739,7 +749,7 @@ impl AsyncRead for S3Reader {
                                 this.client.clone(),
                                 this.bucket.clone(),
                                 this.key.clone(),
-                                this.offset,
+                                (this.offset, None),
                                 this.etag.clone(),
                             ));
                         }
@@ -779,18 +789,17 @@ impl ObjectStore for S3Store {
     }
 
     async fn open_prefix(&self, key: &str, len: u64) -> Result<Box<dyn AsyncRead + Send + Unpin>> {
-        let full = self.key(key);
         // One small ranged GET: nothing to resume.
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(&full)
-            .range(format!("bytes=0-{}", len.max(1) - 1))
-            .send()
-            .await
-            .map_err(|e| get_error(&e, &full, &self.bucket))?;
-        Ok(Box::new(out.body.into_async_read()))
+        let range = (0, Some(len.max(1) - 1));
+        let (body, _) = open_at(
+            self.client.clone(),
+            self.bucket.clone(),
+            self.key(key),
+            range,
+            None,
+        )
+        .await?;
+        Ok(body)
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
