@@ -497,12 +497,10 @@ fn s3_round_trip_with_eight_jobs_in_bounded_memory() {
         .assert_same(&env.source, "restore from S3");
 }
 
-/// A damaged chunk that its loader chokes on before the end (psql rejects a
-/// row) is still reported as damaged, not as psql's failure: the host reads
-/// on and finds the checksum wrong.
-#[test]
-fn a_chunk_its_loader_rejects_midway_is_reported_as_damaged() {
-    let env = setup();
+/// An uncompressed chunked backup of the source with one chunk of `events`
+/// (JSON payloads) broken near its start, its length kept, so psql rejects
+/// a row of it: the chunk's name and its broken text.
+fn backup_with_a_broken_events_chunk(env: &Env) -> (String, String) {
     env.pg
         .step("backup", SOURCE)
         .opt("--store", env.store.path_arg())
@@ -513,7 +511,6 @@ fn a_chunk_its_loader_rejects_midway_is_reported_as_damaged() {
         .expect_ok("uncompressed chunked backup");
     let manifest = env.latest_manifest();
     let key = manifest["key"].as_str().unwrap();
-    // The events chunks hold JSON payloads: break one near the start.
     let (chunk, path, text) = data_chunks(&manifest)
         .into_iter()
         .find_map(|chunk| {
@@ -524,7 +521,17 @@ fn a_chunk_its_loader_rejects_midway_is_reported_as_damaged() {
         .expect("a chunk of events in plain text");
     let broken = text.replacen("{\"h\": ", "{\"h\"! ", 1);
     assert_eq!(broken.len(), text.len());
-    std::fs::write(&path, broken).unwrap();
+    std::fs::write(&path, &broken).unwrap();
+    (chunk, broken)
+}
+
+/// A damaged chunk that its loader chokes on before the end (psql rejects a
+/// row) is still reported as damaged, not as psql's failure: the host reads
+/// on and finds the checksum wrong.
+#[test]
+fn a_chunk_its_loader_rejects_midway_is_reported_as_damaged() {
+    let env = setup();
+    let (chunk, _) = backup_with_a_broken_events_chunk(&env);
     let live = env.reset_live();
     let out = env.restore_step(2).run(&env.host);
     out.expect_fail(
@@ -540,51 +547,25 @@ fn a_chunk_its_loader_rejects_midway_is_reported_as_damaged() {
 
 /// A chunk whose rows the server refuses though it matches its manifest
 /// (whoever could write the store rewrote both): the restore fails naming
-/// that chunk (a load session may already have been given the next one, so
-/// the message may name both) with the server's own words, and the live
-/// target is unchanged.
+/// that chunk with the server's own words (a load session may already have
+/// been given several small chunks after it, so the message names every
+/// chunk given and not committed), and the live target is unchanged.
 #[test]
 fn a_chunk_the_server_refuses_is_named_in_the_failure() {
     use sha2::{Digest, Sha256};
     let env = setup();
-    env.pg
-        .step("backup", SOURCE)
-        .opt("--store", env.store.path_arg())
-        .opt("--jobs", 2)
-        .opt("--compression", "none")
-        .param("chunk-mib", 1)
-        .run(&env.host)
-        .expect_ok("uncompressed chunked backup");
+    let (chunk, broken) = backup_with_a_broken_events_chunk(&env);
+    // The manifest agrees with the broken chunk: only the server can refuse it.
     let mut manifest = env.latest_manifest();
     let key = manifest["key"].as_str().unwrap().to_string();
-    let (chunk, path, text) = data_chunks(&manifest)
-        .into_iter()
-        .find_map(|chunk| {
-            let path = env.store.root().join(format!("{key}.chunks/{chunk}"));
-            let text = String::from_utf8(std::fs::read(&path).unwrap()).ok()?;
-            text.contains("{\"h\": ").then_some((chunk, path, text))
-        })
-        .expect("a chunk of events in plain text");
-    let broken = text.replacen("{\"h\": ", "{\"h\"! ", 1);
-    std::fs::write(&path, &broken).unwrap();
     let entry = manifest["chunks"]
         .as_array_mut()
         .unwrap()
         .iter_mut()
         .find(|c| c["name"] == chunk.as_str())
         .unwrap();
-    let fields = entry
-        .as_object()
-        .unwrap()
-        .keys()
-        .cloned()
-        .collect::<Vec<_>>();
-    let digest = hex::encode(Sha256::digest(broken.as_bytes()));
-    let field = fields
-        .iter()
-        .find(|f| f.contains("sha256"))
-        .unwrap_or_else(|| panic!("no checksum among the chunk's fields {fields:?}"));
-    entry[field.as_str()] = serde_json::Value::from(digest);
+    assert!(entry["sha256"].is_string(), "no sha256 in {entry}");
+    entry["sha256"] = hex::encode(Sha256::digest(broken.as_bytes())).into();
     let manifest_path = env.store.root().join(format!("{key}.manifest.json"));
     std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
     let live = env.reset_live();
