@@ -141,6 +141,9 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
     // while the plugin waits for it.
     let mut rows = RowMeter::new(job);
     let mut tick = || rows.tick();
+    // Every chunk given to a session, to name those never committed if a
+    // session fails.
+    let mut given: Vec<&str> = Vec::new();
     // One psql per session takes chunk after chunk: a psql start and a
     // connection per chunk cost more than the COPY of a small one.
     let loaded = sessions::run_in_lanes(
@@ -151,7 +154,10 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
             false => format!("loading chunk {} into {}", chunk.chunk, chunk.table),
         },
         |k| open_load_session(job, plan, k),
-        |chunk, stdin| feed_chunk(plan, chunk, stdin),
+        |chunk, stdin| {
+            given.push(&chunk.chunk);
+            feed_chunk(plan, chunk, stdin)
+        },
         |n| {
             if pending[n].table.is_empty() {
                 return Ok(());
@@ -169,7 +175,7 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
     );
     if let Err(e) = loaded {
         lane.abandon();
-        return Err(e);
+        return Err(name_uncommitted(job, &given, e));
     }
     rows.report();
     post.independent.extend(lane.left_over());
@@ -195,6 +201,31 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
     post.build(job, jobs, lane)?;
     job.scratch_psql(&format!("DROP SCHEMA {BOOKKEEPING} CASCADE;\n"))?;
     Ok(())
+}
+
+/// A load session's psql that failed by itself may have failed on any chunk
+/// it was given and had not committed (a small one fits in the pipe before
+/// psql reads it): the bookkeeping, committed with each chunk, tells which.
+fn name_uncommitted(job: &Replacement, given: &[&str], e: Error) -> Error {
+    let Error::ProgramFailed(message) = e else {
+        return e;
+    };
+    let Ok(done) = loaded(job) else {
+        return Error::ProgramFailed(message);
+    };
+    let open: Vec<&str> = given
+        .iter()
+        .filter(|c| !done.contains(**c))
+        .copied()
+        .collect();
+    match open.is_empty() {
+        true => Error::ProgramFailed(message),
+        false => Error::ProgramFailed(format!(
+            "{message} (given to the sessions and not committed: {}; the failure is in one of \
+             them)",
+            open.join(", ")
+        )),
+    }
 }
 
 /// Puts the chunks of small tables a foreign key references first,

@@ -225,10 +225,8 @@ pub fn run_in_lanes<T>(
         stdin: Option<ByteSink>,
         /// The task being fed, and its transfer.
         busy: Option<(usize, Transfer)>,
-        /// The last task given, for messages (a lane opens for a task).
-        last: Option<usize>,
-        /// The task given before it: fed whole, perhaps not yet committed.
-        before: Option<usize>,
+        /// The last task given, for messages.
+        last: usize,
     }
     let fail = |lanes: Vec<Open>, e: Error| {
         for open in lanes {
@@ -237,18 +235,14 @@ pub fn run_in_lanes<T>(
         }
         Err(e)
     };
-    // Which task a lane's failure belongs to. A child that failed by itself
-    // (`program-failed`) may have failed on the task before the last: that
-    // one's bytes had gone in, but the child may still have been working
-    // through them when it got the next.
+    // Where a lane failed. A child that failed by itself (`program-failed`)
+    // may have failed on any earlier task whose bytes had gone in but which
+    // it had not finished with (small tasks fit in the pipe's buffer): only
+    // the caller can tell which were committed.
     let blame = |open: &Open, e: Error| {
-        let on = open.last.map(|n| label(&tasks[n])).unwrap_or_default();
-        match open.before {
-            Some(b) if matches!(e, Error::ProgramFailed(_)) => e.context(format!(
-                "{on} ({}; or {}, fed to it just before)",
-                open.label,
-                label(&tasks[b])
-            )),
+        let on = label(&tasks[open.last]);
+        match e {
+            Error::ProgramFailed(_) => e.context(format!("{} at or before {on}", open.label)),
             _ => e.context(format!("{on} ({})", open.label)),
         }
     };
@@ -284,8 +278,7 @@ pub fn run_in_lanes<T>(
                             child,
                             stdin: Some(stdin),
                             busy: None,
-                            last: None,
-                            before: None,
+                            last: 0,
                         }),
                         Err(e) => return fail(lanes, e),
                     }
@@ -295,7 +288,7 @@ pub fn run_in_lanes<T>(
             };
             let n = queue.next().expect("checked above");
             let stdin = lanes[k].stdin.take().expect("an idle lane holds its stdin");
-            lanes[k].before = lanes[k].last.replace(n);
+            lanes[k].last = n;
             match feed(&tasks[n], stdin) {
                 Ok(transfer) => lanes[k].busy = Some((n, transfer)),
                 Err(e) => {
