@@ -70,6 +70,9 @@ pub struct StepRequest {
     /// The step's progress, shared with whoever reports it (bar, log
     /// lines, Pushgateway, `status`).
     pub progress: progress::Tracker,
+    /// The state folder, where a capability keeps what outlives the step
+    /// (the objects capability's ETag memories); none: nothing is kept.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// What a sandbox of the step's plugin holds.
@@ -525,8 +528,11 @@ impl Step<'_> {
                 state.progress = Some(self.request.progress.clone());
                 // A structure call reads no data, so it gets no objects.
                 if grant == Grant::Full {
-                    state.objects =
-                        ObjectGrant::new(&self.job.connections, &self.request.store_options.s3);
+                    state.objects = ObjectGrant::new(
+                        &self.job.connections,
+                        &self.request.store_options.s3,
+                        self.request.state_dir.clone(),
+                    );
                 }
                 state
             }

@@ -825,15 +825,6 @@ fn on_a_server_listing_etags_a_no_change_rerun_reads_only_the_listings() {
         out.expect_ok(what);
         (out, proxy.requests().split_off(before))
     };
-    // HeadObject, not HeadBucket (one per location and run, to check it).
-    let object_heads = |requests: &[RequestRecord]| -> Vec<String> {
-        requests
-            .iter()
-            .filter(|r| r.method == "HEAD" && r.path().trim_matches('/').contains('/'))
-            .map(|r| r.target.clone())
-            .collect()
-    };
-
     let (out, _) = recorded("first copy");
     assert_summary(
         &out,
@@ -852,14 +843,7 @@ fn on_a_server_listing_etags_a_no_change_rerun_reads_only_the_listings() {
         Vec::<String>::new(),
         "no HeadObject"
     );
-    let not_listing: Vec<_> = requests
-        .iter()
-        .filter(|r| {
-            let list = r.method == "GET" && r.target.contains("list-type=2");
-            let head_bucket = r.method == "HEAD" && !r.path().trim_matches('/').contains('/');
-            !list && !head_bucket
-        })
-        .collect();
+    let not_listing = not_listings(&requests);
     assert!(
         not_listing.is_empty(),
         "a no-change rerun sends listings (and a HeadBucket per location) only: {not_listing:#?}"
@@ -903,6 +887,135 @@ fn on_a_server_listing_etags_a_no_change_rerun_reads_only_the_listings() {
         "one CopyObject"
     );
     assert_eq!(dst.contents(), src.contents());
+}
+
+/// The HeadObject requests (not HeadBucket: one per location and run, to
+/// check it) among `requests`.
+fn object_heads(requests: &[envsync_tests::faulty_proxy::RequestRecord]) -> Vec<String> {
+    requests
+        .iter()
+        .filter(|r| r.method == "HEAD" && r.path().trim_matches('/').contains('/'))
+        .map(|r| r.target.clone())
+        .collect()
+}
+
+/// The requests that are neither listings nor HeadBucket.
+fn not_listings(
+    requests: &[envsync_tests::faulty_proxy::RequestRecord],
+) -> Vec<&envsync_tests::faulty_proxy::RequestRecord> {
+    requests
+        .iter()
+        .filter(|r| {
+            let list = r.method == "GET" && r.target.contains("list-type=2");
+            let head_bucket = r.method == "HEAD" && !r.path().trim_matches('/').contains('/');
+            !list && !head_bucket
+        })
+        .collect()
+}
+
+/// s3s-fs lists objects without ETags. The host remembers each ETag a HEAD,
+/// GET or copy showed it, with the object's size and modification second,
+/// in its state folder (`objects-etags/`): after the first copy a no-change
+/// rerun sends listings only, as on a server that lists ETags. A source
+/// rewritten with its size kept (a later second) is copied, and the rerun
+/// after it again sends listings only. A damaged memory file is not
+/// trusted: the run says so, compares with HEADs as without one, and the
+/// memory is whole again for the next run.
+#[test]
+fn on_a_server_listing_no_etags_the_host_remembers_them_and_a_rerun_reads_only_the_listings() {
+    use envsync_tests::faulty_proxy::{FaultyProxy, RequestRecord};
+    let host = Host::built();
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start().unwrap();
+    let src = loc(&s3, "prod", "uploads", dir.path());
+    let dst = loc(&s3, "staging", "uploads", dir.path());
+    seed(&src, 300);
+    let expected = src.contents();
+    let total = expected.len();
+    let listed = s3.client().list_objects("prod", "uploads/").unwrap();
+    assert!(
+        listed.iter().all(|o| o.etag.is_empty()),
+        "s3s-fs lists no ETags: {listed:?}"
+    );
+    let proxy = FaultyProxy::start(s3.port()).unwrap();
+    let step = copy_with(
+        &src,
+        &dst,
+        &[
+            ("--source-host", proxy.endpoint()),
+            ("--db-host", proxy.endpoint()),
+        ],
+    );
+    let recorded = |what: &str| -> (Output, Vec<RequestRecord>) {
+        let before = proxy.requests().len();
+        let out = run(&s3, &host, &step);
+        out.expect_ok(what);
+        (out, proxy.requests().split_off(before))
+    };
+    let listing_only = |what: &str| {
+        let (out, requests) = recorded(what);
+        assert_summary(&out, &["objects: 0 copied", &format!("{total} unchanged")]);
+        let others = not_listings(&requests);
+        assert!(
+            others.is_empty(),
+            "{what}: listings (and a HeadBucket per location) only: {others:#?}"
+        );
+    };
+
+    let (out, _) = recorded("first copy");
+    assert_summary(
+        &out,
+        &[&format!("objects: {total} copied ({total} server-side)")],
+    );
+    assert_eq!(dst.contents(), expected, "every object, byte for byte");
+    listing_only("no-change rerun");
+
+    // Same size, other content, a later second: the listing's second is
+    // not the remembered one, so its ETags are fetched and compared.
+    std::thread::sleep(Duration::from_millis(1100));
+    let key = "u/01/00001.txt";
+    let old = s3.client().get_object("prod", &src.key(key)).unwrap();
+    let new = old.to_ascii_uppercase();
+    assert_ne!(old, new);
+    src.put(key, &new, &[]);
+    let (out, requests) = recorded("rerun after one same-size change");
+    assert_summary(
+        &out,
+        &[
+            "objects: 1 copied (1 server-side)",
+            &format!("{} unchanged", total - 1),
+        ],
+    );
+    let heads = object_heads(&requests);
+    assert!(
+        heads.iter().all(|h| h.ends_with(key)),
+        "HeadObject of the changed object only: {heads:?}"
+    );
+    assert_eq!(dst.contents(), src.contents());
+    listing_only("rerun after the change was copied");
+
+    // Garbage in place of every memory file.
+    let memories = s3.host_state_dir().join("objects-etags");
+    let files: Vec<PathBuf> = std::fs::read_dir(&memories)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 2, "a memory per bucket: {files:?}");
+    for f in &files {
+        std::fs::write(f, vec![0x5a; 64 << 10]).unwrap();
+    }
+    let (out, requests) = recorded("rerun with a damaged memory");
+    assert_summary(&out, &["objects: 0 copied", &format!("{total} unchanged")]);
+    assert!(
+        out.stderr.contains("could not be read") && out.stderr.contains("starting it afresh"),
+        "the run says the memory was damaged:\n{out}"
+    );
+    assert_eq!(
+        object_heads(&requests).len(),
+        2 * total,
+        "without a memory, one HeadObject a side for every object"
+    );
+    listing_only("rerun after the damaged memory was replaced");
 }
 
 /// A source uploaded in parts (as `aws s3 cp` uploads large files) has a

@@ -78,6 +78,7 @@ fn backup_request(store: &str, misbehave: Option<&str>, encrypt_to: &[String]) -
         stop: Default::default(),
         sanitise: None,
         progress: Default::default(),
+        state_dir: None,
     }
 }
 

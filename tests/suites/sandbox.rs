@@ -69,6 +69,7 @@ fn backup_request(store: &std::path::Path, misbehave: Option<&str>) -> StepReque
         stop: Default::default(),
         sanitise: None,
         progress: Default::default(),
+        state_dir: None,
     }
 }
 

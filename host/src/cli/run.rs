@@ -323,6 +323,7 @@ impl RunArgs {
             database,
         );
         inputs.environment = self.environment.clone().unwrap_or_default();
+        inputs.state_dir = history::state_dir(None);
         for p in &self.params {
             let (k, v) = p
                 .split_once('=')

@@ -103,6 +103,9 @@ pub struct StepInputs {
     pub jobs: Option<u32>,
     /// Backup and copy: sanitise the rows.
     pub sanitise: Option<SanitiseSpec>,
+    /// The state folder (locks, history, the objects capability's ETag
+    /// memories).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl StepInputs {
@@ -134,6 +137,7 @@ impl StepInputs {
             allow_programs: None,
             jobs: None,
             sanitise: None,
+            state_dir: None,
         }
     }
 
@@ -411,6 +415,7 @@ pub fn build(inputs: StepInputs) -> Result<StepRequest> {
         allow_programs: inputs.allow_programs,
         stop: Default::default(),
         progress: Default::default(),
+        state_dir: inputs.state_dir,
     })
 }
 

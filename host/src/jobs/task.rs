@@ -64,6 +64,7 @@ pub fn step_inputs(
     inputs.memory_cap_mib = task.memory_cap_mib;
     inputs.jobs = task.jobs;
     inputs.allow_programs = task.allow_programs.clone();
+    inputs.state_dir = super::history::state_dir(env.state_dir.as_deref());
     // `[task.sanitise]` is the task's: it applies to its backups and copies.
     if matches!(step.op, StepOp::Backup | StepOp::Copy) {
         inputs.sanitise = task.sanitise.clone();

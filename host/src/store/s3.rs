@@ -631,6 +631,7 @@ impl S3Reader {
         let head = GetHead {
             size: out.content_length().unwrap_or(0).max(0) as u64,
             etag: out.e_tag().map(str::to_string),
+            last_modified: out.last_modified().map(|t| t.secs()),
             content_type: out.content_type().map(str::to_string),
             metadata: out.metadata().cloned(),
         };
@@ -653,6 +654,8 @@ pub(crate) struct GetHead {
     pub size: u64,
     /// As the server gave it, quotes included.
     pub etag: Option<String>,
+    /// Unix seconds.
+    pub last_modified: Option<i64>,
     pub content_type: Option<String>,
     pub metadata: Option<std::collections::HashMap<String, String>>,
 }

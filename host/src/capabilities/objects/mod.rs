@@ -8,6 +8,8 @@
 //! endpoint URL (none: AWS), `database` is `bucket/prefix`, `user` the
 //! access key id and the password its secret (neither: the AWS chain).
 
+mod etag_memory;
+
 use super::HostResult;
 use super::streams::{ByteSink, ByteSource, SinkKind, SourceKind};
 use crate::connection::Connection;
@@ -24,7 +26,9 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use etag_memory::{EtagMemory, Seen};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
@@ -260,6 +264,17 @@ pub struct ObjectGrant {
     /// each side's next page is fetched while the other is read. Dropped
     /// (and its request aborted) when not asked for.
     next_pages: BTreeMap<String, NextPage>,
+    /// Where the ETag memories live (none: nothing is remembered).
+    state_dir: Option<PathBuf>,
+    /// Endpoints (none: AWS) seen listing objects without ETags: only
+    /// their buckets get an ETag memory.
+    etagless: HashSet<Option<String>>,
+    /// Open ETag memories by file, none where opening failed (said once).
+    memories: BTreeMap<String, Option<EtagMemory>>,
+    /// Per role, where its last listing page ended: the full prefix, the
+    /// continuation it gave and its last full key, so the next page of
+    /// that listing knows the range it covers.
+    page_ends: BTreeMap<String, (String, String, String)>,
     pub stats: ObjectStats,
 }
 
@@ -295,7 +310,11 @@ async fn list_page(
 impl ObjectGrant {
     /// Grants the step's connections as object locations. A connection
     /// that is not one is left out, and the plugin is told why on use.
-    pub fn new(connections: &BTreeMap<String, Connection>, options: &S3Options) -> Self {
+    pub fn new(
+        connections: &BTreeMap<String, Connection>,
+        options: &S3Options,
+        state_dir: Option<PathBuf>,
+    ) -> Self {
         let locations = connections
             .iter()
             .filter_map(|(role, c)| Some((role.clone(), ObjectLocation::from_connection(c).ok()?)))
@@ -309,7 +328,49 @@ impl ObjectGrant {
             clients: BTreeMap::new(),
             listed: BTreeMap::new(),
             next_pages: BTreeMap::new(),
+            state_dir,
+            etagless: HashSet::new(),
+            memories: BTreeMap::new(),
+            page_ends: BTreeMap::new(),
             stats: ObjectStats::default(),
+        }
+    }
+
+    /// The ETag memory of `location`'s bucket when its endpoint lists no
+    /// ETags and there is a state folder; opened on first use.
+    fn memory(&mut self, location: &ObjectLocation) -> Option<&EtagMemory> {
+        if !self.etagless.contains(&location.endpoint) {
+            return None;
+        }
+        let state_dir = self.state_dir.as_deref()?;
+        self.memories
+            .entry(etag_memory::file_id(location))
+            .or_insert_with(|| match EtagMemory::open(state_dir, location) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::warn!(
+                        "{} lists objects without ETags, and its ETag memory could not be \
+                         opened ({e:#}): objects of equal size on both sides are compared with \
+                         a HEAD each",
+                        location.describe()
+                    );
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    /// Applies `change` to `location`'s ETag memory, if it has one. A
+    /// failure costs HEADs later, not correctness: it is logged.
+    fn with_memory(
+        &mut self,
+        location: &ObjectLocation,
+        change: impl FnOnce(&EtagMemory) -> anyhow::Result<()>,
+    ) {
+        if let Some(m) = self.memory(location)
+            && let Err(e) = change(m)
+        {
+            tracing::warn!("ETag memory {}: {e:#}", m.path().display());
         }
     }
 
@@ -389,6 +450,43 @@ impl ObjectGrant {
         Ok((client, location, full))
     }
 
+    /// For a page listed from a server that left ETags out: fills them
+    /// from the bucket's ETag memory where size and second match, after
+    /// forgetting what the page's range (`covered`, after a key or from
+    /// the start, through a key or to the end of `full`) no longer holds.
+    fn recall(
+        &mut self,
+        location: &ObjectLocation,
+        full: &str,
+        covered: Option<(Option<String>, Option<String>)>,
+        objects: &mut [ObjectInfo],
+    ) {
+        if !objects.iter().any(|o| o.etag.is_empty()) {
+            return;
+        }
+        self.etagless.insert(location.endpoint.clone());
+        let prefix = &location.prefix;
+        self.with_memory(location, |memory| {
+            if let Some((after, through)) = &covered {
+                let keys: Vec<String> = objects
+                    .iter()
+                    .map(|o| format!("{prefix}{}", o.key))
+                    .collect();
+                let listed: HashSet<&str> = keys.iter().map(String::as_str).collect();
+                memory.forget_unlisted(full, after.as_deref(), through.as_deref(), &listed)?;
+            }
+            memory.fill(objects.iter_mut().map(|o| {
+                (
+                    format!("{prefix}{}", o.key),
+                    o.size,
+                    o.last_modified,
+                    &mut o.etag,
+                )
+            }))?;
+            Ok(())
+        });
+    }
+
     /// Remembers the sizes and ETags of a page `role` listed, dropping the
     /// oldest.
     fn remember_page(&mut self, role: &str, location: &ObjectLocation, page: &[ObjectInfo]) {
@@ -401,6 +499,7 @@ impl ObjectGrant {
                 .map(|o| {
                     let listed = Listed {
                         size: o.size,
+                        etag_known: !o.etag.is_empty(),
                         multipart: is_multipart_etag(&o.etag),
                     };
                     (format!("{}{}", location.prefix, o.key), listed)
@@ -423,6 +522,8 @@ impl ObjectGrant {
 #[derive(Clone, Copy, Debug)]
 struct Listed {
     size: u64,
+    /// The listing (or the ETag memory) gave its ETag.
+    etag_known: bool,
     /// Its ETag is a multipart upload's (`<md5>-<parts>`).
     multipart: bool,
 }
@@ -460,30 +561,47 @@ fn io<E: std::error::Error + 'static>(what: &str, e: &E) -> WitError {
     WitError::Io(format!("{what}: {}", s3_errors::describe(e)))
 }
 
-/// The ETags of the full keys `keys`, HEADed `HEADS_IN_FLIGHT` at a time:
-/// for servers (s3s-fs) that list objects without them. A key that cannot
-/// be read (gone since the listing, say) gets an empty ETag, so the plugin
-/// compares it as changed and its copy reports the error.
-async fn fetch_etags(client: &Client, bucket: &str, keys: Vec<String>) -> Vec<String> {
+/// The full keys `keys` as HEADs show them, `HEADS_IN_FLIGHT` at a time:
+/// for servers (s3s-fs) that list objects without ETags. A key that cannot
+/// be read (gone since the listing, say) is none, so the plugin compares
+/// it as changed and its copy reports the error.
+async fn head_all(client: &Client, bucket: &str, keys: Vec<String>) -> Vec<Option<Seen>> {
     let slots = Arc::new(Semaphore::new(HEADS_IN_FLIGHT));
     let mut tasks = tokio::task::JoinSet::new();
-    let mut etags = vec![String::new(); keys.len()];
+    let mut seen = vec![None; keys.len()];
     for (i, key) in keys.into_iter().enumerate() {
         let client = client.clone();
         let bucket = bucket.to_string();
         let slot = slots.clone().acquire_owned().await.expect("never closed");
         tasks.spawn(async move {
-            let r = client.head_object().bucket(bucket).key(key).send().await;
+            let r = client.head_object().bucket(bucket).key(&key).send().await;
             drop(slot);
-            (i, r.ok().map(|h| unquote(h.e_tag())))
+            (i, r.ok().map(|h| seen_in_head(key, &h)))
         });
     }
     while let Some(done) = tasks.join_next().await {
-        if let Ok((i, Some(etag))) = done {
-            etags[i] = etag;
+        if let Ok((i, s)) = done {
+            seen[i] = s;
         }
     }
-    etags
+    seen
+}
+
+fn seen_in_head(key: String, h: &aws_sdk_s3::operation::head_object::HeadObjectOutput) -> Seen {
+    Seen {
+        key,
+        size: h.content_length().unwrap_or(0).max(0) as u64,
+        last_modified: seconds(h.last_modified()),
+        etag: unquote(h.e_tag()),
+    }
+}
+
+/// The ETag and modification second a CopyObject answered, if both.
+fn copy_result(
+    out: &aws_sdk_s3::operation::copy_object::CopyObjectOutput,
+) -> Option<(String, i64)> {
+    let r = out.copy_object_result()?;
+    Some((unquote(Some(r.e_tag()?)), r.last_modified()?.secs()))
 }
 
 /// `bucket/key` percent-encoded for `x-amz-copy-source`.
@@ -516,29 +634,57 @@ struct Ends {
     from: (Client, ObjectLocation),
     to: (Client, ObjectLocation),
     server_side: bool,
+    /// HEAD a source whose ETag no listing gave before a server-side copy,
+    /// so the source's ETag memory learns it.
+    head_unknown: bool,
     large: Arc<Semaphore>,
+}
+
+/// One object copied, and what the responses showed of both ends for the
+/// ETag memories.
+struct CopyOutcome {
+    copied: Copied,
+    source: Option<Seen>,
+    /// None: the target changed and its ETag or second is not known.
+    target: Option<Seen>,
 }
 
 impl Ends {
     /// Copies one object. `listed` is what a listing the host kept showed
     /// of it: a server-side copy of it below 5 GiB is then one CopyObject
     /// (the COPY directive keeps content type and metadata), no HEAD first,
-    /// unless it was uploaded in parts (see [`Ends::copy_object_marked`]).
+    /// unless it was uploaded in parts (see [`Ends::copy_object_marked`])
+    /// or its ETag is to be learnt (`head_unknown`).
     async fn copy_one(
         &self,
         from_key: String,
         to_key: String,
         listed: Option<Listed>,
-    ) -> Result<Copied, WitError> {
+    ) -> Result<CopyOutcome, WitError> {
         let (from, from_loc) = &self.from;
         let (to, to_loc) = &self.to;
-        if let Some(l) =
-            listed.filter(|l| self.server_side && l.size <= MAX_SINGLE_COPY && !l.multipart)
-        {
-            self.copy_object(&from_key, &to_key).await?;
-            return Ok(Copied {
-                method: CopyMethod::ServerSide,
-                bytes: l.size,
+        let target_seen = |size, out: Option<(String, i64)>| {
+            out.map(|(etag, last_modified)| Seen {
+                key: to_key.clone(),
+                size,
+                last_modified,
+                etag,
+            })
+        };
+        if let Some(l) = listed.filter(|l| {
+            self.server_side
+                && l.size <= MAX_SINGLE_COPY
+                && !l.multipart
+                && (l.etag_known || !self.head_unknown)
+        }) {
+            let out = self.copy_object(&from_key, &to_key).await?;
+            return Ok(CopyOutcome {
+                copied: Copied {
+                    method: CopyMethod::ServerSide,
+                    bytes: l.size,
+                },
+                source: None,
+                target: target_seen(l.size, out),
             });
         }
         if self.server_side {
@@ -549,17 +695,23 @@ impl Ends {
                 .send()
                 .await
                 .map_err(|e| io(&format!("reading {from_key}"), &e))?;
-            let size = head.content_length().unwrap_or(0).max(0) as u64;
-            if size > MAX_SINGLE_COPY {
+            let source = seen_in_head(from_key.clone(), &head);
+            let size = source.size;
+            let out = if size > MAX_SINGLE_COPY {
                 self.multipart_copy(&from_key, &to_key, size, &head).await?;
-            } else if is_multipart_etag(&unquote(head.e_tag())) {
-                self.copy_object_marked(&from_key, &to_key, &head).await?;
+                None
+            } else if is_multipart_etag(&source.etag) {
+                self.copy_object_marked(&from_key, &to_key, &head).await?
             } else {
-                self.copy_object(&from_key, &to_key).await?;
-            }
-            return Ok(Copied {
-                method: CopyMethod::ServerSide,
-                bytes: size,
+                self.copy_object(&from_key, &to_key).await?
+            };
+            return Ok(CopyOutcome {
+                copied: Copied {
+                    method: CopyMethod::ServerSide,
+                    bytes: size,
+                },
+                source: Some(source),
+                target: target_seen(size, out),
             });
         }
         // Streamed: the GET answers size, content type and metadata, so no
@@ -615,14 +767,35 @@ impl Ends {
             .finish()
             .await
             .map_err(|e| WitError::Io(format!("writing {to_key}: {e:#}")))?;
-        Ok(Copied {
-            method: CopyMethod::Streamed,
-            bytes,
+        let source = match (got.etag, got.last_modified) {
+            (Some(etag), Some(last_modified)) => Some(Seen {
+                key: from_key,
+                size,
+                last_modified,
+                etag: unquote(Some(&etag)),
+            }),
+            _ => None,
+        };
+        // The upload's response has no modification time: the target is
+        // learnt by the next compare's HEAD.
+        Ok(CopyOutcome {
+            copied: Copied {
+                method: CopyMethod::Streamed,
+                bytes,
+            },
+            source,
+            target: None,
         })
     }
 
     /// One CopyObject, content type and user metadata copied with it.
-    async fn copy_object(&self, from_key: &str, to_key: &str) -> Result<(), WitError> {
+    /// Returns the copy's ETag and modification second when the server
+    /// gave them.
+    async fn copy_object(
+        &self,
+        from_key: &str,
+        to_key: &str,
+    ) -> Result<Option<(String, i64)>, WitError> {
         self.to
             .0
             .copy_object()
@@ -632,7 +805,7 @@ impl Ends {
             .metadata_directive(MetadataDirective::Copy)
             .send()
             .await
-            .map(|_| ())
+            .map(|out| copy_result(&out))
             .map_err(|e| io(&format!("copying {from_key} to {to_key}"), &e))
     }
 
@@ -646,7 +819,7 @@ impl Ends {
         from_key: &str,
         to_key: &str,
         head: &aws_sdk_s3::operation::head_object::HeadObjectOutput,
-    ) -> Result<(), WitError> {
+    ) -> Result<Option<(String, i64)>, WitError> {
         self.to
             .0
             .copy_object()
@@ -662,7 +835,7 @@ impl Ends {
             .set_cache_control(head.cache_control().map(str::to_string))
             .send()
             .await
-            .map(|_| ())
+            .map(|out| copy_result(&out))
             .map_err(|e| io(&format!("copying {from_key} to {to_key}"), &e))
     }
 
@@ -786,6 +959,17 @@ impl Host for StepState {
         let (client, location) =
             or_refuse!(self.objects.client(&role, &self.job.connections).await);
         let full = format!("{}{prefix}", location.prefix);
+        // Where the page starts: after the last key of the page that gave
+        // this continuation (unknown when it was not this role's last page).
+        let after = match &continuation {
+            None => Some(None),
+            Some(c) => self
+                .objects
+                .page_ends
+                .get(&role)
+                .filter(|(p, next, _)| *p == full && next == c)
+                .map(|(_, _, last)| Some(last.clone())),
+        };
         let ahead = self.objects.next_pages.remove(&role).filter(|next| {
             next.prefix == full && continuation.as_deref() == Some(next.continuation.as_str())
         });
@@ -805,7 +989,7 @@ impl Host for StepState {
             Ok(p) => p,
             Err(e) => return Ok(Err(io(&format!("listing {}", location.describe()), &e))),
         };
-        let objects: Vec<ObjectInfo> = page
+        let mut objects: Vec<ObjectInfo> = page
             .contents()
             .iter()
             .filter_map(|o| {
@@ -817,12 +1001,32 @@ impl Host for StepState {
                 })
             })
             .collect();
-        self.objects.remember_page(&role, &location, &objects);
         let continuation = if page.is_truncated() == Some(true) {
             page.next_continuation_token().map(str::to_string)
         } else {
             None
         };
+        let last = objects
+            .last()
+            .map(|o| format!("{}{}", location.prefix, o.key));
+        // The keys the page covers: from `after` to its last key, or to
+        // the end of the prefix on the last page.
+        let covered = match (after, &continuation, &last) {
+            (Some(after), None, _) => Some((after, None)),
+            (Some(after), Some(_), Some(last)) => Some((after, Some(last.clone()))),
+            _ => None,
+        };
+        self.objects.recall(&location, &full, covered, &mut objects);
+        match (&continuation, last) {
+            (Some(next), Some(last)) => {
+                let end = (full.clone(), next.clone(), last);
+                self.objects.page_ends.insert(role.clone(), end);
+            }
+            _ => {
+                self.objects.page_ends.remove(&role);
+            }
+        }
+        self.objects.remember_page(&role, &location, &objects);
         if let Some(next) = &continuation {
             let fetch = list_page(
                 client,
@@ -855,7 +1059,14 @@ impl Host for StepState {
                 )
                 .await
         );
-        Ok(Ok(fetch_etags(&client, &location.bucket, full).await))
+        let seen = head_all(&client, &location.bucket, full).await;
+        let known: Vec<Seen> = seen.iter().flatten().cloned().collect();
+        self.objects
+            .with_memory(&location, |memory| memory.remember(&known));
+        Ok(Ok(seen
+            .into_iter()
+            .map(|s| s.map(|s| s.etag).unwrap_or_default())
+            .collect()))
     }
 
     async fn head(&mut self, role: String, key: String) -> HostResult<Option<ObjectHead>> {
@@ -872,23 +1083,30 @@ impl Host for StepState {
             .send()
             .await
         {
-            Ok(h) => Ok(Ok(Some(ObjectHead {
-                info: ObjectInfo {
-                    key,
-                    size: h.content_length().unwrap_or(0).max(0) as u64,
-                    etag: unquote(h.e_tag()),
-                    last_modified: seconds(h.last_modified()),
-                },
-                content_type: h.content_type().map(str::to_string),
-                metadata: h
-                    .metadata()
-                    .map(|m| {
-                        let mut m: Vec<_> = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                        m.sort();
-                        m
-                    })
-                    .unwrap_or_default(),
-            }))),
+            Ok(h) => {
+                let seen = seen_in_head(full, &h);
+                self.objects.with_memory(&location, |memory| {
+                    memory.remember(std::slice::from_ref(&seen))
+                });
+                Ok(Ok(Some(ObjectHead {
+                    info: ObjectInfo {
+                        key,
+                        size: seen.size,
+                        etag: seen.etag,
+                        last_modified: seen.last_modified,
+                    },
+                    content_type: h.content_type().map(str::to_string),
+                    metadata: h
+                        .metadata()
+                        .map(|m| {
+                            let mut m: Vec<_> =
+                                m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                            m.sort();
+                            m
+                        })
+                        .unwrap_or_default(),
+                })))
+            }
             Err(e)
                 if e.code() == Some("NotFound")
                     || e.raw_response().is_some_and(|r| r.status().as_u16() == 404) =>
@@ -931,6 +1149,9 @@ impl Host for StepState {
                 .await
         );
         let full = full.into_iter().next().expect("one key asked, one given");
+        // Its new ETag and second are learnt by a later HEAD.
+        self.objects
+            .with_memory(&location, |memory| memory.forget([full.as_str()]));
         let writer = S3Writer::new(
             client,
             &location.bucket,
@@ -972,8 +1193,9 @@ impl Host for StepState {
         let pairs = from_keys.into_iter().zip(to_keys);
         let ends = Ends {
             server_side: from.same_account(&to),
-            from: (from_client, from),
-            to: (to_client, to),
+            head_unknown: self.objects.memory(&from).is_some(),
+            from: (from_client, from.clone()),
+            to: (to_client, to.clone()),
             large: Arc::new(Semaphore::new(LARGE_IN_FLIGHT)),
         };
         let slots = Arc::new(Semaphore::new(OBJECTS_IN_FLIGHT));
@@ -989,8 +1211,27 @@ impl Host for StepState {
             });
         }
         let mut results: Vec<Option<Result<Copied, WitError>>> = vec![None; keys.len()];
+        let (mut sources, mut targets, mut changed) = (Vec::new(), Vec::new(), Vec::new());
         while let Some(done) = tasks.join_next().await {
             let (i, result) = done?;
+            let result = match result {
+                Ok(CopyOutcome {
+                    copied,
+                    source,
+                    target: Some(target),
+                }) => {
+                    sources.extend(source);
+                    targets.push(target);
+                    Ok(copied)
+                }
+                other => {
+                    changed.push(format!("{}{}", to.prefix, keys[i].1));
+                    other.map(|outcome| {
+                        sources.extend(outcome.source);
+                        outcome.copied
+                    })
+                }
+            };
             if let Ok(c) = &result {
                 self.objects.stats.copied += 1;
                 self.objects.stats.bytes += c.bytes;
@@ -1000,6 +1241,12 @@ impl Host for StepState {
             }
             results[i] = Some(result);
         }
+        self.objects
+            .with_memory(&from, |memory| memory.remember(&sources));
+        self.objects.with_memory(&to, |memory| {
+            memory.remember(&targets)?;
+            memory.forget(changed.iter().map(String::as_str))
+        });
         Ok(Ok(results
             .into_iter()
             .map(|r| r.expect("every task answered"))
@@ -1016,6 +1263,9 @@ impl Host for StepState {
                 )
                 .await
         );
+        self.objects.with_memory(&location, |memory| {
+            memory.forget(full.iter().map(String::as_str))
+        });
         let mut tasks = tokio::task::JoinSet::new();
         let slots = Arc::new(Semaphore::new(OBJECTS_IN_FLIGHT));
         for key in full {
