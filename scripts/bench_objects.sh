@@ -6,8 +6,9 @@
 # their own keys (envsync only: `aws s3 sync` cannot read with one endpoint
 # and key and write with another). Then the same first run and no-change rerun
 # within one moto server (`moto_server`, an in-memory S3 emulator): s3s-fs
-# lists no ETags, so envsync HEADs both sides of every object there; moto
-# lists them as AWS, MinIO and Ceph do, so its rerun is listing-only. Prints
+# lists no ETags, so envsync's host remembers them in its state folder (the
+# first run HEADs each source once); moto lists them as AWS, MinIO and Ceph
+# do. Both reruns are listing-only. Prints
 # seconds, the host's peak RSS and envsync's time as a ratio of aws s3 sync's
 # (goal <= 0.5). scripts/bench.sh runs it as TARGETS=objects.
 #   scripts/bench_objects.sh [N]
@@ -87,8 +88,9 @@ line() { # LABEL ENVSYNC_OUT AWS_OUT
 }
 line "within one server, first run:" "$(copy a dst-envsync)" "$(awsync)"
 line "within one server, no change:" "$(copy a dst-envsync)" "$(awsync)"
-# s3s-fs lists no ETags: by default envsync HEADs both sides of every object of equal size to
-# compare them; `verify=false` takes aws s3 sync's rule instead (equal size, target newer).
+# s3s-fs lists no ETags: by default envsync compares the ETags its host remembers from the first
+# run (HEADs where it has none); `verify=false` takes aws s3 sync's rule instead (equal size,
+# target newer).
 line "no change, verify=false:" "$(copy a dst-envsync --param verify=false)" "$(awsync)"
 # Both tools must end with the same objects (outside the timings).
 diff <(cd "$work/a/dst-envsync" && find . -type f ! -path './.*' -exec md5sum {} + | sort -k2) \
