@@ -19,6 +19,7 @@ use redb::{Database, DatabaseError, Durability, ReadableDatabase, ReadableTable,
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::ops::Bound;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 /// Full key → size (8 bytes LE), modification second (8 bytes LE), ETag.
@@ -48,7 +49,12 @@ impl EtagMemory {
     /// The memory of `location`'s bucket in `state_dir`, created if new.
     pub fn open(state_dir: &Path, location: &ObjectLocation) -> Result<Self> {
         let dir = state_dir.join("objects-etags");
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        // Keys can be personal (file names): the folder is the host's own.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join(format!("{}.redb", file_id(location)));
         let db = match create(&path) {
             Err(e @ (DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch)) => {
