@@ -54,6 +54,9 @@ const STREAM_PARTS_IN_FLIGHT: usize = 2;
 const MAX_SINGLE_COPY: u64 = 5 << 30;
 /// Part size of a server-side multipart copy.
 const COPY_PART: u64 = 512 << 20;
+/// Parts of one server-side multipart copy in flight (a request each; no
+/// bytes pass through the host).
+const COPY_PARTS_IN_FLIGHT: usize = 4;
 /// Most parts one multipart upload may have (S3's limit).
 const MAX_PARTS: u64 = 10_000;
 
@@ -860,35 +863,53 @@ impl Ends {
             .map_err(|e| io(&what, &e))?;
         let id = started.upload_id().unwrap_or_default().to_string();
         let source = copy_source(&self.from.1.bucket, from_key);
-        let mut parts = Vec::new();
-        let mut result = Ok(());
+        // Parts are copied a few at a time: each is a request the server
+        // works on alone (S3 copies one part at some tens of MiB/s).
+        let slots = Arc::new(Semaphore::new(COPY_PARTS_IN_FLIGHT));
+        let mut tasks = tokio::task::JoinSet::new();
         for (number, range) in copy_ranges(size, COPY_PART) {
-            match to
+            let slot = slots.clone().acquire_owned().await.expect("never closed");
+            let request = to
                 .upload_part_copy()
                 .bucket(&to_loc.bucket)
                 .key(to_key)
                 .upload_id(&id)
                 .part_number(number)
                 .copy_source(&source)
-                .copy_source_range(range)
-                .send()
-                .await
-            {
-                Ok(out) => parts.push(
+                .copy_source_range(range);
+            tasks.spawn(async move {
+                let out = request.send().await;
+                drop(slot);
+                out.map(|out| {
                     CompletedPart::builder()
                         .part_number(number)
                         .set_e_tag(
                             out.copy_part_result()
                                 .and_then(|r| r.e_tag().map(str::to_string)),
                         )
-                        .build(),
-                ),
-                Err(e) => {
+                        .build()
+                })
+            });
+        }
+        let mut parts = Vec::new();
+        let mut result = Ok(());
+        // The first failure ends the copy; the other parts' requests are
+        // dropped with the set.
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(Ok(part)) => parts.push(part),
+                Ok(Err(e)) => {
                     result = Err(io(&what, &e));
+                    break;
+                }
+                Err(e) => {
+                    result = Err(WitError::Io(format!("{what}: a part copy failed: {e}")));
                     break;
                 }
             }
         }
+        drop(tasks);
+        parts.sort_by_key(|p| p.part_number());
         if result.is_ok() {
             result = to
                 .complete_multipart_upload()
