@@ -177,10 +177,13 @@ impl<'j> IndexLanes<'j> {
         self.release_foreign_keys()
     }
 
-    /// A chunk of `table` committed: once it was the table's last, each of
-    /// its entries goes to the least busy lane (if it fits), so one table's
-    /// indexes build side by side (`CREATE INDEX` locks do not conflict);
-    /// then the foreign keys whose tables are now both in.
+    /// A chunk of `table` was fed to a load session (its COPY may still be
+    /// waiting in that session's pipe): once it was the table's last, each
+    /// of its entries goes to the least busy lane (if it fits), so one
+    /// table's indexes build side by side (`CREATE INDEX` locks do not
+    /// conflict); then the foreign keys whose tables are now both in. Each
+    /// waits for the table's COPYs without queueing for its lock
+    /// ([`Entry::without_queueing`]), so no COPY waits behind a build.
     /// A partitioned table is in once all its partitions are.
     pub fn chunk_loaded(&mut self, table: &str) -> Result<(), Error> {
         let key = post_data::table_key(table);
@@ -211,7 +214,7 @@ impl<'j> IndexLanes<'j> {
         let ready = std::mem::take(&mut t.entries);
         let (mut kept, mut keys_lane, mut keys_kept) = (Vec::new(), None, false);
         for (name, entry) in ready {
-            let script = entry_script(&name, &entry);
+            let script = entry_script(&name, &entry.without_queueing());
             let one_lane = referenced && entry.is_key();
             let lane = match keys_lane {
                 Some(lane) if one_lane => self.has_room(lane, &script).then_some(lane),

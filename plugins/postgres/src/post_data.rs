@@ -33,6 +33,49 @@ impl Entry {
     pub fn is_key(&self) -> bool {
         self.independent() && (self.kind != "INDEX" || self.sql.contains("CREATE UNIQUE INDEX"))
     }
+
+    /// This independent entry, first taking the lock its statement needs
+    /// on its table without queueing for it (see [`lock_without_queueing`]):
+    /// for a lane that builds while other tables load.
+    pub fn without_queueing(&self) -> Entry {
+        let mode = match self.kind.as_str() {
+            "INDEX" => "SHARE",
+            "CONSTRAINT" | "CHECK CONSTRAINT" => "ACCESS EXCLUSIVE",
+            _ => return self.clone(),
+        };
+        let Some(table) = table_of(self) else {
+            return self.clone();
+        };
+        Entry {
+            kind: self.kind.clone(),
+            sql: format!(
+                "{}{}",
+                lock_without_queueing(&format!("ONLY {table}"), mode),
+                self.sql
+            ),
+        }
+    }
+}
+
+/// Takes `mode` on `tables` (a `LOCK TABLE` list) for the rest of the
+/// transaction without joining the lock queue. An index lane's statement
+/// queued behind a running COPY would make the next COPY of that table
+/// (already fed to another load session) queue behind it in turn, and that
+/// session would stand still for the whole index build. So the lock is
+/// asked for with NOWAIT every 20 ms until granted; it is then held, as
+/// the statement after it needs. (PostgreSQL keeps a lock taken in a
+/// block with an exception handler when the block succeeds.)
+pub fn lock_without_queueing(tables: &str, mode: &str) -> String {
+    const TAG: &str = "$envsync_lock$";
+    let lock = format!("LOCK TABLE {tables} IN {mode} MODE");
+    if lock.contains("$envsync_lock") {
+        // A name that would end the block: the plain, queueing lock.
+        return format!("{lock};\n");
+    }
+    format!(
+        "DO {TAG} BEGIN LOOP BEGIN {lock} NOWAIT; RETURN; \
+         EXCEPTION WHEN lock_not_available THEN PERFORM pg_sleep(0.02); END; END LOOP; END {TAG};\n"
+    )
 }
 
 /// A foreign key still to be built: a plain table's in two halves (see
@@ -65,10 +108,7 @@ impl ForeignKey {
                 false => format!("ONLY {t}"),
             })
             .collect();
-        format!(
-            "LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE;\n",
-            only.join(", ")
-        )
+        lock_without_queueing(&only.join(", "), "SHARE ROW EXCLUSIVE")
     }
 }
 
@@ -403,17 +443,26 @@ ALTER TABLE ONLY public.lines\n    ADD CONSTRAINT lines_order_fkey FOREIGN KEY (
             table: "\"my schema\".\"t\"".into(),
             referenced: referenced.clone(),
         };
+        let locks = |sql: String| {
+            assert!(
+                sql.starts_with("DO $envsync_lock$ BEGIN LOOP BEGIN "),
+                "{sql}"
+            );
+            assert!(sql.contains("NOWAIT; RETURN; EXCEPTION WHEN lock_not_available"));
+            let lock = &sql[sql.find("LOCK TABLE").unwrap()..sql.find(" NOWAIT").unwrap()];
+            lock.to_string()
+        };
         assert_eq!(
-            fk.lock_sql(),
-            "LOCK TABLE ONLY \"my schema\".\"t\", ONLY s.p IN SHARE ROW EXCLUSIVE MODE;\n"
+            locks(fk.lock_sql()),
+            "LOCK TABLE ONLY \"my schema\".\"t\", ONLY s.p IN SHARE ROW EXCLUSIVE MODE"
         );
         let own = ForeignKey {
             table: "s.p".into(),
             ..fk
         };
         assert_eq!(
-            own.lock_sql(),
-            "LOCK TABLE ONLY s.p IN SHARE ROW EXCLUSIVE MODE;\n"
+            locks(own.lock_sql()),
+            "LOCK TABLE ONLY s.p IN SHARE ROW EXCLUSIVE MODE"
         );
         // A partitioned table's foreign key (no ONLY) stays whole.
         let partitioned = Entry {
@@ -435,8 +484,30 @@ ALTER TABLE ONLY public.lines\n    ADD CONSTRAINT lines_order_fkey FOREIGN KEY (
         };
         // The partitioned table with its partitions, the referenced one alone.
         assert_eq!(
-            whole.lock_sql(),
-            "LOCK TABLE ONLY public.c, public.events IN SHARE ROW EXCLUSIVE MODE;\n"
+            locks(whole.lock_sql()),
+            "LOCK TABLE ONLY public.c, public.events IN SHARE ROW EXCLUSIVE MODE"
+        );
+        // A name that would end the block gets the plain lock.
+        let odd = lock_without_queueing("ONLY \"a$envsync_lock$b\"", "SHARE");
+        assert_eq!(odd, "LOCK TABLE ONLY \"a$envsync_lock$b\" IN SHARE MODE;\n");
+        // Index and key entries lock their own table only, in their mode.
+        let index = Entry {
+            kind: "INDEX".into(),
+            sql: "CREATE INDEX i ON public.t USING btree (a);\n".into(),
+        };
+        let gated = index.without_queueing();
+        assert_eq!(
+            locks(gated.sql.clone()),
+            "LOCK TABLE ONLY public.t IN SHARE MODE"
+        );
+        assert!(gated.sql.ends_with(&index.sql));
+        let key = Entry {
+            kind: "CONSTRAINT".into(),
+            sql: "ALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_pkey PRIMARY KEY (a);\n".into(),
+        };
+        assert_eq!(
+            locks(key.without_queueing().sql),
+            "LOCK TABLE ONLY public.t IN ACCESS EXCLUSIVE MODE"
         );
     }
 }
