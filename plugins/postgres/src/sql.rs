@@ -162,6 +162,43 @@ END",
     format!("{QUIET}BEGIN;\nDO {};\nCOMMIT;\n", dollar_quote(&body))
 }
 
+
+/// The tables whose rows a chunked backup dumps (as pg_dump would: every
+/// ordinary table and partition outside the system schemas and extensions),
+/// with their columns (generated ones are computed again on load) and size
+/// in blocks, largest first. Fields: name, columns, blocks.
+pub const LIST_DATA_TABLES: &str = "\
+SELECT format('%I.%I', n.nspname, c.relname),
+       coalesce((SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum)
+                   FROM pg_catalog.pg_attribute a
+                  WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                    AND a.attgenerated = ''), ''),
+       pg_catalog.pg_relation_size(c.oid) / current_setting('block_size')::int
+  FROM pg_catalog.pg_class c
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'r' AND c.relpersistence <> 't'
+   AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'
+   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                    WHERE d.classid = 'pg_catalog.pg_class'::regclass
+                      AND d.objid = c.oid AND d.deptype = 'e')
+ ORDER BY 3 DESC, 1;
+";
+
+/// The sequences of the database outside system schemas and extensions,
+/// each fully quoted (`"schema"."name"`, quotes doubled) so a pg_dump
+/// `--table` pattern matches it literally.
+pub const LIST_SEQUENCES: &str = "\
+SELECT '\"' || replace(n.nspname, '\"', '\"\"') || '\".\"' || replace(c.relname, '\"', '\"\"') || '\"'
+  FROM pg_catalog.pg_class c
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'S'
+   AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'
+   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                    WHERE d.classid = 'pg_catalog.pg_class'::regclass
+                      AND d.objid = c.oid AND d.deptype = 'e')
+ ORDER BY 1;
+";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,39 +239,3 @@ mod tests {
         assert!(sql.ends_with("$envsync$;\nCOMMIT;\n"));
     }
 }
-
-/// The tables whose rows a chunked backup dumps (as pg_dump would: every
-/// ordinary table and partition outside the system schemas and extensions),
-/// with their columns (generated ones are computed again on load) and size
-/// in blocks, largest first. Fields: name, columns, blocks.
-pub const LIST_DATA_TABLES: &str = "\
-SELECT format('%I.%I', n.nspname, c.relname),
-       coalesce((SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum)
-                   FROM pg_catalog.pg_attribute a
-                  WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-                    AND a.attgenerated = ''), ''),
-       pg_catalog.pg_relation_size(c.oid) / current_setting('block_size')::int
-  FROM pg_catalog.pg_class c
-  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
- WHERE c.relkind = 'r' AND c.relpersistence <> 't'
-   AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'
-   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
-                    WHERE d.classid = 'pg_catalog.pg_class'::regclass
-                      AND d.objid = c.oid AND d.deptype = 'e')
- ORDER BY 3 DESC, 1;
-";
-
-/// The sequences of the database outside system schemas and extensions,
-/// each fully quoted (`"schema"."name"`, quotes doubled) so a pg_dump
-/// `--table` pattern matches it literally.
-pub const LIST_SEQUENCES: &str = "\
-SELECT '\"' || replace(n.nspname, '\"', '\"\"') || '\".\"' || replace(c.relname, '\"', '\"\"') || '\"'
-  FROM pg_catalog.pg_class c
-  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
- WHERE c.relkind = 'S'
-   AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'
-   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
-                    WHERE d.classid = 'pg_catalog.pg_class'::regclass
-                      AND d.objid = c.oid AND d.deptype = 'e')
- ORDER BY 1;
-";
