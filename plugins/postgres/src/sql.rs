@@ -162,7 +162,6 @@ END",
     format!("{QUIET}BEGIN;\nDO {};\nCOMMIT;\n", dollar_quote(&body))
 }
 
-
 /// The tables whose rows a chunked backup dumps (as pg_dump would: every
 /// ordinary table and partition outside the system schemas and extensions),
 /// with their columns (generated ones are computed again on load) and size

@@ -28,6 +28,10 @@ const TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("etags");
 const CACHE: usize = 4 << 20;
 /// Longest ETag kept; S3's are 32 hex digits plus a part count.
 const MAX_ETAG: usize = 128;
+/// Every this many commits one waits for the disk: redb reuses the pages
+/// that non-durable commits free only after a durable one, so the file
+/// stays small.
+const DURABLE_EVERY: u32 = 32;
 
 /// One object as a response showed it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +47,7 @@ pub struct Seen {
 pub struct EtagMemory {
     db: Database,
     path: PathBuf,
+    commits: std::sync::atomic::AtomicU32,
 }
 
 impl EtagMemory {
@@ -74,7 +79,11 @@ impl EtagMemory {
             }
             Ok(db) => db,
         };
-        Ok(EtagMemory { db, path })
+        Ok(EtagMemory {
+            db,
+            path,
+            commits: std::sync::atomic::AtomicU32::new(0),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -177,8 +186,14 @@ impl EtagMemory {
     ) -> Result<()> {
         let mut tx = self.db.begin_write()?;
         // A cache: losing the last commits to a crash costs HEADs, not
-        // correctness, so commits need not wait for the disk.
-        tx.set_durability(Durability::None)?;
+        // correctness, so most commits need not wait for the disk.
+        let n = self
+            .commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if !n.is_multiple_of(DURABLE_EVERY) {
+            tx.set_durability(Durability::None)?;
+        }
         {
             let mut table = tx.open_table(TABLE)?;
             change(&mut table)?;
