@@ -793,7 +793,6 @@ fn verify_false_skips_by_time_and_still_copies_a_source_changed_since() {
 /// one HeadObject of its old copy, the only one sent).
 #[test]
 fn on_a_server_listing_etags_a_no_change_rerun_reads_only_the_listings() {
-    use envsync_tests::faulty_proxy::{FaultyProxy, RequestRecord};
     let host = Host::built();
     let dir = tempfile::tempdir().unwrap();
     let moto = S3Server::start_backend(Backend::Moto).unwrap();
@@ -809,22 +808,8 @@ fn on_a_server_listing_etags_a_no_change_rerun_reads_only_the_listings() {
         "moto lists an ETag for every object: {listed:?}"
     );
     // Both locations at one endpoint (the proxy) with one key: server-side.
-    let proxy = FaultyProxy::start(moto.port()).unwrap();
-    let step = copy_with(
-        &src,
-        &dst,
-        &[
-            ("--source-host", proxy.endpoint()),
-            ("--db-host", proxy.endpoint()),
-        ],
-    );
-    // Runs the copy; returns its output and the requests it sent.
-    let recorded = |what: &str| -> (Output, Vec<RequestRecord>) {
-        let before = proxy.requests().len();
-        let out = run(&moto, &host, &step);
-        out.expect_ok(what);
-        (out, proxy.requests().split_off(before))
-    };
+    let proxied = Proxied::new(&moto, &src, &dst);
+    let recorded = |what: &str| proxied.run(&host, what);
     let (out, _) = recorded("first copy");
     assert_summary(
         &out,
@@ -889,6 +874,45 @@ fn on_a_server_listing_etags_a_no_change_rerun_reads_only_the_listings() {
     assert_eq!(dst.contents(), src.contents());
 }
 
+/// A copy from `src` to `dst` on one server through a recording proxy (one
+/// endpoint and one key for both, so server-side).
+struct Proxied<'s> {
+    server: &'s S3Server,
+    proxy: envsync_tests::faulty_proxy::FaultyProxy,
+    step: Step,
+}
+
+impl<'s> Proxied<'s> {
+    fn new(server: &'s S3Server, src: &Loc, dst: &Loc) -> Self {
+        let proxy = envsync_tests::faulty_proxy::FaultyProxy::start(server.port()).unwrap();
+        let step = copy_with(
+            src,
+            dst,
+            &[
+                ("--source-host", proxy.endpoint()),
+                ("--db-host", proxy.endpoint()),
+            ],
+        );
+        Proxied {
+            server,
+            proxy,
+            step,
+        }
+    }
+
+    /// Runs the copy, which must succeed; its output and the requests it sent.
+    fn run(
+        &self,
+        host: &Host,
+        what: &str,
+    ) -> (Output, Vec<envsync_tests::faulty_proxy::RequestRecord>) {
+        let before = self.proxy.requests().len();
+        let out = run(self.server, host, &self.step);
+        out.expect_ok(what);
+        (out, self.proxy.requests().split_off(before))
+    }
+}
+
 /// The HeadObject requests (not HeadBucket: one per location and run, to
 /// check it) among `requests`.
 fn object_heads(requests: &[envsync_tests::faulty_proxy::RequestRecord]) -> Vec<String> {
@@ -923,7 +947,6 @@ fn not_listings(
 /// memory is whole again for the next run.
 #[test]
 fn on_a_server_listing_no_etags_the_host_remembers_them_and_a_rerun_reads_only_the_listings() {
-    use envsync_tests::faulty_proxy::{FaultyProxy, RequestRecord};
     let host = Host::built();
     let dir = tempfile::tempdir().unwrap();
     let s3 = S3Server::start().unwrap();
@@ -937,21 +960,8 @@ fn on_a_server_listing_no_etags_the_host_remembers_them_and_a_rerun_reads_only_t
         listed.iter().all(|o| o.etag.is_empty()),
         "s3s-fs lists no ETags: {listed:?}"
     );
-    let proxy = FaultyProxy::start(s3.port()).unwrap();
-    let step = copy_with(
-        &src,
-        &dst,
-        &[
-            ("--source-host", proxy.endpoint()),
-            ("--db-host", proxy.endpoint()),
-        ],
-    );
-    let recorded = |what: &str| -> (Output, Vec<RequestRecord>) {
-        let before = proxy.requests().len();
-        let out = run(&s3, &host, &step);
-        out.expect_ok(what);
-        (out, proxy.requests().split_off(before))
-    };
+    let proxied = Proxied::new(&s3, &src, &dst);
+    let recorded = |what: &str| proxied.run(&host, what);
     let listing_only = |what: &str| {
         let (out, requests) = recorded(what);
         assert_summary(&out, &["objects: 0 copied", &format!("{total} unchanged")]);
@@ -1001,6 +1011,17 @@ fn on_a_server_listing_no_etags_the_host_remembers_them_and_a_rerun_reads_only_t
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(files.len(), 2, "a memory per bucket: {files:?}");
+    // Keys, sizes, times and ETags only: no credential reaches the files.
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        for canary in [s3.secret_key(), s3.access_key()] {
+            assert!(
+                !bytes.windows(canary.len()).any(|w| w == canary.as_bytes()),
+                "{} holds {canary:?}",
+                f.display()
+            );
+        }
+    }
     for f in &files {
         std::fs::write(f, vec![0x5a; 64 << 10]).unwrap();
     }
@@ -1025,7 +1046,6 @@ fn on_a_server_listing_no_etags_the_host_remembers_them_and_a_rerun_reads_only_t
 /// of the copy instead of copying it again every run.
 #[test]
 fn a_multipart_uploaded_source_is_copied_once_not_on_every_rerun() {
-    use envsync_tests::faulty_proxy::FaultyProxy;
     let host = Host::built();
     let dir = tempfile::tempdir().unwrap();
     let moto = S3Server::start_backend(Backend::Moto).unwrap();
@@ -1045,17 +1065,8 @@ fn a_multipart_uploaded_source_is_copied_once_not_on_every_rerun() {
         [Some(3), None],
         "{listed:?}"
     );
-    let proxy = FaultyProxy::start(moto.port()).unwrap();
-    let step = copy_with(
-        &src,
-        &dst,
-        &[
-            ("--source-host", proxy.endpoint()),
-            ("--db-host", proxy.endpoint()),
-        ],
-    );
-    let out = run(&moto, &host, &step);
-    out.expect_ok("first copy");
+    let proxied = Proxied::new(&moto, &src, &dst);
+    let (out, _) = proxied.run(&host, "first copy");
     assert_summary(&out, &["objects: 2 copied (2 server-side)"]);
     assert_eq!(dst.contents(), src.contents());
     let copy = dst
@@ -1069,17 +1080,10 @@ fn a_multipart_uploaded_source_is_copied_once_not_on_every_rerun() {
     );
 
     for run_number in 2..=3 {
-        let before = proxy.requests().len();
-        let out = run(&moto, &host, &step);
-        out.expect_ok("rerun");
+        let (out, requests) = proxied.run(&host, "rerun");
         assert_summary(&out, &["objects: 0 copied", "2 unchanged"]);
-        let heads: Vec<_> = proxy.requests()[before..]
-            .iter()
-            .filter(|r| r.method == "HEAD" && r.path().trim_matches('/').contains('/'))
-            .map(|r| r.path().to_string())
-            .collect();
         assert_eq!(
-            heads,
+            object_heads(&requests),
             ["/staging/uploads/big/parts.bin"],
             "run {run_number}: one HeadObject, of the multipart source's copy"
         );
