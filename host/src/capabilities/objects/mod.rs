@@ -599,12 +599,20 @@ fn seen_in_head(key: String, h: &aws_sdk_s3::operation::head_object::HeadObjectO
     }
 }
 
-/// The ETag and modification second a CopyObject answered, if both.
-fn copy_result(
-    out: &aws_sdk_s3::operation::copy_object::CopyObjectOutput,
-) -> Option<(String, i64)> {
-    let r = out.copy_object_result()?;
-    Some((unquote(Some(r.e_tag()?)), r.last_modified()?.secs()))
+/// Sends `request`; the ETag and modification second the copy answered,
+/// if both.
+async fn send_copy(
+    request: aws_sdk_s3::operation::copy_object::builders::CopyObjectFluentBuilder,
+    from_key: &str,
+    to_key: &str,
+) -> Result<Option<(String, i64)>, WitError> {
+    let out = request
+        .send()
+        .await
+        .map_err(|e| io(&format!("copying {from_key} to {to_key}"), &e))?;
+    Ok(out
+        .copy_object_result()
+        .and_then(|r| Some((unquote(Some(r.e_tag()?)), r.last_modified()?.secs()))))
 }
 
 /// `bucket/key` percent-encoded for `x-amz-copy-source`.
@@ -799,17 +807,10 @@ impl Ends {
         from_key: &str,
         to_key: &str,
     ) -> Result<Option<(String, i64)>, WitError> {
-        self.to
-            .0
-            .copy_object()
-            .bucket(&self.to.1.bucket)
-            .key(to_key)
-            .copy_source(copy_source(&self.from.1.bucket, from_key))
-            .metadata_directive(MetadataDirective::Copy)
-            .send()
-            .await
-            .map(|out| copy_result(&out))
-            .map_err(|e| io(&format!("copying {from_key} to {to_key}"), &e))
+        let request = self
+            .copy_request(from_key, to_key)
+            .metadata_directive(MetadataDirective::Copy);
+        send_copy(request, from_key, to_key).await
     }
 
     /// One CopyObject of a multipart-uploaded source, which gets a
@@ -823,23 +824,30 @@ impl Ends {
         to_key: &str,
         head: &aws_sdk_s3::operation::head_object::HeadObjectOutput,
     ) -> Result<Option<(String, i64)>, WitError> {
-        self.to
-            .0
-            .copy_object()
-            .bucket(&self.to.1.bucket)
-            .key(to_key)
-            .copy_source(copy_source(&self.from.1.bucket, from_key))
+        let request = self
+            .copy_request(from_key, to_key)
             .metadata_directive(MetadataDirective::Replace)
             .set_metadata(Some(metadata_with_source(head.metadata(), head.e_tag())))
             .set_content_type(head.content_type().map(str::to_string))
             .set_content_encoding(head.content_encoding().map(str::to_string))
             .set_content_disposition(head.content_disposition().map(str::to_string))
             .set_content_language(head.content_language().map(str::to_string))
-            .set_cache_control(head.cache_control().map(str::to_string))
-            .send()
-            .await
-            .map(|out| copy_result(&out))
-            .map_err(|e| io(&format!("copying {from_key} to {to_key}"), &e))
+            .set_cache_control(head.cache_control().map(str::to_string));
+        send_copy(request, from_key, to_key).await
+    }
+
+    /// A CopyObject of `from_key` to `to_key`, directive and headers unset.
+    fn copy_request(
+        &self,
+        from_key: &str,
+        to_key: &str,
+    ) -> aws_sdk_s3::operation::copy_object::builders::CopyObjectFluentBuilder {
+        self.to
+            .0
+            .copy_object()
+            .bucket(&self.to.1.bucket)
+            .key(to_key)
+            .copy_source(copy_source(&self.from.1.bucket, from_key))
     }
 
     /// UploadPartCopy in `COPY_PART` ranges, for objects over 5 GiB.
