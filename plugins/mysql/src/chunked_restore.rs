@@ -11,8 +11,13 @@
 //! The row's primary key refuses a second load of a chunk. A rerun on the
 //! same artifact skips what is recorded; the tables are dropped before the
 //! swap. Exactly-once holds for transactional (InnoDB) tables.
+//!
+//! Secondary keys and foreign keys of the tables with rows are taken out
+//! with the schema step and put back after the last chunk
+//! (`deferred_keys`).
 
 use crate::chunk_plan::{DataChunk, Plan};
+use crate::deferred_keys::{self, Facts, TableKeys};
 use crate::programs::Client;
 use crate::sql::{hex, ident};
 use crate::swap::{finish_load, load_error, looks_damaged, replace_target_resumable};
@@ -21,7 +26,7 @@ use envsync_plugin_sdk::{
     ByteSource, Command, ConnectionInfo, Error, OnFeedError, chunks, connection, info, job, log,
     read_all, start_splice, write_all,
 };
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// How a chunk's load fails: a truncated input is named as such, and a
 /// load InnoDB broke off as a deadlock victim (sessions inserting into one
@@ -168,7 +173,11 @@ impl Load<'_> {
             self.execute(&bookkeeping_setup(&plan.id))?;
             info("loading the schema");
             self.load_whole(&plan.schema)?;
+            self.defer_keys(plan)?;
             self.execute(&mark(SCHEMA_STEP))?;
+        } else {
+            // Scratch databases of versions that deferred nothing lack it.
+            self.execute(&deferred_keys::create_table())?;
         }
         let done = self.loaded()?;
         let pending: Vec<&DataChunk> = plan
@@ -201,16 +210,114 @@ impl Load<'_> {
             },
         )?;
         rows.finish();
+        self.add_keys(plan, jobs)?;
         if !done.contains(TRIGGERS_STEP) {
             info("loading the triggers");
             self.load_whole(&plan.triggers)?;
             self.execute(&mark(TRIGGERS_STEP))?;
         }
         self.execute(&format!(
-            "DROP TABLE {}, {};\n",
+            "DROP TABLE {}, {}, {};\n",
             ident(LOADED_TABLE),
-            ident(ARTIFACT_TABLE)
+            ident(ARTIFACT_TABLE),
+            ident(deferred_keys::KEYS_TABLE)
         ))
+    }
+
+    fn query(&self, script: &str) -> Result<Vec<crate::batch::Row>, Error> {
+        self.client
+            .query("target", self.conn, Some(self.db), script)
+    }
+
+    /// Takes the keys out of the tables that have rows to load (all
+    /// tables, for a sanitised plan, whose chunks name none), recording
+    /// them first.
+    fn defer_keys(&self, plan: &Plan) -> Result<(), Error> {
+        let facts = Facts::from_rows(&self.query(&deferred_keys::facts_query())?)
+            .map_err(|e| Error::Other(format!("reading the restored schema's keys: {e}")))?;
+        let with_rows: BTreeSet<String> = if plan.data.iter().any(|d| d.table.is_empty()) {
+            facts.tables()
+        } else {
+            plan.data.iter().map(|d| d.table.clone()).collect()
+        };
+        let mut tables = Vec::new();
+        for (table, keys, fks) in facts.deferrable(&with_rows) {
+            let show = format!(
+                "{}SHOW CREATE TABLE {};\n",
+                crate::sql::SESSION_START,
+                ident(&table)
+            );
+            let rows = self.query(&show)?;
+            let create = rows
+                .first()
+                .and_then(|r| r.get(1))
+                .and_then(|v| v.as_deref())
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            if let Some(clauses) = deferred_keys::clauses(&create, &keys, &fks) {
+                tables.push(TableKeys { table, clauses });
+            }
+        }
+        if tables.is_empty() {
+            return Ok(());
+        }
+        let count: usize = tables.iter().map(|t| t.clauses.len()).sum();
+        info(format!(
+            "{count} secondary key(s) and foreign key(s) of {} table(s) are built after the rows",
+            tables.len()
+        ));
+        self.execute(&deferred_keys::defer_script(&tables))
+    }
+
+    /// Puts back what [`Self::defer_keys`] took out and the tables do not
+    /// have yet, up to `jobs` tables at once.
+    fn add_keys(&self, plan: &Plan, jobs: usize) -> Result<(), Error> {
+        let missing = deferred_keys::missing(&self.query(&deferred_keys::recorded_query())?)
+            .map_err(|e| Error::Other(format!("reading the deferred keys: {e}")))?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut weight: BTreeMap<&str, u64> = BTreeMap::new();
+        for d in &plan.data {
+            *weight.entry(d.table.as_str()).or_default() += d.rows.unwrap_or(1);
+        }
+        let tables = missing.len();
+        let scripts = deferred_keys::deal(missing, jobs, |t| {
+            weight.get(t).copied().unwrap_or_default()
+        });
+        info(format!(
+            "building the keys of {tables} table(s) with {} session(s)",
+            scripts.len()
+        ));
+        // Every client starts before any is waited for; each script is a
+        // statement per table, small enough for the pipe.
+        let mut running = Vec::new();
+        for script in &scripts {
+            let mut child = self
+                .client
+                .own("target", self.conn, Some(self.db))
+                .stdin_piped()
+                .spawn()?;
+            let stdin = child.take_stdin()?;
+            let wrote = write_all(&stdin, script.as_bytes()).and_then(|()| stdin.close());
+            running.push((child, wrote));
+        }
+        let mut first_error = None;
+        for (child, wrote) in running {
+            let outcome = match (child.wait(), wrote) {
+                (Ok(status), _) if !status.success => {
+                    Err(crate::programs::exit_error(self.client.program, &status))
+                }
+                (Ok(_), wrote) => wrote,
+                (Err(e), _) => Err(e),
+            };
+            if let Err(e) = outcome
+                && first_error.is_none()
+            {
+                first_error = Some(e.context("building the keys deferred until after the rows"));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// The steps already committed.
@@ -284,10 +391,11 @@ fn bookkeeping_setup(id: &str) -> String {
     format!(
         "CREATE TABLE {a} (id VARBINARY(1024) NOT NULL) ENGINE=InnoDB;\n\
          INSERT INTO {a} VALUES ({id});\n\
-         CREATE TABLE {l} (name VARBINARY(255) PRIMARY KEY) ENGINE=InnoDB;\n",
+         CREATE TABLE {l} (name VARBINARY(255) PRIMARY KEY) ENGINE=InnoDB;\n{k}",
         a = ident(ARTIFACT_TABLE),
         l = ident(LOADED_TABLE),
-        id = hex(id)
+        id = hex(id),
+        k = deferred_keys::create_table()
     )
 }
 

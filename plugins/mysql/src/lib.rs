@@ -15,6 +15,7 @@ mod chunk_plan;
 mod chunked_backup;
 mod chunked_restore;
 mod copy;
+mod deferred_keys;
 mod export;
 mod flags;
 mod format_check;
