@@ -21,6 +21,11 @@
 #   PAR_MB=400                      parallel: size of its PostgreSQL database (about 1.2 × MB)
 #   PAR_MYSQL_MB=200                parallel: size of its MariaDB database (about 0.9 × MB)
 #   PAR_RATE=10MiB                  parallel: the proxy's limit for each connection and direction
+#                                   in front of PostgreSQL
+#   PAR_MYSQL_RATE=3MiB             the same in front of MariaDB, lower: a MariaDB session does
+#                                   about 4 times PostgreSQL's server work per byte, and the
+#                                   proxy, not this machine's 2 cores, must bound each session
+#                                   for the simulation to hold (the direct serial rows show it)
 #   HOST_PROFILE=release            the host build to measure: release, or debug (quicker to
 #                                   build; say so next to the figures)
 #   NO_BUILD=1                      use the host, plugins and throttle-proxy already built
@@ -38,6 +43,7 @@ mongo_docs=${MONGO_DOCS:-1000000}
 par_mb=${PAR_MB:-400}
 par_mysql_mb=${PAR_MYSQL_MB:-200}
 par_rate=${PAR_RATE:-10MiB}
+par_mysql_rate=${PAR_MYSQL_RATE:-3MiB}
 profile=${HOST_PROFILE:-release}
 case $profile in
   release) build_flag=(--release) ;;
@@ -202,9 +208,10 @@ fresh_db() { pg_psql postgres -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABAS
 
 # Starts throttle-proxy in front of 127.0.0.1:PORT and sets proxy_port to the port it listens
 # on. Not in a $(…) subshell: the cleanup must know its pid, and it must not hold our stdout.
+# start_throttle_proxy PORT RATE: sets proxy_port.
 start_throttle_proxy() {
   local addr_file=$work/proxy-$1.addr
-  "$throttle_proxy" --target "127.0.0.1:$1" --rate "$par_rate" > "$addr_file" 2> "$work/proxy-$1.log" &
+  "$throttle_proxy" --target "127.0.0.1:$1" --rate "$2" > "$addr_file" 2> "$work/proxy-$1.log" &
   proxy_pids+=($!)
   for _ in $(seq 100); do [ -s "$addr_file" ] && break; sleep 0.05; done
   [ -s "$addr_file" ] || { echo "throttle-proxy did not start:" >&2; cat "$work/proxy-$1.log" >&2; exit 1; }
@@ -237,7 +244,7 @@ if [[ " $targets " == *" parallel "* ]]; then
   # shellcheck disable=SC2046
   envsync run --plugin postgres --op backup --database par "${conn[@]}" --store "$work/par-store" \
     $([ "$has_jobs" = 1 ] && echo "--jobs 4") >/dev/null
-  start_throttle_proxy "$PG_PORT"; pg_proxy_port=$proxy_port
+  start_throttle_proxy "$PG_PORT" "$par_rate"; pg_proxy_port=$proxy_port
 
   echo "loading the parallel benchmark's MariaDB database (PAR_MYSQL_MB=$par_mysql_mb) ..." >&2
   [ -n "${MDB_PORT:-}" ] || mdb_start "$work/mariadb"
@@ -267,7 +274,7 @@ if [[ " $targets " == *" parallel "* ]]; then
   # shellcheck disable=SC2046 # the flag is two words or none
   envsync run --plugin mysql --op backup --database par --db-host 127.0.0.1 --db-port "$MDB_PORT" --db-user root \
     --store "$work/par-mysql-store" $( [ "$has_jobs" = 1 ] && echo "--jobs 4" ) >/dev/null
-  start_throttle_proxy "$MDB_PORT"; mdb_proxy_port=$proxy_port
+  start_throttle_proxy "$MDB_PORT" "$par_mysql_rate"; mdb_proxy_port=$proxy_port
 fi
 
 for round in $(seq 1 "$rounds"); do
@@ -329,16 +336,24 @@ for round in $(seq 1 "$rounds"); do
         victim=$!
         sleep "$(python3 -c "print($full_j4 * 0.8)")"
         kill -9 "$victim" 2>/dev/null || true
-        wait "$victim" 2>/dev/null || true
+        victim_rc=0; wait "$victim" 2>/dev/null || victim_rc=$?
         done_at_kill=$(pg_psql par_restored-restore -At -c \
           "SELECT count(*) FILTER (WHERE name LIKE 'data-%') || ' data chunks and ' || \
            count(*) FILTER (WHERE name LIKE 'post-data-%') || ' schema entries'
            FROM envsync_restore.loaded" 2>/dev/null || echo "nothing")
-        echo "parallel: host killed at 80 % of ${full_j4}s with $done_at_kill committed" >&2
-        echo "$done_at_kill" > "$work/resume-point"
-        if read -r secs rss < <(envsync run --plugin postgres --op restore --database par_restored --from-database par \
+        # 137: the SIGKILL ended it. Anything else: this restore ended before the kill (a round
+        # whose full restore was slow), and a rerun now would be a whole restore, not a resume.
+        if [ "$victim_rc" != 137 ]; then
+          echo "parallel: the restore to interrupt ended (exit $victim_rc) before 80 % of ${full_j4}s;" \
+            "no resume measured this round" >&2
+        else
+          echo "parallel: host killed at 80 % of ${full_j4}s with $done_at_kill committed" >&2
+          echo "$done_at_kill" > "$work/resume-point"
+        fi
+        if [ "$victim_rc" = 137 ] && read -r secs rss < <(envsync run --plugin postgres --op restore --database par_restored --from-database par \
           --db-host 127.0.0.1 --db-port "$pg_proxy_port" --db-user postgres --store "$work/par-store" --jobs 4); then
           record parallel proxy-pg-resume envsync "$secs" "$rss"
+          record parallel proxy-pg-resume-full plain "$full_j4" 0 # the full restore it is compared with
           par_check_pg par_restored
         else
           par_failed "PostgreSQL resume"
@@ -374,6 +389,11 @@ for round in $(seq 1 "$rounds"); do
           par_failed "MariaDB --jobs $j"
         fi
       done
+      # Without the proxy, serial: the server's own work for the same dump, which the
+      # proxied sessions share on this machine's 2 cores (the floor of the proxied rows).
+      mdb_sql -e "DROP DATABASE IF EXISTS par_plain; CREATE DATABASE par_plain"
+      record parallel direct-mysql-serial plain "$(timed bash -c 'mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$1" -u root par_plain < "$0"' "$work/par.sql" "$MDB_PORT")" 0
+      par_check_mysql par_plain
       mdb_sql -e "DROP DATABASE IF EXISTS par_restored; DROP DATABASE IF EXISTS par_plain"
       continue
     fi
@@ -498,11 +518,11 @@ TOML
 done
 
 python3 - "$scale" "$size" "$rounds" "$results" "${mysql_size:-}" "$work/sanitiser-rate" "$search_docs" \
-  "$mongo_docs" "${mongo_size:-}" "${par_size:-}" "${par_tables:-}" "${par_mysql_size:-}" "$par_rate" \
+  "$mongo_docs" "${mongo_size:-}" "${par_size:-}" "${par_tables:-}" "${par_mysql_size:-}" "$par_rate" "$par_mysql_rate" \
   "${has_jobs:-0}" "$profile" <<'PY'
 import os, sys, statistics as st, collections
 scale, size, rounds, path, mysql_size, rates, search_docs, mongo_docs, mongo_size = sys.argv[1:10]
-par_size, par_tables, par_mysql_size, par_rate, has_jobs, profile = sys.argv[10:16]
+par_size, par_tables, par_mysql_size, par_rate, par_mysql_rate, has_jobs, profile = sys.argv[10:17]
 runs = collections.defaultdict(list)
 rss = collections.defaultdict(int)
 for line in open(path):
@@ -582,7 +602,8 @@ if ("parallel", "proxy-pg", "plain") in runs:
     print(f"Parallel restore (issue 17), {profile} host, median of {rounds} rounds. PostgreSQL database `par`: "
           f"{par_size} (largest: {par_tables}; secondary indexes, foreign keys, `events` partitioned in 4). "
           f"MariaDB `par`: {par_mysql_size} (3 tables, foreign keys, secondary indexes).")
-    print(f"proxy: through throttle-proxy, EACH connection held to {par_rate}/s in each direction: a simulation of a")
+    print(f"proxy: through throttle-proxy, EACH connection held to {par_rate}/s (PostgreSQL) or {par_mysql_rate}/s (MariaDB)")
+    print("in each direction: a simulation of a")
     print("remote many-core server whose sessions are each bound by their own backend, not a measurement of one.")
     print()
     print("| path   | restore | seconds | × baseline | goal | host peak RSS (MiB) |")
@@ -605,20 +626,37 @@ if ("parallel", "proxy-pg", "plain") in runs:
     for j in jobs:
         row(proxy, "PostgreSQL: " + envsync_jobs(j), f"proxy-pg-j{j}", "proxy-pg", "≤ 0.35" if j == 4 else "—")
     if ("parallel", "proxy-pg-resume", "envsync") in runs:
-        e, full = med("proxy-pg-resume", "envsync"), med("proxy-pg-j4", "envsync")
+        # Each rerun against the full restore of its own round, whose time set the kill's.
+        ratios = [e / f for f, e in zip(runs[("parallel", "proxy-pg-resume-full", "plain")],
+                                        runs[("parallel", "proxy-pg-resume", "envsync")])]
+        e = med("proxy-pg-resume", "envsync")
         point = open(os.path.join(os.path.dirname(path), "resume-point")).read().strip()
+        each = f" (rounds: {' / '.join(f'{r:.2f}' for r in ratios)})" if len(ratios) > 1 else ""
         print(f"| {proxy} | PostgreSQL: envsync `--jobs 4` rerun after the host was SIGKILLed at 80 % of a full "
-              f"restore's time ({point} committed) | {e:.2f} | {e / full:.2f} of a full `--jobs 4` "
-              f"restore | ≤ 0.30 | {rss[('parallel', 'proxy-pg-resume')] / 2**20:.1f} |")
+              f"restore's time ({point} committed) | {e:.2f} | {st.median(ratios):.2f} of a full `--jobs 4` "
+              f"restore{each} | ≤ 0.30 | {rss[('parallel', 'proxy-pg-resume')] / 2**20:.1f} |")
     if ("parallel", "direct-pg-serial", "plain") in runs:
         secs = med("direct-pg-serial", "plain")
         print(f"| direct | PostgreSQL: `pg_restore` serial, custom-format file (what the proxy costs it) | {secs:.2f} "
               f"| {secs / med('proxy-pg', 'plain'):.2f} of proxied | — | — |")
     baseline("direct", "PostgreSQL: `pg_restore -j 2`, local directory-format dump", "direct-pg")
     row("direct", "PostgreSQL: " + (envsync_jobs(2) if has_jobs == "1" else envsync_jobs(1)), "direct-pg", "direct-pg", "≤ 1.1")
-    baseline(proxy, "MariaDB: `mariadb < dump.sql`", "proxy-mysql")
+    mysql_proxy = f"proxy {par_mysql_rate}/s per connection"
+    baseline(mysql_proxy, "MariaDB: `mariadb < dump.sql`", "proxy-mysql")
     for j in jobs:
-        row(proxy, "MariaDB: " + envsync_jobs(j), f"proxy-mysql-j{j}", "proxy-mysql", "—")
+        row(mysql_proxy, "MariaDB: " + envsync_jobs(j), f"proxy-mysql-j{j}", "proxy-mysql", "≤ 0.35" if j == 4 else "—")
+    if ("parallel", "direct-mysql-serial", "plain") in runs:
+        secs = med("direct-mysql-serial", "plain")
+        print(f"| direct | MariaDB: `mariadb < dump.sql` serial (the server's own work, shared by the proxied "
+              f"sessions on this machine's cores) | {secs:.2f} | {secs / med('proxy-mysql', 'plain'):.2f} of proxied | — | — |")
+    # Both direct PostgreSQL restores run back to back in each round: their ratio round by
+    # round is less exposed to a machine whose speed drifts than the ratio of two medians.
+    paired = [e / p for p, e in zip(runs.get(("parallel", "direct-pg", "plain"), []),
+                                    runs.get(("parallel", "direct-pg", "envsync"), []))]
+    if len(paired) > 1:
+        print()
+        print("direct PostgreSQL, envsync / `pg_restore -j 2` round by round: "
+              + " / ".join(f"{r:.2f}" for r in paired) + f" (median {st.median(paired):.2f})")
     print()
     print("Every restore goes into a database that does not exist yet; the row counts of every table are checked")
     print("after each (outside the timings). envsync restores from a local folder store (zstd 1), loads a scratch")

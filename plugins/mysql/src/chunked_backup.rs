@@ -14,6 +14,7 @@ use crate::chunk_cut::{Cut, Cutter};
 use crate::chunk_plan::{DataChunk, Plan, SCHEMA_CHUNK, TRIGGERS_CHUNK};
 use crate::load_progress::TupleCounter;
 use crate::programs::{Client, Dumper};
+use crate::settings;
 use crate::sql::hex;
 use envsync_plugin_sdk::{
     ByteSink, ByteSource, ConnectionInfo, Error, Reader, chunks, connection, info, warn, write_all,
@@ -39,9 +40,15 @@ const TRIGGER_FLAGS: &[&str] = &[
     "--triggers",
 ];
 
-pub fn backup(artifact: &ByteSink, jobs: usize, chunk_bytes: u64) -> Result<(), Error> {
+/// `chunk_bytes`: the operator's `chunk-mib`, or None for the automatic
+/// size (`settings::auto_chunk_bytes`).
+pub fn backup(artifact: &ByteSink, jobs: usize, chunk_bytes: Option<u64>) -> Result<(), Error> {
     let source = connection("source")?;
     let dumper = Dumper::detect()?;
+    let client = Client::detect()?;
+    let tables = list_tables(&client, &source)?;
+    let chunk_bytes = chunk_bytes
+        .unwrap_or_else(|| settings::auto_chunk_bytes(tables.iter().map(|(_, size)| size).sum()));
     let mut plan = Plan {
         id: unique_id(&source.database),
         schema: SCHEMA_CHUNK.into(),
@@ -55,7 +62,7 @@ pub fn backup(artifact: &ByteSink, jobs: usize, chunk_bytes: u64) -> Result<(), 
         chunk_bytes >> 20
     ));
     dump_whole(&dumper, &source, SCHEMA_FLAGS, &plan.schema)?;
-    plan.data = dump_rows(&dumper, &source, chunk_bytes, jobs)?;
+    plan.data = dump_rows(&dumper, &client, &source, &tables, chunk_bytes, jobs)?;
     dump_whole(&dumper, &source, TRIGGER_FLAGS, &plan.triggers)?;
     info(format!("wrote {} data chunk(s)", plan.data.len()));
     write_all(artifact, plan.render().as_bytes())
@@ -81,17 +88,17 @@ fn dump_whole(
 /// read lock can be taken (see [`parallel_rows`]), else one.
 fn dump_rows(
     dumper: &Dumper,
+    client: &Client,
     source: &ConnectionInfo,
+    tables: &[(String, u64)],
     chunk_bytes: u64,
     jobs: usize,
 ) -> Result<Vec<DataChunk>, Error> {
-    let client = Client::detect()?;
-    let tables = list_tables(&client, source)?;
     let jobs = jobs.min(tables.len());
     if jobs > 1 {
-        match GlobalReadLock::take(&client, source) {
+        match GlobalReadLock::take(client, source) {
             Ok(lock) => {
-                let groups = balance(&tables, jobs);
+                let groups = balance(tables, jobs);
                 return parallel_rows(dumper, source, chunk_bytes, groups, lock);
             }
             Err(e) => warn(format!(

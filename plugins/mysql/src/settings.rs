@@ -2,7 +2,7 @@
 //! inspect`) and reading them with errors an operator can act on.
 
 use crate::flags;
-use envsync_plugin_sdk::{Error, ParamInfo, param_infos as infos, param_number, param_or};
+use envsync_plugin_sdk::{Error, ParamInfo, param, param_infos as infos, param_number, param_or};
 use std::time::Duration;
 
 /// The flags every backup and copy passes to mariadb-dump/mysqldump, before
@@ -39,8 +39,10 @@ const PARAMS: &[(&str, &str, Option<&str>)] = &[
         "Size of a chunk's rows in a chunked backup (one made with --jobs): each table's \
          extended INSERTs are cut into chunks of about this many MiB, each loaded in its own \
          transaction by one of the restore's --jobs sessions, and skipped when a rerun \
-         resumes an interrupted restore.",
-        Some("64"),
+         resumes an interrupted restore. Unset: a 64th of the database's data size \
+         (information_schema DATA_LENGTH), between 4 MiB and 4 GiB, so that the largest \
+         table does not bound a parallel restore.",
+        None,
     ),
     (
         "mode",
@@ -78,15 +80,27 @@ pub fn param_infos() -> Vec<ParamInfo> {
 }
 
 /// Extra mariadb-dump flags, checked.
-/// `chunk-mib` in bytes.
-pub fn chunk_bytes() -> Result<u64, Error> {
-    let mib: u64 = param_number("chunk-mib", 64)?;
+/// `chunk-mib` in bytes; None when unset (see [`auto_chunk_bytes`]).
+pub fn chunk_bytes() -> Result<Option<u64>, Error> {
+    if param("chunk-mib").is_none() {
+        return Ok(None);
+    }
+    let mib: u64 = param_number("chunk-mib", 0)?;
     if mib == 0 {
         return Err(Error::InvalidParam(
             "parameter chunk-mib must be at least 1".into(),
         ));
     }
-    Ok(mib << 20)
+    Ok(Some(mib << 20))
+}
+
+/// The chunk size for a database of `data_bytes` when `chunk-mib` is
+/// unset: a 64th of it, so each of up to 8 sessions gets several chunks and
+/// the largest table is split (with one chunk per table the restore waits
+/// for the largest alone), between 4 MiB (a chunk costs a client start and
+/// a transaction) and 4 GiB (an artifact holds at most 10,000 chunks).
+pub fn auto_chunk_bytes(data_bytes: u64) -> u64 {
+    (data_bytes / 64).clamp(4 << 20, 4 << 30)
 }
 
 pub fn dump_flags() -> Result<Vec<String>, Error> {
@@ -145,5 +159,21 @@ impl LoadSettings {
             swap_retries,
             swap_retry_delay: Duration::from_millis(param_number("swap-retry-delay-ms", 1000)?),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn automatic_chunks_are_a_64th_of_the_data_within_bounds() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(auto_chunk_bytes(0), 4 * MIB);
+        assert_eq!(auto_chunk_bytes(190 * MIB), 4 * MIB);
+        assert_eq!(auto_chunk_bytes(1024 * MIB), 16 * MIB);
+        let huge = 20 << 40;
+        assert_eq!(auto_chunk_bytes(huge), 4096 * MIB);
+        assert!(huge / auto_chunk_bytes(huge) < 10_000);
     }
 }
