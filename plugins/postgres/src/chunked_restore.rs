@@ -110,7 +110,7 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
         "loading {} data chunks with {jobs} session(s)",
         pending.len()
     ));
-    let mut post = PostData::read(plan, &done)?;
+    let mut post = PostData::read(plan, &done, || partitioned_tables(job))?;
     let foreign_keys = std::mem::take(&mut post.foreign_keys);
     referenced_first(&mut pending, &foreign_keys);
     // Only a partitioned table's foreign key needs to know its partitions.
@@ -390,7 +390,13 @@ struct PostData {
 }
 
 impl PostData {
-    fn read(plan: &Plan, done: &BTreeSet<String>) -> Result<PostData, Error> {
+    /// `partitioned` lists the scratch database's partitioned tables (by
+    /// [`post_data::table_key`]); asked only when a key could be split.
+    fn read(
+        plan: &Plan,
+        done: &BTreeSet<String>,
+        partitioned: impl FnOnce() -> Result<BTreeSet<String>, Error>,
+    ) -> Result<PostData, Error> {
         let source = chunks::open(&plan.post_data)?;
         let text = read_all(&source, TEXT_LIMIT)?;
         source.verify()?;
@@ -404,10 +410,14 @@ impl PostData {
             .collect();
         let (independent, rest): (Vec<_>, Vec<_>) =
             numbered.into_iter().partition(|(_, e)| e.independent());
-        let independent: Vec<_> = independent
-            .into_iter()
-            .filter(|(name, _)| !done.contains(name))
-            .collect();
+        let independent = split_keys(
+            independent
+                .into_iter()
+                .filter(|(name, _)| !done.contains(name))
+                .collect(),
+            done,
+            partitioned,
+        )?;
         // Foreign keys are added NOT VALID in order, then validated
         // concurrently; each half has its own bookkeeping name.
         let mut validations = Vec::new();
@@ -510,6 +520,42 @@ impl PostData {
     }
 }
 
+/// The independent entries with each plain table's primary key or unique
+/// constraint split, its index first (see
+/// `post_data::split_unique_constraint`; pg_dump writes a partitioned
+/// table's with ONLY too, so `partitioned` is asked when one could be); a
+/// rerun after the index committed (`done`) only attaches it.
+fn split_keys(
+    independent: Vec<(String, Entry)>,
+    done: &BTreeSet<String>,
+    partitioned: impl FnOnce() -> Result<BTreeSet<String>, Error>,
+) -> Result<Vec<(String, Entry)>, Error> {
+    let splittable = |entry: &Entry| post_data::split_unique_constraint(entry).is_some();
+    let partitioned = match independent.iter().any(|(_, e)| splittable(e)) {
+        true => partitioned()?,
+        false => BTreeSet::new(),
+    };
+    let plain = |entry: &Entry| {
+        post_data::table_of(entry).is_some_and(|t| !partitioned.contains(&post_data::table_key(t)))
+    };
+    Ok(independent
+        .into_iter()
+        .map(|(name, entry)| {
+            match post_data::split_unique_constraint(&entry).filter(|_| plain(&entry)) {
+                Some(split) if done.contains(&index_step(&name)) => (
+                    name,
+                    Entry {
+                        index_first: None,
+                        ..split
+                    },
+                ),
+                Some(split) => (name, split),
+                None => (name, entry),
+            }
+        })
+        .collect())
+}
+
 /// Entries dealt over up to `jobs` sessions by the size of their table.
 fn spread(
     entries: Vec<(String, Entry)>,
@@ -543,6 +589,19 @@ fn table_sizes(job: &Replacement) -> Result<BTreeMap<String, u64>, Error> {
             let (name, size) = line.rsplit_once('|')?;
             Some((name.to_string(), size.trim().parse().ok()?))
         })
+        .collect())
+}
+
+/// The partitioned tables of the scratch database, by [`post_data::table_key`].
+fn partitioned_tables(job: &Replacement) -> Result<BTreeSet<String>, Error> {
+    let out = job.scratch_psql(
+        "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'p';\n",
+    )?;
+    Ok(out
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(post_data::table_key)
         .collect())
 }
 
@@ -595,9 +654,24 @@ pub fn entries_script(entries: &[(String, Entry)]) -> String {
         .collect()
 }
 
-/// One post-data entry `name` as a psql script (see [`entries_script`]).
+/// One post-data entry `name` as a psql script (see [`entries_script`]);
+/// a split constraint's index first, in a transaction of its own.
 pub fn entry_script(name: &str, entry: &Entry) -> String {
-    format!("BEGIN;\n{}{}\nCOMMIT;\n", mark_sql(name), entry.sql)
+    let index = entry
+        .index_first
+        .as_ref()
+        .map(|index| format!("BEGIN;\n{}{index}\nCOMMIT;\n", mark_sql(&index_step(name))));
+    format!(
+        "{}BEGIN;\n{}{}\nCOMMIT;\n",
+        index.unwrap_or_default(),
+        mark_sql(name),
+        entry.sql
+    )
+}
+
+/// The bookkeeping name of the index a split constraint `name` builds first.
+fn index_step(name: &str) -> String {
+    format!("{name}-index")
 }
 
 /// Runs each list of entries in a psql session of its own, all at once.
@@ -646,6 +720,7 @@ mod tests {
         let entry = Entry {
             kind: "FK CONSTRAINT".into(),
             sql: String::new(),
+            index_first: None,
         };
         ForeignKey {
             add: ("a".into(), entry.clone()),
@@ -703,5 +778,57 @@ mod tests {
         let mut pending: Vec<&DataChunk> = plan.iter().collect();
         referenced_first(&mut pending, &[]);
         assert_eq!(pending[0].chunk, "data-1");
+    }
+
+    #[test]
+    fn a_split_key_commits_its_index_and_its_attach_each_with_its_own_row() {
+        let entry = Entry {
+            kind: "CONSTRAINT".into(),
+            sql: "ATTACH;\n".into(),
+            index_first: Some("BUILD;\n".into()),
+        };
+        let script = entry_script("post-data-00003", &entry);
+        let index = script.find("VALUES ('post-data-00003-index')").unwrap();
+        let build = script.find("BUILD;").unwrap();
+        let first_commit = script.find("COMMIT;").unwrap();
+        let attach_row = script.find("VALUES ('post-data-00003')").unwrap();
+        let attach = script.find("ATTACH;").unwrap();
+        assert!(index < build && build < first_commit, "{script}");
+        assert!(first_commit < attach_row && attach_row < attach, "{script}");
+        assert_eq!(script.matches("BEGIN;").count(), 2, "{script}");
+    }
+
+    #[test]
+    fn keys_of_plain_tables_split_and_a_rerun_only_attaches_a_built_index() {
+        let key = |table: &str| Entry {
+            kind: "CONSTRAINT".into(),
+            sql: format!("ALTER TABLE ONLY {table}\n    ADD CONSTRAINT k PRIMARY KEY (id);\n"),
+            index_first: None,
+        };
+        let entries = vec![
+            ("e-1".to_string(), key("public.plain")),
+            ("e-2".to_string(), key("public.parted")),
+            ("e-3".to_string(), key("public.again")),
+        ];
+        let done = BTreeSet::from(["e-3-index".to_string()]);
+        let parted = || Ok(BTreeSet::from([post_data::table_key("public.parted")]));
+        let got = split_keys(entries.clone(), &done, parted).unwrap();
+        assert!(got[0].1.index_first.is_some() && got[0].1.sql.contains("USING INDEX"));
+        assert_eq!(
+            got[1].1, entries[1].1,
+            "a partitioned table's key stays whole"
+        );
+        assert!(got[2].1.index_first.is_none() && got[2].1.sql.contains("USING INDEX"));
+        // Nothing to split: the server is not asked.
+        let index = vec![(
+            "e-4".to_string(),
+            Entry {
+                kind: "INDEX".into(),
+                sql: "CREATE INDEX i ON public.t USING btree (a);\n".into(),
+                index_first: None,
+            },
+        )];
+        let unasked = || -> Result<BTreeSet<String>, Error> { panic!("asked") };
+        assert_eq!(split_keys(index.clone(), &done, unasked).unwrap(), index);
     }
 }

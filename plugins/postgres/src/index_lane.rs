@@ -257,6 +257,7 @@ impl<'j> IndexLanes<'j> {
             let add = Entry {
                 kind: fk.add.1.kind.clone(),
                 sql: format!("{}{}", fk.lock_sql(), fk.add.1.sql),
+                index_first: None,
             };
             let mut script = entry_script(&fk.add.0, &add);
             if let Some((name, validate)) = &fk.validate {

@@ -12,6 +12,10 @@ pub struct Entry {
     /// pg_dump's object type, e.g. `INDEX`, `FK CONSTRAINT`.
     pub kind: String,
     pub sql: String,
+    /// A primary key or unique constraint split in two (see
+    /// [`split_unique_constraint`]): the `CREATE UNIQUE INDEX` committed
+    /// first, with bookkeeping name `<name>-index`, which `sql` then attaches.
+    pub index_first: Option<String>,
 }
 
 impl Entry {
@@ -46,15 +50,55 @@ impl Entry {
         let Some(table) = table_of(self) else {
             return self.clone();
         };
+        let only = format!("ONLY {table}");
         Entry {
             kind: self.kind.clone(),
-            sql: format!(
-                "{}{}",
-                lock_without_queueing(&format!("ONLY {table}"), mode),
-                self.sql
-            ),
+            sql: format!("{}{}", lock_without_queueing(&only, mode), self.sql),
+            // Its own transaction: SHARE, beside the table's other index builds.
+            index_first: self
+                .index_first
+                .as_ref()
+                .map(|index| format!("{}{index}", lock_without_queueing(&only, "SHARE"))),
         }
     }
+}
+
+/// A plain table's primary key or unique constraint (`ALTER TABLE ONLY t
+/// ADD CONSTRAINT c PRIMARY KEY (cols);`) as its index, `CREATE UNIQUE
+/// INDEX c ON t USING btree (cols)`, and the constraint attaching it (`…
+/// PRIMARY KEY USING INDEX c`), in two transactions. Adding the constraint
+/// whole takes ACCESS EXCLUSIVE for the whole build, so the table's other
+/// indexes wait for it or it for them; the index alone takes SHARE and
+/// builds beside them, and the attach (no rows read: pg_dump declares the
+/// key's columns NOT NULL) waits only for them to end. Anything else
+/// (options, INCLUDE, DEFERRABLE, a partitioned table, more than one
+/// statement) stays whole.
+pub fn split_unique_constraint(entry: &Entry) -> Option<Entry> {
+    if entry.kind != "CONSTRAINT" || entry.index_first.is_some() {
+        return None;
+    }
+    let sql = statement(&entry.sql);
+    let rest = sql.strip_prefix("ALTER TABLE ONLY ")?;
+    let (table, rest) = rest.split_once('\n')?;
+    let rest = rest.trim_start().strip_prefix("ADD CONSTRAINT ")?;
+    let name = identifier(rest)?;
+    let rest = &rest[name.len()..];
+    let (kind, columns) = [" PRIMARY KEY (", " UNIQUE ("]
+        .iter()
+        .find_map(|k| Some((k.trim().trim_end_matches(" ("), rest.strip_prefix(k)?)))?;
+    let columns = columns.strip_suffix(");")?;
+    if columns.is_empty() || columns.contains(['(', ')', ';']) || table.contains(';') {
+        return None;
+    }
+    Some(Entry {
+        kind: entry.kind.clone(),
+        sql: format!(
+            "ALTER TABLE ONLY {table}\n    ADD CONSTRAINT {name} {kind} USING INDEX {name};\n"
+        ),
+        index_first: Some(format!(
+            "CREATE UNIQUE INDEX {name} ON {table} USING btree ({columns});\n"
+        )),
+    })
 }
 
 /// Takes `mode` on `tables` (a `LOCK TABLE` list) for the rest of the
@@ -211,6 +255,7 @@ pub fn split_validation(entry: &Entry) -> Option<(Entry, Entry, String)> {
     let add = Entry {
         kind: entry.kind.clone(),
         sql: format!("{body} NOT VALID;\n"),
+        index_first: None,
     };
     let validate = Entry {
         kind: "FK VALIDATION".into(),
@@ -218,6 +263,7 @@ pub fn split_validation(entry: &Entry) -> Option<(Entry, Entry, String)> {
             "ALTER TABLE ONLY {} VALIDATE CONSTRAINT {constraint};\n",
             table.trim()
         ),
+        index_first: None,
     };
     Some((add, validate, referenced))
 }
@@ -300,6 +346,7 @@ pub fn split(dump: &str) -> (String, Vec<Entry>) {
             entries.push(Entry {
                 kind,
                 sql: String::new(),
+                index_first: None,
             });
             i += 2;
             continue;
@@ -364,6 +411,7 @@ ALTER TABLE ONLY public.lines\n    ADD CONSTRAINT lines_order_fkey FOREIGN KEY (
         let unique = Entry {
             kind: "INDEX".into(),
             sql: "CREATE UNIQUE INDEX u ON public.orders USING btree (code);\n".into(),
+            index_first: None,
         };
         assert!(unique.is_key());
     }
@@ -383,6 +431,7 @@ ALTER TABLE ONLY public.lines\n    ADD CONSTRAINT lines_order_fkey FOREIGN KEY (
         let quoted = Entry {
             kind: "INDEX".into(),
             sql: "CREATE INDEX i ON ONLY \"my s\".\"t x\" USING btree (a);\n".into(),
+            index_first: None,
         };
         assert_eq!(table_of(&quoted), Some("\"my s\".\"t x\""));
     }
@@ -426,6 +475,7 @@ ALTER TABLE ONLY public.lines\n    ADD CONSTRAINT lines_order_fkey FOREIGN KEY (
             sql: "ALTER TABLE ONLY \"my schema\".\"t\"\n    ADD CONSTRAINT \"fk \"\"x\"\"\" FOREIGN KEY (a) \
                   REFERENCES s.p(id) DEFERRABLE INITIALLY DEFERRED;\n\n"
                 .into(),
+            index_first: None,
         };
         let (add, validate, referenced) = split_validation(&quoted).unwrap();
         assert_eq!(referenced, "s.p");
@@ -469,6 +519,7 @@ ALTER TABLE ONLY public.lines\n    ADD CONSTRAINT lines_order_fkey FOREIGN KEY (
             kind: "FK CONSTRAINT".into(),
             sql: "ALTER TABLE public.events\n    ADD CONSTRAINT e_fk FOREIGN KEY (c) REFERENCES public.c(id);\n"
                 .into(),
+            index_first: None,
         };
         assert!(split_validation(&partitioned).is_none());
         assert_eq!(
@@ -494,6 +545,7 @@ ALTER TABLE ONLY public.lines\n    ADD CONSTRAINT lines_order_fkey FOREIGN KEY (
         let index = Entry {
             kind: "INDEX".into(),
             sql: "CREATE INDEX i ON public.t USING btree (a);\n".into(),
+            index_first: None,
         };
         let gated = index.without_queueing();
         assert_eq!(
@@ -504,10 +556,77 @@ ALTER TABLE ONLY public.lines\n    ADD CONSTRAINT lines_order_fkey FOREIGN KEY (
         let key = Entry {
             kind: "CONSTRAINT".into(),
             sql: "ALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_pkey PRIMARY KEY (a);\n".into(),
+            index_first: None,
         };
         assert_eq!(
             locks(key.without_queueing().sql),
             "LOCK TABLE ONLY public.t IN ACCESS EXCLUSIVE MODE"
         );
+    }
+
+    fn constraint(sql: &str) -> Entry {
+        Entry {
+            kind: "CONSTRAINT".into(),
+            sql: sql.into(),
+            index_first: None,
+        }
+    }
+
+    #[test]
+    fn a_plain_key_builds_its_index_before_attaching_it() {
+        let pk = constraint(
+            "ALTER TABLE ONLY public.order_items\n    ADD CONSTRAINT order_items_pkey PRIMARY KEY (order_id, line);\n\n\n",
+        );
+        let split = split_unique_constraint(&pk).unwrap();
+        assert_eq!(
+            split.index_first.as_deref(),
+            Some(
+                "CREATE UNIQUE INDEX order_items_pkey ON public.order_items USING btree (order_id, line);\n"
+            )
+        );
+        assert_eq!(
+            split.sql,
+            "ALTER TABLE ONLY public.order_items\n    ADD CONSTRAINT order_items_pkey PRIMARY KEY USING INDEX order_items_pkey;\n"
+        );
+        assert!(split.is_key());
+        let unique = constraint(
+            "ALTER TABLE ONLY \"My s\".\"t\"\n    ADD CONSTRAINT \"u x\" UNIQUE (\"Code\");\n",
+        );
+        let split = split_unique_constraint(&unique).unwrap();
+        assert!(
+            split
+                .sql
+                .ends_with("ADD CONSTRAINT \"u x\" UNIQUE USING INDEX \"u x\";\n")
+        );
+        assert_eq!(
+            split.index_first.as_deref(),
+            Some("CREATE UNIQUE INDEX \"u x\" ON \"My s\".\"t\" USING btree (\"Code\");\n")
+        );
+        // Both halves take their own lock without queueing: SHARE for the
+        // index, ACCESS EXCLUSIVE for the attach.
+        let gated = split.without_queueing();
+        assert!(gated.index_first.unwrap().contains("IN SHARE MODE NOWAIT"));
+        assert!(gated.sql.contains("IN ACCESS EXCLUSIVE MODE NOWAIT"));
+    }
+
+    #[test]
+    fn keys_with_options_or_on_partitioned_tables_stay_whole() {
+        for sql in [
+            // A partitioned table: no ONLY, and no USING INDEX for it.
+            "ALTER TABLE public.events\n    ADD CONSTRAINT events_pkey PRIMARY KEY (id, at);\n",
+            "ALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_pkey PRIMARY KEY (a) INCLUDE (b);\n",
+            "ALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_pkey PRIMARY KEY (a) WITH (fillfactor='70');\n",
+            "ALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_u UNIQUE (a) DEFERRABLE;\n",
+            "ALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_u UNIQUE NULLS NOT DISTINCT (a);\n",
+            "ALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_x EXCLUDE USING gist (r WITH &&);\n",
+            "ALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_pkey PRIMARY KEY (a);\nALTER TABLE public.t CLUSTER ON t_pkey;\n",
+        ] {
+            assert_eq!(split_unique_constraint(&constraint(sql)), None, "{sql}");
+        }
+        let check = Entry {
+            kind: "CHECK CONSTRAINT".into(),
+            ..constraint("ALTER TABLE ONLY public.t\n    ADD CONSTRAINT c UNIQUE (a);\n")
+        };
+        assert_eq!(split_unique_constraint(&check), None);
     }
 }
