@@ -354,6 +354,7 @@ for round in $(seq 1 "$rounds"); do
           --db-host 127.0.0.1 --db-port "$pg_proxy_port" --db-user postgres --store "$work/par-store" --jobs 4); then
           record parallel proxy-pg-resume envsync "$secs" "$rss"
           record parallel proxy-pg-resume-full plain "$full_j4" 0 # the full restore it is compared with
+          cp "$work/host.err" "$work/resume-rerun-$round.log" # where a slow rerun spent its time
           par_check_pg par_restored
         else
           par_failed "PostgreSQL resume"
