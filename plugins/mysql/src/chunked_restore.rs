@@ -240,21 +240,18 @@ impl Load<'_> {
         } else {
             plan.data.iter().map(|d| d.table.clone()).collect()
         };
+        let deferrable = facts.deferrable(&with_rows);
+        let names: Vec<String> = deferrable.iter().map(|(t, ..)| t.clone()).collect();
+        let mut rows = Vec::new();
+        for script in deferred_keys::show_create_scripts(&names) {
+            rows.extend(self.query(&script)?);
+        }
+        let creates = deferred_keys::definitions(&rows)
+            .map_err(|e| Error::Other(format!("reading the restored tables' definitions: {e}")))?;
         let mut tables = Vec::new();
-        for (table, keys, fks) in facts.deferrable(&with_rows) {
-            let show = format!(
-                "{}SHOW CREATE TABLE {};\n",
-                crate::sql::SESSION_START,
-                ident(&table)
-            );
-            let rows = self.query(&show)?;
-            let create = rows
-                .first()
-                .and_then(|r| r.get(1))
-                .and_then(|v| v.as_deref())
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default();
-            if let Some(clauses) = deferred_keys::clauses(&create, &keys, &fks) {
+        for (table, keys, fks) in deferrable {
+            let create = creates.get(&table).map(String::as_str).unwrap_or_default();
+            if let Some(clauses) = deferred_keys::clauses(create, &keys, &fks) {
                 tables.push(TableKeys { table, clauses });
             }
         }

@@ -26,6 +26,7 @@
 //! only the names the table does not have yet.
 
 use crate::batch::Row;
+use crate::catalog::QUERY_SCRIPT_MAX;
 use crate::sql::{SESSION_START, hex, ident};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -193,6 +194,39 @@ impl Facts {
         }
         out
     }
+}
+
+/// `SHOW CREATE TABLE` of each of `tables`, a client run per batch of
+/// statements under [`QUERY_SCRIPT_MAX`] (a schema may have thousands of
+/// tables; a client start costs milliseconds).
+pub fn show_create_scripts(tables: &[String]) -> Vec<String> {
+    let mut scripts = Vec::new();
+    let mut script = String::from(SESSION_START);
+    for table in tables {
+        let line = format!("SHOW CREATE TABLE {};\n", ident(table));
+        if script.len() > SESSION_START.len() && script.len() + line.len() > QUERY_SCRIPT_MAX {
+            scripts.push(std::mem::replace(&mut script, String::from(SESSION_START)));
+        }
+        script.push_str(&line);
+    }
+    if script.len() > SESSION_START.len() {
+        scripts.push(script);
+    }
+    scripts
+}
+
+/// The `create` statement of each table from what those scripts printed
+/// (table name, statement; one row per table).
+pub fn definitions(rows: &[Row]) -> Result<BTreeMap<String, String>, String> {
+    rows.iter()
+        .map(|row| match &row[..] {
+            [Some(table), Some(create)] => Ok((
+                String::from_utf8_lossy(table).into_owned(),
+                String::from_utf8_lossy(create).into_owned(),
+            )),
+            _ => Err(format!("unexpected SHOW CREATE TABLE row {row:?}")),
+        })
+        .collect()
 }
 
 /// The clauses of `keys` and `fks` as lines of the table's `create`
@@ -564,5 +598,26 @@ mod tests {
         assert!(scripts[1].contains("`mid`"));
         assert_eq!(deal(vec![t("one")], 4, weight).len(), 1);
         assert!(deal(vec![], 4, weight).is_empty());
+    }
+
+    #[test]
+    fn definitions_are_read_in_batches_that_fit_the_pipe() {
+        let tables: Vec<String> = (0..2000).map(|n| format!("table_{n:04}")).collect();
+        let scripts = show_create_scripts(&tables);
+        assert!(scripts.len() > 1);
+        assert!(
+            scripts
+                .iter()
+                .all(|s| s.len() <= QUERY_SCRIPT_MAX && s.starts_with(SESSION_START))
+        );
+        let statements: usize = scripts
+            .iter()
+            .map(|s| s.matches("SHOW CREATE TABLE").count())
+            .sum();
+        assert_eq!(statements, 2000);
+        assert!(show_create_scripts(&[]).is_empty());
+        let got = definitions(&[row(&["orders", ORDERS])]).unwrap();
+        assert_eq!(got["orders"], ORDERS);
+        assert!(definitions(&[row(&["orders"])]).is_err());
     }
 }
