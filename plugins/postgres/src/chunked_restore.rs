@@ -127,7 +127,7 @@ fn load(job: &Replacement, plan: &Plan, jobs: usize, resumed: bool) -> Result<()
         plan.data
             .iter()
             .filter(|d| !d.table.is_empty())
-            .map(|d| (d.table.as_str(), !done.contains(&d.chunk))),
+            .map(|d| (d.table.as_str(), d.chunk.as_str(), !done.contains(&d.chunk))),
         ancestors,
         &mut post.independent,
         foreign_keys,
@@ -270,6 +270,23 @@ fn mark_sql(name: &str) -> String {
     format!(
         "INSERT INTO {BOOKKEEPING}.loaded (name) VALUES ({});\n",
         literal(name)
+    )
+}
+
+/// Waits until the chunks `names` are all recorded as committed (each
+/// chunk's row commits with its rows), polling every 20 ms: a statement
+/// in a transaction that reads READ COMMITTED sees each commit.
+pub fn wait_for_chunks_sql(names: &[String]) -> String {
+    if names.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = names.iter().map(|n| literal(n)).collect();
+    format!(
+        "DO $envsync_wait$ BEGIN WHILE (SELECT count(*) FROM {BOOKKEEPING}.loaded \
+         WHERE name = ANY (ARRAY[{}]::text[])) < {} LOOP PERFORM pg_sleep(0.02); END LOOP; \
+         END $envsync_wait$;\n",
+        list.join(", "),
+        names.len()
     )
 }
 
@@ -830,5 +847,16 @@ mod tests {
         )];
         let unasked = || -> Result<BTreeSet<String>, Error> { panic!("asked") };
         assert_eq!(split_keys(index.clone(), &done, unasked).unwrap(), index);
+    }
+
+    #[test]
+    fn a_foreign_key_waits_for_every_chunk_of_its_tables_to_commit() {
+        let sql = wait_for_chunks_sql(&["data-00001".into(), "data-00007".into()]);
+        assert!(
+            sql.contains("ARRAY['data-00001', 'data-00007']::text[])) < 2 LOOP"),
+            "{sql}"
+        );
+        assert!(sql.contains("FROM envsync_restore.loaded"));
+        assert_eq!(wait_for_chunks_sql(&[]), "");
     }
 }

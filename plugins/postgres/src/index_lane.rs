@@ -19,7 +19,7 @@
 //! guarantees the key exists. The plugin never learns when a lane commits
 //! anything, so this order is the only dependency a lane may rely on.
 
-use crate::chunked_restore::entry_script;
+use crate::chunked_restore::{entry_script, wait_for_chunks_sql};
 use crate::post_data::{self, Entry, ForeignKey};
 use crate::swap::Replacement;
 use envsync_plugin_sdk::{ByteSink, Error, Running, info, write_all};
@@ -33,6 +33,8 @@ const LANE_TEXT_LIMIT: usize = 32 << 10;
 struct Table {
     chunks: usize,
     chunks_left: usize,
+    /// Its chunks' names (a partitioned table's: its partitions').
+    chunk_names: Vec<String>,
     entries: Vec<(String, Entry)>,
     /// A foreign key waiting for the lanes references this table.
     referenced: bool,
@@ -52,6 +54,7 @@ impl Table {
         Table {
             chunks: 0,
             chunks_left: 0,
+            chunk_names: Vec::new(),
             entries: Vec::new(),
             referenced: false,
             dealt: false,
@@ -106,13 +109,13 @@ impl<'j> IndexLanes<'j> {
         job: &'j Replacement,
         setup: &str,
         most: usize,
-        chunks: impl IntoIterator<Item = (&'c str, bool)>,
+        chunks: impl IntoIterator<Item = (&'c str, &'c str, bool)>,
         ancestors: BTreeMap<String, Vec<String>>,
         entries: &mut Vec<(String, Entry)>,
         foreign_keys: Vec<ForeignKey>,
     ) -> IndexLanes<'j> {
         let mut tables: BTreeMap<String, Table> = BTreeMap::new();
-        for (table, pending) in chunks {
+        for (table, chunk, pending) in chunks {
             let key = post_data::table_key(table);
             let mut count = |key: &String, partitioned: bool| {
                 let t = tables
@@ -120,6 +123,7 @@ impl<'j> IndexLanes<'j> {
                     .or_insert_with(|| Table::new(partitioned));
                 t.chunks += 1;
                 t.chunks_left += usize::from(pending);
+                t.chunk_names.push(chunk.to_string());
             };
             count(&key, false);
             for parent in ancestors.get(&key).into_iter().flatten() {
@@ -254,9 +258,27 @@ impl<'j> IndexLanes<'j> {
                 continue;
             }
             let (weight, keys_lane) = (from.chunks + to.chunks, to.keys_lane);
+            // "In" means fed: a last chunk may still wait in a load
+            // session's pipe, where no lock shows it. An index built
+            // before its COPY is kept up to date by it; a foreign key is
+            // not, so it first waits for every chunk of both tables to
+            // commit.
+            let chunks: Vec<String> = from
+                .chunk_names
+                .iter()
+                .chain(&to.chunk_names)
+                .cloned()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
             let add = Entry {
                 kind: fk.add.1.kind.clone(),
-                sql: format!("{}{}", fk.lock_sql(), fk.add.1.sql),
+                sql: format!(
+                    "{}{}{}",
+                    wait_for_chunks_sql(&chunks),
+                    fk.lock_sql(),
+                    fk.add.1.sql
+                ),
                 index_first: None,
             };
             let mut script = entry_script(&fk.add.0, &add);
