@@ -189,6 +189,19 @@ impl Env {
             .expect("a restore to interrupt");
     }
 
+    /// Waits until no session is left on the scratch database (a killed
+    /// host's loaders die with it).
+    fn wait_for_loaders_to_end(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.count(&format!(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = '{SCRATCH}'"
+        )) > 0
+        {
+            assert!(Instant::now() < deadline, "loaders outlived the host");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// A live target with different content, and its fingerprint.
     fn reset_live(&self) -> Fingerprint {
         if self.db.database_exists(LIVE).unwrap() {
@@ -286,14 +299,7 @@ fn a_killed_restore_resumes_and_loads_no_chunk_twice() {
     running.signal(libc::SIGKILL);
     running.wait_timeout(Duration::from_secs(10));
     // The loaders die with the host; their open transactions roll back.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while env.count(&format!(
-        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = '{SCRATCH}'"
-    )) > 0
-    {
-        assert!(Instant::now() < deadline, "loaders outlived the host");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    env.wait_for_loaders_to_end();
     env.db
         .fingerprint(LIVE)
         .unwrap()
@@ -467,14 +473,7 @@ fn keys_are_built_after_the_rows_and_a_rerun_adds_only_the_missing_ones() {
         ],
         "the keys taken out should be recorded in the scratch database"
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while env.count(&format!(
-        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = '{SCRATCH}'"
-    )) > 0
-    {
-        assert!(Instant::now() < deadline, "loaders outlived the host");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    env.wait_for_loaders_to_end();
     env.db
         .fingerprint(LIVE)
         .unwrap()

@@ -25,7 +25,7 @@
 //! applies whole or not at all; a rerun adds, from the recorded clauses,
 //! only the names the table does not have yet.
 
-use crate::batch::Row;
+use crate::batch::{Row, text};
 use crate::catalog::QUERY_SCRIPT_MAX;
 use crate::sql::{SESSION_START, hex, ident};
 use std::collections::{BTreeMap, BTreeSet};
@@ -109,10 +109,6 @@ pub struct Facts {
     auto_increment: BTreeMap<String, String>,
     /// (table, name, referenced table in this database, unique constraint it uses).
     foreign_keys: Vec<(String, String, Option<String>, String)>,
-}
-
-fn text(value: &Option<Vec<u8>>) -> String {
-    String::from_utf8_lossy(value.as_deref().unwrap_or_default()).into_owned()
 }
 
 impl Facts {
