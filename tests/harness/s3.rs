@@ -986,6 +986,25 @@ impl S3Client {
             .map(drop)
     }
 
+    /// CreateMultipartUpload of `key` and nothing more: the upload id of an
+    /// upload left open, as a process killed right after starting it leaves.
+    pub fn start_multipart_upload(&self, bucket: &str, key: &str) -> Result<String> {
+        let what = format!("CreateMultipartUpload {bucket}/{key}");
+        let r = self
+            .request(
+                "POST",
+                &Self::object_path(bucket, key),
+                &[("uploads", "")],
+                &[],
+                &[],
+            )?
+            .ok(&what)?;
+        xml_values(&r.text(), "UploadId")
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("{what}: no UploadId in {}", r.text()))
+    }
+
     pub fn get_object(&self, bucket: &str, key: &str) -> Result<Vec<u8>> {
         Ok(self
             .request("GET", &Self::object_path(bucket, key), &[], &[], &[])?

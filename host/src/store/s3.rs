@@ -15,7 +15,7 @@
 //! that ignores the header still meets `Catalog::begin`'s check that the key
 //! is unused before the upload starts.
 
-use super::upload_journal::{OpenUpload, UploadJournal};
+use super::upload_journal::{JournalEntry, OpenUpload, UploadJournal};
 use super::{ObjectMeta, ObjectStore, ObjectWriter};
 use super::{s3_client, s3_errors};
 use crate::failure::{Failure, Kind};
@@ -82,6 +82,18 @@ pub struct S3Store {
 /// error"), without the SDK's Debug structures.
 fn describe<E: std::error::Error + 'static>(e: &E) -> String {
     s3_errors::describe(e)
+}
+
+/// Closes the journal entry of an upload whose CreateMultipartUpload the
+/// server refused. Without an answer (a timeout, a dropped connection) the
+/// server may have made the upload, so the entry stays for the next run.
+pub(crate) fn forget_unless_unanswered<E, R>(
+    entry: &JournalEntry,
+    e: &aws_sdk_s3::error::SdkError<E, R>,
+) {
+    if matches!(e, aws_sdk_s3::error::SdkError::ServiceError(_)) {
+        entry.close();
+    }
 }
 
 impl S3Store {
@@ -178,30 +190,88 @@ pub(crate) async fn abort_abandoned_uploads(
             return;
         }
     };
-    for open in abandoned {
-        let result = client
-            .abort_multipart_upload()
-            .bucket(&open.bucket)
-            .key(&open.key)
-            .upload_id(&open.upload_id)
-            .send()
-            .await;
-        match result {
-            Ok(_) => tracing::info!(
-                "aborted the multipart upload of {} left open by an earlier run",
-                open.key
-            ),
-            Err(e) if e.code() == Some("NoSuchUpload") => {}
-            Err(e) => {
-                tracing::warn!(
-                    "could not abort the upload of {} left by an earlier run: {}",
-                    open.key,
-                    describe(&e)
-                );
-                continue;
+    for entry in abandoned {
+        let open = entry.upload();
+        let ids = match &open.upload_id {
+            Some(id) => vec![id.clone()],
+            // Killed before the server's answer arrived: the upload, if the
+            // server made one, is found among the key's open uploads.
+            None => match open_uploads_of_key(client, open).await {
+                Ok(ids) => ids,
+                Err(e) => {
+                    tracing::warn!(
+                        "an earlier run was killed while starting the multipart upload of {} \
+                         and the server cannot list open uploads to find it ({e}); \
+                         if it made one, it stays open until an AbortIncompleteMultipartUpload \
+                         lifecycle rule on bucket {bucket} removes it",
+                        open.key
+                    );
+                    entry.close();
+                    continue;
+                }
+            },
+        };
+        let mut all_gone = true;
+        for id in ids {
+            let result = client
+                .abort_multipart_upload()
+                .bucket(&open.bucket)
+                .key(&open.key)
+                .upload_id(&id)
+                .send()
+                .await;
+            match result {
+                Ok(_) => tracing::info!(
+                    "aborted the multipart upload of {} left open by an earlier run",
+                    open.key
+                ),
+                Err(e) if e.code() == Some("NoSuchUpload") => {}
+                Err(e) => {
+                    tracing::warn!(
+                        "could not abort the upload of {} left by an earlier run: {}",
+                        open.key,
+                        describe(&e)
+                    );
+                    all_gone = false;
+                }
             }
         }
-        journal.close(&open.upload_id);
+        if all_gone {
+            entry.close();
+        }
+    }
+}
+
+/// The ids of every open upload of exactly `open.key`. Not only the one the
+/// killed run started: an open upload of a key envsync is about to write is
+/// an orphan of some earlier run. (The uploads' start times cannot narrow
+/// it: servers differ, moto reports a fixed date.)
+async fn open_uploads_of_key(client: &Client, open: &OpenUpload) -> Result<Vec<String>> {
+    let mut ids = Vec::new();
+    let (mut key_marker, mut id_marker) = (None, None);
+    loop {
+        let page = client
+            .list_multipart_uploads()
+            .bucket(&open.bucket)
+            .prefix(&open.key)
+            .set_key_marker(key_marker.take())
+            .set_upload_id_marker(id_marker.take())
+            .send()
+            .await
+            .map_err(|e| anyhow!("{}", describe(&e)))?;
+        for upload in page.uploads() {
+            if upload.key() == Some(open.key.as_str()) {
+                ids.extend(upload.upload_id().map(str::to_string));
+            }
+        }
+        if page.is_truncated() != Some(true) {
+            return Ok(ids);
+        }
+        key_marker = page.next_key_marker().map(str::to_string);
+        id_marker = page.next_upload_id_marker().map(str::to_string);
+        if key_marker.is_none() && id_marker.is_none() {
+            return Ok(ids);
+        }
     }
 }
 
@@ -256,6 +326,8 @@ struct Upload {
     /// The first part failure, so the writer stops taking bytes.
     failed: Mutex<Option<String>>,
     journal: UploadJournal,
+    /// This upload's journal entry, from just before it was requested.
+    entry: Mutex<Option<JournalEntry>>,
     /// Limits concurrent part requests to `parts_in_flight` (the buffer
     /// permits of the writer bound memory; these bound connections).
     in_flight: Semaphore,
@@ -277,6 +349,7 @@ impl Upload {
     async fn upload_id(&self) -> Result<&String> {
         self.upload_id
             .get_or_try_init(|| async {
+                let mut entry = self.journal.starting(&self.bucket, &self.key);
                 let out = self
                     .client
                     .create_multipart_upload()
@@ -287,6 +360,7 @@ impl Upload {
                     .send()
                     .await
                     .map_err(|e| {
+                        forget_unless_unanswered(&entry, &e);
                         anyhow!(
                             "starting the multipart upload of {}: {}",
                             self.key,
@@ -296,12 +370,8 @@ impl Upload {
                 let id = out
                     .upload_id()
                     .context("the server returned no upload id")?;
-                self.journal.open(&OpenUpload {
-                    bucket: self.bucket.clone(),
-                    key: self.key.clone(),
-                    upload_id: id.to_string(),
-                    pid: std::process::id(),
-                });
+                entry.started(id);
+                *self.entry.lock().unwrap() = Some(entry);
                 Ok(id.to_string())
             })
             .await
@@ -358,7 +428,7 @@ impl Upload {
         match result {
             Ok(_) => {
                 tracing::info!("aborted the multipart upload of {}", self.key);
-                self.journal.close(id);
+                self.close_entry();
             }
             Err(e) => tracing::warn!(
                 "could not abort the multipart upload {id} of {} ({e:#}); the next run against this bucket will",
@@ -368,8 +438,12 @@ impl Upload {
     }
 
     fn completed(&self) {
-        if let Some(id) = self.upload_id.get() {
-            self.journal.close(id);
+        self.close_entry();
+    }
+
+    fn close_entry(&self) {
+        if let Some(entry) = self.entry.lock().unwrap().take() {
+            entry.close();
         }
     }
 }
@@ -406,6 +480,7 @@ impl S3Writer {
             upload_id: OnceCell::new(),
             failed: Mutex::new(None),
             journal,
+            entry: Mutex::new(None),
             in_flight: Semaphore::new(parts_in_flight),
             put,
         });

@@ -2,17 +2,24 @@
 //! started and not yet completed or aborted. An upload cut off by a killed
 //! process or an S3 outage stays open in the bucket (and costs money); the
 //! next run that opens the same bucket finds it here and aborts it.
+//!
+//! An entry is written *before* CreateMultipartUpload is sent and gets the
+//! upload id when the answer arrives: a process killed while the answer is
+//! on its way leaves an entry without an id, and the next run finds that
+//! upload by listing the key's open uploads (see `s3::abort_abandoned_uploads`).
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// One open upload.
+/// One upload being started or open.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct OpenUpload {
     pub bucket: String,
     pub key: String,
-    pub upload_id: String,
+    /// None until the server has answered CreateMultipartUpload.
+    pub upload_id: Option<String>,
     /// The process that started it: a live one still owns its upload.
     pub pid: u32,
 }
@@ -23,6 +30,17 @@ pub struct OpenUpload {
 pub struct UploadJournal {
     dir: Option<PathBuf>,
 }
+
+/// One journal file, owned by the upload it records.
+#[derive(Debug)]
+pub struct JournalEntry {
+    path: Option<PathBuf>,
+    upload: OpenUpload,
+}
+
+/// Entry names are unique within the process; the pid makes them unique
+/// across processes sharing the folder.
+static NEXT_ENTRY: AtomicU64 = AtomicU64::new(0);
 
 impl UploadJournal {
     pub fn default_location() -> Self {
@@ -38,36 +56,37 @@ impl UploadJournal {
         }
     }
 
-    fn entry(&self, upload_id: &str) -> Option<PathBuf> {
-        let safe: String = upload_id
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-            .collect();
-        self.dir.as_ref().map(|d| d.join(format!("{safe}.json")))
+    #[cfg(test)]
+    fn at(dir: PathBuf) -> Self {
+        UploadJournal { dir: Some(dir) }
     }
 
-    /// Notes an upload as open. A journal that cannot be written only loses
-    /// the clean-up after a crash, so this warns instead of failing the step.
-    pub fn open(&self, upload: &OpenUpload) {
-        let (Some(dir), Some(path)) = (&self.dir, self.entry(&upload.upload_id)) else {
-            return;
+    /// Notes that an upload of `key` is about to be started: call before
+    /// sending CreateMultipartUpload. A journal that cannot be written only
+    /// loses the clean-up after a crash, so this warns instead of failing.
+    pub fn starting(&self, bucket: &str, key: &str) -> JournalEntry {
+        let pid = std::process::id();
+        let n = NEXT_ENTRY.fetch_add(1, Ordering::Relaxed);
+        let entry = JournalEntry {
+            path: self.dir.as_ref().map(|d| d.join(format!("{pid}-{n}.json"))),
+            upload: OpenUpload {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                upload_id: None,
+                pid,
+            },
         };
-        let result = std::fs::create_dir_all(dir)
-            .and_then(|()| std::fs::write(&path, serde_json::to_vec(upload).unwrap_or_default()));
-        if let Err(e) = result {
-            tracing::warn!("could not record open upload in {}: {e}", path.display());
+        if let Some(dir) = &self.dir
+            && let Err(e) = std::fs::create_dir_all(dir)
+        {
+            tracing::warn!("could not create the upload journal {}: {e}", dir.display());
         }
+        entry.write();
+        entry
     }
 
-    /// Forgets an upload that was completed or aborted.
-    pub fn close(&self, upload_id: &str) {
-        if let Some(path) = self.entry(upload_id) {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-
-    /// Uploads in `bucket` whose process is gone.
-    pub fn abandoned(&self, bucket: &str) -> Result<Vec<OpenUpload>> {
+    /// Uploads in `bucket` whose process is gone, each with its entry.
+    pub fn abandoned(&self, bucket: &str) -> Result<Vec<JournalEntry>> {
         let Some(dir) = &self.dir else {
             return Ok(Vec::new());
         };
@@ -85,10 +104,46 @@ impl UploadJournal {
                 continue;
             };
             if upload.bucket == bucket && !process_alive(upload.pid) {
-                out.push(upload);
+                out.push(JournalEntry {
+                    path: Some(entry.path()),
+                    upload,
+                });
             }
         }
         Ok(out)
+    }
+}
+
+impl JournalEntry {
+    pub fn upload(&self) -> &OpenUpload {
+        &self.upload
+    }
+
+    /// Records the id the server gave the upload.
+    pub fn started(&mut self, upload_id: &str) {
+        self.upload.upload_id = Some(upload_id.to_string());
+        self.write();
+    }
+
+    /// Forgets an upload that was completed or aborted (or never created).
+    pub fn close(&self) {
+        if let Some(path) = &self.path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    fn write(&self) {
+        let Some(path) = &self.path else {
+            return;
+        };
+        // Written whole then renamed, so a kill mid-write leaves the old
+        // entry or the new one, never half of one.
+        let tmp = path.with_extension("tmp");
+        let result = std::fs::write(&tmp, serde_json::to_vec(&self.upload).unwrap_or_default())
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = result {
+            tracing::warn!("could not record open upload in {}: {e}", path.display());
+        }
     }
 }
 
@@ -100,4 +155,73 @@ fn process_alive(pid: u32) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|cmd| String::from_utf8_lossy(&cmd).contains("envsync"))
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pid no process has: above the kernel's pid_max.
+    const GONE: u32 = 4_194_305;
+
+    #[test]
+    fn an_entry_is_on_disk_before_the_id_and_gone_after_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = UploadJournal::at(dir.path().join("s3-uploads"));
+        let mut entry = journal.starting("b", "k/x.bin");
+        let files = || {
+            std::fs::read_dir(dir.path().join("s3-uploads"))
+                .unwrap()
+                .count()
+        };
+        assert_eq!(files(), 1, "written before the request is sent");
+        assert_eq!(entry.upload().upload_id, None);
+        entry.started("id-1");
+        assert_eq!(files(), 1, "rewritten in place, no temporary left");
+        // This process is alive, so its own entry is not abandoned.
+        assert!(journal.abandoned("b").unwrap().is_empty());
+        entry.close();
+        assert_eq!(files(), 0);
+    }
+
+    #[test]
+    fn entries_of_a_dead_process_are_abandoned_with_or_without_an_id() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path()).unwrap();
+        let journal = UploadJournal::at(dir.path().to_path_buf());
+        let write = |name: &str, json: &str| std::fs::write(dir.path().join(name), json).unwrap();
+        write(
+            "old.json",
+            &format!(r#"{{"bucket":"b","key":"k1","upload_id":"u1","pid":{GONE}}}"#),
+        );
+        write(
+            "new.json",
+            &format!(r#"{{"bucket":"b","key":"k2","upload_id":null,"pid":{GONE}}}"#),
+        );
+        write(
+            "other.json",
+            &format!(r#"{{"bucket":"c","key":"k3","upload_id":"u3","pid":{GONE}}}"#),
+        );
+        write("junk.json", "{not json");
+        let mut found: Vec<_> = journal
+            .abandoned("b")
+            .unwrap()
+            .into_iter()
+            .map(|e| {
+                (
+                    e.upload.key.clone(),
+                    e.upload.upload_id.clone(),
+                    e.upload.started,
+                )
+            })
+            .collect();
+        found.sort();
+        assert_eq!(
+            found,
+            [
+                ("k1".to_string(), Some("u1".to_string())),
+                ("k2".to_string(), None)
+            ]
+        );
+    }
 }

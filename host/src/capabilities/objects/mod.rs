@@ -18,7 +18,9 @@ use crate::runtime::bindings::envsync::plugin::objects::{
     Copied, CopyMethod, Host, ListPage, LocationInfo, ObjectHead, ObjectInfo,
 };
 use crate::runtime::sandbox::StepState;
-use crate::store::s3::{PutOptions, S3Options, S3Reader, S3Writer, abort_abandoned_uploads};
+use crate::store::s3::{
+    PutOptions, S3Options, S3Reader, S3Writer, abort_abandoned_uploads, forget_unless_unanswered,
+};
 use crate::store::s3_client::{self, AccessKey};
 use crate::store::s3_errors;
 use crate::store::upload_journal::UploadJournal;
@@ -860,6 +862,7 @@ impl Ends {
     ) -> Result<(), WitError> {
         let (to, to_loc) = &self.to;
         let what = format!("copying {from_key} to {to_key}");
+        let mut entry = UploadJournal::default_location().starting(&to_loc.bucket, to_key);
         let started = to
             .create_multipart_upload()
             .bucket(&to_loc.bucket)
@@ -868,8 +871,12 @@ impl Ends {
             .set_metadata(Some(metadata_with_source(head.metadata(), head.e_tag())))
             .send()
             .await
-            .map_err(|e| io(&what, &e))?;
+            .map_err(|e| {
+                forget_unless_unanswered(&entry, &e);
+                io(&what, &e)
+            })?;
         let id = started.upload_id().unwrap_or_default().to_string();
+        entry.started(&id);
         let source = copy_source(&self.from.1.bucket, from_key);
         // Parts are copied a few at a time: each is a request the server
         // works on alone (S3 copies one part at some tens of MiB/s).
@@ -935,14 +942,19 @@ impl Ends {
                 .map_err(|e| io(&what, &e));
         }
         if result.is_err() {
-            let _ = to
+            let aborted = to
                 .abort_multipart_upload()
                 .bucket(&to_loc.bucket)
                 .key(to_key)
                 .upload_id(&id)
                 .send()
                 .await;
+            // Not aborted: the entry stays, and the next run aborts it.
+            if aborted.is_err() {
+                return result;
+            }
         }
+        entry.close();
         result
     }
 }
