@@ -207,13 +207,7 @@ mod tests {
             .abandoned("b")
             .unwrap()
             .into_iter()
-            .map(|e| {
-                (
-                    e.upload.key.clone(),
-                    e.upload.upload_id.clone(),
-                    e.upload.started,
-                )
-            })
+            .map(|e| (e.upload.key.clone(), e.upload.upload_id.clone()))
             .collect();
         found.sort();
         assert_eq!(
