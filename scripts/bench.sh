@@ -205,6 +205,19 @@ print(f"{secs:.3f} {rss} {rate} {bps:.0f}")
 PY
 }
 fresh_db() { pg_psql postgres -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null 2>&1; }
+# The parallel rows' plain restores, timed with creating their empty database, as envsync's
+# times include creating its scratch database: the same job (`createdb && pg_restore`).
+# plain_pg PORT PG_RESTORE_ARGS...: into a new database par_plain (dropped first, untimed).
+plain_pg() {
+  local port=$1; shift
+  createdb -h 127.0.0.1 -p "$port" -U postgres par_plain && pg_restore -h 127.0.0.1 -p "$port" -U postgres -d par_plain "$@"
+}
+# plain_mysql PORT: the plain SQL dump into a new MariaDB database par_plain.
+plain_mysql() {
+  local m=(mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$1" -u root)
+  "${m[@]}" -e "CREATE DATABASE par_plain" && "${m[@]}" par_plain < "$work/par.sql"
+}
+drop_par_plain() { pg_psql postgres -c "DROP DATABASE IF EXISTS par_plain" >/dev/null 2>&1; }
 
 # Starts throttle-proxy in front of 127.0.0.1:PORT and sets proxy_port to the port it listens
 # on. Not in a $(…) subshell: the cleanup must know its pid, and it must not hold our stdout.
@@ -310,8 +323,8 @@ for round in $(seq 1 "$rounds"); do
       par_failed() { echo "parallel: envsync restore ($1) failed, see above; shown as n/a" >&2; }
       # Through the proxy: serial pg_restore against envsync at each --jobs. Every restore
       # goes into a database that does not exist yet (envsync: dropped first, so no old copy to swap out).
-      fresh_db par_plain
-      record parallel proxy-pg plain "$(timed pg_restore -h 127.0.0.1 -p "$pg_proxy_port" -U postgres -d par_plain "$work/par.pgdump")" 0
+      drop_par_plain
+      record parallel proxy-pg plain "$(timed plain_pg "$pg_proxy_port" "$work/par.pgdump")" 0
       par_check_pg par_plain
       for j in "${par_jobs[@]}"; do
         pg_psql postgres -c "DROP DATABASE IF EXISTS par_restored" >/dev/null 2>&1
@@ -367,11 +380,11 @@ for round in $(seq 1 "$rounds"); do
       fi
       # Without it: pg_restore -j 2 from a local directory-format dump against envsync; serial
       # pg_restore too, to show how much the proxy slowed it.
-      fresh_db par_plain
-      record parallel direct-pg-serial plain "$(timed pg_restore -d par_plain "$work/par.pgdump")" 0
+      drop_par_plain
+      record parallel direct-pg-serial plain "$(timed plain_pg "$PG_PORT" "$work/par.pgdump")" 0
       par_check_pg par_plain
-      fresh_db par_plain
-      record parallel direct-pg plain "$(timed pg_restore -j 2 -d par_plain "$work/par.dir")" 0
+      drop_par_plain
+      record parallel direct-pg plain "$(timed plain_pg "$PG_PORT" -j 2 "$work/par.dir")" 0
       par_check_pg par_plain
       pg_psql postgres -c "DROP DATABASE IF EXISTS par_restored" >/dev/null 2>&1
       # shellcheck disable=SC2046
@@ -381,8 +394,8 @@ for round in $(seq 1 "$rounds"); do
       par_check_pg par_restored
       pg_psql postgres -c "DROP DATABASE IF EXISTS par_restored" -c "DROP DATABASE IF EXISTS par_plain" >/dev/null 2>&1
       # MariaDB through the proxy: the plain SQL dump into mariadb against envsync.
-      mdb_sql -e "DROP DATABASE IF EXISTS par_plain; CREATE DATABASE par_plain"
-      record parallel proxy-mysql plain "$(timed bash -c 'mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$1" -u root par_plain < "$0"' "$work/par.sql" "$mdb_proxy_port")" 0
+      mdb_sql -e "DROP DATABASE IF EXISTS par_plain"
+      record parallel proxy-mysql plain "$(timed plain_mysql "$mdb_proxy_port")" 0
       par_check_mysql par_plain
       for j in "${par_jobs[@]}"; do
         mdb_sql -e "DROP DATABASE IF EXISTS par_restored"
@@ -397,8 +410,8 @@ for round in $(seq 1 "$rounds"); do
       done
       # Without the proxy, serial: the server's own work for the same dump, which the
       # proxied sessions share on this machine's 2 cores (the floor of the proxied rows).
-      mdb_sql -e "DROP DATABASE IF EXISTS par_plain; CREATE DATABASE par_plain"
-      record parallel direct-mysql-serial plain "$(timed bash -c 'mariadb --no-defaults --protocol=TCP -h 127.0.0.1 -P "$1" -u root par_plain < "$0"' "$work/par.sql" "$MDB_PORT")" 0
+      mdb_sql -e "DROP DATABASE IF EXISTS par_plain"
+      record parallel direct-mysql-serial plain "$(timed plain_mysql "$MDB_PORT")" 0
       par_check_mysql par_plain
       mdb_sql -e "DROP DATABASE IF EXISTS par_restored; DROP DATABASE IF EXISTS par_plain"
       continue
@@ -664,8 +677,9 @@ if ("parallel", "proxy-pg", "plain") in runs:
         print("direct PostgreSQL, envsync / `pg_restore -j 2` round by round: "
               + " / ".join(f"{r:.2f}" for r in paired) + f" (median {st.median(paired):.2f})")
     print()
-    print("Every restore goes into a database that does not exist yet; the row counts of every table are checked")
-    print("after each (outside the timings). envsync restores from a local folder store (zstd 1), loads a scratch")
+    print("Every restore goes into a database that does not exist yet; the plain tools' times include creating it")
+    print("(`createdb`, `CREATE DATABASE`) as envsync's include creating its scratch database. The row counts of")
+    print("every table are checked after each (outside the timings). envsync restores from a local folder store (zstd 1), loads a scratch")
     print("database, verifies the artifact and swaps it in; the plain tools read local dumps (`pg_dump -Fc -Z1`,")
     print("`pg_dump -Fd -Z1 -j 2`, `mariadb-dump --single-transaction --quick` uncompressed). PostgreSQL's clients")
     print("run from the server's bin folder for both, not through Debian's Perl wrapper /usr/bin/psql.")
