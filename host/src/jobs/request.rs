@@ -400,7 +400,11 @@ pub fn build(inputs: StepInputs) -> Result<StepRequest> {
         store: inputs.store,
         from_store: inputs.from_store,
         read_only_stores: inputs.read_only_stores,
-        store_options: inputs.store_options,
+        // Uploads are journaled in the step's state folder (the config's).
+        store_options: StoreOptions {
+            state_dir: inputs.state_dir.clone().or(inputs.store_options.state_dir),
+            ..inputs.store_options
+        },
         compression: inputs.compression,
         identities: inputs.identities,
         instance: inputs.instance,
@@ -571,6 +575,35 @@ mod tests {
     }
 
     const RECIPIENT: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+
+    #[test]
+    fn a_configs_state_folder_holds_its_steps_upload_journal() {
+        let files = Files::new();
+        let state = files.dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        let text = files.fill(&format!(
+            "[environment]\nname = \"staging\"\nstore = \"{{own}}\"\nstate_dir = \"{}\"\n\n\
+             [[task]]\nname = \"shop\"\nplugin = \"postgres\"\n\
+             [task.database]\nhost = \"db1\"\nuser = \"app\"\nname = \"shop\"\npassword_file = \"{{db.pw}}\"\n\n\
+             [[task.step]]\nop = \"backup\"\n",
+            state.display()
+        ));
+        let config = parse(
+            &text,
+            "staging.toml",
+            &files.dir.path().join("staging.toml"),
+            files.dir.path(),
+            &CheckOptions::default(),
+        )
+        .unwrap_or_else(|d| panic!("{d:#?}\n{text}"));
+        // The command line's options name another folder: the config wins.
+        let cli = StoreOptions {
+            state_dir: Some(files.dir.path().join("elsewhere")),
+            ..StoreOptions::default()
+        };
+        let request = step_request(&config, &config.tasks[0], 0, &cli).unwrap();
+        assert_eq!(request.store_options.state_dir, Some(state));
+    }
 
     #[test]
     fn the_same_step_ad_hoc_and_in_a_config_is_the_same_request() {

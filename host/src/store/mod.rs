@@ -84,6 +84,9 @@ pub fn already_exists(location: &str, key: &str) -> anyhow::Error {
 #[derive(Clone, Debug, Default)]
 pub struct StoreOptions {
     pub s3: s3::S3Options,
+    /// The step's state folder, where S3 uploads are journaled until they
+    /// complete (none: not journaled).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// Opens the store at `location`: a folder path, a `file://` URL or an
@@ -93,7 +96,10 @@ pub async fn open(location: &str, options: &StoreOptions) -> Result<Arc<dyn Obje
         return Ok(Arc::new(local::LocalStore::new(path)?));
     }
     if location.starts_with("s3://") {
-        return Ok(Arc::new(s3::S3Store::connect(location, &options.s3).await?));
+        let journal = upload_journal::UploadJournal::in_state_dir(options.state_dir.as_deref());
+        return Ok(Arc::new(
+            s3::S3Store::connect(location, &options.s3, journal).await?,
+        ));
     }
     if let Some((scheme, _)) = location.split_once("://") {
         return Err(Failure::new(

@@ -99,7 +99,7 @@ pub(crate) fn forget_unless_unanswered<E, R>(
 impl S3Store {
     /// Connects to the bucket of `url` (`s3://bucket/prefix`) and checks it
     /// is reachable, so bad credentials or a missing bucket fail up front.
-    pub async fn connect(url: &str, options: &S3Options) -> Result<Self> {
+    pub async fn connect(url: &str, options: &S3Options, journal: UploadJournal) -> Result<Self> {
         let rest = url.strip_prefix("s3://").context("not an s3:// URL")?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
@@ -131,7 +131,7 @@ impl S3Store {
             part_size: options.part_size,
             parts_in_flight: options.parts_in_flight.max(1),
             location,
-            journal: UploadJournal::default_location(),
+            journal,
         };
         store.check_bucket(endpoint.as_deref()).await?;
         store.abort_abandoned_uploads().await;

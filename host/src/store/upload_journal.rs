@@ -10,7 +10,7 @@
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One upload being started or open.
@@ -24,9 +24,10 @@ pub struct OpenUpload {
     pub pid: u32,
 }
 
-/// The journal folder: `$ENVSYNC_STATE_DIR/s3-uploads`, else the user's
-/// state (or data) dir.
-#[derive(Clone, Debug)]
+/// The journal folder: `s3-uploads` in the step's state folder (the
+/// config's `state_dir`, else `$ENVSYNC_STATE_DIR`, else the user's).
+/// (Default: no folder, nothing journaled.)
+#[derive(Clone, Debug, Default)]
 pub struct UploadJournal {
     dir: Option<PathBuf>,
 }
@@ -43,16 +44,11 @@ pub struct JournalEntry {
 static NEXT_ENTRY: AtomicU64 = AtomicU64::new(0);
 
 impl UploadJournal {
-    pub fn default_location() -> Self {
-        let base = std::env::var_os("ENVSYNC_STATE_DIR")
-            .map(PathBuf::from)
-            .or_else(|| {
-                dirs::state_dir()
-                    .or_else(dirs::data_local_dir)
-                    .map(|d| d.join("envsync"))
-            });
+    /// The journal in `state_dir` (none: uploads are not journaled, and
+    /// what a killed run leaves open waits for a lifecycle rule).
+    pub fn in_state_dir(state_dir: Option<&Path>) -> Self {
         UploadJournal {
-            dir: base.map(|b| b.join("s3-uploads")),
+            dir: state_dir.map(|d| d.join("s3-uploads")),
         }
     }
 

@@ -271,6 +271,8 @@ pub struct ObjectGrant {
     next_pages: BTreeMap<String, NextPage>,
     /// Where the ETag memories live (none: nothing is remembered).
     state_dir: Option<PathBuf>,
+    /// Streamed uploads of this step, in the same state folder.
+    journal: UploadJournal,
     /// Endpoints (none: AWS) seen listing objects without ETags: only
     /// their buckets get an ETag memory.
     etagless: HashSet<Option<String>>,
@@ -333,6 +335,7 @@ impl ObjectGrant {
             clients: BTreeMap::new(),
             listed: BTreeMap::new(),
             next_pages: BTreeMap::new(),
+            journal: UploadJournal::in_state_dir(state_dir.as_deref()),
             state_dir,
             etagless: HashSet::new(),
             memories: BTreeMap::new(),
@@ -428,12 +431,7 @@ impl ObjectGrant {
         }
         // Uploads a killed earlier run left open in this bucket (streamed
         // copies of large objects) are aborted, as the artifact store does.
-        abort_abandoned_uploads(
-            &client,
-            &location.bucket,
-            &UploadJournal::default_location(),
-        )
-        .await;
+        abort_abandoned_uploads(&client, &location.bucket, &self.journal).await;
         self.clients.insert(role.to_string(), client.clone());
         Ok((client, location))
     }
@@ -651,6 +649,7 @@ struct Ends {
     /// so the source's ETag memory learns it.
     head_unknown: bool,
     large: Arc<Semaphore>,
+    journal: UploadJournal,
 }
 
 /// One object copied, and what the responses showed of both ends for the
@@ -747,7 +746,7 @@ impl Ends {
             to_key.clone(),
             part,
             STREAM_PARTS_IN_FLIGHT,
-            UploadJournal::default_location(),
+            self.journal.clone(),
             PutOptions {
                 new_only: false,
                 content_type: got.content_type.clone(),
@@ -862,7 +861,7 @@ impl Ends {
     ) -> Result<(), WitError> {
         let (to, to_loc) = &self.to;
         let what = format!("copying {from_key} to {to_key}");
-        let mut entry = UploadJournal::default_location().starting(&to_loc.bucket, to_key);
+        let mut entry = self.journal.starting(&to_loc.bucket, to_key);
         let started = to
             .create_multipart_upload()
             .bucket(&to_loc.bucket)
@@ -1199,7 +1198,7 @@ impl Host for StepState {
             full,
             STREAM_PART,
             STREAM_PARTS_IN_FLIGHT,
-            UploadJournal::default_location(),
+            self.objects.journal.clone(),
             PutOptions {
                 new_only: false,
                 content_type,
@@ -1238,6 +1237,7 @@ impl Host for StepState {
             from: (from_client, from.clone()),
             to: (to_client, to.clone()),
             large: Arc::new(Semaphore::new(LARGE_IN_FLIGHT)),
+            journal: self.objects.journal.clone(),
         };
         let slots = Arc::new(Semaphore::new(OBJECTS_IN_FLIGHT));
         let mut tasks = tokio::task::JoinSet::new();
