@@ -478,8 +478,20 @@ mod tests {
         /// `staging` with its own and upper store, task `shop` on `db1`,
         /// `task` lines added to the task and `step` lines to its step.
         fn config_request(&self, task: &str, step: &str) -> Result<StepRequest> {
+            self.config_request_with("", task, step, &StoreOptions::default())
+        }
+
+        /// [`Files::config_request`] with `environment` lines added to
+        /// `[environment]` and the command line's store options `cli`.
+        fn config_request_with(
+            &self,
+            environment: &str,
+            task: &str,
+            step: &str,
+            cli: &StoreOptions,
+        ) -> Result<StepRequest> {
             let text = self.fill(&format!(
-                "[environment]\nname = \"staging\"\nstore = \"{{own}}\"\nupper_store = \"{{upper}}\"\n\n\
+                "[environment]\nname = \"staging\"\nstore = \"{{own}}\"\nupper_store = \"{{upper}}\"\n{environment}\n\n\
                  [[task]]\nname = \"shop\"\nplugin = \"postgres\"\n{task}\n\
                  [task.database]\nhost = \"db1\"\nport = 5433\nuser = \"app\"\nname = \"shop\"\npassword_file = \"{{db.pw}}\"\n\n\
                  [[task.step]]\n{step}\n"
@@ -492,7 +504,7 @@ mod tests {
                 &CheckOptions::default(),
             )
             .unwrap_or_else(|d| panic!("{d:#?}\n{text}"));
-            step_request(&config, &config.tasks[0], 0, &StoreOptions::default())
+            step_request(&config, &config.tasks[0], 0, cli)
         }
 
         /// The request of `run` with the same database and stores as
@@ -581,27 +593,19 @@ mod tests {
         let files = Files::new();
         let state = files.dir.path().join("state");
         std::fs::create_dir_all(&state).unwrap();
-        let text = files.fill(&format!(
-            "[environment]\nname = \"staging\"\nstore = \"{{own}}\"\nstate_dir = \"{}\"\n\n\
-             [[task]]\nname = \"shop\"\nplugin = \"postgres\"\n\
-             [task.database]\nhost = \"db1\"\nuser = \"app\"\nname = \"shop\"\npassword_file = \"{{db.pw}}\"\n\n\
-             [[task.step]]\nop = \"backup\"\n",
-            state.display()
-        ));
-        let config = parse(
-            &text,
-            "staging.toml",
-            &files.dir.path().join("staging.toml"),
-            files.dir.path(),
-            &CheckOptions::default(),
-        )
-        .unwrap_or_else(|d| panic!("{d:#?}\n{text}"));
         // The command line's options name another folder: the config wins.
         let cli = StoreOptions {
             state_dir: Some(files.dir.path().join("elsewhere")),
             ..StoreOptions::default()
         };
-        let request = step_request(&config, &config.tasks[0], 0, &cli).unwrap();
+        let request = files
+            .config_request_with(
+                &format!("state_dir = \"{}\"", state.display()),
+                "",
+                "op = \"backup\"",
+                &cli,
+            )
+            .unwrap();
         assert_eq!(request.store_options.state_dir, Some(state));
     }
 
