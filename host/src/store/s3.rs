@@ -249,7 +249,8 @@ pub(crate) async fn abort_abandoned_uploads(
 async fn open_uploads_of_key(client: &Client, open: &OpenUpload) -> Result<Vec<String>> {
     let mut ids = Vec::new();
     let (mut key_marker, mut id_marker) = (None, None);
-    loop {
+    // A server that never stops saying "truncated" must not hold the run.
+    for _ in 0..LIST_UPLOADS_PAGES_MAX {
         let page = client
             .list_multipart_uploads()
             .bucket(&open.bucket)
@@ -273,7 +274,14 @@ async fn open_uploads_of_key(client: &Client, open: &OpenUpload) -> Result<Vec<S
             return Ok(ids);
         }
     }
+    bail!(
+        "it answered more than {LIST_UPLOADS_PAGES_MAX} pages of open uploads of {}",
+        open.key
+    )
 }
+
+/// Pages of ListMultipartUploads read for one key (1,000 uploads each).
+const LIST_UPLOADS_PAGES_MAX: usize = 100;
 
 /// The error of a write refused because an object is already at `key`
 /// (HTTP 412 to `If-None-Match: *`), as a `Failure`; other errors described.
