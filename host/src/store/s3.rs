@@ -84,16 +84,35 @@ fn describe<E: std::error::Error + 'static>(e: &E) -> String {
     s3_errors::describe(e)
 }
 
-/// Closes the journal entry of an upload whose CreateMultipartUpload the
-/// server refused. Without an answer (a timeout, a dropped connection) the
-/// server may have made the upload, so the entry stays for the next run.
-pub(crate) fn forget_unless_unanswered<E, R>(
-    entry: &JournalEntry,
-    e: &aws_sdk_s3::error::SdkError<E, R>,
-) {
-    if matches!(e, aws_sdk_s3::error::SdkError::ServiceError(_)) {
-        entry.close();
-    }
+/// Sends `request` (a CreateMultipartUpload of `key` in `bucket`, headers
+/// set) journaled first, so a run killed before the answer still leaves a
+/// trace; returns the upload id and its entry, which the caller closes once
+/// the upload is completed or aborted. The one place uploads are started.
+pub(crate) async fn start_journaled_upload(
+    journal: &UploadJournal,
+    bucket: &str,
+    key: &str,
+    request: aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder,
+) -> Result<(String, JournalEntry)> {
+    let mut entry = journal.starting(bucket, key);
+    let out = match request.send().await {
+        Ok(out) => out,
+        Err(e) => {
+            // Refused: there is no upload. Without an answer (a timeout, a
+            // dropped connection) the server may have made one, so the
+            // entry stays for the next run.
+            if matches!(e, aws_sdk_s3::error::SdkError::ServiceError(_)) {
+                entry.close();
+            }
+            bail!("starting the multipart upload of {key}: {}", describe(&e));
+        }
+    };
+    let id = out
+        .upload_id()
+        .context("the server returned no upload id")?
+        .to_string();
+    entry.started(&id);
+    Ok((id, entry))
 }
 
 impl S3Store {
@@ -357,30 +376,17 @@ impl Upload {
     async fn upload_id(&self) -> Result<&String> {
         self.upload_id
             .get_or_try_init(|| async {
-                let mut entry = self.journal.starting(&self.bucket, &self.key);
-                let out = self
+                let request = self
                     .client
                     .create_multipart_upload()
                     .bucket(&self.bucket)
                     .key(&self.key)
                     .set_content_type(self.put.content_type.clone())
-                    .set_metadata(self.put.metadata.clone())
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        forget_unless_unanswered(&entry, &e);
-                        anyhow!(
-                            "starting the multipart upload of {}: {}",
-                            self.key,
-                            describe(&e)
-                        )
-                    })?;
-                let id = out
-                    .upload_id()
-                    .context("the server returned no upload id")?;
-                entry.started(id);
+                    .set_metadata(self.put.metadata.clone());
+                let (id, entry) =
+                    start_journaled_upload(&self.journal, &self.bucket, &self.key, request).await?;
                 *self.entry.lock().unwrap() = Some(entry);
-                Ok(id.to_string())
+                Ok(id)
             })
             .await
     }

@@ -19,7 +19,7 @@ use crate::runtime::bindings::envsync::plugin::objects::{
 };
 use crate::runtime::sandbox::StepState;
 use crate::store::s3::{
-    PutOptions, S3Options, S3Reader, S3Writer, abort_abandoned_uploads, forget_unless_unanswered,
+    PutOptions, S3Options, S3Reader, S3Writer, abort_abandoned_uploads, start_journaled_upload,
 };
 use crate::store::s3_client::{self, AccessKey};
 use crate::store::s3_errors;
@@ -861,21 +861,15 @@ impl Ends {
     ) -> Result<(), WitError> {
         let (to, to_loc) = &self.to;
         let what = format!("copying {from_key} to {to_key}");
-        let mut entry = self.journal.starting(&to_loc.bucket, to_key);
-        let started = to
+        let request = to
             .create_multipart_upload()
             .bucket(&to_loc.bucket)
             .key(to_key)
             .set_content_type(head.content_type().map(str::to_string))
-            .set_metadata(Some(metadata_with_source(head.metadata(), head.e_tag())))
-            .send()
+            .set_metadata(Some(metadata_with_source(head.metadata(), head.e_tag())));
+        let (id, entry) = start_journaled_upload(&self.journal, &to_loc.bucket, to_key, request)
             .await
-            .map_err(|e| {
-                forget_unless_unanswered(&entry, &e);
-                io(&what, &e)
-            })?;
-        let id = started.upload_id().unwrap_or_default().to_string();
-        entry.started(&id);
+            .map_err(|e| WitError::Io(format!("{what}: {e:#}")))?;
         let source = copy_source(&self.from.1.bucket, from_key);
         // Parts are copied a few at a time: each is a request the server
         // works on alone (S3 copies one part at some tens of MiB/s).
