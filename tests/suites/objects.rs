@@ -436,6 +436,23 @@ fn a_copy_killed_half_way_and_rerun_ends_identical() {
     // The kill may also land while another upload's CreateMultipartUpload
     // is on its way: its journal entry has no id yet.
     let unanswered = unanswered_starts(&b.host_state_dir());
+    // Bucket, key, upload id and pid only: no credential reaches the journal.
+    let journal = b.host_state_dir().join("s3-uploads");
+    let entries: Vec<PathBuf> = std::fs::read_dir(&journal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!entries.is_empty(), "the kill left journal entries");
+    for f in &entries {
+        let bytes = std::fs::read(f).unwrap();
+        for canary in [b.secret_key(), b.access_key(), a.secret_key()] {
+            assert!(
+                !bytes.windows(canary.len()).any(|w| w == canary.as_bytes()),
+                "{} holds {canary:?}",
+                f.display()
+            );
+        }
+    }
 
     let out = run(&b, &host, &copy(&src, &dst));
     out.expect_ok("rerun after the kill");
