@@ -283,6 +283,98 @@ fn a_parallel_restore_runs_n_load_sessions_at_once() {
         .assert_same(&env.source, "parallel restore");
 }
 
+/// Indexes of the source whose builds [`index_builds`] reads.
+const BUILT_INDEXES: [&str; 4] = [
+    "orders_placed_at",
+    "orders_customer",
+    "events_kind",
+    "orders_pkey",
+];
+
+/// How the server built each of [`BUILT_INDEXES`] since its log was `from`
+/// bytes long: at DEBUG1 it logs "building index … serially" or "… with
+/// request for N parallel workers".
+fn index_builds(env: &Env, from: usize) -> Vec<(&'static str, String)> {
+    let log = env.pg.log();
+    let log = log.get(from..).unwrap_or_default();
+    BUILT_INDEXES
+        .iter()
+        .map(|index| {
+            let start = format!("building index \"{index}\" on table ");
+            let line = log
+                .lines()
+                .find(|l| l.contains(&start))
+                .unwrap_or_else(|| panic!("the server log should show {index} being built"));
+            (*index, line.to_string())
+        })
+        .collect()
+}
+
+/// Each index build of a parallel restore runs in its own session unless
+/// the operator grants it server workers (`index-build-workers`): the
+/// `--jobs` sessions are the restore's parallelism. The server is set to
+/// offer workers to any build, so a serial build is the restore's choice.
+#[test]
+fn index_builds_use_server_workers_only_when_granted() {
+    let env = setup();
+    env.backup(2);
+    env.pg
+        .psql(
+            "postgres",
+            "ALTER SYSTEM SET log_min_messages = debug1;\n\
+             ALTER SYSTEM SET min_parallel_table_scan_size = '8kB';\n\
+             SELECT pg_reload_conf();",
+        )
+        .unwrap();
+    let live = env.reset_live();
+
+    env.restore_step(2)
+        .param("index-build-workers", 5000)
+        .run(&env.host)
+        .expect_fail(
+            &[exit::USAGE],
+            &["index-build-workers is 5000", "at most 1024"],
+            "a restore granting more workers than PostgreSQL allows",
+        );
+    env.pg
+        .fingerprint(LIVE)
+        .unwrap()
+        .assert_same(&live, "the live target after a refused parameter");
+    assert!(!env.pg.database_exists(SCRATCH).unwrap());
+
+    let from = env.pg.log().len();
+    env.restore_step(2)
+        .run(&env.host)
+        .expect_ok("a parallel restore with the default");
+    for (index, line) in index_builds(&env, from) {
+        assert!(
+            line.ends_with("serially"),
+            "by default {index} should be built without server workers: {line}"
+        );
+    }
+    env.pg
+        .fingerprint(LIVE)
+        .unwrap()
+        .assert_same(&env.source, "restore with the default index-build-workers");
+
+    env.reset_live();
+    let from = env.pg.log().len();
+    env.restore_step(2)
+        .param("index-build-workers", 2)
+        .run(&env.host)
+        .expect_ok("a parallel restore granting 2 workers per index build");
+    for (index, line) in index_builds(&env, from) {
+        assert!(
+            line.contains("with request for 2 parallel workers"),
+            "with index-build-workers = 2, {index} should be built with 2 workers: {line}"
+        );
+    }
+    env.pg
+        .fingerprint(LIVE)
+        .unwrap()
+        .assert_same(&env.source, "restore with index-build-workers = 2");
+}
+
 #[test]
 fn a_killed_restore_resumes_and_loads_no_chunk_twice() {
     let env = setup();

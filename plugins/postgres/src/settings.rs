@@ -54,6 +54,15 @@ const PARAMS: &[(&str, &str, Option<&str>)] = &[
         Some("256MB"),
     ),
     (
+        "index-build-workers",
+        "max_parallel_maintenance_workers of each session of a parallel restore of a chunked \
+         artifact: the server processes one index build may add. 0 (the default): each build \
+         runs in its own session only, since the --jobs sessions already keep that many server \
+         cores busy and parallel builds beside them cost more CPU than they save (measured in \
+         docs/benchmarks.md). Raise it for a server with many more cores than --jobs.",
+        Some("0"),
+    ),
+    (
         "chunk-mib",
         "Chunked backups: tables larger than this many MiB are split into block ranges of \
          about this size, so one big table loads with several sessions. Unset: the database's \
@@ -97,6 +106,7 @@ pub struct LoadSettings {
     pub restore_flags: Vec<String>,
     pub disable_triggers: bool,
     pub maintenance_work_mem: String,
+    pub index_build_workers: u32,
     pub maintenance_db: String,
     pub swap_retries: u32,
     pub swap_retry_delay: Duration,
@@ -117,6 +127,7 @@ impl LoadSettings {
             restore_flags: restore_flags()?,
             disable_triggers: param_bool("disable-triggers", true)?,
             maintenance_work_mem: memory_setting()?,
+            index_build_workers: index_build_workers()?,
             maintenance_db: param_or("maintenance-database", "postgres"),
             swap_retries,
             swap_retry_delay: Duration::from_millis(param_number("swap-retry-delay-ms", 1000)?),
@@ -138,6 +149,22 @@ fn memory_setting() -> Result<String, Error> {
         )))
     }
 }
+
+/// `index-build-workers`, within PostgreSQL's own limit for
+/// max_parallel_maintenance_workers (1024), so a typo fails the step before
+/// anything is created instead of every session's connection.
+fn index_build_workers() -> Result<u32, Error> {
+    let workers: u32 = param_number("index-build-workers", 0)?;
+    if workers > MAX_INDEX_BUILD_WORKERS {
+        return Err(Error::InvalidParam(format!(
+            "parameter index-build-workers is {workers}; PostgreSQL allows at most \
+             {MAX_INDEX_BUILD_WORKERS} (0 builds each index in its own session)"
+        )));
+    }
+    Ok(workers)
+}
+
+const MAX_INDEX_BUILD_WORKERS: u32 = 1024;
 
 /// `chunk-mib` in blocks of 8 KiB (PostgreSQL's default block size); None
 /// when unset (see [`auto_chunk_blocks`]).

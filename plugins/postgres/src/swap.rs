@@ -188,12 +188,14 @@ impl Replacement {
     /// session of a parallel load: triggers quiet as for pg_restore,
     /// commits not waiting for the disk (the scratch database is not live
     /// until the swap, and a crash only means a rerun), more memory for
-    /// index builds. With the text to send first (its application name,
+    /// index builds and each build in its own session unless the operator
+    /// allows parallel workers (`index-build-workers`). With the text to send first (its application name,
     /// `SET ROLE` of `owner`).
     pub fn psql_session(&self) -> (Command, String) {
         let mut options = format!(
-            "-c synchronous_commit=off -c maintenance_work_mem={}",
-            self.settings.maintenance_work_mem
+            "-c synchronous_commit=off -c maintenance_work_mem={} \
+             -c max_parallel_maintenance_workers={}",
+            self.settings.maintenance_work_mem, self.settings.index_build_workers
         );
         if self.settings.disable_triggers {
             options.push_str(" -c session_replication_role=replica");
