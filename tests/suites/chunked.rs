@@ -342,37 +342,35 @@ fn index_builds_use_server_workers_only_when_granted() {
         .assert_same(&live, "the live target after a refused parameter");
     assert!(!env.pg.database_exists(SCRATCH).unwrap());
 
-    let from = env.pg.log().len();
-    env.restore_step(2)
-        .run(&env.host)
-        .expect_ok("a parallel restore with the default");
-    for (index, line) in index_builds(&env, from) {
+    // A restore granting `workers` (None: the default) into a fresh live
+    // database; how the server built the indexes.
+    let restore = |workers: Option<u32>| {
+        env.reset_live();
+        let from = env.pg.log().len();
+        let what = format!("a parallel restore with index-build-workers = {workers:?}");
+        let mut step = env.restore_step(2);
+        if let Some(workers) = workers {
+            step = step.param("index-build-workers", workers);
+        }
+        step.run(&env.host).expect_ok(&what);
+        env.pg
+            .fingerprint(LIVE)
+            .unwrap()
+            .assert_same(&env.source, &what);
+        index_builds(&env, from)
+    };
+    for (index, line) in restore(None) {
         assert!(
             line.ends_with("serially"),
             "by default {index} should be built without server workers: {line}"
         );
     }
-    env.pg
-        .fingerprint(LIVE)
-        .unwrap()
-        .assert_same(&env.source, "restore with the default index-build-workers");
-
-    env.reset_live();
-    let from = env.pg.log().len();
-    env.restore_step(2)
-        .param("index-build-workers", 2)
-        .run(&env.host)
-        .expect_ok("a parallel restore granting 2 workers per index build");
-    for (index, line) in index_builds(&env, from) {
+    for (index, line) in restore(Some(2)) {
         assert!(
             line.contains("with request for 2 parallel workers"),
             "with index-build-workers = 2, {index} should be built with 2 workers: {line}"
         );
     }
-    env.pg
-        .fingerprint(LIVE)
-        .unwrap()
-        .assert_same(&env.source, "restore with index-build-workers = 2");
 }
 
 #[test]
