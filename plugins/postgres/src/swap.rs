@@ -188,9 +188,9 @@ impl Replacement {
     /// session of a parallel load: triggers quiet as for pg_restore,
     /// commits not waiting for the disk (the scratch database is not live
     /// until the swap, and a crash only means a rerun), more memory for
-    /// index builds and each build in its own session unless the operator
-    /// allows parallel workers (`index-build-workers`). With the text to send first (its application name,
-    /// `SET ROLE` of `owner`).
+    /// index builds, and each build in its own session unless the operator
+    /// allows parallel workers (`index-build-workers`). With the text to
+    /// send first (its application name, `SET ROLE` of `owner`).
     pub fn psql_session(&self) -> (Command, String) {
         let mut options = format!(
             "-c synchronous_commit=off -c maintenance_work_mem={} \
