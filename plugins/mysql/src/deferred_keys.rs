@@ -28,6 +28,7 @@
 use crate::batch::{Row, text};
 use crate::catalog::QUERY_SCRIPT_MAX;
 use crate::sql::{SESSION_START, hex, ident};
+use envsync_plugin_sdk::sessions;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub const KEYS_TABLE: &str = "envsync-restore-keys";
@@ -386,23 +387,19 @@ pub fn add_statement(t: &TableKeys) -> String {
 }
 
 /// Spreads `tables` over at most `lanes` scripts, the heaviest table first
-/// to the lightest lane; `weight` is a table's share of the rows.
-pub fn deal(tables: Vec<TableKeys>, lanes: usize, weight: impl Fn(&str) -> u64) -> Vec<String> {
-    let mut tables: Vec<(u64, TableKeys)> =
-        tables.into_iter().map(|t| (weight(&t.table), t)).collect();
-    tables.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.table.cmp(&b.1.table)));
-    let lanes = lanes.clamp(1, tables.len().max(1));
-    let mut load = vec![0u64; lanes];
-    let mut scripts = vec![String::from("SET SESSION foreign_key_checks = 0;\n"); lanes];
-    for (w, t) in &tables {
-        let k = (0..lanes)
-            .min_by_key(|&k| load[k])
-            .expect("at least one lane");
-        load[k] += w.max(&1);
-        scripts[k].push_str(&add_statement(t));
-    }
-    scripts.retain(|s| s.contains("ALTER TABLE"));
-    scripts
+/// to the lightest lane (tables of equal weight by name); `weight` is a
+/// table's share of the rows.
+pub fn deal(mut tables: Vec<TableKeys>, lanes: usize, weight: impl Fn(&str) -> u64) -> Vec<String> {
+    tables.sort_by(|a, b| a.table.cmp(&b.table));
+    let weighted = tables.into_iter().map(|t| (weight(&t.table), t)).collect();
+    sessions::deal(weighted, lanes)
+        .into_iter()
+        .filter(|share| !share.is_empty())
+        .map(|share| {
+            let adds: String = share.iter().map(add_statement).collect();
+            format!("SET SESSION foreign_key_checks = 0;\n{adds}")
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -533,7 +533,7 @@ impl PostData {
                 (referencing + size(&referenced), (name, entry))
             })
             .collect();
-        run_scripts(job, &self.setup, post_data::deal(validations, jobs))
+        run_scripts(job, &self.setup, sessions::deal(validations, jobs))
     }
 }
 
@@ -589,7 +589,7 @@ fn spread(
             (size, (name, entry))
         })
         .collect();
-    post_data::deal(sized, jobs)
+    sessions::deal(sized, jobs)
 }
 
 /// The size of every table in the scratch database, by the name pg_dump

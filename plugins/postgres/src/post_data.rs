@@ -206,27 +206,6 @@ pub fn table_key(name: &str) -> String {
     parts.join("\0")
 }
 
-/// Deals `entries` (with their sizes) to `sessions` sessions, largest
-/// first to the least loaded, so one big table's indexes do not all wait in
-/// one session while the others idle. Only for entries that do not depend
-/// on each other (each session runs its share largest first).
-pub fn deal<T>(mut entries: Vec<(u64, T)>, sessions: usize) -> Vec<Vec<T>> {
-    let sessions = sessions.min(entries.len()).max(1);
-    entries.sort_by_key(|e| std::cmp::Reverse(e.0));
-    let mut load = vec![0u64; sessions];
-    let mut out: Vec<Vec<T>> = (0..sessions).map(|_| Vec::new()).collect();
-    for (size, entry) in entries {
-        let (least, _) = load
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, l)| **l)
-            .expect("at least one session");
-        load[least] += size.max(1);
-        out[least].push(entry);
-    }
-    out
-}
-
 /// A foreign key split in two: added `NOT VALID` (brief: no rows are
 /// read) in pg_dump's order, then validated with the other validations
 /// concurrently. `VALIDATE CONSTRAINT` locks the referencing table only
@@ -445,13 +424,6 @@ ALTER TABLE ONLY public.lines\n    ADD CONSTRAINT lines_order_fkey FOREIGN KEY (
         assert_eq!(table_key("\"My s\".\"t.x\""), "My s\0t.x");
         assert_eq!(table_key("s.\"a\"\"b\""), "s\0a\"b");
         assert_ne!(table_key("public.orders"), table_key("\"public.orders\""));
-    }
-
-    #[test]
-    fn the_largest_entries_are_dealt_first_to_the_least_loaded_session() {
-        let dealt = deal(vec![(1, "a"), (100, "big"), (60, "b"), (50, "c")], 2);
-        assert_eq!(dealt, vec![vec!["big", "a"], vec!["b", "c"]]);
-        assert_eq!(deal(Vec::<(u64, u8)>::new(), 4).len(), 1);
     }
 
     #[test]

@@ -358,3 +358,41 @@ pub fn run_in_lanes<T>(
     }
     Ok(())
 }
+
+/// Deals `items` (each with its cost) over at most `sessions` sessions,
+/// the costliest first to the least loaded, so one big table's work does
+/// not all wait in one session while the others idle. Items of equal cost
+/// keep their order. Only for items that do not depend on each other;
+/// there is always at least one share (empty when `items` is).
+pub fn deal<T>(mut items: Vec<(u64, T)>, sessions: usize) -> Vec<Vec<T>> {
+    let sessions = sessions.min(items.len()).max(1);
+    items.sort_by_key(|item| std::cmp::Reverse(item.0));
+    let mut load = vec![0u64; sessions];
+    let mut shares: Vec<Vec<T>> = (0..sessions).map(|_| Vec::new()).collect();
+    for (cost, item) in items {
+        let least = (0..sessions)
+            .min_by_key(|&k| load[k])
+            .expect("at least one session");
+        // Nothing costs nothing: free items still spread.
+        load[least] += cost.max(1);
+        shares[least].push(item);
+    }
+    shares
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_costliest_items_go_first_to_the_least_loaded_session() {
+        let dealt = deal(vec![(1, "a"), (100, "big"), (60, "b"), (50, "c")], 2);
+        assert_eq!(dealt, vec![vec!["big", "a"], vec!["b", "c"]]);
+        // Equal costs keep their order; never more sessions than items.
+        assert_eq!(
+            deal(vec![(5, "x"), (5, "y")], 4),
+            vec![vec!["x"], vec!["y"]]
+        );
+        assert_eq!(deal(Vec::<(u64, u8)>::new(), 4), vec![Vec::<u8>::new()]);
+    }
+}
