@@ -227,6 +227,21 @@ fn assert_summary(out: &Output, parts: &[&str]) {
     }
 }
 
+/// Asserts that no file of `files` holds any of `canaries` (credentials
+/// the host must never write into its state files).
+fn assert_none_holds(files: &[PathBuf], canaries: &[&str]) {
+    for f in files {
+        let bytes = std::fs::read(f).unwrap();
+        for canary in canaries {
+            assert!(
+                !bytes.windows(canary.len()).any(|w| w == canary.as_bytes()),
+                "{} holds {canary:?}",
+                f.display()
+            );
+        }
+    }
+}
+
 #[test]
 fn copies_incrementally_across_endpoints_and_within_one_server() {
     let host = Host::built();
@@ -443,16 +458,7 @@ fn a_copy_killed_half_way_and_rerun_ends_identical() {
         .map(|e| e.unwrap().path())
         .collect();
     assert!(!entries.is_empty(), "the kill left journal entries");
-    for f in &entries {
-        let bytes = std::fs::read(f).unwrap();
-        for canary in [b.secret_key(), b.access_key(), a.secret_key()] {
-            assert!(
-                !bytes.windows(canary.len()).any(|w| w == canary.as_bytes()),
-                "{} holds {canary:?}",
-                f.display()
-            );
-        }
-    }
+    assert_none_holds(&entries, &[b.secret_key(), b.access_key(), a.secret_key()]);
 
     let out = run(&b, &host, &copy(&src, &dst));
     out.expect_ok("rerun after the kill");
@@ -1172,16 +1178,7 @@ fn on_a_server_listing_no_etags_the_host_remembers_them_and_a_rerun_reads_only_t
         .collect();
     assert_eq!(files.len(), 2, "a memory per bucket: {files:?}");
     // Keys, sizes, times and ETags only: no credential reaches the files.
-    for f in &files {
-        let bytes = std::fs::read(f).unwrap();
-        for canary in [s3.secret_key(), s3.access_key()] {
-            assert!(
-                !bytes.windows(canary.len()).any(|w| w == canary.as_bytes()),
-                "{} holds {canary:?}",
-                f.display()
-            );
-        }
-    }
+    assert_none_holds(&files, &[s3.secret_key(), s3.access_key()]);
     for f in &files {
         std::fs::write(f, vec![0x5a; 64 << 10]).unwrap();
     }

@@ -43,7 +43,8 @@ impl S3Args {
                 part_size: self.s3_part_size_mib << 20,
                 parts_in_flight: self.s3_parts_in_flight,
             },
-            // A step built from a config replaces it with the config's.
+            // For commands without a step (`backups`); a step's request
+            // sets its own state folder (a config's `state_dir`).
             state_dir: crate::jobs::history::state_dir(None),
         }
     }

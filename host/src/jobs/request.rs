@@ -400,9 +400,10 @@ pub fn build(inputs: StepInputs) -> Result<StepRequest> {
         store: inputs.store,
         from_store: inputs.from_store,
         read_only_stores: inputs.read_only_stores,
-        // Uploads are journaled in the step's state folder (the config's).
+        // Uploads are journaled in the step's state folder (the config's
+        // over the command line's).
         store_options: StoreOptions {
-            state_dir: inputs.state_dir.clone().or(inputs.store_options.state_dir),
+            state_dir: inputs.state_dir.clone(),
             ..inputs.store_options
         },
         compression: inputs.compression,

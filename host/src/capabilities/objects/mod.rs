@@ -269,10 +269,9 @@ pub struct ObjectGrant {
     /// each side's next page is fetched while the other is read. Dropped
     /// (and its request aborted) when not asked for.
     next_pages: BTreeMap<String, NextPage>,
-    /// Where the ETag memories live (none: nothing is remembered).
+    /// Where the ETag memories and the upload journal live (none: nothing
+    /// is remembered or journaled).
     state_dir: Option<PathBuf>,
-    /// Streamed uploads of this step, in the same state folder.
-    journal: UploadJournal,
     /// Endpoints (none: AWS) seen listing objects without ETags: only
     /// their buckets get an ETag memory.
     etagless: HashSet<Option<String>>,
@@ -335,13 +334,17 @@ impl ObjectGrant {
             clients: BTreeMap::new(),
             listed: BTreeMap::new(),
             next_pages: BTreeMap::new(),
-            journal: UploadJournal::in_state_dir(state_dir.as_deref()),
             state_dir,
             etagless: HashSet::new(),
             memories: BTreeMap::new(),
             page_ends: BTreeMap::new(),
             stats: ObjectStats::default(),
         }
+    }
+
+    /// The journal of this step's streamed uploads, in its state folder.
+    fn journal(&self) -> UploadJournal {
+        UploadJournal::in_state_dir(self.state_dir.as_deref())
     }
 
     /// The ETag memory of `location`'s bucket when its endpoint lists no
@@ -431,7 +434,7 @@ impl ObjectGrant {
         }
         // Uploads a killed earlier run left open in this bucket (streamed
         // copies of large objects) are aborted, as the artifact store does.
-        abort_abandoned_uploads(&client, &location.bucket, &self.journal).await;
+        abort_abandoned_uploads(&client, &location.bucket, &self.journal()).await;
         self.clients.insert(role.to_string(), client.clone());
         Ok((client, location))
     }
@@ -1192,7 +1195,7 @@ impl Host for StepState {
             full,
             STREAM_PART,
             STREAM_PARTS_IN_FLIGHT,
-            self.objects.journal.clone(),
+            self.objects.journal(),
             PutOptions {
                 new_only: false,
                 content_type,
@@ -1231,7 +1234,7 @@ impl Host for StepState {
             from: (from_client, from.clone()),
             to: (to_client, to.clone()),
             large: Arc::new(Semaphore::new(LARGE_IN_FLIGHT)),
-            journal: self.objects.journal.clone(),
+            journal: self.objects.journal(),
         };
         let slots = Arc::new(Semaphore::new(OBJECTS_IN_FLIGHT));
         let mut tasks = tokio::task::JoinSet::new();
